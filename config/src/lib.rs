@@ -1,0 +1,1 @@
+//! kopek-config (being written).
