@@ -25,7 +25,7 @@
 //! rewrite a closed segment; drop a datagram without counting why.
 
 pub mod decode;
-pub mod gen;
+pub mod generator;
 pub mod record;
 pub mod segment;
 
