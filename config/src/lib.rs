@@ -1,1 +1,436 @@
-//! kopek-config (being written).
+//! kopek-config: the one TOML file every kopek process reads.
+//!
+//! Two layers, as in dora: [`wire`] holds serde structs that mirror the file
+//! (every struct `deny_unknown_fields`, every default a named const), and
+//! [`Config`] holds validated runtime types (`SocketAddr`, `Duration`,
+//! `NonZeroU32`, ...). [`Config::load`] does both and reports the first
+//! problem as a [`ConfigError`] that names the file, the key and what is
+//! wrong; [`Config::check`] reports all validation problems at once for
+//! `kopek config check`.
+//!
+//! This crate never opens sockets, creates directories or touches state: it
+//! only reads the file and judges it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod wire;
+
+/// Where kopek looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kopek/kopek.toml";
+
+/// A config problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One invalid value: `key` is the dotted TOML path (`collector.exporter[1].address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from (for messages and reloads).
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub collector: CollectorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorConfig {
+    /// Names this collector's segments (`<name>-<id>-<time>.kseg`).
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub socket_buffer_bytes: usize,
+    pub stats_interval: Duration,
+    pub segment: SegmentConfig,
+    pub durability: Durability,
+    pub limits: DecodeLimitsConfig,
+    pub exporters: Vec<Exporter>,
+}
+
+impl CollectorConfig {
+    /// The directory that holds this collector's tier-1 segments.
+    pub fn raw_dir(&self, state_dir: &Path) -> PathBuf {
+        state_dir.join("raw")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd { level: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentConfig {
+    pub rotate_interval: Duration,
+    pub rotate_size_bytes: u64,
+    pub block_records: usize,
+    pub block_flush: Duration,
+    pub compression: Compression,
+}
+
+/// When written blocks are forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync after every block: nothing written is lost even on power loss.
+    EveryBlock,
+    /// fsync at most this often: a power loss may cost the last interval,
+    /// a process crash costs nothing (written blocks are in the page cache).
+    Interval(Duration),
+    /// Never fsync except at segment close (benchmarks, tmpfs).
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeLimitsConfig {
+    pub max_templates_per_exporter: usize,
+    pub max_templates_total: usize,
+    pub pending_hold: Duration,
+}
+
+/// An exporter allowed to send to this collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exporter {
+    pub name: String,
+    pub address: IpAddr,
+    /// `None`: trust the export's own sampling fields; `Some(n)`: 1 in n.
+    pub sampling: Option<NonZeroU32>,
+}
+
+impl Config {
+    /// Reads and validates `path`; the error names the file and the key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let wire: wire::File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: describe_toml_error(&e, text),
+        })?;
+        Config::validate(path, wire).map_err(|problems| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Turns the wire form into runtime types, collecting every problem.
+    pub fn validate(path: &Path, w: wire::File) -> Result<Config, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.to_string(),
+                message,
+            })
+        };
+
+        let state_dir = PathBuf::from(&w.general.state_dir);
+        if !state_dir.is_absolute() {
+            bad(
+                "general.state_dir",
+                format!("must be an absolute path, got {:?}", w.general.state_dir),
+            );
+        }
+
+        let c = w.collector;
+        if !valid_name(&c.name) {
+            bad(
+                "collector.name",
+                format!(
+                    "must be 1-32 characters of a-z, 0-9, '_' (it names segment files), got {:?}",
+                    c.name
+                ),
+            );
+        }
+        let mut listen = Vec::new();
+        if c.listen.is_empty() {
+            bad(
+                "collector.listen",
+                "must list at least one address:port".into(),
+            );
+        }
+        for (i, l) in c.listen.iter().enumerate() {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => listen.push(a),
+                Err(_) => bad(
+                    &format!("collector.listen[{i}]"),
+                    format!("expected an address:port like \"0.0.0.0:2055\" or \"[::]:2055\", got {l:?}"),
+                ),
+            }
+        }
+        if !(64 * 1024..=1 << 30).contains(&c.socket_buffer_bytes) {
+            bad(
+                "collector.socket_buffer_bytes",
+                format!(
+                    "must be between 65536 and 1073741824, got {}",
+                    c.socket_buffer_bytes
+                ),
+            );
+        }
+        if !(100..=3_600_000).contains(&c.stats_interval_ms) {
+            bad(
+                "collector.stats_interval_ms",
+                format!("must be 100..=3600000, got {}", c.stats_interval_ms),
+            );
+        }
+
+        let s = &c.segment;
+        if !(1..=86_400).contains(&s.rotate_interval_s) {
+            bad(
+                "collector.segment.rotate_interval_s",
+                format!("must be 1..=86400 seconds, got {}", s.rotate_interval_s),
+            );
+        }
+        if !(1 << 20..=1 << 34).contains(&s.rotate_size_bytes) {
+            bad(
+                "collector.segment.rotate_size_bytes",
+                format!("must be 1 MiB..=16 GiB, got {}", s.rotate_size_bytes),
+            );
+        }
+        if !(1..=65_536).contains(&s.block_records) {
+            bad(
+                "collector.segment.block_records",
+                format!("must be 1..=65536, got {}", s.block_records),
+            );
+        }
+        if !(1..=60_000).contains(&s.block_flush_ms) {
+            bad(
+                "collector.segment.block_flush_ms",
+                format!("must be 1..=60000, got {}", s.block_flush_ms),
+            );
+        }
+        let compression = match s.compression.as_str() {
+            "none" => Compression::None,
+            "zstd" => {
+                if !(1..=19).contains(&s.zstd_level) {
+                    bad(
+                        "collector.segment.zstd_level",
+                        format!("must be 1..=19, got {}", s.zstd_level),
+                    );
+                }
+                Compression::Zstd {
+                    level: s.zstd_level,
+                }
+            }
+            other => {
+                bad(
+                    "collector.segment.compression",
+                    format!("expected \"zstd\" or \"none\", got {other:?}"),
+                );
+                Compression::None
+            }
+        };
+
+        let d = &c.durability;
+        let durability = match d.fsync.as_str() {
+            "block" => Durability::EveryBlock,
+            "never" => Durability::Never,
+            "interval" => {
+                if !(1..=60_000).contains(&d.fsync_interval_ms) {
+                    bad(
+                        "collector.durability.fsync_interval_ms",
+                        format!("must be 1..=60000, got {}", d.fsync_interval_ms),
+                    );
+                }
+                Durability::Interval(Duration::from_millis(d.fsync_interval_ms))
+            }
+            other => {
+                bad(
+                    "collector.durability.fsync",
+                    format!("expected \"block\", \"interval\" or \"never\", got {other:?}"),
+                );
+                Durability::Never
+            }
+        };
+
+        let l = &c.limits;
+        if !(1..=65_536).contains(&l.max_templates_per_exporter) {
+            bad(
+                "collector.limits.max_templates_per_exporter",
+                format!("must be 1..=65536, got {}", l.max_templates_per_exporter),
+            );
+        }
+        if !(1..=10_000_000).contains(&l.max_templates_total) {
+            bad(
+                "collector.limits.max_templates_total",
+                format!("must be 1..=10000000, got {}", l.max_templates_total),
+            );
+        }
+        if l.pending_hold_ms > 600_000 {
+            bad(
+                "collector.limits.pending_hold_ms",
+                format!("must be at most 600000, got {}", l.pending_hold_ms),
+            );
+        }
+
+        let mut exporters = Vec::new();
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, e) in c.exporter.iter().enumerate() {
+            let key = format!("collector.exporter[{i}]");
+            if !valid_name(&e.name) {
+                bad(
+                    &format!("{key}.name"),
+                    format!("must be 1-32 characters of a-z, 0-9, '_', got {:?}", e.name),
+                );
+            } else if !names.insert(e.name.clone()) {
+                bad(
+                    &format!("{key}.name"),
+                    format!("exporter name {:?} is used twice", e.name),
+                );
+            }
+            let address = match e.address.parse::<IpAddr>() {
+                Ok(a) => {
+                    if !addrs.insert(a) {
+                        bad(
+                            &format!("{key}.address"),
+                            format!("address {a} is listed twice"),
+                        );
+                    }
+                    Some(a)
+                }
+                Err(_) => {
+                    bad(
+                        &format!("{key}.address"),
+                        format!("expected an IPv4 or IPv6 address, got {:?}", e.address),
+                    );
+                    None
+                }
+            };
+            let sampling = match &e.sampling {
+                wire::Sampling::Auto(s) if s == "auto" => None,
+                wire::Sampling::Auto(s) => {
+                    bad(
+                        &format!("{key}.sampling"),
+                        format!("expected \"auto\" or a positive integer, got {s:?}"),
+                    );
+                    None
+                }
+                wire::Sampling::Rate(n) => match u32::try_from(*n).ok().and_then(NonZeroU32::new)
+                {
+                    Some(n) => Some(n),
+                    None => {
+                        bad(
+                            &format!("{key}.sampling"),
+                            format!("must be 1..=4294967295 (1 = unsampled), got {n}"),
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(address) = address {
+                exporters.push(Exporter {
+                    name: e.name.clone(),
+                    address,
+                    sampling,
+                });
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir,
+            collector: CollectorConfig {
+                name: c.name,
+                listen,
+                socket_buffer_bytes: c.socket_buffer_bytes,
+                stats_interval: Duration::from_millis(c.stats_interval_ms),
+                segment: SegmentConfig {
+                    rotate_interval: Duration::from_secs(s.rotate_interval_s),
+                    rotate_size_bytes: s.rotate_size_bytes,
+                    block_records: s.block_records,
+                    block_flush: Duration::from_millis(s.block_flush_ms),
+                    compression,
+                },
+                durability,
+                limits: DecodeLimitsConfig {
+                    max_templates_per_exporter: l.max_templates_per_exporter,
+                    max_templates_total: l.max_templates_total,
+                    pending_hold: Duration::from_millis(l.pending_hold_ms),
+                },
+                exporters,
+            },
+        })
+    }
+
+    /// The effective configuration (defaults filled in) as TOML, for
+    /// `kopek config check --print-effective`.
+    pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let wire: wire::File = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: describe_toml_error(&e, &text),
+        })?;
+        Config::validate(path, wire.clone()).map_err(|problems| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            problems,
+        })?;
+        toml::to_string_pretty(&wire).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Segment and exporter names become parts of file names and CLI filters.
+fn valid_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// toml's message already names the key (for unknown fields, the field)
+/// and carries line/column; we add the line number in front.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests;
