@@ -1,1 +1,58 @@
-//! Placeholder: being written.
+//! Tier 1: raw segment files.
+//!
+//! A segment is an append-only file of checksummed, optionally compressed
+//! blocks of records, written by exactly one collector. The open segment is
+//! `<name>-<id>.open`; when it is rotated it gets a footer, is fsynced and is
+//! renamed atomically to `<name>-<id>.kseg`. After a crash the next start
+//! finds the `.open` file, keeps every whole block, truncates the torn tail,
+//! and closes it. A reader never returns a record from a block whose
+//! checksum does not match. The byte layout is docs/raw-format.md.
+
+mod codec;
+mod format;
+mod reader;
+mod store;
+mod writer;
+
+pub use codec::MAX_BLOCK_RECORDS;
+pub use format::{BlockKind, Footer, FORMAT_VERSION, HEADER_LEN, SegmentHeader};
+pub use reader::{Block, SegmentReader, TailState};
+pub use store::{RawStore, RecoveryReport, SegmentInfo, SegmentState};
+pub use writer::{SegmentWriter, WriterOptions};
+
+use std::path::PathBuf;
+
+/// Errors of tier-1 files. Corruption names what was wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a kopek segment ({why})")]
+    BadHeader { path: PathBuf, why: &'static str },
+    #[error("{path}: segment format version {version} is not supported (this kopek reads {FORMAT_VERSION})")]
+    UnsupportedVersion { path: PathBuf, version: u8 },
+    #[error("{path}: block at offset {offset} is damaged: {why}")]
+    BadBlock {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("corrupt block: {0}")]
+    CorruptBlock(&'static str),
+    #[error("another collector named {name:?} holds {lock}")]
+    Locked { name: String, lock: PathBuf },
+}
+
+impl SegmentError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SegmentError {
+        let path = path.into();
+        move |source| SegmentError::Io { path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,719 @@
+//! The collector process: sockets, receiver threads, the writer thread,
+//! signals, the stats file.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kopek_config::{CollectorConfig, Config};
+use serde::Serialize;
+
+use crate::decode::{DecodeLimits, DecodeStats, Decoder};
+use crate::record::{FlowRecord, LossRecord};
+use crate::segment::{RawStore, SegmentError, SegmentWriter, WriterOptions};
+
+/// Batches in flight between receivers and the writer. When the writer is
+/// this far behind, receivers wait and the socket buffers absorb the burst.
+const WRITER_QUEUE_BATCHES: usize = 16;
+/// Receivers wake at least this often (shutdown, ticks, partial batches).
+const RECV_TIMEOUT: Duration = Duration::from_millis(50);
+/// Decoder housekeeping (held gaps, held template-less data).
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest UDP payload.
+const MAX_DATAGRAM_BYTES: usize = 65_535;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error(transparent)]
+    Config(#[from] kopek_config::ConfigError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Thread(String),
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The allow-list as the receivers see it; replaced whole on reload.
+#[derive(Debug, Default)]
+pub struct ExporterTable {
+    by_addr: HashMap<IpAddr, ExporterEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct ExporterEntry {
+    name: String,
+    sampling: Option<u32>,
+}
+
+impl ExporterTable {
+    pub fn from_config(c: &CollectorConfig) -> ExporterTable {
+        ExporterTable {
+            by_addr: c
+                .exporters
+                .iter()
+                .map(|e| {
+                    (
+                        e.address,
+                        ExporterEntry {
+                            name: e.name.clone(),
+                            sampling: e.sampling.map(|s| s.get()),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Counters of one exporter, as the stats file shows them.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct ExporterStats {
+    pub name: String,
+    pub datagrams: u64,
+    pub flows: u64,
+    pub dropped_datagrams: u64,
+    pub loss_records: u64,
+    pub last_seen_ms: i64,
+}
+
+/// What `kopek collector stats` reads.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct StatsSnapshot {
+    pub collector: String,
+    pub pid: u32,
+    pub started_ms: i64,
+    pub written_ms: i64,
+    pub datagrams_received: u64,
+    pub datagrams_unknown_exporter: u64,
+    pub unknown_exporters: HashMap<String, u64>,
+    pub flows_written: u64,
+    pub loss_records_written: u64,
+    pub blocks_written: u64,
+    pub bytes_written: u64,
+    pub segments_closed: u64,
+    pub fsyncs: u64,
+    pub open_segment: String,
+    pub socket_drops: u64,
+    pub exporters: HashMap<String, ExporterStats>,
+    pub decode: DecodeStats,
+}
+
+/// A unit of work for the writer.
+#[derive(Default)]
+struct Batch {
+    flows: Vec<FlowRecord>,
+    losses: Vec<LossRecord>,
+}
+
+#[derive(Default)]
+struct WriterCounters {
+    flows: AtomicU64,
+    losses: AtomicU64,
+    blocks: AtomicU64,
+    bytes: AtomicU64,
+    segments_closed: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+/// Shared between the threads of one process.
+struct Shared {
+    stop: AtomicBool,
+    exporters: RwLock<Arc<ExporterTable>>,
+    generation: AtomicU64,
+    receivers: Mutex<Vec<ReceiverStats>>,
+    writer: WriterCounters,
+    open_segment: Mutex<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ReceiverStats {
+    datagrams: u64,
+    unknown: u64,
+    unknown_by_addr: HashMap<IpAddr, u64>,
+    exporters: HashMap<IpAddr, ExporterStats>,
+    decode: DecodeStats,
+}
+
+/// A running collector. Dropping it without [`Collector::shutdown`] leaves
+/// the threads running until the process exits.
+pub struct Collector {
+    config: Config,
+    shared: Arc<Shared>,
+    receivers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<Result<(), SegmentError>>>,
+    local_addrs: Vec<SocketAddr>,
+    started_ms: i64,
+}
+
+impl Collector {
+    /// Recovers crashed segments, binds every socket, opens a new segment
+    /// and starts the threads. When this returns the collector is receiving.
+    pub fn start(config: Config) -> Result<Collector, CollectorError> {
+        let c = &config.collector;
+        let store = RawStore::new(c.raw_dir(&config.state_dir));
+        store.create_dir()?;
+        let lock = store.lock(&c.name)?;
+        let started_ms = now_ms();
+        for rep in store.recover(&c.name, started_ms)? {
+            tracing::warn!(
+                segment = %rep.closed_path.display(),
+                blocks_kept = rep.blocks_kept,
+                flow_records_kept = rep.flow_records_kept,
+                truncated_bytes = rep.truncated_bytes,
+                why = %rep.why,
+                "recovered a segment left open by a crash"
+            );
+        }
+
+        let mut sockets = Vec::new();
+        for addr in &c.listen {
+            sockets.push(bind(*addr, c.socket_buffer_bytes)?);
+        }
+        let local_addrs = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| CollectorError::Io {
+                what: "local address".into(),
+                source,
+            })?;
+
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            exporters: RwLock::new(Arc::new(ExporterTable::from_config(c))),
+            generation: AtomicU64::new(0),
+            receivers: Mutex::new(vec![ReceiverStats::default(); sockets.len()]),
+            writer: WriterCounters::default(),
+            open_segment: Mutex::new(String::new()),
+        });
+
+        let opts = WriterOptions {
+            compression: c.segment.compression,
+            durability: c.durability,
+        };
+        let first = SegmentWriter::create(
+            store.dir(),
+            &c.name,
+            store.next_id(&c.name)?,
+            started_ms,
+            opts,
+        )?;
+        *shared.open_segment.lock().expect("poisoned") = first.path().display().to_string();
+        let (tx, rx) = sync_channel::<Batch>(WRITER_QUEUE_BATCHES);
+        let writer = {
+            let shared = shared.clone();
+            let seg = c.segment.clone();
+            let name = c.name.clone();
+            std::thread::Builder::new()
+                .name("kopek-writer".into())
+                .spawn(move || {
+                    let _lock = lock;
+                    write_loop(rx, first, store, name, seg, opts, &shared)
+                })
+                .map_err(|source| CollectorError::Io {
+                    what: "spawn writer".into(),
+                    source,
+                })?
+        };
+
+        let limits = DecodeLimits {
+            max_templates_per_exporter: c.limits.max_templates_per_exporter,
+            max_templates_total: c.limits.max_templates_total,
+            pending_hold_ms: c.limits.pending_hold.as_millis() as i64,
+            ..DecodeLimits::default()
+        };
+        let mut receivers = Vec::new();
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            let limits = limits.clone();
+            let block_records = c.segment.block_records;
+            let block_flush = c.segment.block_flush;
+            receivers.push(
+                std::thread::Builder::new()
+                    .name(format!("kopek-recv-{i}"))
+                    .spawn(move || {
+                        receive_loop(
+                            i,
+                            sock,
+                            Decoder::new(limits),
+                            tx,
+                            &shared,
+                            block_records,
+                            block_flush,
+                        )
+                    })
+                    .map_err(|source| CollectorError::Io {
+                        what: "spawn receiver".into(),
+                        source,
+                    })?,
+            );
+        }
+        drop(tx);
+        tracing::info!(collector = %c.name, listen = ?local_addrs, "collector receiving");
+        Ok(Collector {
+            config,
+            shared,
+            receivers,
+            writer: Some(writer),
+            local_addrs,
+            started_ms,
+        })
+    }
+
+    /// The bound addresses (port 0 in the config becomes a real port).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Replaces the exporter allow-list (SIGHUP). Other settings need a restart.
+    pub fn reload(&mut self, config: Config) {
+        let table = Arc::new(ExporterTable::from_config(&config.collector));
+        *self.shared.exporters.write().expect("poisoned") = table;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        if config.collector.listen != self.config.collector.listen
+            || config.collector.segment != self.config.collector.segment
+        {
+            tracing::warn!("only the exporter list is reloaded; restart for other changes");
+        }
+        tracing::info!(
+            exporters = config.collector.exporters.len(),
+            "exporter list reloaded"
+        );
+        self.config.collector.exporters = config.collector.exporters;
+    }
+
+    /// True while every thread runs.
+    pub fn is_healthy(&self) -> bool {
+        self.receivers.iter().all(|r| !r.is_finished())
+            && self.writer.as_ref().is_some_and(|w| !w.is_finished())
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let shared = &self.shared;
+        let mut s = StatsSnapshot {
+            collector: self.config.collector.name.clone(),
+            pid: std::process::id(),
+            started_ms: self.started_ms,
+            written_ms: now_ms(),
+            flows_written: shared.writer.flows.load(Ordering::Relaxed),
+            loss_records_written: shared.writer.losses.load(Ordering::Relaxed),
+            blocks_written: shared.writer.blocks.load(Ordering::Relaxed),
+            bytes_written: shared.writer.bytes.load(Ordering::Relaxed),
+            segments_closed: shared.writer.segments_closed.load(Ordering::Relaxed),
+            fsyncs: shared.writer.fsyncs.load(Ordering::Relaxed),
+            open_segment: shared.open_segment.lock().expect("poisoned").clone(),
+            socket_drops: udp_socket_drops(&self.local_addrs),
+            ..StatsSnapshot::default()
+        };
+        for r in shared.receivers.lock().expect("poisoned").iter() {
+            s.datagrams_received += r.datagrams;
+            s.datagrams_unknown_exporter += r.unknown;
+            for (a, n) in &r.unknown_by_addr {
+                *s.unknown_exporters.entry(a.to_string()).or_default() += n;
+            }
+            for e in r.exporters.values() {
+                let t = s.exporters.entry(e.name.clone()).or_default();
+                t.name = e.name.clone();
+                t.datagrams += e.datagrams;
+                t.flows += e.flows;
+                t.dropped_datagrams += e.dropped_datagrams;
+                t.loss_records += e.loss_records;
+                t.last_seen_ms = t.last_seen_ms.max(e.last_seen_ms);
+            }
+            s.decode.add(&r.decode);
+        }
+        s
+    }
+
+    /// Writes the stats file atomically (write to a temp name, rename).
+    pub fn write_stats_file(&self) -> Result<PathBuf, CollectorError> {
+        let path = stats_path(&self.config.state_dir, &self.config.collector.name);
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(&self.stats()).expect("stats serialize");
+        std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|source| CollectorError::Io {
+                what: format!("write {}", path.display()),
+                source,
+            })?;
+        Ok(path)
+    }
+
+    /// Stops receiving, writes what is buffered, seals the open segment.
+    pub fn shutdown(mut self) -> Result<StatsSnapshot, CollectorError> {
+        self.shared.stop.store(true, Ordering::Release);
+        let mut errors = Vec::new();
+        for r in self.receivers.drain(..) {
+            if r.join().is_err() {
+                errors.push("a receiver thread panicked".to_string());
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(_) => errors.push("the writer thread panicked".to_string()),
+            }
+        }
+        let stats = self.stats();
+        if let Err(e) = self.write_stats_file() {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            Ok(stats)
+        } else {
+            Err(CollectorError::Thread(errors.join("; ")))
+        }
+    }
+}
+
+/// Where a collector writes its stats: `<state_dir>/collector-<name>.stats.json`.
+pub fn stats_path(state_dir: &Path, collector: &str) -> PathBuf {
+    state_dir.join(format!("collector-{collector}.stats.json"))
+}
+
+fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, CollectorError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| CollectorError::Bind { addr, source };
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true).map_err(err)?;
+    }
+    // SO_RCVBUFFORCE needs CAP_NET_ADMIN; fall back to SO_RCVBUF (capped by
+    // net.core.rmem_max) and say what we got.
+    if !set_rcvbuf_force(&sock, rcvbuf) {
+        sock.set_recv_buffer_size(rcvbuf).map_err(err)?;
+    }
+    let got = sock.recv_buffer_size().unwrap_or(0);
+    // Linux reports double the requested size (bookkeeping overhead).
+    if got < rcvbuf {
+        tracing::warn!(
+            %addr, requested = rcvbuf, granted = got,
+            "socket receive buffer smaller than configured; raise net.core.rmem_max"
+        );
+    }
+    sock.bind(&addr.into()).map_err(err)?;
+    sock.set_read_timeout(Some(RECV_TIMEOUT)).map_err(err)?;
+    Ok(sock.into())
+}
+
+/// SO_RCVBUFFORCE: exceeds net.core.rmem_max, needs CAP_NET_ADMIN.
+fn set_rcvbuf_force(sock: &socket2::Socket, bytes: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on an owned socket with a pointer to a c_int that
+    // outlives the call and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+fn receive_loop(
+    index: usize,
+    sock: UdpSocket,
+    mut decoder: Decoder,
+    tx: SyncSender<Batch>,
+    shared: &Shared,
+    block_records: usize,
+    block_flush: Duration,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+    let mut batch = Batch::default();
+    let mut batch_started = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut generation = shared.generation.load(Ordering::Acquire);
+    let mut table = shared.exporters.read().expect("poisoned").clone();
+    let mut stats = ReceiverStats::default();
+    let mut last_publish = Instant::now();
+
+    loop {
+        let stopping = shared.stop.load(Ordering::Acquire);
+        if !stopping {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let now = now_ms();
+                    stats.datagrams += 1;
+                    let exporter = canonical(from.ip());
+                    match table.by_addr.get(&exporter) {
+                        None => {
+                            stats.unknown += 1;
+                            // Bounded: an attacker spraying sources must not
+                            // grow this map without end.
+                            if stats.unknown_by_addr.len() < 1024
+                                || stats.unknown_by_addr.contains_key(&exporter)
+                            {
+                                *stats.unknown_by_addr.entry(exporter).or_default() += 1;
+                            }
+                        }
+                        Some(entry) => {
+                            let e = stats.exporters.entry(exporter).or_insert_with(|| {
+                                ExporterStats {
+                                    name: entry.name.clone(),
+                                    ..ExporterStats::default()
+                                }
+                            });
+                            e.datagrams += 1;
+                            e.last_seen_ms = now;
+                            let losses_before = batch.losses.len();
+                            match decoder.decode(
+                                exporter,
+                                now,
+                                entry.sampling,
+                                &buf[..n],
+                                &mut batch.flows,
+                                &mut batch.losses,
+                            ) {
+                                Ok(flows) => e.flows += flows as u64,
+                                Err(err) => {
+                                    e.dropped_datagrams += 1;
+                                    tracing::debug!(%exporter, reason = err.reason(), "datagram dropped");
+                                }
+                            }
+                            e.loss_records += (batch.losses.len() - losses_before) as u64;
+                        }
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut
+                        || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "receive failed");
+                    std::thread::sleep(RECV_TIMEOUT);
+                }
+            }
+        }
+
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != generation {
+            generation = g;
+            let new = shared.exporters.read().expect("poisoned").clone();
+            for addr in table.by_addr.keys() {
+                if !new.by_addr.contains_key(addr) {
+                    decoder.forget_exporter(*addr);
+                    stats.exporters.remove(addr);
+                }
+            }
+            table = new;
+        }
+        if last_tick.elapsed() >= TICK_INTERVAL || stopping {
+            decoder.tick(now_ms(), &mut batch.losses);
+            last_tick = Instant::now();
+        }
+        let full = batch.flows.len() >= block_records;
+        let due = batch_started.elapsed() >= block_flush;
+        if full || due || stopping {
+            if !batch.flows.is_empty() || !batch.losses.is_empty() {
+                let cap = block_records.max(batch.flows.len());
+                let out = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        flows: Vec::with_capacity(cap),
+                        losses: Vec::new(),
+                    },
+                );
+                if tx.send(out).is_err() {
+                    tracing::error!("writer is gone; receiver stops");
+                    break;
+                }
+            }
+            batch_started = Instant::now();
+        }
+        if last_publish.elapsed() >= Duration::from_millis(200) || stopping {
+            stats.decode = decoder.stats().clone();
+            shared.receivers.lock().expect("poisoned")[index] = stats.clone();
+            last_publish = Instant::now();
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// IPv4 peers on a dual-stack socket arrive as ::ffff:a.b.c.d.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn write_loop(
+    rx: Receiver<Batch>,
+    mut seg: SegmentWriter,
+    store: RawStore,
+    name: String,
+    cfg: kopek_config::SegmentConfig,
+    opts: WriterOptions,
+    shared: &Shared,
+) -> Result<(), SegmentError> {
+    let w = &shared.writer;
+    let mut opened = Instant::now();
+    loop {
+        let batch = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(b) => Some(b),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(b) = batch {
+            let before = seg.len_bytes();
+            for chunk in b.flows.chunks(cfg.block_records) {
+                seg.append_flows(chunk)?;
+                w.blocks.fetch_add(1, Ordering::Relaxed);
+            }
+            if !b.losses.is_empty() {
+                seg.append_losses(&b.losses)?;
+                w.blocks.fetch_add(1, Ordering::Relaxed);
+                for l in &b.losses {
+                    tracing::warn!(
+                        exporter = %l.exporter, domain = l.domain, reason = l.reason.as_str(),
+                        count = l.count, unit = l.unit.as_str(), "export stream loss recorded"
+                    );
+                }
+            }
+            w.flows.fetch_add(b.flows.len() as u64, Ordering::Relaxed);
+            w.losses.fetch_add(b.losses.len() as u64, Ordering::Relaxed);
+            w.bytes.fetch_add(seg.len_bytes() - before, Ordering::Relaxed);
+        }
+        if seg.sync_if_due(Instant::now())? {
+            w.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if seg.len_bytes() >= cfg.rotate_size_bytes || opened.elapsed() >= cfg.rotate_interval {
+            let next_id = seg.segment_id() + 1;
+            let closed = seg.close(now_ms())?;
+            w.segments_closed.fetch_add(1, Ordering::Relaxed);
+            w.fsyncs.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(segment = %closed.display(), "segment closed");
+            seg = SegmentWriter::create(store.dir(), &name, next_id, now_ms(), opts)?;
+            *shared.open_segment.lock().expect("poisoned") = seg.path().display().to_string();
+            opened = Instant::now();
+        }
+    }
+    let closed = seg.close(now_ms())?;
+    w.segments_closed.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(segment = %closed.display(), "segment closed at shutdown");
+    Ok(())
+}
+
+/// Kernel drops of our UDP sockets (receive buffer overruns), from
+/// /proc/net/udp{,6}: the last column of each socket's line.
+fn udp_socket_drops(addrs: &[SocketAddr]) -> u64 {
+    let mut total = 0;
+    for (file, v6) in [("/proc/net/udp", false), ("/proc/net/udp6", true)] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(drops)) = (cols.get(1), cols.last()) else {
+                continue;
+            };
+            let Some(port) = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
+            if addrs.iter().any(|a| a.port() == port && a.is_ipv6() == v6) {
+                total += drops.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Runs the collector daemon until SIGTERM/SIGINT: READY to systemd once
+/// receiving, SIGHUP reloads the exporter list from `config_path`, the stats
+/// file is rewritten every `stats_interval`, STOPPING then a clean seal.
+pub fn serve(config_path: &Path) -> Result<(), CollectorError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(config_path)?;
+    let interval = config.collector.stats_interval;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CollectorError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })?;
+    rt.block_on(async move {
+        let sig = |k| {
+            signal(k).map_err(|source| CollectorError::Io {
+                what: "signal handler".into(),
+                source,
+            })
+        };
+        let (mut term, mut int, mut hup) = (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        );
+        let mut collector = Collector::start(config)?;
+        collector.write_stats_file()?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut tick = tokio::time::interval(interval);
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break }
+                _ = hup.recv() => match Config::load(config_path) {
+                    Ok(c) => collector.reload(c),
+                    Err(e) => tracing::error!(error = %e, "reload failed; the old exporter list stays"),
+                },
+                _ = tick.tick() => {
+                    if let Err(e) = collector.write_stats_file() {
+                        tracing::error!(error = %e, "cannot write the stats file");
+                    }
+                    if !collector.is_healthy() {
+                        failure = Some(CollectorError::Thread("a collector thread stopped".into()));
+                        break;
+                    }
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let stats = collector.shutdown()?;
+        tracing::info!(
+            flows = stats.flows_written,
+            loss_records = stats.loss_records_written,
+            "collector stopped"
+        );
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,470 @@
+//! Columnar encoding of one block of records (before compression).
+//!
+//! A flow block stores its records column by column: a dictionary of export
+//! streams (exporter, domain, kind, sampling), a dictionary of addresses,
+//! timestamps as deltas, counters as LEB128 varints. Columns of similar
+//! values next to each other are what makes zstd's job easy. The exact
+//! layout is specified in docs/raw-format.md; this module is its only
+//! implementation.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::record::{
+    FlowDirection, FlowRecord, LossReason, LossRecord, LossUnit, SourceKind, addr_to_u128,
+    u128_to_addr,
+};
+
+use super::SegmentError;
+
+/// A block may not hold more records than this (bounds reader memory).
+pub const MAX_BLOCK_RECORDS: usize = 1 << 20;
+
+/// Fixed size of one loss record in a loss block.
+pub const LOSS_RECORD_LEN: usize = 17 + 4 + 3 + 8 + 8 + 8 + 4 + 4;
+
+/// Multiply-shift hasher for the address dictionary: addresses are already
+/// well spread and the dictionary is private, so SipHash buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+}
+
+type AddrMap = HashMap<u128, u32, BuildHasherDefault<AddrHasher>>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct StreamKey {
+    exporter: IpAddr,
+    domain: u32,
+    kind: SourceKind,
+    sampling: u32,
+}
+
+/// Reusable encoder state; one per writer, so the hot path does not allocate.
+#[derive(Default)]
+pub struct FlowBlockEncoder {
+    streams: Vec<StreamKey>,
+    addrs: AddrMap,
+    v4: Vec<u32>,
+    v6: Vec<u128>,
+    // Per-record dictionary indexes, before v6 indexes are shifted.
+    src_idx: Vec<u32>,
+    dst_idx: Vec<u32>,
+    stream_idx: Vec<u32>,
+}
+
+impl FlowBlockEncoder {
+    /// Encodes `records` (at least one) into `out` (cleared first).
+    pub fn encode(&mut self, records: &[FlowRecord], out: &mut Vec<u8>) {
+        debug_assert!(!records.is_empty() && records.len() <= MAX_BLOCK_RECORDS);
+        out.clear();
+        self.streams.clear();
+        self.addrs.clear();
+        self.v4.clear();
+        self.v6.clear();
+        self.src_idx.clear();
+        self.dst_idx.clear();
+        self.stream_idx.clear();
+
+        // Pass 1: dictionaries. Address indexes are provisional: v4 and v6
+        // get separate counters, v6 ones are tagged and shifted after.
+        const V6_TAG: u32 = 1 << 31;
+        let mut last_stream = usize::MAX;
+        for r in records {
+            let key = StreamKey {
+                exporter: r.exporter,
+                domain: r.domain,
+                kind: r.kind,
+                sampling: r.sampling,
+            };
+            let s = if last_stream != usize::MAX && self.streams[last_stream] == key {
+                last_stream
+            } else if let Some(i) = self.streams.iter().position(|k| *k == key) {
+                i
+            } else {
+                self.streams.push(key);
+                self.streams.len() - 1
+            };
+            last_stream = s;
+            self.stream_idx.push(s as u32);
+            for (addr, idx) in [(r.src, &mut self.src_idx), (r.dst, &mut self.dst_idx)] {
+                let k = addr_to_u128(addr);
+                let i = match self.addrs.get(&k) {
+                    Some(i) => *i,
+                    None => {
+                        let i = match addr {
+                            IpAddr::V4(v4) => {
+                                self.v4.push(u32::from(v4));
+                                (self.v4.len() - 1) as u32
+                            }
+                            IpAddr::V6(v6) => {
+                                self.v6.push(u128::from(v6));
+                                (self.v6.len() - 1) as u32 | V6_TAG
+                            }
+                        };
+                        self.addrs.insert(k, i);
+                        i
+                    }
+                };
+                idx.push(i);
+            }
+        }
+        let v4_count = self.v4.len() as u32;
+        let fix = |i: u32| {
+            if i & V6_TAG != 0 {
+                (i & !V6_TAG) + v4_count
+            } else {
+                i
+            }
+        };
+
+        // Header and dictionaries.
+        let base_ms = records[0].first_ms;
+        out.extend_from_slice(&base_ms.to_le_bytes());
+        put_varint(out, self.streams.len() as u64);
+        for s in &self.streams {
+            out.push(s.kind as u8);
+            put_addr(out, s.exporter);
+            out.extend_from_slice(&s.domain.to_le_bytes());
+            out.extend_from_slice(&s.sampling.to_le_bytes());
+        }
+        put_varint(out, self.v4.len() as u64);
+        for a in &self.v4 {
+            out.extend_from_slice(&a.to_be_bytes());
+        }
+        put_varint(out, self.v6.len() as u64);
+        for a in &self.v6 {
+            out.extend_from_slice(&a.to_be_bytes());
+        }
+
+        // Columns.
+        for &s in &self.stream_idx {
+            put_varint(out, u64::from(s));
+        }
+        let mut prev = base_ms;
+        for r in records {
+            put_varint(out, zigzag(r.first_ms.wrapping_sub(prev)));
+            prev = r.first_ms;
+        }
+        for r in records {
+            put_varint(out, zigzag(r.last_ms.wrapping_sub(r.first_ms)));
+        }
+        for &i in &self.src_idx {
+            put_varint(out, u64::from(fix(i)));
+        }
+        for &i in &self.dst_idx {
+            put_varint(out, u64::from(fix(i)));
+        }
+        for r in records {
+            out.extend_from_slice(&r.src_port.to_le_bytes());
+        }
+        for r in records {
+            out.extend_from_slice(&r.dst_port.to_le_bytes());
+        }
+        for r in records {
+            out.push(r.protocol);
+        }
+        for r in records {
+            out.push(r.direction as u8);
+        }
+        for r in records {
+            put_varint(out, u64::from(r.in_if));
+        }
+        for r in records {
+            put_varint(out, u64::from(r.out_if));
+        }
+        for r in records {
+            put_varint(out, r.bytes_raw);
+        }
+        for r in records {
+            put_varint(out, r.packets_raw);
+        }
+    }
+}
+
+/// Decodes a flow block of `count` records, appending to `out`.
+/// Every length is checked: a corrupt payload is an error, never a panic.
+pub fn decode_flows(
+    buf: &[u8],
+    count: usize,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), SegmentError> {
+    if count == 0 || count > MAX_BLOCK_RECORDS {
+        return Err(corrupt("record count out of range"));
+    }
+    let mut c = Cursor { buf, pos: 0 };
+    let base_ms = i64::from_le_bytes(c.array::<8>()?);
+    let nstreams = c.varint_len(count)?;
+    let mut streams = Vec::with_capacity(nstreams);
+    for _ in 0..nstreams {
+        let kind = SourceKind::from_u8(c.u8()?).ok_or_else(|| corrupt("unknown source kind"))?;
+        let exporter = c.addr()?;
+        let domain = u32::from_le_bytes(c.array::<4>()?);
+        let sampling = u32::from_le_bytes(c.array::<4>()?).max(1);
+        streams.push((kind, exporter, domain, sampling));
+    }
+    let nv4 = c.varint_len(2 * count)?;
+    let mut addrs: Vec<IpAddr> = Vec::with_capacity(nv4);
+    for _ in 0..nv4 {
+        addrs.push(IpAddr::V4(Ipv4Addr::from(c.array::<4>()?)));
+    }
+    let nv6 = c.varint_len(2 * count - nv4)?;
+    for _ in 0..nv6 {
+        addrs.push(IpAddr::V6(Ipv6Addr::from(c.array::<16>()?)));
+    }
+
+    let start = out.len();
+    out.reserve(count);
+    for _ in 0..count {
+        let s = c.varint()? as usize;
+        let &(kind, exporter, domain, sampling) =
+            streams.get(s).ok_or_else(|| corrupt("stream index out of range"))?;
+        let mut r = FlowRecord::empty(kind);
+        r.exporter = exporter;
+        r.domain = domain;
+        r.sampling = sampling;
+        out.push(r);
+    }
+    let recs = &mut out[start..];
+    let mut prev = base_ms;
+    for r in recs.iter_mut() {
+        prev = prev.wrapping_add(unzigzag(c.varint()?));
+        r.first_ms = prev;
+    }
+    for r in recs.iter_mut() {
+        r.last_ms = r.first_ms.wrapping_add(unzigzag(c.varint()?));
+    }
+    for r in recs.iter_mut() {
+        r.src = *addrs
+            .get(c.varint()? as usize)
+            .ok_or_else(|| corrupt("address index out of range"))?;
+    }
+    for r in recs.iter_mut() {
+        r.dst = *addrs
+            .get(c.varint()? as usize)
+            .ok_or_else(|| corrupt("address index out of range"))?;
+    }
+    let ports = c.take(2 * count)?;
+    for (r, p) in recs.iter_mut().zip(ports.chunks_exact(2)) {
+        r.src_port = u16::from_le_bytes([p[0], p[1]]);
+    }
+    let ports = c.take(2 * count)?;
+    for (r, p) in recs.iter_mut().zip(ports.chunks_exact(2)) {
+        r.dst_port = u16::from_le_bytes([p[0], p[1]]);
+    }
+    let protos = c.take(count)?;
+    for (r, p) in recs.iter_mut().zip(protos) {
+        r.protocol = *p;
+    }
+    let dirs = c.take(count)?;
+    for (r, d) in recs.iter_mut().zip(dirs) {
+        r.direction = FlowDirection::from_u8(*d);
+    }
+    for r in recs.iter_mut() {
+        r.in_if = c.varint_u32()?;
+    }
+    for r in recs.iter_mut() {
+        r.out_if = c.varint_u32()?;
+    }
+    for r in recs.iter_mut() {
+        r.bytes_raw = c.varint()?;
+    }
+    for r in recs.iter_mut() {
+        r.packets_raw = c.varint()?;
+    }
+    if c.pos != buf.len() {
+        return Err(corrupt("trailing bytes after the last column"));
+    }
+    Ok(())
+}
+
+pub fn encode_losses(records: &[LossRecord], out: &mut Vec<u8>) {
+    out.clear();
+    for l in records {
+        put_addr_fixed(out, l.exporter);
+        out.extend_from_slice(&l.domain.to_le_bytes());
+        out.push(l.kind as u8);
+        out.push(l.reason as u8);
+        out.push(l.unit as u8);
+        out.extend_from_slice(&l.count.to_le_bytes());
+        out.extend_from_slice(&l.from_ms.to_le_bytes());
+        out.extend_from_slice(&l.to_ms.to_le_bytes());
+        out.extend_from_slice(&l.expected_seq.to_le_bytes());
+        out.extend_from_slice(&l.received_seq.to_le_bytes());
+    }
+}
+
+pub fn decode_losses(
+    buf: &[u8],
+    count: usize,
+    out: &mut Vec<LossRecord>,
+) -> Result<(), SegmentError> {
+    if count.checked_mul(LOSS_RECORD_LEN) != Some(buf.len()) {
+        return Err(corrupt("loss block length does not match its count"));
+    }
+    let mut c = Cursor { buf, pos: 0 };
+    for _ in 0..count {
+        let exporter = c.addr_fixed()?;
+        let domain = u32::from_le_bytes(c.array::<4>()?);
+        let kind = SourceKind::from_u8(c.u8()?).ok_or_else(|| corrupt("unknown source kind"))?;
+        let reason = LossReason::from_u8(c.u8()?).ok_or_else(|| corrupt("unknown loss reason"))?;
+        let unit = LossUnit::from_u8(c.u8()?).ok_or_else(|| corrupt("unknown loss unit"))?;
+        out.push(LossRecord {
+            exporter,
+            domain,
+            kind,
+            reason,
+            unit,
+            count: u64::from_le_bytes(c.array::<8>()?),
+            from_ms: i64::from_le_bytes(c.array::<8>()?),
+            to_ms: i64::from_le_bytes(c.array::<8>()?),
+            expected_seq: u32::from_le_bytes(c.array::<4>()?),
+            received_seq: u32::from_le_bytes(c.array::<4>()?),
+        });
+    }
+    Ok(())
+}
+
+fn corrupt(what: &'static str) -> SegmentError {
+    SegmentError::CorruptBlock(what)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Family byte (4 or 6) then 4 or 16 address bytes.
+fn put_addr(out: &mut Vec<u8>, a: IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+}
+
+/// Family byte then always 16 bytes (fixed-size records).
+fn put_addr_fixed(out: &mut Vec<u8>, a: IpAddr) {
+    let v = addr_to_u128(a);
+    out.push(if a.is_ipv4() { 4 } else { 6 });
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SegmentError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| corrupt("block ends inside a column"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], SegmentError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, SegmentError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, SegmentError> {
+        let mut v = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| corrupt("block ends inside a varint"))?;
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err(corrupt("varint overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(corrupt("varint longer than 10 bytes"));
+            }
+        }
+    }
+
+    fn varint_u32(&mut self) -> Result<u32, SegmentError> {
+        u32::try_from(self.varint()?).map_err(|_| corrupt("value does not fit 32 bits"))
+    }
+
+    /// A dictionary length, bounded by what the block could need.
+    fn varint_len(&mut self, max: usize) -> Result<usize, SegmentError> {
+        let n = self.varint()?;
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or_else(|| corrupt("dictionary larger than the block"))
+    }
+
+    fn addr(&mut self) -> Result<IpAddr, SegmentError> {
+        match self.u8()? {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.array::<4>()?))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.array::<16>()?))),
+            _ => Err(corrupt("unknown address family")),
+        }
+    }
+
+    fn addr_fixed(&mut self) -> Result<IpAddr, SegmentError> {
+        let fam = self.u8()?;
+        let v = u128::from_be_bytes(self.array::<16>()?);
+        match fam {
+            4 => Ok(u128_to_addr(v)),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(v))),
+            _ => Err(corrupt("unknown address family")),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The one writer of an open segment.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use kopek_config::{Compression, Durability};
+
+use super::codec::{FlowBlockEncoder, MAX_BLOCK_RECORDS, encode_losses};
+use super::format::{
+    BlockKind, CODEC_NONE, CODEC_ZSTD, FORMAT_VERSION, FRAME_LEN, Footer, Frame, SegmentHeader,
+};
+use super::{SegmentError, store};
+use crate::record::{FlowRecord, LossRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    pub compression: Compression,
+    pub durability: Durability,
+}
+
+/// Appends blocks to `<name>-<id>.open`; [`SegmentWriter::close`] seals it.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    header: SegmentHeader,
+    footer: Footer,
+    len_bytes: u64,
+    opts: WriterOptions,
+    encoder: FlowBlockEncoder,
+    raw: Vec<u8>,
+    frame: Vec<u8>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl SegmentWriter {
+    /// Creates a new open segment; its header is on disk (fsynced, and the
+    /// directory entry too) before this returns.
+    pub fn create(
+        dir: &Path,
+        collector: &str,
+        segment_id: u64,
+        now_ms: i64,
+        opts: WriterOptions,
+    ) -> Result<SegmentWriter, SegmentError> {
+        let path = dir.join(store::open_name(collector, segment_id));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(SegmentError::io(&path))?;
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            segment_id,
+            created_ms: now_ms,
+            collector: collector.to_string(),
+        };
+        let h = header.encode();
+        file.write_all(&h).map_err(SegmentError::io(&path))?;
+        file.sync_all().map_err(SegmentError::io(&path))?;
+        store::sync_dir(dir)?;
+        let zstd = match opts.compression {
+            Compression::None => None,
+            Compression::Zstd { level } => Some(
+                zstd::bulk::Compressor::new(level).map_err(SegmentError::io(&path))?,
+            ),
+        };
+        Ok(SegmentWriter {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            header,
+            footer: Footer::empty(),
+            len_bytes: h.len() as u64,
+            opts,
+            encoder: FlowBlockEncoder::default(),
+            raw: Vec::with_capacity(1 << 20),
+            frame: Vec::with_capacity(1 << 20),
+            zstd,
+            last_sync: Instant::now(),
+            unsynced: false,
+        })
+    }
+
+    pub fn segment_id(&self) -> u64 {
+        self.header.segment_id
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.header.created_ms
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Running totals of what this segment holds so far.
+    pub fn footer(&self) -> Footer {
+        self.footer
+    }
+
+    /// Writes `records` as one or more blocks. When this returns the blocks
+    /// are in the kernel (they survive a crash of this process); they are on
+    /// stable storage after the next sync the durability policy makes.
+    pub fn append_flows(&mut self, records: &[FlowRecord]) -> Result<(), SegmentError> {
+        for chunk in records.chunks(MAX_BLOCK_RECORDS) {
+            if chunk.is_empty() {
+                continue;
+            }
+            self.encoder.encode(chunk, &mut self.raw);
+            self.write_block(BlockKind::Flows, chunk.len() as u32, true)?;
+            for r in chunk {
+                self.footer.min_first_ms = self.footer.min_first_ms.min(r.first_ms);
+                self.footer.max_last_ms = self.footer.max_last_ms.max(r.last_ms);
+            }
+            self.footer.flow_records += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes loss records as one block (uncompressed: they are few).
+    pub fn append_losses(&mut self, records: &[LossRecord]) -> Result<(), SegmentError> {
+        for chunk in records.chunks(MAX_BLOCK_RECORDS) {
+            if chunk.is_empty() {
+                continue;
+            }
+            encode_losses(chunk, &mut self.raw);
+            self.write_block(BlockKind::Losses, chunk.len() as u32, false)?;
+            self.footer.loss_records += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn write_block(
+        &mut self,
+        kind: BlockKind,
+        count: u32,
+        compress: bool,
+    ) -> Result<(), SegmentError> {
+        self.frame.clear();
+        self.frame.resize(FRAME_LEN, 0);
+        let mut codec = CODEC_NONE;
+        if let (true, Some(z)) = (compress, self.zstd.as_mut()) {
+            let bound = zstd::zstd_safe::compress_bound(self.raw.len());
+            self.frame.resize(FRAME_LEN + bound, 0);
+            let n = z
+                .compress_to_buffer(&self.raw, &mut self.frame[FRAME_LEN..])
+                .map_err(SegmentError::io(&self.path))?;
+            if n < self.raw.len() {
+                self.frame.truncate(FRAME_LEN + n);
+                codec = CODEC_ZSTD;
+            } else {
+                self.frame.truncate(FRAME_LEN);
+            }
+        }
+        if codec == CODEC_NONE {
+            self.frame.extend_from_slice(&self.raw);
+        }
+        let (head, payload) = self.frame.split_at_mut(FRAME_LEN);
+        Frame::write(head, kind, codec, self.raw.len(), count, payload);
+        self.file
+            .write_all(&self.frame)
+            .map_err(SegmentError::io(&self.path))?;
+        self.len_bytes += self.frame.len() as u64;
+        self.footer.blocks += 1;
+        self.unsynced = true;
+        if self.opts.durability == Durability::EveryBlock {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs if the durability policy says it is time. Returns true if it did.
+    pub fn sync_if_due(&mut self, now: Instant) -> Result<bool, SegmentError> {
+        match self.opts.durability {
+            Durability::Interval(every)
+                if self.unsynced && now.duration_since(self.last_sync) >= every =>
+            {
+                self.sync()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Forces everything written so far to stable storage.
+    pub fn sync(&mut self) -> Result<(), SegmentError> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(SegmentError::io(&self.path))?;
+            self.unsynced = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Writes the footer, fsyncs, renames `.open` to `.kseg` and fsyncs the
+    /// directory. Returns the closed segment's path.
+    pub fn close(mut self, now_ms: i64) -> Result<PathBuf, SegmentError> {
+        self.footer.closed_ms = now_ms;
+        store::seal(&self.dir, &self.path, &mut self.file, self.footer)
+    }
+}

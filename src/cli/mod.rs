@@ -1,0 +1,103 @@
+//! Command-line interface: one subcommand per file, each with an `exec()`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kopek_config::{Config, DEFAULT_CONFIG_PATH};
+
+mod collector;
+mod config;
+
+mod format;
+mod raw;
+
+/// Exit code for an invalid or unreadable config (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "kopek", version, about = "ISP traffic accounting and billing", long_about = None)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "KOPEK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the config file.
+    Config(config::ConfigArgs),
+    /// Run the NetFlow/IPFIX collector (tier 1), or query a running one.
+    Collector(collector::CollectorArgs),
+    /// Read tier-1 raw segments: list, dump, totals.
+    Raw(raw::RawArgs),
+    /// Run the suite on a temporary state dir with a generated NetFlow stream.
+
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if error.downcast_ref::<kopek_config::ConfigError>().is_some() {
+            EXIT_CONFIG
+        } else {
+            EXIT_FAILURE
+        };
+        Failure { code, error }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, Failure>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match &cli.command {
+        Command::Config(a) => config::exec(&cli.config, a),
+        Command::Collector(a) => collector::exec(&cli.config, a),
+        Command::Raw(a) => raw::exec(&cli.config, a),
+
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("kopek: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// `KOPEK_LOG` filters (default `info`), `KOPEK_LOG_FORMAT=json|text`.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KOPEK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("KOPEK_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Loads the config for commands that only read state. A missing file at
+/// the default path means "all defaults"; a missing file named explicitly
+/// (or any invalid file) is an error.
+fn load_config_or_defaults(path: &Path) -> Result<Config> {
+    if path == Path::new(DEFAULT_CONFIG_PATH) && !path.exists() {
+        return Ok(Config::from_toml(path, "")?);
+    }
+    Ok(Config::load(path)?)
+}
