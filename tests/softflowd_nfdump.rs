@@ -1,0 +1,115 @@
+//! End to end against exporters we did not write: softflowd turns a pcap
+//! the test builds into NetFlow v5, v9 and IPFIX; nfcapd receives the same
+//! export; our tier-1 per-address totals must equal nfdump's and the
+//! pcap's, exactly.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Collector, Nfcapd, nfdump_totals_by_address, pcap, require_tool, run, totals_of};
+
+/// softflowd -r: reads the pcap, exports every flow at the end, exits.
+fn softflowd(pcap: &std::path::Path, port: u16, version: &str, work: &std::path::Path) {
+    let mut cmd = Command::new(require_tool("softflowd"));
+    cmd.arg("-r")
+        .arg(pcap)
+        .args(["-n", &format!("127.0.0.1:{port}"), "-v", version, "-d"])
+        .arg("-p")
+        .arg(work.join(format!("softflowd-{port}.pid")))
+        .arg("-c")
+        .arg(work.join(format!("softflowd-{port}.ctl")));
+    if version != "5" {
+        cmd.arg("-6");
+    }
+    run(&mut cmd);
+}
+
+fn check_version(version: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let flows = pcap::sample_flows(400, 120, 0x5eed + version.len() as u64);
+    let pcap_path = work.path().join("traffic.pcap");
+    pcap::write_pcap(&pcap_path, &flows);
+    // v5 carries IPv4 only.
+    let exported: Vec<pcap::Flow> = flows
+        .iter()
+        .filter(|f| version != "5" || f.src.is_ipv4())
+        .cloned()
+        .collect();
+    let truth = totals_of(&exported);
+
+    let mut kopek = Collector::start("");
+    let mut nfcapd = Nfcapd::start();
+    softflowd(&pcap_path, kopek.port, version, work.path());
+    softflowd(&pcap_path, nfcapd.port, version, work.path());
+    let got = kopek.wait_flows(exported.len() as u64, Duration::from_secs(10));
+    assert_eq!(got, exported.len() as u64, "v{version}: flows written");
+    kopek.stop();
+    nfcapd.stop();
+    assert!(!nfcapd.files().is_empty(), "nfcapd wrote no file");
+
+    let ours = kopek.totals_by_address();
+    let theirs = nfdump_totals_by_address(nfcapd.dir.path());
+    assert_eq!(theirs.len(), truth.len(), "v{version}: nfdump saw other addresses than the pcap has");
+    diff("nfdump vs pcap", version, &theirs, &truth);
+    diff("kopek vs nfdump", version, &ours, &theirs);
+
+    // No loss, no drops on this clean stream.
+    let s = kopek.stats();
+    assert_eq!(s["loss_records_written"], 0, "v{version}: {s}");
+    assert_eq!(s["datagrams_unknown_exporter"], 0);
+
+    // The records keep the pcap's times (softflowd exports them relative
+    // to its own clock, which follows the pcap with -r).
+    let out = kopek.raw(&["dump", "--format", "csv"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lo = flows.iter().map(|f| f.start_s as i64 * 1000).min().unwrap();
+    let hi = flows
+        .iter()
+        .map(|f| f.start_s as i64 * 1000 + f.packets as i64 * 10)
+        .max()
+        .unwrap();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (first, last): (i64, i64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+        assert!(first <= last, "v{version}: {line}");
+        assert!(
+            first >= lo - 2_000 && last <= hi + 2_000,
+            "v{version}: time outside the pcap's [{lo}, {hi}]: {line}"
+        );
+    }
+}
+
+fn diff(what: &str, version: &str, a: &HashMap<IpAddr, (u64, u64)>, b: &HashMap<IpAddr, (u64, u64)>) {
+    let mut bad = Vec::new();
+    for (addr, x) in a {
+        if b.get(addr) != Some(x) {
+            bad.push(format!("{addr}: {x:?} vs {:?}", b.get(addr)));
+        }
+    }
+    for addr in b.keys() {
+        if !a.contains_key(addr) {
+            bad.push(format!("{addr}: missing vs {:?}", b[addr]));
+        }
+    }
+    assert!(bad.is_empty(), "{what}, v{version}: {} differences, e.g. {:?}", bad.len(), &bad[..bad.len().min(5)]);
+}
+
+#[test]
+fn softflowd_v5_totals_equal_nfdump_and_the_pcap() {
+    check_version("5");
+}
+
+#[test]
+fn softflowd_v9_totals_equal_nfdump_and_the_pcap() {
+    check_version("9");
+}
+
+#[test]
+fn softflowd_ipfix_totals_equal_nfdump_and_the_pcap() {
+    check_version("10");
+}
