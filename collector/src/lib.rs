@@ -27,6 +27,8 @@
 pub mod decode;
 pub mod generator;
 pub mod record;
+pub mod query;
+pub mod run;
 pub mod segment;
 
 pub use record::{FlowDirection, FlowRecord, LossReason, LossRecord, LossUnit, SourceKind};
