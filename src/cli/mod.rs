@@ -8,6 +8,7 @@ use kopek_config::{Config, DEFAULT_CONFIG_PATH};
 
 mod collector;
 mod config;
+mod demo;
 
 mod format;
 mod raw;
@@ -36,7 +37,7 @@ enum Command {
     /// Read tier-1 raw segments: list, dump, totals.
     Raw(raw::RawArgs),
     /// Run the suite on a temporary state dir with a generated NetFlow stream.
-
+    Demo(demo::DemoArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -67,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config::exec(&cli.config, a),
         Command::Collector(a) => collector::exec(&cli.config, a),
         Command::Raw(a) => raw::exec(&cli.config, a),
+        Command::Demo(a) => demo::exec(a),
 
     };
     match result {

@@ -75,9 +75,17 @@ enum RawCmd {
         #[arg(long, default_value_t = 20)]
         top: usize,
         /// Units: 1000 (MB) or 1024 (MiB).
-        #[arg(long, default_value_t = 1000, value_parser = clap::builder::PossibleValuesParser::new(["1000", "1024"]).map(|s| s.parse::<u64>().expect("listed")))]
+        #[arg(long, default_value_t = 1000, value_parser = parse_unit_base)]
         unit_base: u64,
     },
+}
+
+fn parse_unit_base(s: &str) -> Result<u64, String> {
+    match s {
+        "1000" => Ok(1000),
+        "1024" => Ok(1024),
+        _ => Err(format!("expected 1000 or 1024, got {s:?}")),
+    }
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
