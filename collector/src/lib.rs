@@ -26,8 +26,8 @@
 
 pub mod decode;
 pub mod generator;
-pub mod record;
 pub mod query;
+pub mod record;
 pub mod run;
 pub mod segment;
 

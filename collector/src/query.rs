@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use crate::record::{FlowRecord, LossRecord};
-use crate::segment::{Block, RawStore, SegmentError, SegmentInfo, SegmentReader, SegmentState, TailState};
+use crate::segment::{
+    Block, RawStore, SegmentError, SegmentInfo, SegmentReader, SegmentState, TailState,
+};
 
 /// Which records to return. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -88,18 +90,25 @@ pub fn scan(
             Ok(r) => r,
             // Renamed between list and open: read it under its new name.
             Err(SegmentError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && seg.state == SegmentState::Open =>
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && seg.state == SegmentState::Open =>
             {
                 match SegmentReader::open(&seg.path.with_extension("kseg")) {
                     Ok(r) => r,
                     Err(e) => {
-                        report.damaged.push(Damage { path: seg.path.clone(), what: e.to_string() });
+                        report.damaged.push(Damage {
+                            path: seg.path.clone(),
+                            what: e.to_string(),
+                        });
                         continue;
                     }
                 }
             }
             Err(e) => {
-                report.damaged.push(Damage { path: seg.path.clone(), what: e.to_string() });
+                report.damaged.push(Damage {
+                    path: seg.path.clone(),
+                    what: e.to_string(),
+                });
                 continue;
             }
         };
@@ -142,7 +151,10 @@ pub fn scan(
                     break;
                 }
                 Err(e) => {
-                    report.damaged.push(Damage { path: seg.path.clone(), what: e.to_string() });
+                    report.damaged.push(Damage {
+                        path: seg.path.clone(),
+                        what: e.to_string(),
+                    });
                     break;
                 }
             }
@@ -216,7 +228,11 @@ pub struct RawStats {
     pub report: ScanReport,
 }
 
-pub fn stats(store: &RawStore, filter: &RawFilter, by_address: bool) -> Result<RawStats, SegmentError> {
+pub fn stats(
+    store: &RawStore,
+    filter: &RawFilter,
+    by_address: bool,
+) -> Result<RawStats, SegmentError> {
     let mut s = RawStats::default();
     let mut by_exporter = HashMap::new();
     let mut by_addr: HashMap<IpAddr, Totals> = HashMap::new();
@@ -227,7 +243,10 @@ pub fn stats(store: &RawStore, filter: &RawFilter, by_address: bool) -> Result<R
         filter,
         |r| {
             total.add(r);
-            by_exporter.entry(r.exporter).or_insert_with(Totals::default).add(r);
+            by_exporter
+                .entry(r.exporter)
+                .or_insert_with(Totals::default)
+                .add(r);
             if by_address {
                 by_addr.entry(r.src).or_default().add(r);
                 if r.dst != r.src {

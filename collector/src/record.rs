@@ -100,12 +100,14 @@ pub struct FlowRecord {
 impl FlowRecord {
     /// Scaled byte estimate: `bytes_raw × sampling`, saturating.
     pub fn bytes(&self) -> u64 {
-        self.bytes_raw.saturating_mul(u64::from(self.sampling.max(1)))
+        self.bytes_raw
+            .saturating_mul(u64::from(self.sampling.max(1)))
     }
 
     /// Scaled packet estimate: `packets_raw × sampling`, saturating.
     pub fn packets(&self) -> u64 {
-        self.packets_raw.saturating_mul(u64::from(self.sampling.max(1)))
+        self.packets_raw
+            .saturating_mul(u64::from(self.sampling.max(1)))
     }
 
     /// An all-zero IPv4 record, handy as a base for builders and tests.

@@ -1,0 +1,161 @@
+//! NetFlow v5: fixed 24-byte header and 48-byte records, parsed with
+//! `netflow_parser` after our own count/length validation.
+//!
+//! Inputs: one datagram whose version field is 5.
+//! Outputs: [`FlowRecord`]s (kind `NetflowV5`, direction unknown) with
+//! absolute times computed from the header's export time and uptime.
+//! Never: hands netflow_parser a datagram whose count and length disagree.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use netflow_parser::static_versions::v5::V5;
+
+use super::error::DecodeError;
+use super::sequence::DupKey;
+use super::wire::be16;
+use super::{Decoder, StreamKey};
+use crate::record::{FlowDirection, FlowRecord, SourceKind};
+
+pub(crate) const V5_HEADER_BYTES: usize = 24;
+pub(crate) const V5_RECORD_BYTES: usize = 48;
+pub(crate) const V5_MAX_COUNT: u16 = 30;
+/// The low 14 bits of `sampling_interval` hold the interval.
+const V5_SAMPLING_MASK: u16 = 0x3fff;
+
+/// Absolute ms of an uptime stamp, given the export time and the uptime
+/// at export. Signed 32-bit difference: the uptime counter wraps after
+/// 49.7 days, and a stamp slightly after the export uptime stays close.
+pub(crate) fn uptime_to_ms(export_ms: i64, sys_uptime_ms: u32, stamp_ms: u32) -> i64 {
+    export_ms - i64::from(sys_uptime_ms.wrapping_sub(stamp_ms) as i32)
+}
+
+/// Checks count and length (count 1..=30, length = 24 + 48 × count).
+pub(crate) fn validate(datagram: &[u8]) -> Result<u16, DecodeError> {
+    if datagram.len() < V5_HEADER_BYTES {
+        return Err(DecodeError::Truncated);
+    }
+    let count = be16(datagram, 2).ok_or(DecodeError::Truncated)?;
+    if count == 0 || count > V5_MAX_COUNT {
+        return Err(DecodeError::BadCount(count));
+    }
+    let declared_bytes = V5_HEADER_BYTES + V5_RECORD_BYTES * usize::from(count);
+    if datagram.len() != declared_bytes {
+        return Err(DecodeError::BadLength {
+            declared_bytes,
+            actual_bytes: datagram.len(),
+        });
+    }
+    Ok(count)
+}
+
+impl Decoder {
+    pub(super) fn decode_v5(
+        &mut self,
+        exporter: IpAddr,
+        now_ms: i64,
+        sampling_override: Option<u32>,
+        datagram: &[u8],
+        flows: &mut Vec<FlowRecord>,
+        losses: &mut Vec<crate::record::LossRecord>,
+    ) -> Result<usize, DecodeError> {
+        let count = validate(datagram)?;
+        // parse_direct expects the 2-byte version already consumed.
+        let body = datagram.get(2..).ok_or(DecodeError::Truncated)?;
+        let (_, packet) = V5::parse_direct(body).map_err(|_| DecodeError::Malformed)?;
+        let h = packet.header;
+        if h.count != count || packet.flowsets.len() != usize::from(count) {
+            return Err(DecodeError::Malformed);
+        }
+        self.stats.datagrams_v5 += 1;
+
+        let domain = (u32::from(h.engine_type) << 8) | u32::from(h.engine_id);
+        let key = StreamKey {
+            kind: SourceKind::NetflowV5,
+            domain,
+        };
+        self.ensure_stream(exporter, key, now_ms, losses)?;
+        let stream = super::stream_in(&mut self.exporters, exporter, key)?;
+        let span = u32::from(count);
+        let dup_key = DupKey {
+            seq: h.flow_sequence,
+            count: span,
+            stamp: h.sys_up_time,
+        };
+        if stream.seq.is_duplicate(dup_key) {
+            self.stats.duplicates += 1;
+            return Err(DecodeError::Duplicate);
+        }
+        stream.seq.observe(
+            h.flow_sequence,
+            Some(span),
+            dup_key,
+            Some(h.sys_up_time),
+            now_ms,
+            losses,
+            &mut self.stats,
+        );
+
+        let export_ms = i64::from(h.unix_secs) * 1000 + i64::from(h.unix_nsecs / 1_000_000);
+        let sampling = sampling_override
+            .unwrap_or(u32::from(h.sampling_interval & V5_SAMPLING_MASK))
+            .max(1);
+        flows.reserve(packet.flowsets.len());
+        for r in &packet.flowsets {
+            let first_ms = uptime_to_ms(export_ms, h.sys_up_time, r.first);
+            let mut last_ms = uptime_to_ms(export_ms, h.sys_up_time, r.last);
+            if last_ms < first_ms {
+                self.stats.records_time_inverted += 1;
+                last_ms = first_ms;
+            }
+            flows.push(FlowRecord {
+                exporter,
+                domain,
+                kind: SourceKind::NetflowV5,
+                first_ms,
+                last_ms,
+                src: IpAddr::V4(Ipv4Addr::from(r.src_addr.octets())),
+                dst: IpAddr::V4(Ipv4Addr::from(r.dst_addr.octets())),
+                src_port: r.src_port,
+                dst_port: r.dst_port,
+                protocol: r.protocol_number,
+                direction: FlowDirection::Unknown,
+                in_if: u32::from(r.input),
+                out_if: u32::from(r.output),
+                bytes_raw: u64::from(r.d_octets),
+                packets_raw: u64::from(r.d_pkts),
+                sampling,
+            });
+        }
+        self.stats.flows_decoded += u64::from(count);
+        Ok(usize::from(count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_differences_are_signed_and_wrap() {
+        assert_eq!(uptime_to_ms(10_000, 5_000, 4_000), 9_000);
+        // Stamp slightly after the export uptime (clock skew): after export.
+        assert_eq!(uptime_to_ms(10_000, 5_000, 5_010), 10_010);
+        // The uptime counter wrapped between the flow start and the export.
+        assert_eq!(uptime_to_ms(10_000, 100, u32::MAX - 899), 9_000);
+    }
+
+    #[test]
+    fn count_and_length_are_checked() {
+        let mut d = vec![0u8; 24 + 48];
+        d[1] = 5;
+        d[3] = 1;
+        assert_eq!(validate(&d), Ok(1));
+        d[3] = 0;
+        assert_eq!(validate(&d), Err(DecodeError::BadCount(0)));
+        d[3] = 31;
+        assert_eq!(validate(&d), Err(DecodeError::BadCount(31)));
+        d[3] = 2;
+        assert!(matches!(validate(&d), Err(DecodeError::BadLength { .. })));
+        assert_eq!(validate(&d[..23]), Err(DecodeError::Truncated));
+    }
+}
