@@ -22,7 +22,12 @@ fn localhost(port: u16) -> SocketAddr {
 
 /// Encodes `n` generated flows; datagrams listed in `skip` are encoded (so
 /// sequence numbers advance) but not emitted.
-fn stream(encoder: &mut dyn Encoder, n: usize, skip: &[u64], seed: u64) -> (DatagramBatch, Vec<FlowRecord>) {
+fn stream(
+    encoder: &mut dyn Encoder,
+    n: usize,
+    skip: &[u64],
+    seed: u64,
+) -> (DatagramBatch, Vec<FlowRecord>) {
     for &i in skip {
         encoder.skip_datagram(i);
     }
@@ -47,7 +52,11 @@ fn send_all(port: u16, batch: &DatagramBatch, order: &[usize]) {
 /// (reason, unit, count) of every loss record.
 fn losses(c: &Collector) -> Vec<(String, String, u64)> {
     let out = c.raw(&["dump", "--losses", "--format", "csv"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -59,7 +68,11 @@ fn losses(c: &Collector) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-fn check_gaps(encoder: &mut dyn Encoder, unit: &str, per_gap: impl Fn(&DatagramBatch, &[u64]) -> u64) {
+fn check_gaps(
+    encoder: &mut dyn Encoder,
+    unit: &str,
+    per_gap: impl Fn(&DatagramBatch, &[u64]) -> u64,
+) {
     let mut c = Collector::start("");
     // Two holes: one datagram, then three in a row.
     let skip_a = [5u64];
@@ -76,8 +89,16 @@ fn check_gaps(encoder: &mut dyn Encoder, unit: &str, per_gap: impl Fn(&DatagramB
     let mut got = losses(&c);
     got.sort_by_key(|l| l.2);
     let mut want = vec![
-        ("gap".to_string(), unit.to_string(), per_gap(&batch, &skip_a)),
-        ("gap".to_string(), unit.to_string(), per_gap(&batch, &skip_b)),
+        (
+            "gap".to_string(),
+            unit.to_string(),
+            per_gap(&batch, &skip_a),
+        ),
+        (
+            "gap".to_string(),
+            unit.to_string(),
+            per_gap(&batch, &skip_b),
+        ),
     ];
     want.sort_by_key(|l| l.2);
     assert_eq!(got, want, "{:?}", encoder.kind());
@@ -121,8 +142,16 @@ fn reordered_datagrams_are_not_loss_and_a_restart_is_a_reset() {
     std::thread::sleep(Duration::from_millis(2_500));
     c.stop();
     let got = losses(&c);
-    assert_eq!(got, vec![("reset".to_string(), "flows".to_string(), 0)], "{got:?}");
-    assert!(c.stats()["decode"]["reordered"].as_u64().unwrap_or(0) >= 1, "{}", c.stats());
+    assert_eq!(
+        got,
+        vec![("reset".to_string(), "flows".to_string(), 0)],
+        "{got:?}"
+    );
+    assert!(
+        c.stats()["decode"]["reordered"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        c.stats()
+    );
 }
 
 #[test]
@@ -131,7 +160,9 @@ fn datagrams_from_unknown_exporters_are_counted_and_dropped() {
     // Allow only 192.0.2.1: the test's 127.0.0.1 becomes unknown.
     std::fs::write(
         &c.config,
-        std::fs::read_to_string(&c.config).unwrap().replace("127.0.0.1\"\n", "192.0.2.1\"\n"),
+        std::fs::read_to_string(&c.config)
+            .unwrap()
+            .replace("127.0.0.1\"\n", "192.0.2.1\"\n"),
     )
     .unwrap();
     common::signal(c.pid(), 1); // SIGHUP: reload the exporter list
@@ -156,10 +187,10 @@ fn tag(flows: &mut [FlowRecord], base: u64) {
         let id = base + i as u64;
         f.src_port = (id & 0xffff) as u16;
         f.in_if = ((id >> 16) & 0xffff) as u32;
-        if let IpAddr::V6(_) = f.src {
+        if f.src.is_ipv6() {
             f.src = IpAddr::V4([10, 9, 9, 9].into());
         }
-        if let IpAddr::V6(_) = f.dst {
+        if f.dst.is_ipv6() {
             f.dst = IpAddr::V4([192, 0, 2, 200].into());
         }
     }
@@ -190,7 +221,11 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
                 for d in batch.iter() {
                     let _ = sock.send_to(d, localhost(port));
                 }
-                sent.extend(flows.iter().map(|f| enc.expected(f, IpAddr::V4([127, 0, 0, 1].into())).unwrap()));
+                sent.extend(
+                    flows
+                        .iter()
+                        .map(|f| enc.expected(f, IpAddr::V4([127, 0, 0, 1].into())).unwrap()),
+                );
                 std::thread::sleep(Duration::from_millis(15));
             }
             sent
@@ -223,7 +258,11 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     let ls = String::from_utf8(ls.stdout).unwrap();
     assert!(!ls.contains(",open,"), "a segment stayed open:\n{ls}");
     let out = c.raw(&["dump", "--format", "csv"]);
-    assert!(out.status.success(), "damage: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "damage: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // No torn, altered or duplicated record: each one is exactly a flow
     // the exporter sent, and appears once.
@@ -236,7 +275,9 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     for line in String::from_utf8(out.stdout).unwrap().lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let id = (f[11].parse::<u64>().unwrap() << 16) | f[7].parse::<u64>().unwrap();
-        let want = by_id.get(&id).unwrap_or_else(|| panic!("record not sent by anyone: {line}"));
+        let want = by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("record not sent by anyone: {line}"));
         assert_eq!(f[5].parse::<IpAddr>().unwrap(), want.src, "{line}");
         assert_eq!(f[6].parse::<IpAddr>().unwrap(), want.dst, "{line}");
         assert_eq!(f[15].parse::<u64>().unwrap(), want.bytes_raw, "{line}");
@@ -252,5 +293,9 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     assert!(stored <= sent.len() as u64);
     // Most of the stream must have made it (the collector is down only
     // for its restarts).
-    assert!(stored * 2 > sent.len() as u64, "stored {stored} of {}", sent.len());
+    assert!(
+        stored * 2 > sent.len() as u64,
+        "stored {stored} of {}",
+        sent.len()
+    );
 }

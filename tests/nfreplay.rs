@@ -26,7 +26,13 @@ fn nfcapd_file() -> (Nfcapd, std::path::PathBuf) {
     let export_ms = flows.iter().map(|f| f.last_ms).max().unwrap() + 1_000;
     enc.encode_into(&flows, export_ms, &mut batch).unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    send_batch(&sock, ([127, 0, 0, 1], nfcapd.port).into(), &batch, Some(100_000)).unwrap();
+    send_batch(
+        &sock,
+        ([127, 0, 0, 1], nfcapd.port).into(),
+        &batch,
+        Some(100_000),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     nfcapd.stop();
     let files = nfcapd.files();
@@ -43,7 +49,16 @@ fn replay(version: &str) {
     run(Command::new(require_tool("nfreplay"))
         .arg("-r")
         .arg(&file)
-        .args(["-H", "127.0.0.1", "-p", &kopek.port.to_string(), "-v", version, "-d", "50"])
+        .args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &kopek.port.to_string(),
+            "-v",
+            version,
+            "-d",
+            "50",
+        ])
         .arg(filter));
 
     let dir = tempfile::tempdir().unwrap();
@@ -56,10 +71,20 @@ fn replay(version: &str) {
         .arg(filter));
     let theirs = common::nfdump_totals_by_address(dir.path());
     let want_flows: u64 = {
-        let out = run(Command::new(require_tool("nfdump")).arg("-r").arg(&filtered).args(["-q", "-o", "csv"]));
-        String::from_utf8(out.stdout).unwrap().lines().filter(|l| l.contains(',')).count() as u64
+        let out = run(Command::new(require_tool("nfdump"))
+            .arg("-r")
+            .arg(&filtered)
+            .args(["-q", "-o", "csv"]));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(','))
+            .count() as u64
     };
-    assert!(want_flows > FLOWS / 2, "nfdump sees only {want_flows} flows");
+    assert!(
+        want_flows > FLOWS / 2,
+        "nfdump sees only {want_flows} flows"
+    );
     let got = kopek.wait_flows(want_flows, Duration::from_secs(20));
     assert_eq!(got, want_flows, "v{version}: flows written");
     kopek.stop();
@@ -69,9 +94,23 @@ fn replay(version: &str) {
         .filter(|(a, t)| ours.get(a) != Some(t))
         .map(|(a, t)| format!("{a}: nfdump {t:?} kopek {:?}", ours.get(a)))
         .collect();
-    bad.extend(ours.keys().filter(|a| !theirs.contains_key(a)).map(|a| format!("{a}: only in kopek")));
-    assert!(bad.is_empty(), "v{version}: {} differences, e.g. {:?}", bad.len(), &bad[..bad.len().min(5)]);
-    assert_eq!(kopek.stats()["loss_records_written"], 0, "{}", kopek.stats());
+    bad.extend(
+        ours.keys()
+            .filter(|a| !theirs.contains_key(a))
+            .map(|a| format!("{a}: only in kopek")),
+    );
+    assert!(
+        bad.is_empty(),
+        "v{version}: {} differences, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    assert_eq!(
+        kopek.stats()["loss_records_written"],
+        0,
+        "{}",
+        kopek.stats()
+    );
 }
 
 #[test]

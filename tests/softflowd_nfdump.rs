@@ -19,7 +19,14 @@ fn softflowd(pcap: &std::path::Path, port: u16, version: &str, work: &std::path:
         .arg(pcap)
         // -a: take the clock from the pcap, so exported times are the
         // packets' times (without it softflowd mixes pcap and wall clock).
-        .args(["-n", &format!("127.0.0.1:{port}"), "-v", version, "-d", "-a"])
+        .args([
+            "-n",
+            &format!("127.0.0.1:{port}"),
+            "-v",
+            version,
+            "-d",
+            "-a",
+        ])
         .arg("-p")
         .arg(work.join(format!("softflowd-{port}.pid")))
         // No control socket: with -r, softflowd 1.1.0 polls it with an
@@ -56,7 +63,11 @@ fn check_version(version: &str) {
 
     let ours = kopek.totals_by_address();
     let theirs = nfdump_totals_by_address(nfcapd.dir.path());
-    assert_eq!(theirs.len(), truth.len(), "v{version}: nfdump saw other addresses than the pcap has");
+    assert_eq!(
+        theirs.len(),
+        truth.len(),
+        "v{version}: nfdump saw other addresses than the pcap has"
+    );
     diff("nfdump vs pcap", version, &theirs, &truth);
     diff("kopek vs nfdump", version, &ours, &theirs);
 
@@ -74,7 +85,10 @@ fn check_version(version: &str) {
         .iter()
         .map(|f| {
             let first = f.start_s as i64 * 1000;
-            ((f.src, f.dst, f.src_port, f.dst_port), (first, first + (f.packets as i64 - 1) * 10))
+            (
+                (f.src, f.dst, f.src_port, f.dst_port),
+                (first, first + (f.packets as i64 - 1) * 10),
+            )
         })
         .collect();
     let mut checked = 0;
@@ -87,14 +101,19 @@ fn check_version(version: &str) {
             c[8].parse().unwrap(),
         );
         let got: (i64, i64) = (c[3].parse().unwrap(), c[4].parse().unwrap());
-        let want = *times.get(&key).unwrap_or_else(|| panic!("v{version}: not in the pcap: {line}"));
+        let want = *times
+            .get(&key)
+            .unwrap_or_else(|| panic!("v{version}: not in the pcap: {line}"));
         if version == "9" {
             // A v9 header carries whole seconds (unix_secs) beside the
             // uptime in ms: the export's sub-second is lost on the wire, so
             // uptime-relative times can be early by up to 999 ms. (v5 has
             // unix_nsecs, IPFIX absolute times: both exact.)
             let early = want.0 - got.0;
-            assert!((0..1000).contains(&early), "v9: {line}: {got:?} vs {want:?}");
+            assert!(
+                (0..1000).contains(&early),
+                "v9: {line}: {got:?} vs {want:?}"
+            );
             assert_eq!(want.1 - want.0, got.1 - got.0, "v9 duration: {line}");
         } else {
             assert_eq!(got, want, "v{version}: {line}");
@@ -104,7 +123,12 @@ fn check_version(version: &str) {
     assert_eq!(checked, exported.len());
 }
 
-fn diff(what: &str, version: &str, a: &HashMap<IpAddr, (u64, u64)>, b: &HashMap<IpAddr, (u64, u64)>) {
+fn diff(
+    what: &str,
+    version: &str,
+    a: &HashMap<IpAddr, (u64, u64)>,
+    b: &HashMap<IpAddr, (u64, u64)>,
+) {
     let mut bad = Vec::new();
     for (addr, x) in a {
         if b.get(addr) != Some(x) {
@@ -116,7 +140,12 @@ fn diff(what: &str, version: &str, a: &HashMap<IpAddr, (u64, u64)>, b: &HashMap<
             bad.push(format!("{addr}: missing vs {:?}", b[addr]));
         }
     }
-    assert!(bad.is_empty(), "{what}, v{version}: {} differences, e.g. {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{what}, v{version}: {} differences, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
 }
 
 #[test]

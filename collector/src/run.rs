@@ -399,7 +399,8 @@ pub fn stats_path(state_dir: &Path, collector: &str) -> PathBuf {
 fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, CollectorError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| CollectorError::Bind { addr, source };
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true).map_err(err)?;
     }
@@ -477,12 +478,14 @@ fn receive_loop(
                             }
                         }
                         Some(entry) => {
-                            let e = stats.exporters.entry(exporter).or_insert_with(|| {
-                                ExporterStats {
-                                    name: entry.name.clone(),
-                                    ..ExporterStats::default()
-                                }
-                            });
+                            let e =
+                                stats
+                                    .exporters
+                                    .entry(exporter)
+                                    .or_insert_with(|| ExporterStats {
+                                        name: entry.name.clone(),
+                                        ..ExporterStats::default()
+                                    });
                             e.datagrams += 1;
                             e.last_seen_ms = now;
                             let losses_before = batch.losses.len();
@@ -604,7 +607,8 @@ fn write_loop(
             }
             w.flows.fetch_add(b.flows.len() as u64, Ordering::Relaxed);
             w.losses.fetch_add(b.losses.len() as u64, Ordering::Relaxed);
-            w.bytes.fetch_add(seg.len_bytes() - before, Ordering::Relaxed);
+            w.bytes
+                .fetch_add(seg.len_bytes() - before, Ordering::Relaxed);
         }
         if seg.sync_if_due(Instant::now())? {
             w.fsyncs.fetch_add(1, Ordering::Relaxed);

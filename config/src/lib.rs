@@ -188,7 +188,9 @@ impl Config {
                 Ok(a) => listen.push(a),
                 Err(_) => bad(
                     &format!("collector.listen[{i}]"),
-                    format!("expected an address:port like \"0.0.0.0:2055\" or \"[::]:2055\", got {l:?}"),
+                    format!(
+                        "expected an address:port like \"0.0.0.0:2055\" or \"[::]:2055\", got {l:?}"
+                    ),
                 ),
             }
         }
@@ -340,8 +342,7 @@ impl Config {
                     );
                     None
                 }
-                wire::Sampling::Rate(n) => match u32::try_from(*n).ok().and_then(NonZeroU32::new)
-                {
+                wire::Sampling::Rate(n) => match u32::try_from(*n).ok().and_then(NonZeroU32::new) {
                     Some(n) => Some(n),
                     None => {
                         bad(

@@ -5,7 +5,9 @@ fn load(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn error_of(text: &str) -> String {
-    load(text).expect_err("config should be rejected").to_string()
+    load(text)
+        .expect_err("config should be rejected")
+        .to_string()
 }
 
 #[test]
@@ -21,10 +23,7 @@ fn empty_file_gives_documented_defaults() {
         c.collector.durability,
         Durability::Interval(Duration::from_secs(1))
     );
-    assert_eq!(
-        c.collector.segment.rotate_interval,
-        Duration::from_secs(60)
-    );
+    assert_eq!(c.collector.segment.rotate_interval, Duration::from_secs(60));
     assert_eq!(
         c.collector.segment.compression,
         Compression::Zstd { level: 1 }
@@ -70,7 +69,10 @@ fn unknown_key_is_rejected_with_file_line_and_key() {
 #[test]
 fn wrong_type_names_the_key() {
     let err = error_of("[collector.segment]\nrotate_interval_s = \"soon\"\n");
-    assert!(err.contains("rotate_interval_s") || err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("rotate_interval_s") || err.contains("line 2"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -32,7 +32,11 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
             let config = super::load_config_or_defaults(config_path)?;
             let path = stats_path(&config.state_dir, &config.collector.name);
             let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("{}: no stats (has collector {:?} run?)", path.display(), config.collector.name)
+                format!(
+                    "{}: no stats (has collector {:?} run?)",
+                    path.display(),
+                    config.collector.name
+                )
             })?;
             let s: StatsSnapshot = serde_json::from_str(&text)
                 .with_context(|| format!("{}: unreadable stats file", path.display()))?;
@@ -46,14 +50,42 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
 }
 
 fn print_stats(s: &StatsSnapshot) {
-    println!("collector {} (pid {}), started {}, as of {}", s.collector, s.pid, time_utc(s.started_ms), time_utc(s.written_ms));
-    println!("  datagrams received      {:>14}", human_count(s.datagrams_received));
-    println!("  from unknown exporters  {:>14}", human_count(s.datagrams_unknown_exporter));
-    println!("  kernel socket drops     {:>14}", human_count(s.socket_drops));
-    println!("  flows written           {:>14}", human_count(s.flows_written));
-    println!("  loss records written    {:>14}", human_count(s.loss_records_written));
-    println!("  blocks / bytes written  {:>14} / {}", human_count(s.blocks_written), human_count(s.bytes_written));
-    println!("  segments closed         {:>14}", human_count(s.segments_closed));
+    println!(
+        "collector {} (pid {}), started {}, as of {}",
+        s.collector,
+        s.pid,
+        time_utc(s.started_ms),
+        time_utc(s.written_ms)
+    );
+    println!(
+        "  datagrams received      {:>14}",
+        human_count(s.datagrams_received)
+    );
+    println!(
+        "  from unknown exporters  {:>14}",
+        human_count(s.datagrams_unknown_exporter)
+    );
+    println!(
+        "  kernel socket drops     {:>14}",
+        human_count(s.socket_drops)
+    );
+    println!(
+        "  flows written           {:>14}",
+        human_count(s.flows_written)
+    );
+    println!(
+        "  loss records written    {:>14}",
+        human_count(s.loss_records_written)
+    );
+    println!(
+        "  blocks / bytes written  {:>14} / {}",
+        human_count(s.blocks_written),
+        human_count(s.bytes_written)
+    );
+    println!(
+        "  segments closed         {:>14}",
+        human_count(s.segments_closed)
+    );
     println!("  open segment            {}", s.open_segment);
     let d = serde_json::to_value(&s.decode).unwrap_or_default();
     if let Some(map) = d.as_object() {
@@ -66,11 +98,22 @@ fn print_stats(s: &StatsSnapshot) {
     }
     if !s.exporters.is_empty() {
         println!("exporters:");
-        println!("  {:<16} {:>12} {:>14} {:>10} {:>8}  last seen", "name", "datagrams", "flows", "dropped", "losses");
+        println!(
+            "  {:<16} {:>12} {:>14} {:>10} {:>8}  last seen",
+            "name", "datagrams", "flows", "dropped", "losses"
+        );
         let mut ex: Vec<_> = s.exporters.values().collect();
         ex.sort_by(|a, b| a.name.cmp(&b.name));
         for e in ex {
-            println!("  {:<16} {:>12} {:>14} {:>10} {:>8}  {}", e.name, e.datagrams, e.flows, e.dropped_datagrams, e.loss_records, time_utc(e.last_seen_ms));
+            println!(
+                "  {:<16} {:>12} {:>14} {:>10} {:>8}  {}",
+                e.name,
+                e.datagrams,
+                e.flows,
+                e.dropped_datagrams,
+                e.loss_records,
+                time_utc(e.last_seen_ms)
+            );
         }
     }
     if !s.unknown_exporters.is_empty() {

@@ -95,13 +95,19 @@ pub fn exec(args: &DemoArgs) -> super::Result {
 
     // Each exporter: generate, encode, remember what a correct collector
     // must store, then send paced from its own loopback address.
-    println!("\n2. exporters: kopek's own generator, {} flows each at {} flows/s", human_count(args.flows), human_count(args.rate));
+    println!(
+        "\n2. exporters: kopek's own generator, {} flows each at {} flows/s",
+        human_count(args.flows),
+        human_count(args.rate)
+    );
     let mut expected: HashMap<IpAddr, Totals> = HashMap::new();
     let mut sent_flows = 0u64;
     let mut lost_expected: Vec<(&str, u64, &str)> = Vec::new();
     for (i, e) in exporters.iter_mut().enumerate() {
-        let mut profile = GenProfile::default();
-        profile.flows_per_s = args.rate;
+        let profile = GenProfile {
+            flows_per_s: args.rate,
+            ..GenProfile::default()
+        };
         let mut g = FlowGen::new(1000 + i as u64, profile)?;
         let mut flows = Vec::new();
         g.fill(&mut flows, args.flows as usize);
@@ -132,9 +138,22 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             rep.elapsed.as_secs_f64()
         );
         if !e.skip.is_empty() {
-            let unit = if e.encoder.kind() == kopek_collector::SourceKind::NetflowV9 { "datagrams" } else { "flows" };
-            let n = if unit == "datagrams" { e.skip.len() as u64 } else { skipped_flows };
-            println!("   {:<13} deliberately did not send {} datagrams ({} flows): a hole", "", e.skip.len(), skipped_flows);
+            let unit = if e.encoder.kind() == kopek_collector::SourceKind::NetflowV9 {
+                "datagrams"
+            } else {
+                "flows"
+            };
+            let n = if unit == "datagrams" {
+                e.skip.len() as u64
+            } else {
+                skipped_flows
+            };
+            println!(
+                "   {:<13} deliberately did not send {} datagrams ({} flows): a hole",
+                "",
+                e.skip.len(),
+                skipped_flows
+            );
             lost_expected.push((e.name, n, unit));
         }
     }
@@ -143,7 +162,10 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     for _ in 0..5 {
         stranger.send_to(b"\x00\x05not netflow", target)?;
     }
-    println!("   {:<13} sent 5 datagrams from 127.0.0.9, which is not on the allow-list", "stranger");
+    println!(
+        "   {:<13} sent 5 datagrams from 127.0.0.9, which is not on the allow-list",
+        "stranger"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while collector.stats().flows_written < sent_flows && Instant::now() < deadline {
@@ -189,14 +211,22 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             human_count(got.flows),
             human_bytes(got.bytes, 1000),
             human_count(got.packets),
-            if ok { "= sent, exactly".to_string() } else { format!("≠ sent ({want:?})") }
+            if ok {
+                "= sent, exactly".to_string()
+            } else {
+                format!("≠ sent ({want:?})")
+            }
         );
     }
 
     println!("\n5. holes in the export streams (loss records in tier 1)");
     let mut seen_losses = 0;
     for (addr, l) in &raw.losses {
-        let name = exporters.iter().find(|e| IpAddr::V4(e.addr) == *addr).map(|e| e.name).unwrap_or("?");
+        let name = exporters
+            .iter()
+            .find(|e| IpAddr::V4(e.addr) == *addr)
+            .map(|e| e.name)
+            .unwrap_or("?");
         println!(
             "   {name}: {} gap(s): {} flows + {} export datagrams lost, between {} and {}",
             l.gaps,
@@ -208,20 +238,42 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         seen_losses += l.records;
     }
     for (name, n, unit) in &lost_expected {
-        let found = raw.losses.values().any(|l| if *unit == "datagrams" { l.lost_packets == *n } else { l.lost_flows == *n });
+        let found = raw.losses.values().any(|l| {
+            if *unit == "datagrams" {
+                l.lost_packets == *n
+            } else {
+                l.lost_flows == *n
+            }
+        });
         exact &= found;
-        println!("   expected: {name} lost {n} {unit} — {}", if found { "reported" } else { "NOT reported" });
+        println!(
+            "   expected: {name} lost {n} {unit} — {}",
+            if found { "reported" } else { "NOT reported" }
+        );
     }
     if seen_losses == 0 {
         exact &= lost_expected.is_empty();
     }
 
     println!("\n6. collector counters");
-    println!("   datagrams received {}, from unknown exporters {}, kernel drops {}", human_count(stats.datagrams_received), human_count(stats.datagrams_unknown_exporter), human_count(stats.socket_drops));
-    println!("   blocks {}, segments closed {}, fsyncs {}", stats.blocks_written, stats.segments_closed, stats.fsyncs);
+    println!(
+        "   datagrams received {}, from unknown exporters {}, kernel drops {}",
+        human_count(stats.datagrams_received),
+        human_count(stats.datagrams_unknown_exporter),
+        human_count(stats.socket_drops)
+    );
+    println!(
+        "   blocks {}, segments closed {}, fsyncs {}",
+        stats.blocks_written, stats.segments_closed, stats.fsyncs
+    );
 
-    println!("\nnext tiers (classifier, core, enforcer) arrive with their issues; this demo grows with them.");
-    println!("try: kopek raw --state-dir {} stats --by-address", state_dir.display());
+    println!(
+        "\nnext tiers (classifier, core, enforcer) arrive with their issues; this demo grows with them."
+    );
+    println!(
+        "try: kopek raw --state-dir {} stats --by-address",
+        state_dir.display()
+    );
     if args.state_dir.is_none() {
         println!("(the temporary state dir is removed now; pass --state-dir DIR to keep it)");
     }
@@ -246,16 +298,26 @@ fn emitted_flows(
         .infos()
         .iter()
         .map(|d| (d.datagram_index, d.flows, true))
-        .chain(batch.skipped().iter().map(|d| (d.datagram_index, d.flows, false)))
+        .chain(
+            batch
+                .skipped()
+                .iter()
+                .map(|d| (d.datagram_index, d.flows, false)),
+        )
         .collect();
     all.sort_by_key(|d| d.0);
-    let representable: Vec<_> = flows.iter().filter_map(|f| encoder.expected(f, exporter)).collect();
+    let representable: Vec<_> = flows
+        .iter()
+        .filter_map(|f| encoder.expected(f, exporter))
+        .collect();
     let mut out = Vec::new();
     let mut i = 0usize;
     for (_, n, emitted) in all {
         let n = n as usize;
         if emitted {
-            out.extend_from_slice(&representable[i.min(representable.len())..(i + n).min(representable.len())]);
+            out.extend_from_slice(
+                &representable[i.min(representable.len())..(i + n).min(representable.len())],
+            );
         }
         i += n;
     }

@@ -32,9 +32,13 @@ pub fn parse_time_ms(s: &str) -> Result<i64, String> {
         }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")).timestamp_millis());
+        return Ok(Utc
+            .from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .timestamp_millis());
     }
-    Err(format!("expected a UTC time like 2026-11-22T05:00:00Z, 2026-11-22 05:00 or 2026-11-22, got {s:?}"))
+    Err(format!(
+        "expected a UTC time like 2026-11-22T05:00:00Z, 2026-11-22 05:00 or 2026-11-22, got {s:?}"
+    ))
 }
 
 /// 1234567 → "1,234,567".
@@ -42,7 +46,7 @@ pub fn human_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

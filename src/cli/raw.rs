@@ -106,19 +106,43 @@ pub fn exec(config_path: &Path, args: &RawArgs) -> super::Result {
         }
     };
     if !store.dir().is_dir() {
-        return Err(anyhow::anyhow!("{}: no tier-1 directory here (wrong --state-dir?)", store.dir().display()).into());
+        return Err(anyhow::anyhow!(
+            "{}: no tier-1 directory here (wrong --state-dir?)",
+            store.dir().display()
+        )
+        .into());
     }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     match &args.cmd {
         RawCmd::Ls { format } => ls(&store, *format, &mut out)?,
-        RawCmd::Dump { filter, format, losses, limit } => {
+        RawCmd::Dump {
+            filter,
+            format,
+            losses,
+            limit,
+        } => {
             let f = build_filter(filter, config.as_ref())?;
             dump(&store, &f, *format, *losses, *limit, &mut out)?
         }
-        RawCmd::Stats { filter, format, by_address, top, unit_base } => {
+        RawCmd::Stats {
+            filter,
+            format,
+            by_address,
+            top,
+            unit_base,
+        } => {
             let f = build_filter(filter, config.as_ref())?;
-            stats(&store, &f, *format, *by_address, *top, *unit_base, config.as_ref(), &mut out)?
+            stats(
+                &store,
+                &f,
+                *format,
+                *by_address,
+                *top,
+                *unit_base,
+                config.as_ref(),
+                &mut out,
+            )?
         }
     }
     out.flush().context("stdout")?;
@@ -132,11 +156,16 @@ fn build_filter(a: &FilterArgs, config: Option<&Config>) -> anyhow::Result<RawFi
             Ok(ip) => Some(ip),
             Err(_) => {
                 let Some(c) = config else {
-                    bail!("--exporter {s:?}: not an address, and without a config names are unknown");
+                    bail!(
+                        "--exporter {s:?}: not an address, and without a config names are unknown"
+                    );
                 };
                 match c.collector.exporters.iter().find(|e| e.name == *s) {
                     Some(e) => Some(e.address),
-                    None => bail!("--exporter {s:?}: no exporter of that name in {}", c.path.display()),
+                    None => bail!(
+                        "--exporter {s:?}: no exporter of that name in {}",
+                        c.path.display()
+                    ),
                 }
             }
         },
@@ -146,7 +175,13 @@ fn build_filter(a: &FilterArgs, config: Option<&Config>) -> anyhow::Result<RawFi
     {
         bail!("--from must be before --to");
     }
-    Ok(RawFilter { from_ms: a.from, to_ms: a.to, net: a.addr, exporter, collector: a.collector.clone() })
+    Ok(RawFilter {
+        from_ms: a.from,
+        to_ms: a.to,
+        net: a.addr,
+        exporter,
+        collector: a.collector.clone(),
+    })
 }
 
 fn ls(store: &RawStore, format: OutputFormat, out: &mut impl Write) -> anyhow::Result<()> {
@@ -169,16 +204,52 @@ fn ls(store: &RawStore, format: OutputFormat, out: &mut impl Write) -> anyhow::R
     match format {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
         OutputFormat::Csv => {
-            writeln!(out, "collector,id,state,size_bytes,flows,losses,first_ms,last_ms,path")?;
+            writeln!(
+                out,
+                "collector,id,state,size_bytes,flows,losses,first_ms,last_ms,path"
+            )?;
             for r in &rows {
-                writeln!(out, "{},{},{},{},{},{},{},{},{}", r["collector"].as_str().unwrap_or(""), r["id"], r["state"].as_str().unwrap_or(""), r["size_bytes"], opt(&r["flows"]), opt(&r["losses"]), opt(&r["first_ms"]), opt(&r["last_ms"]), r["path"].as_str().unwrap_or(""))?;
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{}",
+                    r["collector"].as_str().unwrap_or(""),
+                    r["id"],
+                    r["state"].as_str().unwrap_or(""),
+                    r["size_bytes"],
+                    opt(&r["flows"]),
+                    opt(&r["losses"]),
+                    opt(&r["first_ms"]),
+                    opt(&r["last_ms"]),
+                    r["path"].as_str().unwrap_or("")
+                )?;
             }
         }
         OutputFormat::Table => {
-            writeln!(out, "{:<10} {:>10} {:<6} {:>12} {:>12} {:>7}  {:<23}  {:<23}", "collector", "id", "state", "size", "flows", "losses", "first (UTC)", "last (UTC)")?;
+            writeln!(
+                out,
+                "{:<10} {:>10} {:<6} {:>12} {:>12} {:>7}  {:<23}  {:<23}",
+                "collector", "id", "state", "size", "flows", "losses", "first (UTC)", "last (UTC)"
+            )?;
             for (s, r) in segs.iter().zip(&rows) {
                 let t = |k: &str| r[k].as_i64().map(time_utc).unwrap_or_else(|| "-".into());
-                writeln!(out, "{:<10} {:>10} {:<6} {:>12} {:>12} {:>7}  {:<23}  {:<23}", s.collector, s.id, r["state"].as_str().unwrap_or(""), human_bytes(s.size_bytes, 1024), r["flows"].as_u64().map(human_count).unwrap_or_else(|| "(open)".into()), r["losses"].as_u64().map(|n| n.to_string()).unwrap_or_default(), t("first_ms"), t("last_ms"))?;
+                writeln!(
+                    out,
+                    "{:<10} {:>10} {:<6} {:>12} {:>12} {:>7}  {:<23}  {:<23}",
+                    s.collector,
+                    s.id,
+                    r["state"].as_str().unwrap_or(""),
+                    human_bytes(s.size_bytes, 1024),
+                    r["flows"]
+                        .as_u64()
+                        .map(human_count)
+                        .unwrap_or_else(|| "(open)".into()),
+                    r["losses"]
+                        .as_u64()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                    t("first_ms"),
+                    t("last_ms")
+                )?;
             }
         }
     }
@@ -186,7 +257,11 @@ fn ls(store: &RawStore, format: OutputFormat, out: &mut impl Write) -> anyhow::R
 }
 
 fn opt(v: &serde_json::Value) -> String {
-    if v.is_null() { String::new() } else { v.to_string() }
+    if v.is_null() {
+        String::new()
+    } else {
+        v.to_string()
+    }
 }
 
 fn proto_name(p: u8) -> String {
@@ -207,21 +282,38 @@ fn sock(a: IpAddr, port: u16) -> String {
     }
 }
 
-fn dump(store: &RawStore, filter: &RawFilter, format: OutputFormat, losses: bool, limit: Option<u64>, out: &mut impl Write) -> anyhow::Result<()> {
+fn dump(
+    store: &RawStore,
+    filter: &RawFilter,
+    format: OutputFormat,
+    losses: bool,
+    limit: Option<u64>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let limit = limit.unwrap_or(u64::MAX);
     let mut n = 0u64;
     let mut err: Option<std::io::Error> = None;
     let mut first = true;
     if format == OutputFormat::Csv {
         if losses {
-            writeln!(out, "exporter,domain,kind,reason,unit,count,from_ms,to_ms,expected_seq,received_seq")?;
+            writeln!(
+                out,
+                "exporter,domain,kind,reason,unit,count,from_ms,to_ms,expected_seq,received_seq"
+            )?;
         } else {
-            writeln!(out, "exporter,domain,kind,first_ms,last_ms,src,dst,src_port,dst_port,protocol,direction,in_if,out_if,bytes,packets,bytes_raw,packets_raw,sampling")?;
+            writeln!(
+                out,
+                "exporter,domain,kind,first_ms,last_ms,src,dst,src_port,dst_port,protocol,direction,in_if,out_if,bytes,packets,bytes_raw,packets_raw,sampling"
+            )?;
         }
     } else if format == OutputFormat::Json {
         write!(out, "[")?;
     } else if !losses {
-        writeln!(out, "{:<23} {:>9} {:<5} {:>45} {:>45} {:>10} {:>14} {:>6}  exporter", "first seen (UTC)", "dur s", "proto", "src", "dst", "packets", "bytes", "sampl")?;
+        writeln!(
+            out,
+            "{:<23} {:>9} {:<5} {:>45} {:>45} {:>10} {:>14} {:>6}  exporter",
+            "first seen (UTC)", "dur s", "proto", "src", "dst", "packets", "bytes", "sampl"
+        )?;
     }
     let mut write_flow = |r: &FlowRecord| {
         if n >= limit || err.is_some() {
@@ -229,15 +321,53 @@ fn dump(store: &RawStore, filter: &RawFilter, format: OutputFormat, losses: bool
         }
         n += 1;
         let res = match format {
-            OutputFormat::Csv => writeln!(out, "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}", r.exporter, r.domain, r.kind.as_str(), r.first_ms, r.last_ms, r.src, r.dst, r.src_port, r.dst_port, r.protocol, r.direction as u8, r.in_if, r.out_if, r.bytes(), r.packets(), r.bytes_raw, r.packets_raw, r.sampling),
+            OutputFormat::Csv => writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                r.exporter,
+                r.domain,
+                r.kind.as_str(),
+                r.first_ms,
+                r.last_ms,
+                r.src,
+                r.dst,
+                r.src_port,
+                r.dst_port,
+                r.protocol,
+                r.direction as u8,
+                r.in_if,
+                r.out_if,
+                r.bytes(),
+                r.packets(),
+                r.bytes_raw,
+                r.packets_raw,
+                r.sampling
+            ),
             OutputFormat::Json => {
                 let sep = if first { "" } else { "," };
                 first = false;
-                writeln!(out, "{sep}{}", serde_json::json!({"exporter": r.exporter, "domain": r.domain, "kind": r.kind.as_str(), "first_ms": r.first_ms, "last_ms": r.last_ms, "src": r.src, "dst": r.dst, "src_port": r.src_port, "dst_port": r.dst_port, "protocol": r.protocol, "direction": r.direction as u8, "in_if": r.in_if, "out_if": r.out_if, "bytes": r.bytes(), "packets": r.packets(), "bytes_raw": r.bytes_raw, "packets_raw": r.packets_raw, "sampling": r.sampling}))
+                writeln!(
+                    out,
+                    "{sep}{}",
+                    serde_json::json!({"exporter": r.exporter, "domain": r.domain, "kind": r.kind.as_str(), "first_ms": r.first_ms, "last_ms": r.last_ms, "src": r.src, "dst": r.dst, "src_port": r.src_port, "dst_port": r.dst_port, "protocol": r.protocol, "direction": r.direction as u8, "in_if": r.in_if, "out_if": r.out_if, "bytes": r.bytes(), "packets": r.packets(), "bytes_raw": r.bytes_raw, "packets_raw": r.packets_raw, "sampling": r.sampling})
+                )
             }
             OutputFormat::Table => {
                 let dur = r.last_ms - r.first_ms;
-                writeln!(out, "{:<23} {:>5}.{:03} {:<5} {:>45} {:>45} {:>10} {:>14} {:>6}  {}", time_utc(r.first_ms), dur / 1000, dur % 1000, proto_name(r.protocol), sock(r.src, r.src_port), sock(r.dst, r.dst_port), r.packets(), r.bytes(), r.sampling, r.exporter)
+                writeln!(
+                    out,
+                    "{:<23} {:>5}.{:03} {:<5} {:>45} {:>45} {:>10} {:>14} {:>6}  {}",
+                    time_utc(r.first_ms),
+                    dur / 1000,
+                    dur % 1000,
+                    proto_name(r.protocol),
+                    sock(r.src, r.src_port),
+                    sock(r.dst, r.dst_port),
+                    r.packets(),
+                    r.bytes(),
+                    r.sampling,
+                    r.exporter
+                )
             }
         };
         if let Err(e) = res {
@@ -266,11 +396,28 @@ fn dump(store: &RawStore, filter: &RawFilter, format: OutputFormat, losses: bool
     report_damage(&report)
 }
 
-fn print_losses(rows: &[LossRecord], format: OutputFormat, out: &mut impl Write) -> anyhow::Result<()> {
+fn print_losses(
+    rows: &[LossRecord],
+    format: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Csv => {
             for l in rows {
-                writeln!(out, "{},{},{},{},{},{},{},{},{},{}", l.exporter, l.domain, l.kind.as_str(), l.reason.as_str(), l.unit.as_str(), l.count, l.from_ms, l.to_ms, l.expected_seq, l.received_seq)?;
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    l.exporter,
+                    l.domain,
+                    l.kind.as_str(),
+                    l.reason.as_str(),
+                    l.unit.as_str(),
+                    l.count,
+                    l.from_ms,
+                    l.to_ms,
+                    l.expected_seq,
+                    l.received_seq
+                )?;
             }
         }
         OutputFormat::Json => {
@@ -279,8 +426,24 @@ fn print_losses(rows: &[LossRecord], format: OutputFormat, out: &mut impl Write)
         }
         OutputFormat::Table => {
             for l in rows {
-                let what = if l.count == 0 { String::from("unknown amount") } else { format!("{} {}", l.count, l.unit.as_str()) };
-                writeln!(out, "{}: {} lost from {} (domain {}, {}) between {} and {} (seq expected {}, got {})", l.reason.as_str(), what, l.exporter, l.domain, l.kind.as_str(), time_utc(l.from_ms), time_utc(l.to_ms), l.expected_seq, l.received_seq)?;
+                let what = if l.count == 0 {
+                    String::from("unknown amount")
+                } else {
+                    format!("{} {}", l.count, l.unit.as_str())
+                };
+                writeln!(
+                    out,
+                    "{}: {} lost from {} (domain {}, {}) between {} and {} (seq expected {}, got {})",
+                    l.reason.as_str(),
+                    what,
+                    l.exporter,
+                    l.domain,
+                    l.kind.as_str(),
+                    time_utc(l.from_ms),
+                    time_utc(l.to_ms),
+                    l.expected_seq,
+                    l.received_seq
+                )?;
             }
         }
     }
@@ -288,9 +451,23 @@ fn print_losses(rows: &[LossRecord], format: OutputFormat, out: &mut impl Write)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn stats(store: &RawStore, filter: &RawFilter, format: OutputFormat, by_address: bool, top: usize, base: u64, config: Option<&Config>, out: &mut impl Write) -> anyhow::Result<()> {
+fn stats(
+    store: &RawStore,
+    filter: &RawFilter,
+    format: OutputFormat,
+    by_address: bool,
+    top: usize,
+    base: u64,
+    config: Option<&Config>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let s = query::stats(store, filter, by_address)?;
-    let name_of = |a: &IpAddr| config.and_then(|c| c.collector.exporters.iter().find(|e| e.address == *a)).map(|e| e.name.clone()).unwrap_or_default();
+    let name_of = |a: &IpAddr| {
+        config
+            .and_then(|c| c.collector.exporters.iter().find(|e| e.address == *a))
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
+    };
     let mut exporters: Vec<(&IpAddr, &Totals)> = s.by_exporter.iter().collect();
     exporters.sort_by_key(|(a, _)| **a);
     let mut addrs: Vec<(&IpAddr, &Totals)> = s.by_address.iter().collect();
@@ -306,35 +483,105 @@ fn stats(store: &RawStore, filter: &RawFilter, format: OutputFormat, by_address:
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
         OutputFormat::Csv => {
-            writeln!(out, "kind,key,flows,bytes,packets,bytes_raw,packets_raw,lost_flows,lost_packets,gaps,resets")?;
+            writeln!(
+                out,
+                "kind,key,flows,bytes,packets,bytes_raw,packets_raw,lost_flows,lost_packets,gaps,resets"
+            )?;
             for (a, t) in &exporters {
                 let l = s.losses.get(*a).cloned().unwrap_or_default();
-                writeln!(out, "exporter,{a},{},{},{},{},{},{},{},{},{}", t.flows, t.bytes, t.packets, t.bytes_raw, t.packets_raw, l.lost_flows, l.lost_packets, l.gaps, l.resets)?;
+                writeln!(
+                    out,
+                    "exporter,{a},{},{},{},{},{},{},{},{},{}",
+                    t.flows,
+                    t.bytes,
+                    t.packets,
+                    t.bytes_raw,
+                    t.packets_raw,
+                    l.lost_flows,
+                    l.lost_packets,
+                    l.gaps,
+                    l.resets
+                )?;
             }
             for (a, t) in &addrs {
-                writeln!(out, "address,{a},{},{},{},{},{},,,,", t.flows, t.bytes, t.packets, t.bytes_raw, t.packets_raw)?;
+                writeln!(
+                    out,
+                    "address,{a},{},{},{},{},{},,,,",
+                    t.flows, t.bytes, t.packets, t.bytes_raw, t.packets_raw
+                )?;
             }
         }
         OutputFormat::Table => {
-            writeln!(out, "total: {} flows, {} ({} bytes), {} packets", human_count(s.total.flows), human_bytes(s.total.bytes, base), s.total.bytes, human_count(s.total.packets))?;
-            writeln!(out, "\n{:<40} {:<12} {:>12} {:>14} {:>14}  losses", "exporter", "name", "flows", "bytes", "packets")?;
+            writeln!(
+                out,
+                "total: {} flows, {} ({} bytes), {} packets",
+                human_count(s.total.flows),
+                human_bytes(s.total.bytes, base),
+                s.total.bytes,
+                human_count(s.total.packets)
+            )?;
+            writeln!(
+                out,
+                "\n{:<40} {:<12} {:>12} {:>14} {:>14}  losses",
+                "exporter", "name", "flows", "bytes", "packets"
+            )?;
             for (a, t) in &exporters {
                 let loss = match s.losses.get(*a) {
                     None => "none".to_string(),
-                    Some(l) => format!("{} gaps ({} flows, {} datagrams), {} resets, {} no-template", l.gaps, l.lost_flows, l.lost_packets, l.resets, l.no_template),
+                    Some(l) => format!(
+                        "{} gaps ({} flows, {} datagrams), {} resets, {} no-template",
+                        l.gaps, l.lost_flows, l.lost_packets, l.resets, l.no_template
+                    ),
                 };
-                writeln!(out, "{:<40} {:<12} {:>12} {:>14} {:>14}  {}", a.to_string(), name_of(a), human_count(t.flows), human_bytes(t.bytes, base), human_count(t.packets), loss)?;
+                writeln!(
+                    out,
+                    "{:<40} {:<12} {:>12} {:>14} {:>14}  {}",
+                    a.to_string(),
+                    name_of(a),
+                    human_count(t.flows),
+                    human_bytes(t.bytes, base),
+                    human_count(t.packets),
+                    loss
+                )?;
             }
             for (a, l) in &s.losses {
                 if !s.by_exporter.contains_key(a) {
-                    writeln!(out, "{:<40} {:<12} {:>12} {:>14} {:>14}  {} gaps ({} flows, {} datagrams), {} resets", a.to_string(), name_of(a), 0, "-", 0, l.gaps, l.lost_flows, l.lost_packets, l.resets)?;
+                    writeln!(
+                        out,
+                        "{:<40} {:<12} {:>12} {:>14} {:>14}  {} gaps ({} flows, {} datagrams), {} resets",
+                        a.to_string(),
+                        name_of(a),
+                        0,
+                        "-",
+                        0,
+                        l.gaps,
+                        l.lost_flows,
+                        l.lost_packets,
+                        l.resets
+                    )?;
                 }
             }
             if by_address {
-                writeln!(out, "\ntop {} of {} addresses by bytes:", top.min(addrs.len()), addrs.len())?;
-                writeln!(out, "{:<40} {:>12} {:>14} {:>14}", "address", "flows", "bytes", "packets")?;
+                writeln!(
+                    out,
+                    "\ntop {} of {} addresses by bytes:",
+                    top.min(addrs.len()),
+                    addrs.len()
+                )?;
+                writeln!(
+                    out,
+                    "{:<40} {:>12} {:>14} {:>14}",
+                    "address", "flows", "bytes", "packets"
+                )?;
                 for (a, t) in addrs.iter().take(top) {
-                    writeln!(out, "{:<40} {:>12} {:>14} {:>14}", a.to_string(), human_count(t.flows), human_bytes(t.bytes, base), human_count(t.packets))?;
+                    writeln!(
+                        out,
+                        "{:<40} {:>12} {:>14} {:>14}",
+                        a.to_string(),
+                        human_count(t.flows),
+                        human_bytes(t.bytes, base),
+                        human_count(t.packets)
+                    )?;
                 }
             }
         }
@@ -351,5 +598,8 @@ fn report_damage(r: &query::ScanReport) -> anyhow::Result<()> {
     for d in &r.damaged {
         eprintln!("kopek: damaged: {}: {}", d.path.display(), d.what);
     }
-    bail!("{} segment(s) could not be read completely; totals above exclude the damaged blocks", r.damaged.len())
+    bail!(
+        "{} segment(s) could not be read completely; totals above exclude the damaged blocks",
+        r.damaged.len()
+    )
 }

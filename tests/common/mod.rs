@@ -24,7 +24,9 @@ pub fn require_tool(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{name} is not installed: run .ci/run (it installs softflowd and nfdump) or apt-get install -y softflowd nfdump");
+    panic!(
+        "{name} is not installed: run .ci/run (it installs softflowd and nfdump) or apt-get install -y softflowd nfdump"
+    );
 }
 
 /// A UDP port that was free a moment ago.
@@ -160,10 +162,16 @@ address = "127.0.0.1"
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
-                    assert!(status.success(), "collector exited with {status} on SIGTERM");
+                    assert!(
+                        status.success(),
+                        "collector exited with {status} on SIGTERM"
+                    );
                     return;
                 }
-                assert!(Instant::now() < deadline, "collector ignored SIGTERM for 20 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "collector ignored SIGTERM for 20 s"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -326,7 +334,11 @@ pub fn nfdump_totals_by_address(dir: &Path) -> HashMap<IpAddr, (u64, u64)> {
 pub fn totals_of(flows: &[pcap::Flow]) -> HashMap<IpAddr, (u64, u64)> {
     let mut m: HashMap<IpAddr, (u64, u64)> = HashMap::new();
     for f in flows {
-        let addrs = if f.src == f.dst { vec![f.src] } else { vec![f.src, f.dst] };
+        let addrs = if f.src == f.dst {
+            vec![f.src]
+        } else {
+            vec![f.src, f.dst]
+        };
         for a in addrs {
             let e = m.entry(a).or_default();
             e.0 += f.ip_bytes();

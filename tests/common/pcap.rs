@@ -59,7 +59,11 @@ pub fn sample_flows(v4: usize, v6: usize, seed: u64) -> Vec<Flow> {
             (IpAddr::V6(s.into()), IpAddr::V6(d.into()))
         };
         // Half the flows are downloads: remote → subscriber.
-        let (src, dst) = if r & (1 << 40) != 0 { (dst, src) } else { (src, dst) };
+        let (src, dst) = if r & (1 << 40) != 0 {
+            (dst, src)
+        } else {
+            (src, dst)
+        };
         flows.push(Flow {
             src,
             dst,
@@ -79,7 +83,11 @@ pub fn write_pcap(path: &Path, flows: &[Flow]) {
     let mut pkts: Vec<(u64, usize, u32)> = Vec::new(); // (time µs, flow, seq)
     for (i, f) in flows.iter().enumerate() {
         for k in 0..f.packets {
-            pkts.push((f.start_s as u64 * 1_000_000 + k as u64 * 10_000 + i as u64, i, k));
+            pkts.push((
+                f.start_s as u64 * 1_000_000 + k as u64 * 10_000 + i as u64,
+                i,
+                k,
+            ));
         }
     }
     pkts.sort();

@@ -236,8 +236,9 @@ pub fn decode_flows(
     out.reserve(count);
     for _ in 0..count {
         let s = c.varint()? as usize;
-        let &(kind, exporter, domain, sampling) =
-            streams.get(s).ok_or_else(|| corrupt("stream index out of range"))?;
+        let &(kind, exporter, domain, sampling) = streams
+            .get(s)
+            .ok_or_else(|| corrupt("stream index out of range"))?;
         let mut r = FlowRecord::empty(kind);
         r.exporter = exporter;
         r.domain = domain;

@@ -106,7 +106,14 @@ pub struct Frame {
 
 impl Frame {
     /// Writes the frame header for `payload` into `out[..FRAME_LEN]`.
-    pub fn write(out: &mut [u8], kind: BlockKind, codec: u8, raw_len: usize, count: u32, payload: &[u8]) {
+    pub fn write(
+        out: &mut [u8],
+        kind: BlockKind,
+        codec: u8,
+        raw_len: usize,
+        count: u32,
+        payload: &[u8],
+    ) {
         out[0..4].copy_from_slice(FRAME_MAGIC);
         out[4] = kind as u8;
         out[5] = codec;

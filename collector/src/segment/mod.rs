@@ -15,7 +15,7 @@ mod store;
 mod writer;
 
 pub use codec::MAX_BLOCK_RECORDS;
-pub use format::{BlockKind, Footer, FORMAT_VERSION, HEADER_LEN, SegmentHeader};
+pub use format::{BlockKind, FORMAT_VERSION, Footer, HEADER_LEN, SegmentHeader};
 pub use reader::{Block, SegmentReader, TailState};
 pub use store::{RawStore, RecoveryReport, SegmentInfo, SegmentState};
 pub use writer::{SegmentWriter, WriterOptions};
@@ -33,7 +33,9 @@ pub enum SegmentError {
     },
     #[error("{path}: not a kopek segment ({why})")]
     BadHeader { path: PathBuf, why: &'static str },
-    #[error("{path}: segment format version {version} is not supported (this kopek reads {FORMAT_VERSION})")]
+    #[error(
+        "{path}: segment format version {version} is not supported (this kopek reads {FORMAT_VERSION})"
+    )]
     UnsupportedVersion { path: PathBuf, version: u8 },
     #[error("{path}: block at offset {offset} is damaged: {why}")]
     BadBlock {

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::SegmentError;
 use super::codec::{decode_flows, decode_losses};
-use super::format::{
-    BlockKind, CODEC_ZSTD, FRAME_LEN, Footer, Frame, HEADER_LEN, SegmentHeader,
-};
+use super::format::{BlockKind, CODEC_ZSTD, FRAME_LEN, Footer, Frame, HEADER_LEN, SegmentHeader};
 use crate::record::{FlowRecord, LossRecord};
 
 /// What [`SegmentReader::next_block`] appended.
@@ -136,10 +134,7 @@ impl SegmentReader {
         let payload: &[u8] = if frame.codec == CODEC_ZSTD {
             self.raw.clear();
             self.raw.reserve(frame.raw_len);
-            match self
-                .zstd
-                .decompress_to_buffer(&self.stored, &mut self.raw)
-            {
+            match self.zstd.decompress_to_buffer(&self.stored, &mut self.raw) {
                 Ok(n) if n == frame.raw_len => &self.raw,
                 Ok(_) => return Err(self.bad("decompressed length differs from the frame's")),
                 Err(e) => return Err(self.bad(&format!("zstd: {e}"))),

@@ -33,7 +33,7 @@ fn records(seed: u64, n: usize) -> Vec<FlowRecord> {
             r.domain = (g.next() % 3) as u32;
             r.first_ms = 1_700_000_000_000 + (i as i64) * 7 - (g.next() % 5000) as i64;
             r.last_ms = r.first_ms + (g.next() % 120_000) as i64;
-            r.src = if g.next() % 10 == 0 {
+            r.src = if g.next().is_multiple_of(10) {
                 IpAddr::V6(((0x2001_0db8u128 << 96) | u128::from(g.next() % 500)).into())
             } else {
                 IpAddr::V4((0x0a00_0000 | (g.next() % 2000) as u32).into())
@@ -109,8 +109,14 @@ fn blocks_round_trip_exactly_with_and_without_compression() {
         assert_eq!(footer.loss_records, 2);
         assert_eq!(footer.blocks, 3);
         assert_eq!(footer.closed_ms, 99);
-        assert_eq!(footer.min_first_ms, want.iter().map(|r| r.first_ms).min().unwrap());
-        assert_eq!(footer.max_last_ms, want.iter().map(|r| r.last_ms).max().unwrap());
+        assert_eq!(
+            footer.min_first_ms,
+            want.iter().map(|r| r.first_ms).min().unwrap()
+        );
+        assert_eq!(
+            footer.max_last_ms,
+            want.iter().map(|r| r.last_ms).max().unwrap()
+        );
         assert_eq!(store.next_id("main").unwrap(), 2);
         assert_eq!(store.next_id("other").unwrap(), 1);
     }
@@ -141,9 +147,14 @@ fn a_torn_tail_is_truncated_and_every_whole_block_is_kept() {
     // every interesting point and check recovery keeps exactly the whole
     // blocks before the cut.
     let dir = tempfile::tempdir().unwrap();
-    let mut w =
-        SegmentWriter::create(dir.path(), "main", 1, 0, opts(Compression::Zstd { level: 1 }))
-            .unwrap();
+    let mut w = SegmentWriter::create(
+        dir.path(),
+        "main",
+        1,
+        0,
+        opts(Compression::Zstd { level: 1 }),
+    )
+    .unwrap();
     let mut ends = vec![w.len_bytes()];
     for chunk in recs.chunks(1_000) {
         w.append_flows(chunk).unwrap();
@@ -155,7 +166,13 @@ fn a_torn_tail_is_truncated_and_every_whole_block_is_kept() {
 
     let mut cuts: Vec<u64> = Vec::new();
     for pair in ends.windows(2) {
-        cuts.extend([pair[0], pair[0] + 1, pair[0] + 23, pair[0] + 24, pair[1] - 1]);
+        cuts.extend([
+            pair[0],
+            pair[0] + 1,
+            pair[0] + 23,
+            pair[0] + 24,
+            pair[1] - 1,
+        ]);
     }
     cuts.push(*ends.last().unwrap());
     for cut in cuts {
@@ -166,7 +183,11 @@ fn a_torn_tail_is_truncated_and_every_whole_block_is_kept() {
         let rep = store.recover("main", 42).unwrap();
         assert_eq!(rep.len(), 1);
         let whole = ends.iter().filter(|&&e| e <= cut).count() - 1;
-        assert_eq!(rep[0].flow_records_kept, (whole * 1_000) as u64, "cut {cut}");
+        assert_eq!(
+            rep[0].flow_records_kept,
+            (whole * 1_000) as u64,
+            "cut {cut}"
+        );
         assert_eq!(rep[0].truncated_bytes, cut - ends[whole], "cut {cut}");
         let (f, _, tail) = read_all(&rep[0].closed_path);
         assert_eq!(tail, TailState::Clean);
@@ -224,9 +245,15 @@ fn a_growing_segment_is_read_block_by_block_as_it_grows() {
     assert_eq!(r.tail(), &TailState::Clean);
     w.append_flows(&recs[..40]).unwrap();
     // Simulate a half-written block after the first one.
-    let mut raw = std::fs::OpenOptions::new().append(true).open(w.path()).unwrap();
+    let mut raw = std::fs::OpenOptions::new()
+        .append(true)
+        .open(w.path())
+        .unwrap();
     let before = r.offset();
-    assert_eq!(r.next_block(&mut f, &mut l).unwrap(), Some(Block::Flows(40)));
+    assert_eq!(
+        r.next_block(&mut f, &mut l).unwrap(),
+        Some(Block::Flows(40))
+    );
     raw.write_all(b"KBLK\x01").unwrap();
     assert_eq!(r.next_block(&mut f, &mut l).unwrap(), None);
     assert!(matches!(r.tail(), TailState::Incomplete { .. }));
@@ -239,7 +266,10 @@ fn the_lock_excludes_a_second_writer_of_the_same_name() {
     let dir = tempfile::tempdir().unwrap();
     let store = RawStore::new(dir.path());
     let held = store.lock("main").unwrap();
-    assert!(matches!(store.lock("main"), Err(SegmentError::Locked { .. })));
+    assert!(matches!(
+        store.lock("main"),
+        Err(SegmentError::Locked { .. })
+    ));
     assert!(store.lock("other").is_ok());
     drop(held);
     assert!(store.lock("main").is_ok());

@@ -65,9 +65,9 @@ impl SegmentWriter {
         store::sync_dir(dir)?;
         let zstd = match opts.compression {
             Compression::None => None,
-            Compression::Zstd { level } => Some(
-                zstd::bulk::Compressor::new(level).map_err(SegmentError::io(&path))?,
-            ),
+            Compression::Zstd { level } => {
+                Some(zstd::bulk::Compressor::new(level).map_err(SegmentError::io(&path))?)
+            }
         };
         Ok(SegmentWriter {
             dir: dir.to_path_buf(),
