@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kopek_config::{CollectorConfig, Config};
 use serde::Serialize;
 
-use crate::decode::{DecodeLimits, DecodeStats, Decoder};
+use crate::decode::{DecodeLimits, DecodeStats, Decoder, SeqCheckpoint};
 use crate::record::{FlowRecord, LossRecord};
 use crate::segment::{RawStore, SegmentError, SegmentWriter, WriterOptions};
 
@@ -121,11 +121,14 @@ pub struct StatsSnapshot {
     pub decode: DecodeStats,
 }
 
-/// A unit of work for the writer.
+/// A unit of work for the writer: records, then the sequence state of the
+/// export streams right after them (written behind them, so a restart
+/// notices every datagram that was not written).
 #[derive(Default)]
 struct Batch {
     flows: Vec<FlowRecord>,
     losses: Vec<LossRecord>,
+    checkpoint: Vec<SeqCheckpoint>,
 }
 
 #[derive(Default)]
@@ -185,6 +188,14 @@ impl Collector {
                 truncated_bytes = rep.truncated_bytes,
                 why = %rep.why,
                 "recovered a segment left open by a crash"
+            );
+        }
+
+        let checkpoints = Arc::new(store.last_checkpoint(&c.name)?);
+        if !checkpoints.is_empty() {
+            tracing::info!(
+                streams = checkpoints.len(),
+                "continuing export streams' sequence numbers from tier 1"
             );
         }
 
@@ -252,19 +263,14 @@ impl Collector {
             let limits = limits.clone();
             let block_records = c.segment.block_records;
             let block_flush = c.segment.block_flush;
+            let checkpoints = checkpoints.clone();
             receivers.push(
                 std::thread::Builder::new()
                     .name(format!("kopek-recv-{i}"))
                     .spawn(move || {
-                        receive_loop(
-                            i,
-                            sock,
-                            Decoder::new(limits),
-                            tx,
-                            &shared,
-                            block_records,
-                            block_flush,
-                        )
+                        let mut decoder = Decoder::new(limits);
+                        decoder.restore(&checkpoints, now_ms());
+                        receive_loop(i, sock, decoder, tx, &shared, block_records, block_flush)
                     })
                     .map_err(|source| CollectorError::Io {
                         what: "spawn receiver".into(),
@@ -457,6 +463,9 @@ fn receive_loop(
     let mut table = shared.exporters.read().expect("poisoned").clone();
     let mut stats = ReceiverStats::default();
     let mut last_publish = Instant::now();
+    // Datagrams decoded since the last batch: their sequence numbers must
+    // reach the writer's checkpoint even when they carried no flows.
+    let mut dirty = false;
 
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
@@ -488,6 +497,7 @@ fn receive_loop(
                                     });
                             e.datagrams += 1;
                             e.last_seen_ms = now;
+                            dirty = true;
                             let losses_before = batch.losses.len();
                             match decoder.decode(
                                 exporter,
@@ -534,16 +544,22 @@ fn receive_loop(
             decoder.tick(now_ms(), &mut batch.losses);
             last_tick = Instant::now();
         }
+        if stopping {
+            decoder.flush_gaps(&mut batch.losses);
+        }
         let full = batch.flows.len() >= block_records;
         let due = batch_started.elapsed() >= block_flush;
         if full || due || stopping {
-            if !batch.flows.is_empty() || !batch.losses.is_empty() {
+            if dirty || !batch.flows.is_empty() || !batch.losses.is_empty() {
+                dirty = false;
+                decoder.checkpoint(&mut batch.checkpoint);
                 let cap = block_records.max(batch.flows.len());
                 let out = std::mem::replace(
                     &mut batch,
                     Batch {
                         flows: Vec::with_capacity(cap),
                         losses: Vec::new(),
+                        checkpoint: Vec::new(),
                     },
                 );
                 if tx.send(out).is_err() {
@@ -583,6 +599,10 @@ fn write_loop(
 ) -> Result<(), SegmentError> {
     let w = &shared.writer;
     let mut opened = Instant::now();
+    // Sequence state already in this segment: only changes are written,
+    // and a new segment starts with everything.
+    let mut written: HashMap<(IpAddr, u32, crate::SourceKind), SeqCheckpoint> = HashMap::new();
+    let mut changed: Vec<SeqCheckpoint> = Vec::new();
     loop {
         let batch = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(b) => Some(b),
@@ -591,20 +611,27 @@ fn write_loop(
         };
         if let Some(b) = batch {
             let before = seg.len_bytes();
-            for chunk in b.flows.chunks(cfg.block_records) {
-                seg.append_flows(chunk)?;
-                w.blocks.fetch_add(1, Ordering::Relaxed);
-            }
-            if !b.losses.is_empty() {
-                seg.append_losses(&b.losses)?;
-                w.blocks.fetch_add(1, Ordering::Relaxed);
-                for l in &b.losses {
-                    tracing::warn!(
-                        exporter = %l.exporter, domain = l.domain, reason = l.reason.as_str(),
-                        count = l.count, unit = l.unit.as_str(), "export stream loss recorded"
-                    );
+            let blocks_before = seg.footer().blocks;
+            changed.clear();
+            for cp in &b.checkpoint {
+                let key = (cp.exporter, cp.domain, cp.kind);
+                match written.get(&key) {
+                    Some(old) if old == cp || old.last_arrival_ms > cp.last_arrival_ms => {}
+                    _ => {
+                        changed.push(cp.clone());
+                        written.insert(key, cp.clone());
+                    }
                 }
             }
+            seg.append_batch(&b.flows, cfg.block_records, &b.losses, &changed)?;
+            for l in &b.losses {
+                tracing::warn!(
+                    exporter = %l.exporter, domain = l.domain, reason = l.reason.as_str(),
+                    count = l.count, unit = l.unit.as_str(), "export stream loss recorded"
+                );
+            }
+            w.blocks
+                .fetch_add(seg.footer().blocks - blocks_before, Ordering::Relaxed);
             w.flows.fetch_add(b.flows.len() as u64, Ordering::Relaxed);
             w.losses.fetch_add(b.losses.len() as u64, Ordering::Relaxed);
             w.bytes
@@ -620,6 +647,8 @@ fn write_loop(
             w.fsyncs.fetch_add(1, Ordering::Relaxed);
             tracing::info!(segment = %closed.display(), "segment closed");
             seg = SegmentWriter::create(store.dir(), &name, next_id, now_ms(), opts)?;
+            let all: Vec<SeqCheckpoint> = written.values().cloned().collect();
+            seg.append_checkpoint(&all)?;
             *shared.open_segment.lock().expect("poisoned") = seg.path().display().to_string();
             opened = Instant::now();
         }

@@ -54,6 +54,7 @@ pub use error::{DecodeError, LimitScope, TemplateProblem};
 pub use stats::{DecodeStats, DropCounts, TemplateRejectCounts};
 
 use plan::{FieldSpec, Plan, StreamOptions};
+pub use sequence::SeqCheckpoint;
 use sequence::SeqTracker;
 
 use crate::record::{FlowRecord, LossReason, LossRecord, LossUnit, SourceKind};
@@ -329,6 +330,53 @@ impl Decoder {
                 .iter()
                 .map(|h| h.bytes.len() as u64)
                 .sum::<u64>();
+        }
+    }
+
+    /// Makes every pending gap final now (the collector is stopping: no
+    /// late datagram can fill it any more).
+    pub fn flush_gaps(&mut self, losses: &mut Vec<LossRecord>) {
+        let Decoder {
+            stats, exporters, ..
+        } = self;
+        for exp in exporters.values_mut() {
+            for stream in exp.streams.values_mut() {
+                stream.seq.flush(losses, stats);
+            }
+        }
+    }
+
+    /// Appends the sequence state of every stream whose next sequence
+    /// number is known (see [`SeqCheckpoint`]).
+    pub fn checkpoint(&self, out: &mut Vec<SeqCheckpoint>) {
+        for exp in self.exporters.values() {
+            for stream in exp.streams.values() {
+                if let Some(cp) = stream.seq.checkpoint() {
+                    out.push(cp);
+                }
+            }
+        }
+    }
+
+    /// Continues the sequence state persisted by a previous run, so the
+    /// first datagram of each stream after a restart is checked against
+    /// what was expected before it. Streams over the limit are skipped.
+    pub fn restore(&mut self, checkpoints: &[SeqCheckpoint], now_ms: i64) {
+        let mut losses = Vec::new();
+        for cp in checkpoints {
+            let key = StreamKey {
+                kind: cp.kind,
+                domain: cp.domain,
+            };
+            if self
+                .ensure_stream(cp.exporter, key, now_ms, &mut losses)
+                .is_err()
+            {
+                continue;
+            }
+            if let Ok(stream) = stream_in(&mut self.exporters, cp.exporter, key) {
+                stream.seq.restore(cp, now_ms);
+            }
         }
     }
 

@@ -110,6 +110,24 @@ impl State {
     }
 }
 
+/// What a stream's sequence state must carry across a collector restart,
+/// so that the hole the restart caused (datagrams that arrived while it was
+/// down, or were received but not yet written) becomes a loss record. The
+/// collector writes these into tier 1 behind the data they cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqCheckpoint {
+    pub exporter: IpAddr,
+    pub domain: u32,
+    pub kind: SourceKind,
+    /// Next expected sequence number.
+    pub expected: u32,
+    pub last_arrival_ms: i64,
+    pub last_uptime_ms: Option<u32>,
+    /// Holes seen but not yet final (inside the reorder window):
+    /// `(first missing sequence, how many, from_ms, to_ms)`.
+    pub gaps: Vec<(u32, u32, i64, i64)>,
+}
+
 /// Sequence state of one stream.
 #[derive(Debug)]
 pub(crate) struct SeqTracker {
@@ -137,6 +155,44 @@ impl SeqTracker {
             max_rate_per_s,
             state: None,
         }
+    }
+
+    /// The state to persist; `None` before the first datagram or while the
+    /// next sequence number is unknown.
+    pub(crate) fn checkpoint(&self) -> Option<SeqCheckpoint> {
+        let st = self.state.as_ref()?;
+        Some(SeqCheckpoint {
+            exporter: self.exporter,
+            domain: self.domain,
+            kind: self.kind,
+            expected: st.expected?,
+            last_arrival_ms: st.last_arrival_ms,
+            last_uptime_ms: st.last_uptime_ms,
+            gaps: st
+                .gaps
+                .iter()
+                .map(|g| (g.start, g.len, g.from_ms, g.to_ms))
+                .collect(),
+        })
+    }
+
+    /// Continues from a persisted state (collector restart). Restored gaps
+    /// get a fresh reorder window from `now_ms`.
+    pub(crate) fn restore(&mut self, cp: &SeqCheckpoint, now_ms: i64) {
+        let mut st = State::new(cp.expected, Some(0), cp.last_uptime_ms, cp.last_arrival_ms);
+        st.gaps = cp
+            .gaps
+            .iter()
+            .take(MAX_PENDING_GAPS)
+            .map(|&(start, len, from_ms, to_ms)| Gap {
+                start,
+                len,
+                from_ms,
+                to_ms,
+                opened_ms: now_ms,
+            })
+            .collect();
+        self.state = Some(st);
     }
 
     /// Same sequence number, record count and stamp as a recent datagram.

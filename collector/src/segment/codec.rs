@@ -17,6 +17,7 @@ use crate::record::{
 };
 
 use super::SegmentError;
+use crate::decode::SeqCheckpoint;
 
 /// A block may not hold more records than this (bounds reader memory).
 pub const MAX_BLOCK_RECORDS: usize = 1 << 20;
@@ -341,6 +342,73 @@ pub fn decode_losses(
             expected_seq: u32::from_le_bytes(c.array::<4>()?),
             received_seq: u32::from_le_bytes(c.array::<4>()?),
         });
+    }
+    Ok(())
+}
+
+/// Most pending gaps one checkpoint entry may carry.
+const MAX_CHECKPOINT_GAPS: usize = 1024;
+
+pub fn encode_checkpoints(entries: &[SeqCheckpoint], out: &mut Vec<u8>) {
+    out.clear();
+    for c in entries {
+        put_addr_fixed(out, c.exporter);
+        out.extend_from_slice(&c.domain.to_le_bytes());
+        out.push(c.kind as u8);
+        out.extend_from_slice(&c.expected.to_le_bytes());
+        out.extend_from_slice(&c.last_arrival_ms.to_le_bytes());
+        out.push(u8::from(c.last_uptime_ms.is_some()));
+        out.extend_from_slice(&c.last_uptime_ms.unwrap_or(0).to_le_bytes());
+        let gaps = &c.gaps[..c.gaps.len().min(MAX_CHECKPOINT_GAPS)];
+        out.extend_from_slice(&(gaps.len() as u16).to_le_bytes());
+        for &(start, len, from_ms, to_ms) in gaps {
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&from_ms.to_le_bytes());
+            out.extend_from_slice(&to_ms.to_le_bytes());
+        }
+    }
+}
+
+pub fn decode_checkpoints(
+    buf: &[u8],
+    count: usize,
+    out: &mut Vec<SeqCheckpoint>,
+) -> Result<(), SegmentError> {
+    let mut c = Cursor { buf, pos: 0 };
+    for _ in 0..count {
+        let exporter = c.addr_fixed()?;
+        let domain = u32::from_le_bytes(c.array::<4>()?);
+        let kind = SourceKind::from_u8(c.u8()?).ok_or_else(|| corrupt("unknown source kind"))?;
+        let expected = u32::from_le_bytes(c.array::<4>()?);
+        let last_arrival_ms = i64::from_le_bytes(c.array::<8>()?);
+        let has_uptime = c.u8()? != 0;
+        let uptime = u32::from_le_bytes(c.array::<4>()?);
+        let n = usize::from(u16::from_le_bytes(c.array::<2>()?));
+        if n > MAX_CHECKPOINT_GAPS {
+            return Err(corrupt("too many gaps in a checkpoint"));
+        }
+        let mut gaps = Vec::with_capacity(n);
+        for _ in 0..n {
+            gaps.push((
+                u32::from_le_bytes(c.array::<4>()?),
+                u32::from_le_bytes(c.array::<4>()?),
+                i64::from_le_bytes(c.array::<8>()?),
+                i64::from_le_bytes(c.array::<8>()?),
+            ));
+        }
+        out.push(SeqCheckpoint {
+            exporter,
+            domain,
+            kind,
+            expected,
+            last_arrival_ms,
+            last_uptime_ms: has_uptime.then_some(uptime),
+            gaps,
+        });
+    }
+    if c.pos != buf.len() {
+        return Err(corrupt("trailing bytes after the last checkpoint"));
     }
     Ok(())
 }

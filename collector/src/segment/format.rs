@@ -20,6 +20,8 @@ pub enum BlockKind {
     Flows = 1,
     Losses = 2,
     Footer = 3,
+    /// Sequence state of the export streams as of the data before it.
+    Checkpoint = 4,
 }
 
 impl BlockKind {
@@ -28,6 +30,7 @@ impl BlockKind {
             1 => BlockKind::Flows,
             2 => BlockKind::Losses,
             3 => BlockKind::Footer,
+            4 => BlockKind::Checkpoint,
             _ => return None,
         })
     }

@@ -5,8 +5,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::SegmentError;
-use super::codec::{decode_flows, decode_losses};
+use super::codec::{decode_checkpoints, decode_flows, decode_losses};
 use super::format::{BlockKind, CODEC_ZSTD, FRAME_LEN, Footer, Frame, HEADER_LEN, SegmentHeader};
+use crate::decode::SeqCheckpoint;
 use crate::record::{FlowRecord, LossRecord};
 
 /// What [`SegmentReader::next_block`] appended.
@@ -15,6 +16,8 @@ pub enum Block {
     Flows(usize),
     Losses(usize),
     Footer(Footer),
+    /// A sequence checkpoint; its entries are in [`SegmentReader::checkpoint`].
+    Checkpoint(usize),
 }
 
 /// Why the reader stopped.
@@ -44,6 +47,7 @@ pub struct SegmentReader {
     raw: Vec<u8>,
     zstd: zstd::bulk::Decompressor<'static>,
     footer: Option<Footer>,
+    checkpoint: Vec<SeqCheckpoint>,
 }
 
 impl SegmentReader {
@@ -62,6 +66,7 @@ impl SegmentReader {
             raw: Vec::new(),
             zstd: zstd::bulk::Decompressor::new().map_err(SegmentError::io(path))?,
             footer: None,
+            checkpoint: Vec::new(),
         })
     }
 
@@ -92,6 +97,11 @@ impl SegmentReader {
     /// The footer, once read (closed segments end with one).
     pub fn footer(&self) -> Option<Footer> {
         self.footer
+    }
+
+    /// The entries of the last checkpoint block read.
+    pub fn checkpoint(&self) -> &[SeqCheckpoint] {
+        &self.checkpoint
     }
 
     /// Reads the next block, appending its records to `flows` or `losses`.
@@ -159,6 +169,14 @@ impl SegmentReader {
                     return Err(self.bad(&e.to_string()));
                 }
                 Block::Losses(count)
+            }
+            BlockKind::Checkpoint => {
+                let mut entries = Vec::new();
+                if let Err(e) = decode_checkpoints(payload, count, &mut entries) {
+                    return Err(self.bad(&e.to_string()));
+                }
+                self.checkpoint = entries;
+                Block::Checkpoint(count)
             }
             BlockKind::Footer => match Footer::decode(payload) {
                 Some(f) => {

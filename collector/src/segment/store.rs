@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use super::SegmentError;
 use super::format::{BlockKind, CODEC_NONE, FOOTER_PAYLOAD_LEN, FRAME_LEN, Footer, Frame};
 use super::reader::{Block, SegmentReader, TailState};
+use crate::decode::SeqCheckpoint;
+
+/// How many of the newest segments `last_checkpoint` looks through.
+const CHECKPOINT_LOOKBACK_SEGMENTS: usize = 3;
 
 const OPEN_EXT: &str = "open";
 const CLOSED_EXT: &str = "kseg";
@@ -204,6 +208,48 @@ impl RawStore {
         Ok(reports)
     }
 
+    /// The export streams' sequence state as last written by `collector`:
+    /// the newest segment holding checkpoints, its entries merged (per
+    /// stream, the latest arrival wins). Empty when there is none.
+    /// Call after [`RawStore::recover`].
+    pub fn last_checkpoint(&self, collector: &str) -> Result<Vec<SeqCheckpoint>, SegmentError> {
+        let segs: Vec<SegmentInfo> = self
+            .list()?
+            .into_iter()
+            .filter(|s| s.collector == collector && s.state == SegmentState::Closed)
+            .collect();
+        for seg in segs.iter().rev().take(CHECKPOINT_LOOKBACK_SEGMENTS) {
+            let mut reader = SegmentReader::open(&seg.path)?;
+            let mut merged: std::collections::HashMap<_, SeqCheckpoint> = Default::default();
+            let (mut flows, mut losses) = (Vec::new(), Vec::new());
+            loop {
+                flows.clear();
+                losses.clear();
+                match reader.next_block(&mut flows, &mut losses) {
+                    Ok(Some(Block::Checkpoint(_))) => {
+                        for cp in reader.checkpoint() {
+                            let key = (cp.exporter, cp.domain, cp.kind);
+                            match merged.get(&key) {
+                                Some(m) if m.last_arrival_ms > cp.last_arrival_ms => {}
+                                _ => {
+                                    merged.insert(key, cp.clone());
+                                }
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    // A damaged segment: use what was read before the damage.
+                    Ok(None) | Err(SegmentError::BadBlock { .. }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !merged.is_empty() {
+                return Ok(merged.into_values().collect());
+            }
+        }
+        Ok(Vec::new())
+    }
+
     fn recover_one(&self, seg: &SegmentInfo, now_ms: i64) -> Result<RecoveryReport, SegmentError> {
         let mut reader = match SegmentReader::open(&seg.path) {
             Ok(r) => r,
@@ -238,6 +284,7 @@ impl RawStore {
                         footer.max_last_ms = footer.max_last_ms.max(r.last_ms);
                     }
                 }
+                Ok(Some(Block::Checkpoint(_))) => footer.blocks += 1,
                 Ok(Some(Block::Losses(n))) => {
                     footer.blocks += 1;
                     footer.loss_records += n as u64;

@@ -295,3 +295,56 @@ fn foreign_and_wrong_version_files_are_rejected_clearly() {
     let e = SegmentReader::open(&p).err().unwrap().to_string();
     assert!(e.contains("version 9"), "{e}");
 }
+
+#[test]
+fn checkpoints_round_trip_and_the_newest_state_wins() {
+    use crate::decode::SeqCheckpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let cp =
+        |exporter: &str, expected: u32, at: i64, gaps: Vec<(u32, u32, i64, i64)>| SeqCheckpoint {
+            exporter: exporter.parse().unwrap(),
+            domain: 3,
+            kind: SourceKind::Ipfix,
+            expected,
+            last_arrival_ms: at,
+            last_uptime_ms: if at % 2 == 0 { Some(77) } else { None },
+            gaps,
+        };
+    let mut w =
+        SegmentWriter::create(dir.path(), "c", 1, 0, opts(Compression::Zstd { level: 1 })).unwrap();
+    let recs = records(8, 10);
+    w.append_batch(
+        &recs,
+        4,
+        &[loss(1)],
+        &[
+            cp("192.0.2.1", 10, 100, vec![]),
+            cp("2001:db8::1", 5, 101, vec![(1, 2, 50, 60)]),
+        ],
+    )
+    .unwrap();
+    // A later batch: only 192.0.2.1 moved on.
+    w.append_batch(
+        &recs,
+        16,
+        &[],
+        &[cp("192.0.2.1", 40, 200, vec![(20, 5, 150, 190)])],
+    )
+    .unwrap();
+    w.close(300).unwrap();
+    let store = RawStore::new(dir.path());
+    let mut got = store.last_checkpoint("c").unwrap();
+    got.sort_by_key(|c| c.last_arrival_ms);
+    assert_eq!(
+        got,
+        vec![
+            cp("2001:db8::1", 5, 101, vec![(1, 2, 50, 60)]),
+            cp("192.0.2.1", 40, 200, vec![(20, 5, 150, 190)])
+        ]
+    );
+    let (f, l, tail) = read_all(&store.list().unwrap()[0].path);
+    assert_eq!(f.len(), 20);
+    assert_eq!(l, vec![loss(1)]);
+    assert_eq!(tail, TailState::Clean);
+    assert!(store.last_checkpoint("other").unwrap().is_empty());
+}

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use kopek_config::{Compression, Durability};
 
-use super::codec::{FlowBlockEncoder, MAX_BLOCK_RECORDS, encode_losses};
+use super::codec::{FlowBlockEncoder, MAX_BLOCK_RECORDS, encode_checkpoints, encode_losses};
 use super::format::{
     BlockKind, CODEC_NONE, CODEC_ZSTD, FORMAT_VERSION, FRAME_LEN, Footer, Frame, SegmentHeader,
 };
 use super::{SegmentError, store};
+use crate::decode::SeqCheckpoint;
 use crate::record::{FlowRecord, LossRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct SegmentWriter {
     encoder: FlowBlockEncoder,
     raw: Vec<u8>,
     frame: Vec<u8>,
+    /// Whole frames not yet written: one `write` per commit.
+    pending: Vec<u8>,
+    pending_blocks: u64,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     last_sync: Instant,
     unsynced: bool,
@@ -80,6 +84,8 @@ impl SegmentWriter {
             encoder: FlowBlockEncoder::default(),
             raw: Vec::with_capacity(1 << 20),
             frame: Vec::with_capacity(1 << 20),
+            pending: Vec::with_capacity(1 << 20),
+            pending_blocks: 0,
             zstd,
             last_sync: Instant::now(),
             unsynced: false,
@@ -94,6 +100,7 @@ impl SegmentWriter {
         self.header.created_ms
     }
 
+    /// Bytes in the file (written blocks; pending ones are not counted).
     pub fn len_bytes(&self) -> u64 {
         self.len_bytes
     }
@@ -123,7 +130,7 @@ impl SegmentWriter {
             }
             self.footer.flow_records += chunk.len() as u64;
         }
-        Ok(())
+        self.commit()
     }
 
     /// Writes loss records as one block (uncompressed: they are few).
@@ -135,6 +142,71 @@ impl SegmentWriter {
             encode_losses(chunk, &mut self.raw);
             self.write_block(BlockKind::Losses, chunk.len() as u32, false)?;
             self.footer.loss_records += chunk.len() as u64;
+        }
+        self.commit()
+    }
+
+    /// Writes the export streams' sequence state as of the blocks before
+    /// it. A restart continues from the last one (see `RawStore::last_checkpoint`).
+    pub fn append_checkpoint(&mut self, entries: &[SeqCheckpoint]) -> Result<(), SegmentError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        encode_checkpoints(entries, &mut self.raw);
+        self.write_block(BlockKind::Checkpoint, entries.len() as u32, true)?;
+        self.commit()
+    }
+
+    /// Flows, losses and the checkpoint that follows them, in one `write`:
+    /// a crash keeps all of them or a prefix of whole blocks, and the
+    /// checkpoint never survives without the data it covers.
+    pub fn append_batch(
+        &mut self,
+        flows: &[FlowRecord],
+        block_records: usize,
+        losses: &[LossRecord],
+        checkpoint: &[SeqCheckpoint],
+    ) -> Result<(), SegmentError> {
+        for chunk in flows.chunks(block_records.clamp(1, MAX_BLOCK_RECORDS)) {
+            self.encoder.encode(chunk, &mut self.raw);
+            self.write_block(BlockKind::Flows, chunk.len() as u32, true)?;
+            for r in chunk {
+                self.footer.min_first_ms = self.footer.min_first_ms.min(r.first_ms);
+                self.footer.max_last_ms = self.footer.max_last_ms.max(r.last_ms);
+            }
+            self.footer.flow_records += chunk.len() as u64;
+        }
+        if !losses.is_empty() {
+            encode_losses(losses, &mut self.raw);
+            self.write_block(BlockKind::Losses, losses.len() as u32, false)?;
+            self.footer.loss_records += losses.len() as u64;
+        }
+        if !checkpoint.is_empty() {
+            encode_checkpoints(checkpoint, &mut self.raw);
+            self.write_block(BlockKind::Checkpoint, checkpoint.len() as u32, true)?;
+        }
+        self.commit()
+    }
+
+    /// Blocks appended but not yet written to the file.
+    pub fn pending_blocks(&self) -> u64 {
+        self.pending_blocks
+    }
+
+    fn commit(&mut self) -> Result<(), SegmentError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(&self.pending)
+            .map_err(SegmentError::io(&self.path))?;
+        self.len_bytes += self.pending.len() as u64;
+        self.footer.blocks += self.pending_blocks;
+        self.pending.clear();
+        self.pending_blocks = 0;
+        self.unsynced = true;
+        if self.opts.durability == Durability::EveryBlock {
+            self.sync()?;
         }
         Ok(())
     }
@@ -166,15 +238,8 @@ impl SegmentWriter {
         }
         let (head, payload) = self.frame.split_at_mut(FRAME_LEN);
         Frame::write(head, kind, codec, self.raw.len(), count, payload);
-        self.file
-            .write_all(&self.frame)
-            .map_err(SegmentError::io(&self.path))?;
-        self.len_bytes += self.frame.len() as u64;
-        self.footer.blocks += 1;
-        self.unsynced = true;
-        if self.opts.durability == Durability::EveryBlock {
-            self.sync()?;
-        }
+        self.pending.extend_from_slice(&self.frame);
+        self.pending_blocks += 1;
         Ok(())
     }
 
@@ -206,6 +271,7 @@ impl SegmentWriter {
     /// Writes the footer, fsyncs, renames `.open` to `.kseg` and fsyncs the
     /// directory. Returns the closed segment's path.
     pub fn close(mut self, now_ms: i64) -> Result<PathBuf, SegmentError> {
+        self.commit()?;
         self.footer.closed_ms = now_ms;
         store::seal(&self.dir, &self.path, &mut self.file, self.footer)
     }
