@@ -655,6 +655,7 @@ fn write_loop(
     }
     let closed = seg.close(now_ms())?;
     w.segments_closed.fetch_add(1, Ordering::Relaxed);
+    *shared.open_segment.lock().expect("poisoned") = String::new();
     tracing::info!(segment = %closed.display(), "segment closed at shutdown");
     Ok(())
 }

@@ -86,16 +86,16 @@ fn print_stats(s: &StatsSnapshot) {
         "  segments closed         {:>14}",
         human_count(s.segments_closed)
     );
-    println!("  open segment            {}", s.open_segment);
-    let d = serde_json::to_value(&s.decode).unwrap_or_default();
-    if let Some(map) = d.as_object() {
-        println!("decoder:");
-        for (k, v) in map {
-            if v.as_u64() != Some(0) && !v.is_null() {
-                println!("  {k:<30} {v}");
-            }
+    println!(
+        "  open segment            {}",
+        if s.open_segment.is_empty() {
+            "(none: stopped)"
+        } else {
+            &s.open_segment
         }
-    }
+    );
+    println!("decoder (non-zero counters):");
+    print_counters("", &serde_json::to_value(&s.decode).unwrap_or_default());
     if !s.exporters.is_empty() {
         println!("exporters:");
         println!(
@@ -123,5 +123,23 @@ fn print_stats(s: &StatsSnapshot) {
         for (a, n) in u.iter().take(20) {
             println!("  {a:<40} {n}");
         }
+    }
+}
+
+/// Prints every non-zero number in a (nested) JSON object as `path value`.
+fn print_counters(prefix: &str, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                print_counters(&key, v);
+            }
+        }
+        serde_json::Value::Number(n) if n.as_u64() != Some(0) => println!("  {prefix:<40} {n}"),
+        _ => {}
     }
 }
