@@ -61,7 +61,8 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Writes a config allowing `exporters` (127.0.0.1 always) and starts.
+    /// Writes a config allowing 127.0.0.1 (as exporter `local`; `extra_toml`
+    /// continues that exporter's table) and starts.
     pub fn start(extra_toml: &str) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let port = free_udp_port();
@@ -78,15 +79,21 @@ name = "test"
 listen = ["127.0.0.1:{port}"]
 stats_interval_ms = 100
 
-[collector.segment]
-block_flush_ms = 50
+{segment}
 
 [[collector.exporter]]
 name = "local"
 address = "127.0.0.1"
 {extra_toml}
 "#,
-                state = dir.path().display()
+                state = dir.path().display(),
+                // A test may bring its own segment table (then it goes
+                // after the exporter table, as the next top-level table).
+                segment = if extra_toml.contains("[collector.segment]") {
+                    ""
+                } else {
+                    "[collector.segment]\nblock_flush_ms = 50"
+                },
             ),
         )
         .unwrap();

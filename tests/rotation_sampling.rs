@@ -1,0 +1,128 @@
+//! Segments rotate by time while a stream runs without losing or repeating
+//! a record; sampled exports are stored scaled, with raw counts and rate.
+
+mod common;
+
+use std::net::{IpAddr, UdpSocket};
+use std::time::Duration;
+
+use common::Collector;
+use kopek_collector::FlowRecord;
+use kopek_collector::generator::{
+    DatagramBatch, Encoder, FlowGen, GenProfile, V5Config, V5Encoder, V9Config, V9Encoder,
+};
+
+fn encode(enc: &mut dyn Encoder, seed: u64, n: usize) -> (DatagramBatch, Vec<FlowRecord>) {
+    let mut g = FlowGen::new(seed, GenProfile::default()).unwrap();
+    let mut flows = Vec::new();
+    g.fill(&mut flows, n);
+    let mut batch = DatagramBatch::new();
+    let export_ms = flows.iter().map(|f| f.last_ms).max().unwrap() + 1_000;
+    enc.encode_into(&flows, export_ms, &mut batch).unwrap();
+    let local = IpAddr::V4([127, 0, 0, 1].into());
+    let expected = flows
+        .iter()
+        .filter_map(|f| enc.expected(f, local))
+        .collect();
+    (batch, expected)
+}
+
+fn csv_totals(c: &Collector) -> (u64, u64, u64, u64, u64) {
+    let out = c.raw(&["stats", "--format", "csv"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("exporter,"))
+        .expect("an exporter row");
+    let f: Vec<u64> = line
+        .split(',')
+        .skip(2)
+        .take(5)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (f[0], f[1], f[2], f[3], f[4])
+}
+
+#[test]
+fn segments_rotate_every_second_and_no_record_is_lost_or_repeated() {
+    let mut c =
+        Collector::start("[collector.segment]\nrotate_interval_s = 1\nblock_flush_ms = 20\n");
+    let mut enc = V5Encoder::new(V5Config::default()).unwrap();
+    let (batch, expected) = encode(&mut enc, 21, 30 * 200);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // 200 datagrams over ~3.5 s: the stream crosses several rotations.
+    for (i, d) in batch.iter().enumerate() {
+        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
+        if i % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(175));
+        }
+    }
+    let n = expected.len() as u64;
+    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
+    c.stop();
+    let ls = c.raw(&["ls", "--format", "csv"]);
+    let closed = String::from_utf8(ls.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(",closed,"))
+        .count();
+    assert!(closed >= 3, "only {closed} segments");
+    let (flows, bytes, packets, _, _) = csv_totals(&c);
+    assert_eq!(flows, n);
+    assert_eq!(bytes, expected.iter().map(|f| f.bytes()).sum::<u64>());
+    assert_eq!(packets, expected.iter().map(|f| f.packets()).sum::<u64>());
+}
+
+#[test]
+fn configured_sampling_scales_counts_and_keeps_the_raw_ones() {
+    // The config says this router samples 1:100 (its export says nothing).
+    let mut c = Collector::start("sampling = 100\n");
+    let mut enc = V9Encoder::new(V9Config::default()).unwrap();
+    let (batch, expected) = encode(&mut enc, 22, 3_000);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in batch.iter() {
+        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
+    }
+    let n = expected.len() as u64;
+    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
+    c.stop();
+    let (flows, bytes, packets, bytes_raw, packets_raw) = csv_totals(&c);
+    assert_eq!(flows, n);
+    assert_eq!(bytes_raw, expected.iter().map(|f| f.bytes_raw).sum::<u64>());
+    assert_eq!(
+        packets_raw,
+        expected.iter().map(|f| f.packets_raw).sum::<u64>()
+    );
+    assert_eq!(bytes, bytes_raw * 100);
+    assert_eq!(packets, packets_raw * 100);
+    let dump = c.raw(&["dump", "--format", "csv", "--limit", "5"]);
+    for line in String::from_utf8(dump.stdout).unwrap().lines().skip(1) {
+        assert!(line.ends_with(",100"), "sampling not kept: {line}");
+    }
+}
+
+#[test]
+fn the_exports_own_sampling_rate_is_applied_when_the_config_says_auto() {
+    let mut c = Collector::start("");
+    let mut enc = V5Encoder::new(V5Config {
+        sampling_interval: 64,
+        ..V5Config::default()
+    })
+    .unwrap();
+    let (batch, expected) = encode(&mut enc, 23, 900);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in batch.iter() {
+        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
+    }
+    let n = expected.len() as u64;
+    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
+    c.stop();
+    let (_, bytes, _, bytes_raw, _) = csv_totals(&c);
+    assert_eq!(bytes_raw, expected.iter().map(|f| f.bytes_raw).sum::<u64>());
+    assert_eq!(bytes, bytes_raw * 64);
+}
