@@ -9,6 +9,7 @@ use kopek_config::{Config, DEFAULT_CONFIG_PATH};
 mod collector;
 mod config;
 mod demo;
+mod r#gen;
 
 mod format;
 mod raw;
@@ -36,6 +37,8 @@ enum Command {
     Collector(collector::CollectorArgs),
     /// Read tier-1 raw segments: list, dump, totals.
     Raw(raw::RawArgs),
+    /// Send a generated NetFlow v5/v9/IPFIX stream to a collector (exporter simulator).
+    Gen(r#gen::GenArgs),
     /// Run the suite on a temporary state dir with a generated NetFlow stream.
     Demo(demo::DemoArgs),
 }
@@ -68,8 +71,8 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config::exec(&cli.config, a),
         Command::Collector(a) => collector::exec(&cli.config, a),
         Command::Raw(a) => raw::exec(&cli.config, a),
+        Command::Gen(a) => r#gen::exec(a),
         Command::Demo(a) => demo::exec(a),
-
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
