@@ -75,6 +75,12 @@ fn check_version(version: &str) {
     let s = kopek.stats();
     assert_eq!(s["loss_records_written"], 0, "v{version}: {s}");
     assert_eq!(s["datagrams_unknown_exporter"], 0);
+    if version == "10" {
+        // softflowd numbers IPFIX messages its own way (records up to and
+        // including the message, options records left out); nfcapd calls
+        // that 17 sequence errors here. kopek learns it: no false gaps.
+        assert_eq!(s["decode"]["sequence_dialects"], 1, "{s}");
+    }
 
     // The records keep the pcap's times, to the millisecond (softflowd -a
     // exports them from the packets' timestamps).

@@ -54,8 +54,8 @@ pub use error::{DecodeError, LimitScope, TemplateProblem};
 pub use stats::{DecodeStats, DropCounts, TemplateRejectCounts};
 
 use plan::{FieldSpec, Plan, StreamOptions};
-pub use sequence::SeqCheckpoint;
 use sequence::SeqTracker;
+pub use sequence::{SeqCheckpoint, SeqConvention};
 
 use crate::record::{FlowRecord, LossReason, LossRecord, LossUnit, SourceKind};
 

@@ -126,7 +126,77 @@ pub struct SeqCheckpoint {
     /// Holes seen but not yet final (inside the reorder window):
     /// `(first missing sequence, how many, from_ms, to_ms)`.
     pub gaps: Vec<(u32, u32, i64, i64)>,
+    /// The exporter's IPFIX numbering, once learned (`expected` is in the
+    /// RFC form).
+    pub convention: Option<SeqConvention>,
 }
+
+/// How an IPFIX exporter numbers its messages. RFC 7011 §3.1: the sequence
+/// number counts all data records (options data records included) sent
+/// *before* this message. Exporters in the field deviate: softflowd 1.1.0
+/// counts the records *up to and including* this message and leaves out
+/// options data records; nfcapd reports such a stream as full of sequence
+/// errors. kopek learns the convention from the first two datagrams that
+/// agree with one exactly, then converts every sequence number to the RFC
+/// form, so neither false gaps nor missed ones come from the exporter's
+/// dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqConvention {
+    /// The number includes this message's records.
+    pub inclusive: bool,
+    /// Options data records are not counted.
+    pub data_only: bool,
+}
+
+impl SeqConvention {
+    pub const RFC: SeqConvention = SeqConvention {
+        inclusive: false,
+        data_only: false,
+    };
+
+    /// Candidates in order of preference (the RFC first).
+    const ALL: [SeqConvention; 4] = [
+        SeqConvention::RFC,
+        SeqConvention {
+            inclusive: false,
+            data_only: true,
+        },
+        SeqConvention {
+            inclusive: true,
+            data_only: false,
+        },
+        SeqConvention {
+            inclusive: true,
+            data_only: true,
+        },
+    ];
+
+    fn span(self, all: u32, data: u32) -> u32 {
+        if self.data_only { data } else { all }
+    }
+
+    /// The RFC-form sequence number of a message numbered this way.
+    fn normalize(self, seq: u32, all: u32, data: u32) -> u32 {
+        if self.inclusive {
+            seq.wrapping_sub(self.span(all, data))
+        } else {
+            seq
+        }
+    }
+
+    pub fn to_byte(self) -> u8 {
+        u8::from(self.inclusive) | (u8::from(self.data_only) << 1)
+    }
+
+    pub fn from_byte(b: u8) -> SeqConvention {
+        SeqConvention {
+            inclusive: b & 1 != 0,
+            data_only: b & 2 != 0,
+        }
+    }
+}
+
+const ALL_CANDIDATES: u8 = 0b1111;
 
 /// Sequence state of one stream.
 #[derive(Debug)]
@@ -138,6 +208,17 @@ pub(crate) struct SeqTracker {
     window: u32,
     max_rate_per_s: u64,
     state: Option<State>,
+    /// IPFIX numbering convention, once learned.
+    convention: Option<SeqConvention>,
+    /// Previous IPFIX datagram as numbered by the exporter: (seq, all
+    /// records, data records only); for learning the convention.
+    last_raw: Option<(u32, u32, u32)>,
+    /// Conventions (bits over `SeqConvention::ALL`) every message pair so
+    /// far agreed with; the convention is learned when one is left.
+    candidates: u8,
+    /// The convention sequence numbers are converted with right now: the
+    /// learned one, or until then the most preferred still possible.
+    in_use: SeqConvention,
 }
 
 impl SeqTracker {
@@ -154,7 +235,95 @@ impl SeqTracker {
             window,
             max_rate_per_s,
             state: None,
+            convention: None,
+            last_raw: None,
+            candidates: ALL_CANDIDATES,
+            in_use: SeqConvention::RFC,
         }
+    }
+
+    fn preferred(&self) -> SeqConvention {
+        self.convention.unwrap_or_else(|| {
+            if self.candidates == 0 {
+                SeqConvention::RFC
+            } else {
+                SeqConvention::ALL[self.candidates.trailing_zeros() as usize]
+            }
+        })
+    }
+
+    /// Accounts one IPFIX message: learns the exporter's numbering
+    /// convention, converts `seq` to the RFC form and observes it.
+    /// `records`: `(all data records, without options data records)`, or
+    /// `None` when some set's template is unknown.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn observe_ipfix(
+        &mut self,
+        seq: u32,
+        records: Option<(u32, u32)>,
+        key: DupKey,
+        now_ms: i64,
+        losses: &mut Vec<LossRecord>,
+        stats: &mut DecodeStats,
+    ) -> Verdict {
+        let Some((all, data)) = records else {
+            self.last_raw = None;
+            let inclusive = self.convention.is_some_and(|c| c.inclusive);
+            if let (true, Some(st)) = (inclusive, self.state.as_mut()) {
+                // The span is unknown, so an inclusive number cannot be
+                // converted: no check for this message, resync on the next.
+                st.expected = None;
+                st.last_arrival_ms = now_ms;
+                st.remember(key);
+                return Verdict::Resync;
+            }
+            return self.observe(seq, None, key, None, now_ms, losses, stats);
+        };
+        if self.convention.is_none()
+            && let Some((prev_seq, prev_all, prev_data)) = self.last_raw
+        {
+            let mut matching = 0u8;
+            for (i, c) in SeqConvention::ALL.into_iter().enumerate() {
+                let span = if c.inclusive {
+                    c.span(all, data)
+                } else {
+                    c.span(prev_all, prev_data)
+                };
+                if prev_seq.wrapping_add(span) == seq {
+                    matching |= 1 << i;
+                }
+            }
+            // A pair that fits none (a real hole, a reset) teaches nothing.
+            if matching != 0 {
+                self.candidates = if self.candidates & matching != 0 {
+                    self.candidates & matching
+                } else {
+                    matching
+                };
+            }
+            if self.candidates.count_ones() == 1 {
+                let c = SeqConvention::ALL[self.candidates.trailing_zeros() as usize];
+                self.convention = Some(c);
+                if c != SeqConvention::RFC {
+                    stats.sequence_dialects += 1;
+                }
+            }
+            // The convention in use changed: restate the previous message
+            // in it, so the expected number is in the same form.
+            let now_pref = self.preferred();
+            if now_pref != self.in_use {
+                self.in_use = now_pref;
+                if let Some(st) = self.state.as_mut() {
+                    let prev = now_pref.normalize(prev_seq, prev_all, prev_data);
+                    st.expected = Some(prev.wrapping_add(now_pref.span(prev_all, prev_data)));
+                }
+            }
+        }
+        self.last_raw = Some((seq, all, data));
+        let conv = self.in_use;
+        let span = conv.span(all, data);
+        let normalized = conv.normalize(seq, all, data);
+        self.observe(normalized, Some(span), key, None, now_ms, losses, stats)
     }
 
     /// The state to persist; `None` before the first datagram or while the
@@ -173,6 +342,7 @@ impl SeqTracker {
                 .iter()
                 .map(|g| (g.start, g.len, g.from_ms, g.to_ms))
                 .collect(),
+            convention: self.convention,
         })
     }
 
@@ -193,6 +363,10 @@ impl SeqTracker {
             })
             .collect();
         self.state = Some(st);
+        self.convention = cp.convention;
+        self.last_raw = None;
+        self.candidates = ALL_CANDIDATES;
+        self.in_use = self.preferred();
     }
 
     /// Same sequence number, record count and stamp as a recent datagram.
@@ -662,5 +836,92 @@ mod tests {
         assert!(r.t.pending_gaps() <= MAX_PENDING_GAPS);
         assert_eq!(r.losses.len() + r.t.pending_gaps(), 199);
         assert!(r.losses.iter().all(|l| l.unit == LossUnit::Packets));
+    }
+}
+
+#[cfg(test)]
+mod dialect_tests {
+    use super::*;
+
+    fn feed(
+        t: &mut SeqTracker,
+        msgs: &[(u32, u32, u32)],
+        stats: &mut DecodeStats,
+    ) -> Vec<LossRecord> {
+        let mut losses = Vec::new();
+        for (i, &(seq, all, data)) in msgs.iter().enumerate() {
+            let key = DupKey {
+                seq,
+                count: all,
+                stamp: i as u32,
+            };
+            t.observe_ipfix(
+                seq,
+                Some((all, data)),
+                key,
+                1_000 + i as i64,
+                &mut losses,
+                stats,
+            );
+        }
+        t.tick(1_000_000, 2_000, &mut losses, stats);
+        losses
+    }
+
+    #[test]
+    fn softflowd_numbering_is_learned_and_its_holes_still_counted() {
+        // softflowd 1.1.0: seq = data records up to and including this
+        // message, options records not counted (first message: 1 options
+        // record + 24 data records, seq 24).
+        let msgs = [
+            (24, 25, 24),
+            (52, 28, 28),
+            (80, 28, 28),
+            (109, 29, 29),
+            (139, 30, 30),
+            (168, 30, 29),
+        ];
+        let mut stats = DecodeStats::default();
+        let mut t = SeqTracker::new("192.0.2.1".parse().unwrap(), 0, SourceKind::Ipfix);
+        assert!(feed(&mut t, &msgs, &mut stats).is_empty());
+        assert_eq!(
+            (stats.gaps, stats.reordered, stats.sequence_dialects),
+            (0, 0, 1)
+        );
+        assert_eq!(
+            t.convention,
+            Some(SeqConvention {
+                inclusive: true,
+                data_only: true
+            })
+        );
+        // Next message lost (26 records), the one after arrives: a gap of 26.
+        let mut losses = Vec::new();
+        let key = DupKey {
+            seq: 168 + 26 + 27,
+            count: 27,
+            stamp: 99,
+        };
+        t.observe_ipfix(
+            168 + 26 + 27,
+            Some((27, 27)),
+            key,
+            5_000,
+            &mut losses,
+            &mut stats,
+        );
+        t.tick(1_000_000, 2_000, &mut losses, &mut stats);
+        assert_eq!(losses.len(), 1);
+        assert_eq!((losses[0].reason, losses[0].count), (LossReason::Gap, 26));
+    }
+
+    #[test]
+    fn rfc_numbering_stays_rfc() {
+        let msgs = [(0, 25, 24), (25, 28, 28), (53, 28, 28), (81, 10, 10)];
+        let mut stats = DecodeStats::default();
+        let mut t = SeqTracker::new("192.0.2.1".parse().unwrap(), 0, SourceKind::Ipfix);
+        assert!(feed(&mut t, &msgs, &mut stats).is_empty());
+        assert_eq!(t.convention, Some(SeqConvention::RFC));
+        assert_eq!(stats.sequence_dialects, 0);
     }
 }

@@ -108,6 +108,9 @@ pub struct DecodeStats {
     pub reordered: u64,
     /// Datagrams seen twice (same sequence and record count): dropped.
     pub duplicates: u64,
+    /// IPFIX streams found numbering their messages other than RFC 7011
+    /// says (learned and converted, see `SeqConvention`).
+    pub sequence_dialects: u64,
     /// Streams removed (idle, to make room) and exporters forgotten.
     pub streams_evicted: u64,
     pub exporters_forgotten: u64,
@@ -208,6 +211,7 @@ impl DecodeStats {
             resets,
             reordered,
             duplicates,
+            sequence_dialects,
             streams_evicted,
             exporters_forgotten,
             templates_current,
@@ -248,6 +252,7 @@ impl DecodeStats {
         self.resets += *resets;
         self.reordered += *reordered;
         self.duplicates += *duplicates;
+        self.sequence_dialects += *sequence_dialects;
         self.streams_evicted += *streams_evicted;
         self.exporters_forgotten += *exporters_forgotten;
         self.templates_current += *templates_current;

@@ -412,6 +412,7 @@ impl Decoder {
         };
         let start = flows.len();
         let mut records = 0u32;
+        let mut options_records = 0u32;
         let mut all_known = true;
         learned_scratch.clear();
         for (set_id, set) in Sets::new(body) {
@@ -444,6 +445,9 @@ impl Decoder {
                     Some(plan) => {
                         let n = plan.decode_set(set, &ctx, opts, flows, stats);
                         records = records.saturating_add(n);
+                        if plan.options {
+                            options_records = options_records.saturating_add(n);
+                        }
                     }
                     None => {
                         all_known = false;
@@ -455,11 +459,10 @@ impl Decoder {
             }
         }
         if !v9 {
-            seq.observe(
+            seq.observe_ipfix(
                 hdr.seq,
-                all_known.then_some(records),
+                all_known.then_some((records, records - options_records)),
                 dup_key(if all_known { records } else { 0 }),
-                None,
                 now_ms,
                 losses,
                 stats,

@@ -17,7 +17,7 @@ use crate::record::{
 };
 
 use super::SegmentError;
-use crate::decode::SeqCheckpoint;
+use crate::decode::{SeqCheckpoint, SeqConvention};
 
 /// A block may not hold more records than this (bounds reader memory).
 pub const MAX_BLOCK_RECORDS: usize = 1 << 20;
@@ -359,6 +359,8 @@ pub fn encode_checkpoints(entries: &[SeqCheckpoint], out: &mut Vec<u8>) {
         out.extend_from_slice(&c.last_arrival_ms.to_le_bytes());
         out.push(u8::from(c.last_uptime_ms.is_some()));
         out.extend_from_slice(&c.last_uptime_ms.unwrap_or(0).to_le_bytes());
+        // 0xff: not learned yet; else bit 0 inclusive, bit 1 data-only.
+        out.push(c.convention.map_or(0xff, SeqConvention::to_byte));
         let gaps = &c.gaps[..c.gaps.len().min(MAX_CHECKPOINT_GAPS)];
         out.extend_from_slice(&(gaps.len() as u16).to_le_bytes());
         for &(start, len, from_ms, to_ms) in gaps {
@@ -384,6 +386,11 @@ pub fn decode_checkpoints(
         let last_arrival_ms = i64::from_le_bytes(c.array::<8>()?);
         let has_uptime = c.u8()? != 0;
         let uptime = u32::from_le_bytes(c.array::<4>()?);
+        let convention = match c.u8()? {
+            0xff => None,
+            b if b <= 3 => Some(SeqConvention::from_byte(b)),
+            _ => return Err(corrupt("unknown sequence convention")),
+        };
         let n = usize::from(u16::from_le_bytes(c.array::<2>()?));
         if n > MAX_CHECKPOINT_GAPS {
             return Err(corrupt("too many gaps in a checkpoint"));
@@ -405,6 +412,7 @@ pub fn decode_checkpoints(
             last_arrival_ms,
             last_uptime_ms: has_uptime.then_some(uptime),
             gaps,
+            convention,
         });
     }
     if c.pos != buf.len() {

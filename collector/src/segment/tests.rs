@@ -309,6 +309,10 @@ fn checkpoints_round_trip_and_the_newest_state_wins() {
             last_arrival_ms: at,
             last_uptime_ms: if at % 2 == 0 { Some(77) } else { None },
             gaps,
+            convention: (at % 2 == 1).then_some(crate::decode::SeqConvention {
+                inclusive: true,
+                data_only: true,
+            }),
         };
     let mut w =
         SegmentWriter::create(dir.path(), "c", 1, 0, opts(Compression::Zstd { level: 1 })).unwrap();
