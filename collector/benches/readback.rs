@@ -4,8 +4,12 @@
 //! `SegmentReader::next_block` into a reused vector.
 //!
 //! ```text
-//! cargo bench -p kopek-collector --bench readback [-- --flows N --runs N --ipv6-percent P]
+//! cargo bench -p kopek-collector --bench readback [-- --flows N --runs N --ipv6-percent P
+//!     --zstd-levels 1,3 --block-records N]
 //! ```
+//!
+//! `--zstd-levels` and `--block-records` are for experiments (what would
+//! a higher level or bigger blocks buy); the defaults are the collector's.
 //!
 //! The segment is read right after it was written, so it comes from the
 //! page cache: this measures checksum, decompression and column decoding,
@@ -24,6 +28,7 @@ const DEFAULT_FLOWS: usize = 10_000_000;
 const DEFAULT_RUNS: usize = 5;
 /// The collector's default `block_records`.
 const BLOCK_RECORDS: usize = 16_384;
+const MAX_BLOCK_RECORDS: usize = kopek_collector::segment::MAX_BLOCK_RECORDS;
 const TARGET_RECORDS_PER_S: f64 = 10_000_000.0;
 const EXPORTER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
@@ -31,6 +36,8 @@ struct Opts {
     flows: usize,
     runs: usize,
     ipv6_percent: u8,
+    zstd_levels: Vec<i32>,
+    block_records: usize,
 }
 
 fn opts() -> Opts {
@@ -38,6 +45,8 @@ fn opts() -> Opts {
         flows: DEFAULT_FLOWS,
         runs: DEFAULT_RUNS,
         ipv6_percent: 10,
+        zstd_levels: vec![1],
+        block_records: BLOCK_RECORDS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -46,6 +55,13 @@ fn opts() -> Opts {
             "--flows" => o.flows = val().parse().expect("--flows N"),
             "--runs" => o.runs = val().parse().expect("--runs N"),
             "--ipv6-percent" => o.ipv6_percent = val().parse().expect("--ipv6-percent P"),
+            "--zstd-levels" => {
+                o.zstd_levels = val()
+                    .split(',')
+                    .map(|l| l.parse().expect("--zstd-levels 1,3"))
+                    .collect()
+            }
+            "--block-records" => o.block_records = val().parse().expect("--block-records N"),
             _ => {}
         }
     }
@@ -80,8 +96,9 @@ fn main() {
     let t = Instant::now();
     let flows = generate(o.flows, o.ipv6_percent);
     let bytes_total: u64 = flows.iter().map(|f| f.bytes_raw).sum();
+    let block_records = o.block_records.clamp(1, MAX_BLOCK_RECORDS);
     println!(
-        "readback: {} flows (IPv6 share {} %, generated in {:.1} s), blocks of {BLOCK_RECORDS}, median of {} reads, one thread, warm page cache",
+        "readback: {} flows (IPv6 share {} %, generated in {:.1} s), blocks of {block_records}, median of {} reads, one thread, warm page cache",
         flows.len(),
         o.ipv6_percent,
         t.elapsed().as_secs_f64(),
@@ -92,10 +109,13 @@ fn main() {
         "codec", "file bytes", "bytes/flow", "write rec/s", "read rec/s", "target"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    for (name, compression) in [
-        ("zstd-1", Compression::Zstd { level: 1 }),
-        ("none", Compression::None),
-    ] {
+    let mut codecs: Vec<(String, Compression)> = o
+        .zstd_levels
+        .iter()
+        .map(|&level| (format!("zstd-{level}"), Compression::Zstd { level }))
+        .collect();
+    codecs.push(("none".to_string(), Compression::None));
+    for (name, compression) in codecs {
         let opts = WriterOptions {
             compression,
             durability: Durability::Never,
@@ -103,14 +123,14 @@ fn main() {
         let mut w = SegmentWriter::create(dir.path(), name.replace('-', "_").as_str(), 1, 0, opts)
             .expect("create segment");
         let started = Instant::now();
-        for chunk in flows.chunks(BLOCK_RECORDS) {
+        for chunk in flows.chunks(block_records) {
             w.append_flows(chunk).expect("append");
         }
         let path = w.close(0).expect("close");
         let write_s = started.elapsed().as_secs_f64();
         let size = std::fs::metadata(&path).expect("stat").len();
 
-        let mut block: Vec<FlowRecord> = Vec::with_capacity(BLOCK_RECORDS);
+        let mut block: Vec<FlowRecord> = Vec::with_capacity(block_records);
         let mut losses: Vec<LossRecord> = Vec::new();
         let mut times = Vec::new();
         for _ in 0..o.runs + 1 {

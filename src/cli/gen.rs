@@ -41,8 +41,11 @@ pub const MAX_EXPORTERS: u32 = 10_000;
 pub const DEFAULT_MULTI_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 1);
 /// Largest v5 sampling interval (14-bit header field).
 const V5_MAX_SAMPLING: u32 = 0x3fff;
-/// Flows generated and encoded per step for a single exporter.
-const CHUNK_FLOWS: usize = 1024;
+/// Datagrams' worth of flows generated and encoded per step (one export
+/// time) for a single exporter. Each step's last datagram may be partly
+/// filled, so steps are long: at 1 M flows/s one spans about 30 ms of
+/// simulated time.
+const CHUNK_DATAGRAMS: usize = 1024;
 /// Pre-allocation guess of encoded bytes per flow (v4 records are 45–60
 /// bytes; the batch grows if this is short).
 const BYTES_PER_FLOW_GUESS: usize = 56;
@@ -122,7 +125,9 @@ pub struct GenArgs {
     #[arg(long)]
     source: Option<IpAddr>,
     /// v9/IPFIX: every exporter starts a new export stream (new source id
-    /// or observation domain, new template ids) every D datagrams.
+    /// or observation domain, new template ids) every D datagrams (checked
+    /// between turns: with several exporters a turn is 8 datagrams, so D
+    /// is rounded up to a multiple of 8).
     #[arg(long)]
     template_churn_every: Option<u64>,
 }
@@ -493,17 +498,18 @@ fn new_encoder(a: &GenArgs, index: u32, stream: u64) -> anyhow::Result<Box<dyn E
 }
 
 /// Generates `--flows` flows and encodes them into the exporters' batches:
-/// one exporter takes chunks of [`CHUNK_FLOWS`]; several take
+/// one exporter takes chunks of [`CHUNK_DATAGRAMS`] datagrams' worth; several take
 /// [`MULTI_TURN_DATAGRAMS`] datagrams' worth each in turn. Returns the expected totals.
 fn encode_all(
     a: &GenArgs,
     flow_gen: &mut FlowGen,
     exporters: &mut [Exporter],
 ) -> anyhow::Result<Totals> {
+    let per_datagram = exporters[0].encoder.max_flows_per_datagram().max(1);
     let per_step = if exporters.len() == 1 {
-        CHUNK_FLOWS
+        per_datagram * CHUNK_DATAGRAMS
     } else {
-        exporters[0].encoder.max_flows_per_datagram().max(1) * MULTI_TURN_DATAGRAMS
+        per_datagram * MULTI_TURN_DATAGRAMS
     };
     let mut totals = Totals::default();
     let mut chunk: Vec<FlowRecord> = Vec::with_capacity(per_step);
