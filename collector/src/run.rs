@@ -28,6 +28,8 @@ const RECV_COALESCE: Duration = Duration::from_millis(1);
 const IDLE_POLLS_BEFORE_WAIT: u32 = 100;
 /// Decoder housekeeping (held gaps, held template-less data).
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a healthy collector tells systemd's watchdog it is alive.
+const WATCHDOG_PING: Duration = Duration::from_secs(5);
 /// Largest UDP payload.
 const MAX_DATAGRAM_BYTES: usize = 65_535;
 
@@ -771,6 +773,9 @@ pub fn serve(config_path: &Path) -> Result<(), CollectorError> {
         collector.write_stats_file()?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         let mut tick = tokio::time::interval(interval);
+        // systemd's watchdog (WatchdogSec=30 in the unit) hears from us on
+        // its own clock, whatever stats_interval_ms says.
+        let mut watchdog = tokio::time::interval(WATCHDOG_PING);
         let mut failure = None;
         loop {
             tokio::select! {
@@ -784,6 +789,8 @@ pub fn serve(config_path: &Path) -> Result<(), CollectorError> {
                     if let Err(e) = collector.write_stats_file() {
                         tracing::error!(error = %e, "cannot write the stats file");
                     }
+                }
+                _ = watchdog.tick() => {
                     if !collector.is_healthy() {
                         failure = Some(CollectorError::Thread("a collector thread stopped".into()));
                         break;
