@@ -79,9 +79,11 @@ pub const DEFAULT_GAP_HOLD_MS: i64 = 2_000;
 /// Bookkeeping charged per held set on top of its bytes, so that many tiny
 /// sets cannot exhaust memory under the byte limits.
 pub const HELD_SET_OVERHEAD_BYTES: usize = 64;
-/// With all stream slots taken, a stream idle this long may be evicted to
-/// make room for a new one.
-pub const STREAM_IDLE_EVICT_MS: i64 = 10 * 60 * 1000;
+/// With all stream slots taken, every stream idle this long is evicted to
+/// make room (its pending gaps become loss records; if it comes back, its
+/// templates are learned again). Exporters that start new export streams
+/// all the time (new source ids) must not end with every new stream refused.
+pub const STREAM_IDLE_EVICT_MS: i64 = 60 * 1000;
 /// At most one eviction scan over all streams per this interval.
 pub const STREAM_EVICT_SCAN_INTERVAL_MS: i64 = 1_000;
 
@@ -431,22 +433,23 @@ impl Decoder {
             return Err(DecodeError::StreamLimit);
         }
         self.last_evict_scan_ms = Some(now_ms);
-        let oldest = self
+        // One scan evicts every idle stream, so the next ones need no scan.
+        let idle: Vec<(IpAddr, StreamKey)> = self
             .exporters
             .iter()
             .flat_map(|(ip, e)| {
                 e.streams
                     .iter()
-                    .map(move |(k, s)| (*ip, *k, s.last_seen_ms))
+                    .filter(|(_, s)| now_ms.saturating_sub(s.last_seen_ms) >= STREAM_IDLE_EVICT_MS)
+                    .map(move |(k, _)| (*ip, *k))
             })
-            .min_by_key(|(_, _, seen)| *seen);
-        let Some((ip, key, seen_ms)) = oldest else {
-            return Err(DecodeError::StreamLimit);
-        };
-        if now_ms.saturating_sub(seen_ms) < STREAM_IDLE_EVICT_MS {
+            .collect();
+        if idle.is_empty() {
             return Err(DecodeError::StreamLimit);
         }
-        self.remove_stream(ip, key, losses);
+        for (ip, key) in idle {
+            self.remove_stream(ip, key, losses);
+        }
         Ok(())
     }
 

@@ -920,3 +920,28 @@ fn bench_decode_ns_per_flow() {
         assert_eq!(t.stats().gaps + t.stats().duplicates, 0);
     }
 }
+
+#[test]
+fn one_scan_evicts_every_idle_stream_so_churn_is_not_refused() {
+    let limits = DecodeLimits {
+        max_streams: 4,
+        ..DecodeLimits::default()
+    };
+    let mut t = T::with(limits);
+    let f: &[(u16, u16)] = &[(8, 4), (12, 4)];
+    for domain in 0..4 {
+        t.ok(&Msg::ipfix(0, domain).template(256, f).build());
+    }
+    // All four go silent; four new export streams arrive in quick succession.
+    let later = NOW_MS + STREAM_IDLE_EVICT_MS;
+    for domain in 10..14 {
+        t.feed(
+            ip(1),
+            later,
+            &Msg::ipfix(0, domain).template(256, f).build(),
+        )
+        .unwrap();
+    }
+    let s = t.stats();
+    assert_eq!((s.streams_current, s.streams_evicted), (4, 4));
+}
