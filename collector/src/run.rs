@@ -303,8 +303,18 @@ impl Collector {
                     .name(format!("kopek-recv-{i}"))
                     .spawn(move || {
                         let mut decoder = Decoder::new(limits);
-                        decoder.restore(&checkpoints, now_ms());
-                        receive_loop(i, sock, decoder, tx, &shared, block_records, block_flush)
+                        let mut restore_losses = Vec::new();
+                        decoder.restore(&checkpoints, now_ms(), &mut restore_losses);
+                        receive_loop(
+                            i,
+                            sock,
+                            decoder,
+                            restore_losses,
+                            tx,
+                            &shared,
+                            block_records,
+                            block_flush,
+                        )
                     })
                     .map_err(|source| CollectorError::Io {
                         what: "spawn receiver".into(),
@@ -495,10 +505,12 @@ fn set_rcvbuf_force(sock: &socket2::Socket, bytes: usize) -> bool {
     rc == 0
 }
 
+#[allow(clippy::too_many_arguments)]
 fn receive_loop(
     index: usize,
     sock: UdpSocket,
     mut decoder: Decoder,
+    restore_losses: Vec<LossRecord>,
     tx: SyncSender<Batch>,
     shared: &Shared,
     block_records: usize,
@@ -506,6 +518,7 @@ fn receive_loop(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
     let mut batch = shared.take_spare(block_records);
+    batch.losses.extend(restore_losses);
     let mut batch_started = Instant::now();
     let mut last_tick = Instant::now();
     let mut generation = shared.generation.load(Ordering::Acquire);

@@ -362,16 +362,21 @@ impl Decoder {
 
     /// Continues the sequence state persisted by a previous run, so the
     /// first datagram of each stream after a restart is checked against
-    /// what was expected before it. Streams over the limit are skipped.
-    pub fn restore(&mut self, checkpoints: &[SeqCheckpoint], now_ms: i64) {
-        let mut losses = Vec::new();
+    /// what was expected before it. Streams over the limit are skipped;
+    /// losses of streams evicted to make room go to `losses`.
+    pub fn restore(
+        &mut self,
+        checkpoints: &[SeqCheckpoint],
+        now_ms: i64,
+        losses: &mut Vec<LossRecord>,
+    ) {
         for cp in checkpoints {
             let key = StreamKey {
                 kind: cp.kind,
                 domain: cp.domain,
             };
             if self
-                .ensure_stream(cp.exporter, key, now_ms, &mut losses)
+                .ensure_stream(cp.exporter, key, now_ms, losses)
                 .is_err()
             {
                 continue;

@@ -118,42 +118,20 @@ impl SegmentWriter {
     /// are in the kernel (they survive a crash of this process); they are on
     /// stable storage after the next sync the durability policy makes.
     pub fn append_flows(&mut self, records: &[FlowRecord]) -> Result<(), SegmentError> {
-        for chunk in records.chunks(MAX_BLOCK_RECORDS) {
-            if chunk.is_empty() {
-                continue;
-            }
-            self.encoder.encode(chunk, &mut self.raw);
-            self.write_block(BlockKind::Flows, chunk.len() as u32, true)?;
-            for r in chunk {
-                self.footer.min_first_ms = self.footer.min_first_ms.min(r.first_ms);
-                self.footer.max_last_ms = self.footer.max_last_ms.max(r.last_ms);
-            }
-            self.footer.flow_records += chunk.len() as u64;
-        }
+        self.push_flows(records, MAX_BLOCK_RECORDS)?;
         self.commit()
     }
 
     /// Writes loss records as one block (uncompressed: they are few).
     pub fn append_losses(&mut self, records: &[LossRecord]) -> Result<(), SegmentError> {
-        for chunk in records.chunks(MAX_BLOCK_RECORDS) {
-            if chunk.is_empty() {
-                continue;
-            }
-            encode_losses(chunk, &mut self.raw);
-            self.write_block(BlockKind::Losses, chunk.len() as u32, false)?;
-            self.footer.loss_records += chunk.len() as u64;
-        }
+        self.push_losses(records)?;
         self.commit()
     }
 
     /// Writes the export streams' sequence state as of the blocks before
     /// it. A restart continues from the last one (see `RawStore::last_checkpoint`).
     pub fn append_checkpoint(&mut self, entries: &[SeqCheckpoint]) -> Result<(), SegmentError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        encode_checkpoints(entries, &mut self.raw);
-        self.write_block(BlockKind::Checkpoint, entries.len() as u32, true)?;
+        self.push_checkpoint(entries)?;
         self.commit()
     }
 
@@ -167,7 +145,19 @@ impl SegmentWriter {
         losses: &[LossRecord],
         checkpoint: &[SeqCheckpoint],
     ) -> Result<(), SegmentError> {
-        for chunk in flows.chunks(block_records.clamp(1, MAX_BLOCK_RECORDS)) {
+        self.push_flows(flows, block_records)?;
+        self.push_losses(losses)?;
+        self.push_checkpoint(checkpoint)?;
+        self.commit()
+    }
+
+    /// Encodes flow blocks into the pending buffer.
+    fn push_flows(
+        &mut self,
+        records: &[FlowRecord],
+        block_records: usize,
+    ) -> Result<(), SegmentError> {
+        for chunk in records.chunks(block_records.clamp(1, MAX_BLOCK_RECORDS)) {
             self.encoder.encode(chunk, &mut self.raw);
             self.write_block(BlockKind::Flows, chunk.len() as u32, true)?;
             for r in chunk {
@@ -176,16 +166,24 @@ impl SegmentWriter {
             }
             self.footer.flow_records += chunk.len() as u64;
         }
-        if !losses.is_empty() {
-            encode_losses(losses, &mut self.raw);
-            self.write_block(BlockKind::Losses, losses.len() as u32, false)?;
-            self.footer.loss_records += losses.len() as u64;
+        Ok(())
+    }
+
+    fn push_losses(&mut self, records: &[LossRecord]) -> Result<(), SegmentError> {
+        for chunk in records.chunks(MAX_BLOCK_RECORDS) {
+            encode_losses(chunk, &mut self.raw);
+            self.write_block(BlockKind::Losses, chunk.len() as u32, false)?;
+            self.footer.loss_records += chunk.len() as u64;
         }
-        if !checkpoint.is_empty() {
-            encode_checkpoints(checkpoint, &mut self.raw);
-            self.write_block(BlockKind::Checkpoint, checkpoint.len() as u32, true)?;
+        Ok(())
+    }
+
+    fn push_checkpoint(&mut self, entries: &[SeqCheckpoint]) -> Result<(), SegmentError> {
+        if !entries.is_empty() {
+            encode_checkpoints(entries, &mut self.raw);
+            self.write_block(BlockKind::Checkpoint, entries.len() as u32, true)?;
         }
-        self.commit()
+        Ok(())
     }
 
     /// Blocks appended but not yet written to the file.
