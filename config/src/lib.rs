@@ -18,7 +18,13 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod classifier;
 pub mod wire;
+
+pub use classifier::{
+    ClassDef, ClassifierConfig, CountRule, ObservationPoint, PointDirection, RetentionConfig,
+    double_count, parse_net,
+};
 
 /// Where kopek looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kopek/kopek.toml";
@@ -60,7 +66,11 @@ pub struct Config {
     /// The file this came from (for messages and reloads).
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// The ISP's time zone: used only at the edges (reports, tariff zones).
+    pub timezone: chrono_tz::Tz,
     pub collector: CollectorConfig,
+    pub classifier: ClassifierConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -165,6 +175,20 @@ impl Config {
                 format!("must be an absolute path, got {:?}", w.general.state_dir),
             );
         }
+
+        let timezone = match w.general.timezone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                bad(
+                    "general.timezone",
+                    format!(
+                        "expected an IANA time zone like \"Europe/Moscow\" or \"UTC\", got {:?}",
+                        w.general.timezone
+                    ),
+                );
+                chrono_tz::Tz::UTC
+            }
+        };
 
         let c = w.collector;
         if !valid_name(&c.name) {
@@ -362,12 +386,18 @@ impl Config {
             }
         }
 
+        let classifier = classifier::validate(&w.classifier, &exporters, &mut bad);
+        let retention = classifier::validate_retention(&w.retention, &mut bad);
+
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Config {
             path: path.to_path_buf(),
             state_dir,
+            timezone,
+            classifier,
+            retention,
             collector: CollectorConfig {
                 name: c.name,
                 listen,
@@ -414,7 +444,7 @@ impl Config {
 }
 
 /// Segment and exporter names become parts of file names and CLI filters.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     (1..=32).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

@@ -138,3 +138,146 @@ fn missing_file_names_the_file() {
         .to_string();
     assert!(err.contains("/nonexistent/kopek.toml"), "{err}");
 }
+
+const TWO_EXPORTERS: &str = r#"
+[[collector.exporter]]
+name = "border"
+address = "192.0.2.1"
+[[collector.exporter]]
+name = "bras"
+address = "192.0.2.2"
+"#;
+
+#[test]
+fn classifier_defaults() {
+    let c = load("").unwrap();
+    assert_eq!(c.classifier.bucket, Duration::from_secs(300));
+    assert_eq!(c.classifier.default_class, "paid");
+    assert!(c.classifier.points.is_empty());
+    assert_eq!(c.timezone, chrono_tz::Tz::UTC);
+    assert_eq!(c.retention.raw_days, 400);
+}
+
+#[test]
+fn classes_and_points_parse() {
+    let c = load(&format!(
+        r#"
+[general]
+timezone = "Europe/Moscow"
+[classifier]
+bucket_s = 60
+subscriber_networks = ["10.0.0.0/8", "2001:db8:100::/40", "198.51.100.7"]
+[[classifier.class]]
+name = "local"
+networks = ["10.0.0.0/8"]
+[[classifier.class]]
+name = "peering"
+files = ["/etc/kopek/peering.txt"]
+count = "inbound"
+[[classifier.observation_point]]
+name = "uplink_in"
+exporter = "border"
+interface = 3
+direction = "ingress"
+[[classifier.observation_point]]
+name = "uplink_out"
+exporter = "border"
+interface = 3
+direction = "egress"
+{TWO_EXPORTERS}"#
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.timezone, chrono_tz::Tz::Europe__Moscow);
+    assert_eq!(c.classifier.bucket_ms(), 60_000);
+    assert_eq!(c.classifier.subscriber_networks.len(), 3);
+    assert_eq!(c.classifier.classes[1].count, CountRule::Inbound);
+    assert_eq!(c.classifier.points.len(), 2);
+    assert_eq!(
+        c.classifier.points[0].exporter,
+        "192.0.2.1".parse::<IpAddr>().unwrap()
+    );
+}
+
+#[test]
+fn overlapping_observation_points_are_named() {
+    // (points, expected fragment or None for a valid config)
+    let cases: &[(&str, Option<&str>)] = &[
+        (
+            r#"{name="a", exporter="border"}, {name="b", exporter="border", interface=3}"#,
+            Some(
+                "\"a\" (classifier.observation_point[0]) and \"b\" would count the same traffic twice: both take any records of exporter \"border\" on interface 3",
+            ),
+        ),
+        (
+            r#"{name="a", exporter="border", interface=3, direction="ingress"}, {name="b", exporter="border", interface=5, direction="egress"}"#,
+            Some(
+                "entering exporter \"border\" on interface 3 and leaving on interface 5 is exported twice",
+            ),
+        ),
+        (
+            r#"{name="a", exporter="border", direction="ingress"}, {name="b", exporter="border", direction="ingress", interface=4}"#,
+            Some("both take ingress records"),
+        ),
+        (
+            r#"{name="a", exporter="border", interface=3, direction="ingress"}, {name="b", exporter="border", interface=4, direction="ingress"}"#,
+            None,
+        ),
+        (
+            r#"{name="a", exporter="border", interface=3, direction="ingress"}, {name="b", exporter="border", interface=3, direction="egress"}"#,
+            None,
+        ),
+        (
+            r#"{name="a", exporter="border"}, {name="b", exporter="bras"}"#,
+            None,
+        ),
+    ];
+    for (points, want) in cases {
+        let text = format!("[classifier]\nobservation_point = [{points}]\n{TWO_EXPORTERS}");
+        match (load(&text), want) {
+            (Ok(_), None) => {}
+            (Err(e), Some(frag)) => {
+                let e = e.to_string();
+                assert!(e.contains(frag), "{points}: {e}");
+                assert!(e.contains("key `classifier.observation_point[1]`"), "{e}");
+            }
+            (Ok(_), Some(frag)) => panic!("{points}: accepted, wanted {frag}"),
+            (Err(e), None) => panic!("{points}: rejected: {e}"),
+        }
+    }
+}
+
+#[test]
+fn bad_classifier_values_name_their_keys() {
+    let e = error_of(
+        r#"
+[general]
+timezone = "Mars/Olympus"
+[classifier]
+bucket_s = 7
+subscriber_networks = ["10.1.2.3/8", "banana"]
+[[classifier.class]]
+name = "Local"
+count = "sideways"
+files = ["relative.txt"]
+[[classifier.observation_point]]
+name = "p"
+exporter = "nobody"
+[retention]
+raw_days = 400
+traffic_days = 30
+"#,
+    );
+    for frag in [
+        "key `general.timezone`",
+        "key `classifier.bucket_s`: must divide 900",
+        "key `classifier.subscriber_networks[0]`",
+        "key `classifier.subscriber_networks[1]`",
+        "key `classifier.class[0].name`",
+        "key `classifier.class[0].count`",
+        "key `classifier.class[0].files[0]`: must be an absolute path",
+        "key `classifier.observation_point[0].exporter`: no [[collector.exporter]] is named \"nobody\"",
+        "key `retention.traffic_days`",
+    ] {
+        assert!(e.contains(frag), "missing {frag:?} in {e}");
+    }
+}

@@ -20,6 +20,21 @@ pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_MAX_TEMPLATES_PER_EXPORTER: usize = 512;
 pub const DEFAULT_MAX_TEMPLATES_TOTAL: usize = 65_536;
 pub const DEFAULT_PENDING_HOLD_MS: u64 = 5_000;
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+/// Tier-2 bucket width: 5 minutes.
+pub const DEFAULT_BUCKET_S: u64 = 300;
+pub const DEFAULT_CLASS: &str = "paid";
+pub const DEFAULT_TOP_HOSTS_PER_HOUR: usize = 20;
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 200;
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_COUNT: &str = "both";
+pub const DEFAULT_POINT_DIRECTION: &str = "any";
+/// Tier 1: about 13 months (disputes over last year's bills).
+pub const DEFAULT_RAW_DAYS: u32 = 400;
+/// Tier-2 traffic aggregates: three years.
+pub const DEFAULT_TRAFFIC_DAYS: u32 = 1_100;
+/// Tier-2 per-host detail: six months.
+pub const DEFAULT_TOP_HOSTS_DAYS: u32 = 190;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -28,18 +43,24 @@ pub struct File {
     pub general: General,
     #[serde(default)]
     pub collector: Collector,
+    #[serde(default)]
+    pub classifier: Classifier,
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     pub state_dir: String,
+    pub timezone: String,
 }
 
 impl Default for General {
     fn default() -> Self {
         General {
             state_dir: DEFAULT_STATE_DIR.into(),
+            timezone: DEFAULT_TIMEZONE.into(),
         }
     }
 }
@@ -150,5 +171,85 @@ pub enum Sampling {
 impl Sampling {
     fn auto() -> Sampling {
         Sampling::Auto("auto".into())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Classifier {
+    pub bucket_s: u64,
+    pub subscriber_networks: Vec<String>,
+    pub default_class: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bindings_file: Option<String>,
+    pub top_hosts_per_hour: usize,
+    pub poll_interval_ms: u64,
+    pub commit_interval_ms: u64,
+    pub class: Vec<Class>,
+    pub observation_point: Vec<ObservationPoint>,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier {
+            bucket_s: DEFAULT_BUCKET_S,
+            subscriber_networks: Vec::new(),
+            default_class: DEFAULT_CLASS.into(),
+            bindings_file: None,
+            top_hosts_per_hour: DEFAULT_TOP_HOSTS_PER_HOUR,
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
+            class: Vec::new(),
+            observation_point: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Class {
+    pub name: String,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default = "default_count")]
+    pub count: String,
+}
+
+fn default_count() -> String {
+    DEFAULT_COUNT.into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationPoint {
+    pub name: String,
+    pub exporter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<i64>,
+    #[serde(default = "default_point_direction")]
+    pub direction: String,
+}
+
+fn default_point_direction() -> String {
+    DEFAULT_POINT_DIRECTION.into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub raw_days: u32,
+    pub traffic_days: u32,
+    pub top_hosts_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            raw_days: DEFAULT_RAW_DAYS,
+            traffic_days: DEFAULT_TRAFFIC_DAYS,
+            top_hosts_days: DEFAULT_TOP_HOSTS_DAYS,
+        }
     }
 }

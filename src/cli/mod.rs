@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kopek_config::{Config, DEFAULT_CONFIG_PATH};
 
+mod binding;
+mod classifier;
 mod collector;
 mod config;
 mod demo;
@@ -13,6 +15,7 @@ mod r#gen;
 
 mod format;
 mod raw;
+mod traffic;
 
 /// Exit code for an invalid or unreadable config (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
@@ -37,6 +40,12 @@ enum Command {
     Collector(collector::CollectorArgs),
     /// Read tier-1 raw segments: list, dump, totals.
     Raw(raw::RawArgs),
+    /// Run the classifier (tier 2), or query a running one.
+    Classifier(classifier::ClassifierArgs),
+    /// Record or list which account holds an address when.
+    Binding(binding::BindingArgs),
+    /// Traffic reports from tier 2: per account, class, day/hour; top hosts; unattributed.
+    Traffic(traffic::TrafficArgs),
     /// Send a generated NetFlow v5/v9/IPFIX stream to a collector (exporter simulator).
     Gen(r#gen::GenArgs),
     /// Run the suite on a temporary state dir with a generated NetFlow stream.
@@ -71,6 +80,9 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config::exec(&cli.config, a),
         Command::Collector(a) => collector::exec(&cli.config, a),
         Command::Raw(a) => raw::exec(&cli.config, a),
+        Command::Classifier(a) => classifier::exec(&cli.config, a),
+        Command::Binding(a) => binding::exec(&cli.config, a),
+        Command::Traffic(a) => traffic::exec(&cli.config, a),
         Command::Gen(a) => r#gen::exec(a),
         Command::Demo(a) => demo::exec(a),
     };

@@ -1,0 +1,406 @@
+//! Turning raw records into tier-2 aggregates.
+//!
+//! For every record: the billing point ([`PointMatcher`]), the subscriber
+//! side(s) (an address bound to an account at the record's time, or inside
+//! the subscriber networks), the class of the remote address (the list
+//! version valid at the record's time), the direction (subscriber as source
+//! = `out`, upload; as destination = `in`, download), and the buckets its
+//! bytes fall in ([`crate::split`]). A record between two subscribers counts
+//! for both, each in its own direction. A record with no subscriber side is
+//! kept as `transit` under its source address: visible, never billed.
+//!
+//! Everything accumulates in an in-memory [`Batch`] that is committed to
+//! tier 2 in one transaction together with how far tier 1 was read.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::net::IpAddr;
+
+use kopek_collector::{FlowRecord, LossRecord};
+use kopek_config::CountRule;
+
+use crate::bindings::BindingIndex;
+use crate::classes::NetSet;
+use crate::points::PointMatcher;
+use crate::split::{bucket_of, cover, split};
+use crate::versions::ClassVersions;
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// Direction of traffic as the subscriber sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Dir {
+    /// To the subscriber (download).
+    In = 0,
+    /// From the subscriber (upload).
+    Out = 1,
+    /// Neither address is a subscriber's.
+    Transit = 2,
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::In => "in",
+            Dir::Out => "out",
+            Dir::Transit => "transit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dir> {
+        Some(match s {
+            "in" => Dir::In,
+            "out" => Dir::Out,
+            "transit" => Dir::Transit,
+            _ => return None,
+        })
+    }
+
+    fn counted_by(self, rule: CountRule) -> bool {
+        matches!(
+            (rule, self),
+            (CountRule::Both, Dir::In | Dir::Out)
+                | (CountRule::Inbound, Dir::In)
+                | (CountRule::Outbound, Dir::Out)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub bytes: u64,
+    pub packets: u64,
+    pub flows: u64,
+}
+
+impl Counts {
+    #[inline]
+    fn add(&mut self, bytes: u64, packets: u64, flows: u64) {
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.packets = self.packets.saturating_add(packets);
+        self.flows += flows;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCounts {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub flows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrafficKey {
+    pub bucket_ms: i64,
+    /// Index into [`BindingIndex::account`].
+    pub account: u32,
+    /// Global class id ([`ClassVersions::name`]).
+    pub class: u32,
+    pub dir: Dir,
+    /// [`PointMatcher::name`] index.
+    pub point: u16,
+    pub billed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnattributedKey {
+    pub bucket_ms: i64,
+    pub address: IpAddr,
+    pub class: u32,
+    pub dir: Dir,
+    pub point: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostKey {
+    pub hour_ms: i64,
+    pub account: u32,
+    pub remote: IpAddr,
+    pub class: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LossKey {
+    pub bucket_ms: i64,
+    pub exporter: IpAddr,
+    pub domain: u32,
+    pub reason: &'static str,
+    pub unit: &'static str,
+}
+
+/// FxHash-style multiplicative hasher: the keys are small integers and
+/// addresses from our own tier 1, not attacker-chosen strings, and SipHash
+/// costs a third of the per-record budget. Collisions only cost speed.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        self.write_u64(i as u64);
+        self.write_u64((i >> 64) as u64);
+    }
+    #[inline]
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+impl std::fmt::Debug for FastHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FastHasher")
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Counters of what the classifier did, for the stats file and the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AggStats {
+    pub records: u64,
+    pub bytes: u64,
+    /// Records whose bytes were split over more than one bucket.
+    pub split_records: u64,
+    /// Records longer than [`crate::split::MAX_FLOW_MS`], clamped.
+    pub clamped_records: u64,
+    /// Records with a subscriber side that no account held.
+    pub unattributed_records: u64,
+    /// Records with no subscriber side at all.
+    pub transit_records: u64,
+    /// Records taken by no billing point (kept, not billed).
+    pub unbilled_records: u64,
+    pub loss_records: u64,
+}
+
+impl AggStats {
+    pub fn add(&mut self, o: &AggStats) {
+        self.records += o.records;
+        self.bytes += o.bytes;
+        self.split_records += o.split_records;
+        self.clamped_records += o.clamped_records;
+        self.unattributed_records += o.unattributed_records;
+        self.transit_records += o.transit_records;
+        self.unbilled_records += o.unbilled_records;
+        self.loss_records += o.loss_records;
+    }
+}
+
+/// How far tier 1 has been read, committed with the aggregates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub collector: String,
+    pub segment_id: u64,
+    /// Offset of the next unread block.
+    pub offset: u64,
+    /// The segment is sealed and fully read.
+    pub done: bool,
+}
+
+/// Aggregates not yet committed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub traffic: FastMap<TrafficKey, Counts>,
+    pub unattributed: FastMap<UnattributedKey, Counts>,
+    pub hosts: FastMap<HostKey, HostCounts>,
+    pub losses: FastMap<LossKey, u64>,
+    pub progress: Vec<Progress>,
+    pub stats: AggStats,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.progress.is_empty() && self.stats.records == 0 && self.stats.loss_records == 0
+    }
+
+    /// Entries held: the batch is committed before this grows past a bound.
+    pub fn entries(&self) -> usize {
+        self.traffic.len() + self.unattributed.len() + self.hosts.len() + self.losses.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.traffic.clear();
+        self.unattributed.clear();
+        self.hosts.clear();
+        self.losses.clear();
+        self.progress.clear();
+        self.stats = AggStats::default();
+    }
+
+    /// Sets the read position of a segment (the latest wins).
+    pub fn set_progress(&mut self, p: Progress) {
+        match self
+            .progress
+            .iter_mut()
+            .find(|q| q.collector == p.collector && q.segment_id == p.segment_id)
+        {
+            Some(q) => *q = p,
+            None => self.progress.push(p),
+        }
+    }
+}
+
+/// What a record is judged against; borrowed for one block.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub versions: &'a ClassVersions,
+    pub bindings: &'a BindingIndex,
+    pub subscribers: &'a NetSet,
+    pub points: &'a PointMatcher,
+    pub bucket_ms: i64,
+}
+
+/// Reused scratch space so the per-record path never allocates.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    cover: Vec<(i64, i64)>,
+    bytes: Vec<u64>,
+    packets: Vec<u64>,
+}
+
+/// Adds one record to `batch`.
+#[inline]
+pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
+    let t = r.first_ms;
+    let (table, global) = rules.versions.at(t);
+    let point = rules.points.point_of(r);
+    let bytes = r.bytes();
+    let packets = r.packets();
+    batch.stats.records += 1;
+    batch.stats.bytes = batch.stats.bytes.saturating_add(bytes);
+    if point == 0 {
+        batch.stats.unbilled_records += 1;
+    }
+
+    if cover(r.first_ms, r.last_ms, rules.bucket_ms, &mut s.cover) {
+        batch.stats.clamped_records += 1;
+    }
+    split(bytes, &s.cover, &mut s.bytes);
+    split(packets, &s.cover, &mut s.packets);
+    if s.cover.len() > 1 {
+        batch.stats.split_records += 1;
+    }
+
+    let src_acc = rules.bindings.lookup(r.src, t);
+    let dst_acc = rules.bindings.lookup(r.dst, t);
+    let src_sub = src_acc.is_some() || rules.subscribers.contains(r.src);
+    let dst_sub = dst_acc.is_some() || rules.subscribers.contains(r.dst);
+
+    let mut side = |subject: IpAddr, account: Option<u32>, dir: Dir, remote: IpAddr| {
+        let ci = table.class_of(remote);
+        let class = global[ci as usize];
+        let billed = point != 0 && dir.counted_by(table.classes[ci as usize].count);
+        match account {
+            Some(account) => {
+                for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
+                    let flows = u64::from(i == 0);
+                    batch
+                        .traffic
+                        .entry(TrafficKey {
+                            bucket_ms,
+                            account,
+                            class,
+                            dir,
+                            point,
+                            billed,
+                        })
+                        .or_default()
+                        .add(s.bytes[i], s.packets[i], flows);
+                    let hc = batch
+                        .hosts
+                        .entry(HostKey {
+                            hour_ms: bucket_of(bucket_ms, HOUR_MS),
+                            account,
+                            remote,
+                            class,
+                        })
+                        .or_default();
+                    match dir {
+                        Dir::In => hc.bytes_in = hc.bytes_in.saturating_add(s.bytes[i]),
+                        _ => hc.bytes_out = hc.bytes_out.saturating_add(s.bytes[i]),
+                    }
+                    hc.flows += flows;
+                }
+            }
+            None => {
+                for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
+                    batch
+                        .unattributed
+                        .entry(UnattributedKey {
+                            bucket_ms,
+                            address: subject,
+                            class,
+                            dir,
+                            point,
+                        })
+                        .or_default()
+                        .add(s.bytes[i], s.packets[i], u64::from(i == 0));
+                }
+            }
+        }
+    };
+
+    if src_sub {
+        side(r.src, src_acc, Dir::Out, r.dst);
+    }
+    if dst_sub {
+        side(r.dst, dst_acc, Dir::In, r.src);
+    }
+    if (src_sub && src_acc.is_none()) || (dst_sub && dst_acc.is_none()) {
+        batch.stats.unattributed_records += 1;
+    }
+    if !src_sub && !dst_sub {
+        batch.stats.transit_records += 1;
+        side(r.src, None, Dir::Transit, r.dst);
+    }
+}
+
+/// Adds one loss record (its count) to `batch`, by the bucket of its start.
+pub fn add_loss(bucket_ms: i64, l: &LossRecord, batch: &mut Batch) {
+    batch.stats.loss_records += 1;
+    *batch
+        .losses
+        .entry(LossKey {
+            bucket_ms: bucket_of(l.from_ms, bucket_ms),
+            exporter: l.exporter,
+            domain: l.domain,
+            reason: l.reason.as_str(),
+            unit: l.unit.as_str(),
+        })
+        .or_default() += l.count;
+}
+
+#[cfg(test)]
+mod tests;

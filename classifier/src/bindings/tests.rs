@@ -1,0 +1,143 @@
+use super::*;
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn registry_adds_ends_refuses_overlap_and_reports_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Registry::open(dir.path()).unwrap();
+    let a = r
+        .add("alice", net("100.64.0.7/32"), 1_000, None, "cli", None)
+        .unwrap();
+    let e = r
+        .add("bob", net("100.64.0.7/32"), 5_000, None, "cli", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("100.64.0.7/32 is already bound to account \"alice\""),
+        "{e}"
+    );
+    let ended = r.end(net("100.64.0.7/32"), 5_000).unwrap();
+    assert_eq!((ended.id, ended.to_ms), (a, Some(5_000)));
+    r.add(
+        "bob",
+        net("100.64.0.7/32"),
+        5_000,
+        None,
+        "pppd",
+        Some("ppp3"),
+    )
+    .unwrap();
+    // A closed interval before alice's is fine; one reaching into it is not.
+    r.add("carol", net("100.64.0.7/32"), 0, Some(1_000), "cli", None)
+        .unwrap();
+    assert!(
+        r.add("dave", net("100.64.0.7/32"), 0, Some(1_001), "cli", None)
+            .is_err()
+    );
+    assert!(matches!(
+        r.end(net("100.64.0.8/32"), 9_000),
+        Err(BindingError::NotOpen(_))
+    ));
+    assert!(
+        r.add("bad account", net("10.0.0.0/8"), 0, None, "cli", None)
+            .is_err()
+    );
+    assert!(
+        r.add("x", net("10.0.0.0/8"), 10, Some(10), "cli", None)
+            .is_err()
+    );
+
+    let (all, seq) = r.changes_since(0).unwrap();
+    assert_eq!(all.len(), 3);
+    // The ended binding moved to the newest seq: a reader that had seen
+    // its start sees its end.
+    let (later, seq2) = r.changes_since(1).unwrap();
+    assert!(later.iter().any(|b| b.id == a && b.to_ms == Some(5_000)));
+    assert_eq!(seq, seq2);
+    assert!(r.changes_since(seq).unwrap().0.is_empty());
+
+    let at = r.list(None, None, Some(6_000), 10).unwrap();
+    assert_eq!(at.len(), 1);
+    assert_eq!(at[0].account, "bob");
+    assert_eq!(at[0].session.as_deref(), Some("ppp3"));
+}
+
+#[test]
+fn index_answers_by_time_and_most_specific_prefix() {
+    let mut ix = BindingIndex::new();
+    let b = |id, account: &str, n: &str, from, to| Binding {
+        id,
+        account: account.into(),
+        net: net(n),
+        from_ms: from,
+        to_ms: to,
+        source: "test".into(),
+        session: None,
+    };
+    ix.apply(&b(-1, "corp", "203.0.113.0/24", FOREVER_START_MS, None));
+    ix.apply(&b(
+        -2,
+        "v6home",
+        "2001:db8:aa00::/56",
+        FOREVER_START_MS,
+        None,
+    ));
+    ix.apply(&b(1, "alice", "100.64.0.7/32", 1_000, Some(5_000)));
+    ix.apply(&b(2, "bob", "100.64.0.7/32", 5_000, None));
+    ix.apply(&b(3, "guest", "203.0.113.9/32", 2_000, Some(3_000)));
+    ix.finish();
+    fn who_in(ix: &BindingIndex, a: &str, t: i64) -> Option<String> {
+        ix.lookup(ip(a), t).map(|i| ix.account(i).to_string())
+    }
+    let who = |a: &str, t: i64| who_in(&ix, a, t);
+    // (address, time, owner): data-driven.
+    let cases: &[(&str, i64, Option<&str>)] = &[
+        ("100.64.0.7", 999, None),
+        ("100.64.0.7", 1_000, Some("alice")),
+        ("100.64.0.7", 4_999, Some("alice")),
+        ("100.64.0.7", 5_000, Some("bob")),
+        ("100.64.0.7", i64::MAX - 1, Some("bob")),
+        ("100.64.0.8", 2_000, None),
+        ("203.0.113.9", 1_000, Some("corp")),
+        ("203.0.113.9", 2_500, Some("guest")),
+        ("203.0.113.9", 3_000, Some("corp")),
+        ("203.0.113.200", 0, Some("corp")),
+        ("2001:db8:aa00:ff::1", 0, Some("v6home")),
+        ("2001:db8:ab00::1", 0, None),
+    ];
+    for (a, t, want) in cases {
+        assert_eq!(who(a, *t).as_deref(), *want, "{a} at {t}");
+    }
+    // Ending alice's binding early (an update of binding 1) takes effect.
+    ix.apply(&b(1, "alice", "100.64.0.7/32", 1_000, Some(2_000)));
+    ix.finish();
+    assert_eq!(who_in(&ix, "100.64.0.7", 3_000), None);
+    assert_eq!(who_in(&ix, "100.64.0.7", 1_500).as_deref(), Some("alice"));
+}
+
+#[test]
+fn static_file_lines_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bindings.csv");
+    std::fs::write(
+        &p,
+        "# account,prefix\nacc1001, 198.51.100.0/28\nacc1002,2001:db8:1::/48 # delegated\n\nacc1003,198.51.100.77\n",
+    )
+    .unwrap();
+    let v = read_static(&p).unwrap();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[2].net, net("198.51.100.77/32"));
+    assert_eq!(v[0].from_ms, FOREVER_START_MS);
+    std::fs::write(&p, "acc1001,198.51.100.1/28\n").unwrap();
+    let e = read_static(&p).unwrap_err().to_string();
+    assert!(e.contains("bindings.csv:1:"), "{e}");
+    std::fs::write(&p, "acc 1001,198.51.100.0/28\n").unwrap();
+    assert!(read_static(&p).is_err());
+}

@@ -1,0 +1,575 @@
+//! The classifier engine: tails tier 1, classifies, commits to tier 2.
+//!
+//! [`Engine::step`] reads whole blocks from every segment that is not yet
+//! fully read (sealed ones and the growing `.open` ones), adds their records
+//! to the in-memory batch and remembers, per segment, the offset after the
+//! last block taken. [`Engine::commit`] writes the batch's aggregates and
+//! those offsets in one transaction. After kill -9 the engine starts again
+//! from the committed offsets: every record is counted once.
+//!
+//! The engine is synchronous and owns no threads; the daemon ([`crate::run`])
+//! drives it on a timer, tests and benchmarks call it directly.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use kopek_collector::segment::{Block, RawStore, SegmentReader, SegmentState, TailState};
+use kopek_collector::{FlowRecord, LossRecord};
+use kopek_config::Config;
+
+use crate::ClassifierError;
+use crate::aggregate::{AggStats, Batch, Progress, Rules, Scratch, add_loss, add_record};
+use crate::bindings::{Binding, BindingIndex, Registry, read_static};
+use crate::classes::{ClassTable, NetSet};
+use crate::points::PointMatcher;
+use crate::store::{Names, SqliteTier2, Tier2};
+use crate::versions::ClassVersions;
+
+/// Records read into one batch before it is committed.
+pub const MAX_BATCH_RECORDS: u64 = 4_000_000;
+/// Distinct aggregate keys held before the batch is committed.
+pub const MAX_BATCH_ENTRIES: usize = 1_000_000;
+/// How often list and binding files are checked for changes.
+pub const WATCH_INTERVAL_MS: i64 = 1_000;
+/// Hosts detail of an hour is compacted once the hour is this old.
+pub const HOSTS_COMPACT_AFTER_MS: i64 = 2 * 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// What one [`Engine::step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub records: u64,
+    pub blocks: u64,
+    /// Everything readable now has been read.
+    pub caught_up: bool,
+}
+
+/// Engine counters, written to the stats file.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct EngineStats {
+    /// Totals of everything committed since this process started.
+    pub committed: AggStats,
+    pub commits: u64,
+    pub last_commit_ms: i64,
+    /// Segments with damage: records after the damage were not counted.
+    pub damaged_segments: Vec<String>,
+    pub segments_pending: u64,
+    pub class_version: i64,
+    pub class_version_sha256: String,
+    pub class_prefixes: u64,
+    pub bound_prefixes: u64,
+    pub accounts: u64,
+    /// Newest `last_ms` of any record committed.
+    pub newest_record_ms: i64,
+}
+
+type SegKey = (String, u64);
+
+pub struct Engine {
+    config: Config,
+    store: SqliteTier2,
+    raw: RawStore,
+    versions: ClassVersions,
+    bindings: BindingIndex,
+    registry: Registry,
+    binding_seq: i64,
+    subscribers: NetSet,
+    points: PointMatcher,
+    progress: HashMap<SegKey, Progress>,
+    readers: HashMap<SegKey, SegmentReader>,
+    damaged_open: HashSet<SegKey>,
+    batch: Batch,
+    batch_started: Option<Instant>,
+    scratch: Scratch,
+    flows: Vec<FlowRecord>,
+    losses: Vec<LossRecord>,
+    watched: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
+    last_watch_ms: i64,
+    stats: EngineStats,
+    batch_newest_ms: i64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("state_dir", &self.config.state_dir)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens tier 2 and the binding registry, loads the lists (recording a
+    /// new version when their content changed) and the committed progress.
+    pub fn open(config: Config, now_ms: i64) -> Result<Engine, ClassifierError> {
+        let state = config.state_dir.clone();
+        std::fs::create_dir_all(&state).map_err(|source| ClassifierError::Io {
+            what: format!("creating {}", state.display()),
+            source,
+        })?;
+        let store = SqliteTier2::open(&state)?;
+        let registry = Registry::open(&state)?;
+        let raw = RawStore::new(config.collector.raw_dir(&state));
+        let mut e = Engine {
+            subscribers: NetSet::new(&config.classifier.subscriber_networks),
+            points: PointMatcher::new(&config.classifier.points),
+            config,
+            store,
+            raw,
+            versions: ClassVersions::new(),
+            bindings: BindingIndex::new(),
+            registry,
+            binding_seq: 0,
+            progress: HashMap::new(),
+            readers: HashMap::new(),
+            damaged_open: HashSet::new(),
+            batch: Batch::default(),
+            batch_started: None,
+            scratch: Scratch::default(),
+            flows: Vec::new(),
+            losses: Vec::new(),
+            watched: Vec::new(),
+            last_watch_ms: now_ms,
+            stats: EngineStats::default(),
+            batch_newest_ms: i64::MIN,
+        };
+        for p in e.store.progress()? {
+            e.progress.insert((p.collector.clone(), p.segment_id), p);
+        }
+        let table = ClassTable::load(&e.config.classifier)?;
+        for v in e.store.class_versions()? {
+            e.versions.push(v.id, v.valid_from_ms, None);
+        }
+        e.install_table(table, now_ms)?;
+        e.load_static_bindings()?;
+        e.refresh_bindings()?;
+        e.watched = e.watch_list();
+        Ok(e)
+    }
+
+    /// Records `table` as the current version unless it equals the newest
+    /// stored one.
+    fn install_table(&mut self, table: ClassTable, now_ms: i64) -> Result<(), ClassifierError> {
+        let stored = self.store.class_versions()?;
+        let table = Arc::new(table);
+        match stored.last() {
+            Some(last) if last.sha256 == table.sha256() => {
+                self.versions.provide(last.id, table.clone());
+            }
+            last => {
+                let from = match last {
+                    Some(l) => now_ms.max(l.valid_from_ms + 1),
+                    None => now_ms,
+                };
+                let id = self.store.add_class_version(
+                    from,
+                    table.sha256(),
+                    table.prefixes() as i64,
+                    table.canonical(),
+                )?;
+                tracing::info!(
+                    version = id,
+                    sha256 = table.sha256(),
+                    prefixes = table.prefixes(),
+                    shadowed = table.shadowed,
+                    "class lists: new version"
+                );
+                self.versions.push(id, from, Some(table.clone()));
+            }
+        }
+        self.stats.class_version = self.versions.current().map(|c| c.0).unwrap_or(0);
+        self.stats.class_version_sha256 = table.sha256().to_string();
+        self.stats.class_prefixes = table.prefixes() as u64;
+        Ok(())
+    }
+
+    fn load_static_bindings(&mut self) -> Result<(), ClassifierError> {
+        let Some(path) = self.config.classifier.bindings_file.clone() else {
+            return Ok(());
+        };
+        let list: Vec<Binding> = read_static(&path)?;
+        for b in &list {
+            self.bindings.apply(b);
+        }
+        self.bindings.finish();
+        Ok(())
+    }
+
+    /// Applies bindings recorded in the registry since the last call.
+    pub fn refresh_bindings(&mut self) -> Result<usize, ClassifierError> {
+        let (changes, seq) = self.registry.changes_since(self.binding_seq)?;
+        for b in &changes {
+            self.bindings.apply(b);
+        }
+        self.bindings.finish();
+        self.binding_seq = seq;
+        self.stats.bound_prefixes = self.bindings.len() as u64;
+        self.stats.accounts = self.bindings.accounts().len() as u64;
+        Ok(changes.len())
+    }
+
+    /// Applies a new config: commits what is pending first, so every record
+    /// is judged wholly by the old or wholly by the new rules.
+    pub fn reload(&mut self, config: Config, now_ms: i64) -> Result<(), ClassifierError> {
+        let table = ClassTable::load(&config.classifier)?;
+        let statics = match &config.classifier.bindings_file {
+            Some(p) => read_static(p)?,
+            None => Vec::new(),
+        };
+        self.commit(now_ms)?;
+        self.subscribers = NetSet::new(&config.classifier.subscriber_networks);
+        self.points = PointMatcher::new(&config.classifier.points);
+        self.config = config;
+        self.install_table(table, now_ms)?;
+        // Static bindings are rebuilt from scratch: an index with the new
+        // file's entries plus every registry binding.
+        self.bindings = BindingIndex::new();
+        for b in &statics {
+            self.bindings.apply(b);
+        }
+        self.binding_seq = 0;
+        self.refresh_bindings()?;
+        self.watched = self.watch_list();
+        Ok(())
+    }
+
+    fn watch_list(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+        let mut files: Vec<PathBuf> = self
+            .config
+            .classifier
+            .classes
+            .iter()
+            .flat_map(|c| c.files.iter().cloned())
+            .collect();
+        files.extend(self.config.classifier.bindings_file.iter().cloned());
+        files
+            .into_iter()
+            .map(|p| {
+                let sig = file_sig(&p);
+                (p, sig)
+            })
+            .collect()
+    }
+
+    /// Whether a list or bindings file changed since the last look.
+    fn files_changed(&mut self, now_ms: i64) -> bool {
+        if now_ms - self.last_watch_ms < WATCH_INTERVAL_MS {
+            return false;
+        }
+        self.last_watch_ms = now_ms;
+        let mut changed = false;
+        for (p, sig) in &mut self.watched {
+            let now = file_sig(p);
+            if now != *sig {
+                *sig = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Reads what tier 1 has now, up to the batch bounds.
+    pub fn step(&mut self, now_ms: i64) -> Result<StepOutcome, ClassifierError> {
+        if self.files_changed(now_ms) {
+            tracing::info!("a list or bindings file changed: reloading");
+            let cfg = self.config.clone();
+            if let Err(e) = self.reload(cfg, now_ms) {
+                tracing::error!(error = %e, "reload failed; the old lists stay");
+            }
+        }
+        self.refresh_bindings()?;
+        let mut out = StepOutcome {
+            caught_up: true,
+            ..Default::default()
+        };
+        let segments = self.raw.list()?;
+        let mut pending = 0;
+        for seg in segments {
+            let key = (seg.collector.clone(), seg.id);
+            let prog = self.progress.get(&key).cloned().unwrap_or(Progress {
+                collector: seg.collector.clone(),
+                segment_id: seg.id,
+                offset: 0,
+                done: false,
+            });
+            if prog.done {
+                self.readers.remove(&key);
+                continue;
+            }
+            pending += 1;
+            if !self.readers.contains_key(&key) {
+                let mut r = SegmentReader::open(&seg.path)?;
+                r.seek(prog.offset);
+                self.readers.insert(key.clone(), r);
+            }
+            let sealed = seg.state == SegmentState::Closed;
+            let full = self.read_segment(&key, sealed, &mut out)?;
+            if full {
+                out.caught_up = false;
+                break;
+            }
+        }
+        self.stats.segments_pending = pending;
+        if out.records > 0 && self.batch_started.is_none() {
+            self.batch_started = Some(Instant::now());
+        }
+        Ok(out)
+    }
+
+    /// Reads blocks of one segment; returns true when the batch is full.
+    fn read_segment(
+        &mut self,
+        key: &SegKey,
+        sealed: bool,
+        out: &mut StepOutcome,
+    ) -> Result<bool, ClassifierError> {
+        let bucket_ms = self.config.classifier.bucket_ms();
+        loop {
+            if self.batch.stats.records >= MAX_BATCH_RECORDS
+                || self.batch.entries() >= MAX_BATCH_ENTRIES
+            {
+                return Ok(true);
+            }
+            let reader = self.readers.get_mut(key).expect("reader opened above");
+            self.flows.clear();
+            self.losses.clear();
+            let block = match reader.next_block(&mut self.flows, &mut self.losses) {
+                Ok(b) => b,
+                Err(e) => {
+                    // A block that passed its checksum but does not decode.
+                    let at = reader.offset();
+                    return self.damaged(key, sealed, at, &e.to_string()).map(|_| false);
+                }
+            };
+            let Some(block) = block else {
+                let tail = reader.tail().clone();
+                let at = reader.offset();
+                match tail {
+                    TailState::Damaged { offset, why } => {
+                        return self.damaged(key, sealed, offset, &why).map(|_| false);
+                    }
+                    TailState::Clean | TailState::Incomplete { .. } | TailState::Reading => {
+                        if sealed {
+                            if let TailState::Incomplete { offset, bytes } = tail {
+                                self.damaged(
+                                    key,
+                                    sealed,
+                                    offset,
+                                    &format!("sealed segment ends inside a block ({bytes} bytes)"),
+                                )?;
+                                return Ok(false);
+                            }
+                            self.batch.set_progress(Progress {
+                                collector: key.0.clone(),
+                                segment_id: key.1,
+                                offset: at,
+                                done: true,
+                            });
+                            self.readers.remove(key);
+                        }
+                        return Ok(false);
+                    }
+                }
+            };
+            out.blocks += 1;
+            match block {
+                Block::Flows(_) => {
+                    self.ensure_versions()?;
+                    let rules = Rules {
+                        versions: &self.versions,
+                        bindings: &self.bindings,
+                        subscribers: &self.subscribers,
+                        points: &self.points,
+                        bucket_ms,
+                    };
+                    for r in &self.flows {
+                        add_record(&rules, r, &mut self.batch, &mut self.scratch);
+                        self.batch_newest_ms = self.batch_newest_ms.max(r.last_ms);
+                    }
+                    out.records += self.flows.len() as u64;
+                }
+                Block::Losses(_) => {
+                    for l in &self.losses {
+                        add_loss(bucket_ms, l, &mut self.batch);
+                    }
+                }
+                Block::Checkpoint(_) | Block::Footer(_) => {}
+            }
+            let offset = self.readers[key].offset();
+            self.batch.set_progress(Progress {
+                collector: key.0.clone(),
+                segment_id: key.1,
+                offset,
+                done: false,
+            });
+        }
+    }
+
+    /// Damage in a sealed segment: what follows it cannot be read; count it,
+    /// say so loudly, and move on. In a growing segment, wait: the
+    /// collector's recovery cuts a torn tail when it restarts.
+    fn damaged(
+        &mut self,
+        key: &SegKey,
+        sealed: bool,
+        offset: u64,
+        why: &str,
+    ) -> Result<(), ClassifierError> {
+        let name = format!("{}-{:010} at offset {offset}: {why}", key.0, key.1);
+        if !sealed {
+            if self.damaged_open.insert(key.clone()) {
+                tracing::warn!(segment = %name, "open segment unreadable here; waiting");
+            }
+            self.readers.remove(key);
+            return Ok(());
+        }
+        tracing::error!(segment = %name, "damaged tier-1 segment: records after the damage are not counted");
+        self.stats.damaged_segments.push(name);
+        self.readers.remove(key);
+        self.batch.set_progress(Progress {
+            collector: key.0.clone(),
+            segment_id: key.1,
+            offset,
+            done: true,
+        });
+        Ok(())
+    }
+
+    /// Loads every class version the current block's records need.
+    fn ensure_versions(&mut self) -> Result<(), ClassifierError> {
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for r in &self.flows {
+            lo = lo.min(r.first_ms);
+            hi = hi.max(r.first_ms);
+        }
+        if lo > hi {
+            return Ok(());
+        }
+        for id in self.versions.missing(lo, hi) {
+            let text = self.store.class_version_content(id)?.ok_or_else(|| {
+                ClassifierError::Invalid(format!("class version {id} vanished from tier 2"))
+            })?;
+            let t = ClassTable::from_canonical(&text)?;
+            self.versions.provide(id, Arc::new(t));
+        }
+        Ok(())
+    }
+
+    /// Whether the batch should be committed now.
+    pub fn commit_due(&self, caught_up: bool) -> bool {
+        if self.batch.is_empty() {
+            return false;
+        }
+        caught_up
+            || self.batch.stats.records >= MAX_BATCH_RECORDS
+            || self.batch.entries() >= MAX_BATCH_ENTRIES
+            || self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= self.config.classifier.commit_interval)
+    }
+
+    /// Writes the batch and the read positions in one transaction.
+    pub fn commit(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let names = Names {
+            accounts: &self.bindings,
+            classes: &self.versions,
+            points: &self.points,
+        };
+        self.store.commit(&self.batch, names, now_ms)?;
+        for p in self.batch.progress.drain(..) {
+            self.progress.insert((p.collector.clone(), p.segment_id), p);
+        }
+        self.stats.committed.add(&self.batch.stats);
+        self.stats.commits += 1;
+        self.stats.last_commit_ms = now_ms;
+        self.stats.newest_record_ms = self.stats.newest_record_ms.max(self.batch_newest_ms);
+        self.batch.clear();
+        self.batch_started = None;
+        Ok(())
+    }
+
+    /// Reads and commits until tier 1 has nothing more right now.
+    pub fn catch_up(&mut self, now_ms: i64) -> Result<AggStats, ClassifierError> {
+        let before = self.stats.committed;
+        loop {
+            let o = self.step(now_ms)?;
+            self.commit(now_ms)?;
+            if o.caught_up {
+                break;
+            }
+        }
+        let mut d = self.stats.committed;
+        d.records -= before.records;
+        d.bytes -= before.bytes;
+        Ok(d)
+    }
+
+    /// Retention and hosts compaction; run about hourly.
+    pub fn maintain(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
+        self.commit(now_ms)?;
+        let r = self.config.retention;
+        let cut = |days: u32| (days > 0).then(|| now_ms - i64::from(days) * DAY_MS);
+        let hour =
+            crate::split::bucket_of(now_ms - HOSTS_COMPACT_AFTER_MS, crate::aggregate::HOUR_MS);
+        let folded = self.store.compact_hosts(
+            hour - 2 * DAY_MS,
+            hour,
+            self.config.classifier.top_hosts_per_hour,
+        )?;
+        let pruned = self
+            .store
+            .prune(cut(r.traffic_days), cut(r.top_hosts_days))?;
+        let mut removed_segments = 0;
+        if let Some(cut) = cut(r.raw_days) {
+            for seg in self.raw.list()? {
+                let key = (seg.collector.clone(), seg.id);
+                let done = self.progress.get(&key).is_some_and(|p| p.done);
+                if !done || seg.state != SegmentState::Closed {
+                    continue;
+                }
+                let Some(footer) = seg.read_footer()? else {
+                    continue;
+                };
+                if footer.closed_ms < cut && footer.max_last_ms < cut {
+                    std::fs::remove_file(&seg.path).map_err(|source| ClassifierError::Io {
+                        what: format!("removing {}", seg.path.display()),
+                        source,
+                    })?;
+                    self.store.forget_segment(&key.0, key.1)?;
+                    self.progress.remove(&key);
+                    removed_segments += 1;
+                }
+            }
+        }
+        tracing::info!(
+            hosts_folded = folded,
+            traffic_rows_pruned = pruned.traffic_rows + pruned.unattributed_rows,
+            host_rows_pruned = pruned.host_rows,
+            raw_segments_removed = removed_segments,
+            "maintenance done"
+        );
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store, for reports in-process (demo, tests).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.config.state_dir
+    }
+}
+
+fn file_sig(p: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}

@@ -1,0 +1,328 @@
+//! The read side of tier 2 for operator reports (`kopek traffic`).
+//!
+//! Times are UTC inside; a report groups buckets into hours or days of the
+//! ISP's time zone at the edge. Buckets divide 15 minutes, so every bucket
+//! lies wholly inside one local hour and day, also across DST changes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Timelike};
+use chrono_tz::Tz;
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::store::OTHER_HOSTS;
+
+#[derive(Debug, thiserror::Error)]
+#[error("tier 2 query: {0}")]
+pub struct ReportError(#[from] rusqlite::Error);
+
+/// How rows are grouped in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Bucket,
+    Hour,
+    Day,
+    /// The whole requested interval.
+    Total,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrafficQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub account: Option<String>,
+    pub class: Option<String>,
+    /// Only what billing counts (billing point and the class's direction rule).
+    pub billed_only: bool,
+    pub period: Period,
+    pub tz: Tz,
+}
+
+/// One report line: an account's traffic of one class in one period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TrafficRow {
+    /// Start of the period, ms UTC.
+    pub period_ms: i64,
+    pub account: String,
+    pub class: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub flows: u64,
+}
+
+/// Start of the period containing `t_ms` in zone `tz`, as ms UTC.
+pub fn period_start(t_ms: i64, period: Period, bucket_ms: i64, from_ms: i64, tz: Tz) -> i64 {
+    match period {
+        Period::Total => from_ms,
+        Period::Bucket => t_ms,
+        Period::Hour | Period::Day => {
+            let Some(utc) = DateTime::from_timestamp_millis(t_ms) else {
+                return t_ms;
+            };
+            let local = utc.with_timezone(&tz);
+            let trunc = if period == Period::Hour {
+                local
+                    .with_minute(0)
+                    .and_then(|l| l.with_second(0))
+                    .and_then(|l| l.with_nanosecond(0))
+            } else {
+                tz.from_local_datetime(&local.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default())
+                    .earliest()
+            };
+            let _ = bucket_ms;
+            trunc.map(|l| l.timestamp_millis()).unwrap_or(t_ms)
+        }
+    }
+}
+
+/// Per account, class and period: in/out bytes, packets, flows.
+pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT bucket_ms, account, class, direction, SUM(bytes), SUM(packets), SUM(flows)
+         FROM traffic
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2
+           AND (?3 IS NULL OR account = ?3)
+           AND (?4 IS NULL OR class = ?4)
+           AND (?5 = 0 OR billed = 1)
+         GROUP BY bucket_ms, account, class, direction",
+    )?;
+    let mut rows = st.query(params![
+        q.from_ms,
+        q.to_ms,
+        q.account,
+        q.class,
+        q.billed_only
+    ])?;
+    let mut acc: BTreeMap<(i64, String, String), TrafficRow> = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let bucket: i64 = r.get(0)?;
+        let account: String = r.get(1)?;
+        let class: String = r.get(2)?;
+        let dir: String = r.get(3)?;
+        let (bytes, packets, flows): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
+        let p = period_start(bucket, q.period, 0, q.from_ms, q.tz);
+        let row = acc
+            .entry((p, account.clone(), class.clone()))
+            .or_insert_with(|| TrafficRow {
+                period_ms: p,
+                account,
+                class,
+                ..Default::default()
+            });
+        if dir == "in" {
+            row.bytes_in += bytes as u64;
+            row.packets_in += packets as u64;
+        } else {
+            row.bytes_out += bytes as u64;
+            row.packets_out += packets as u64;
+        }
+        row.flows += flows as u64;
+    }
+    Ok(acc.into_values().collect())
+}
+
+/// One remote host of an account in an hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostRow {
+    pub hour_ms: i64,
+    pub account: String,
+    /// Empty: the sum of hosts folded by compaction.
+    pub remote: String,
+    pub class: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub flows: u64,
+}
+
+/// The `n` largest remote hosts of each account over the interval (hours
+/// summed), largest first.
+pub fn top_hosts(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    account: Option<&str>,
+    n: usize,
+) -> Result<Vec<HostRow>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT account, remote, class, SUM(bytes_in), SUM(bytes_out), SUM(flows), MIN(hour_ms)
+         FROM top_hosts
+         WHERE hour_ms >= ?1 AND hour_ms < ?2 AND (?3 IS NULL OR account = ?3)
+         GROUP BY account, remote, class
+         ORDER BY account, SUM(bytes_in) + SUM(bytes_out) DESC, remote",
+    )?;
+    let mut rows = st.query(params![from_ms, to_ms, account])?;
+    let mut out: Vec<HostRow> = Vec::new();
+    let mut per = 0usize;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(0)?;
+        if out.last().is_none_or(|l| l.account != account) {
+            per = 0;
+        }
+        let remote: String = r.get(1)?;
+        if per >= n && remote != OTHER_HOSTS {
+            continue;
+        }
+        per += 1;
+        out.push(HostRow {
+            hour_ms: r.get(6)?,
+            account,
+            remote,
+            class: r.get(2)?,
+            bytes_in: r.get::<_, i64>(3)? as u64,
+            bytes_out: r.get::<_, i64>(4)? as u64,
+            flows: r.get::<_, i64>(5)? as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// Traffic of subscriber addresses no account held, or with no subscriber
+/// side at all (`transit`), per address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnattributedRow {
+    pub address: String,
+    pub direction: String,
+    pub class: String,
+    pub bytes: u64,
+    pub packets: u64,
+    pub flows: u64,
+}
+
+pub fn unattributed(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<UnattributedRow>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT address, direction, class, SUM(bytes), SUM(packets), SUM(flows)
+         FROM unattributed WHERE bucket_ms >= ?1 AND bucket_ms < ?2
+         GROUP BY address, direction, class
+         ORDER BY SUM(bytes) DESC, address, direction, class",
+    )?;
+    let rows = st.query_map(params![from_ms, to_ms], |r| {
+        Ok(UnattributedRow {
+            address: r.get(0)?,
+            direction: r.get(1)?,
+            class: r.get(2)?,
+            bytes: r.get::<_, i64>(3)? as u64,
+            packets: r.get::<_, i64>(4)? as u64,
+            flows: r.get::<_, i64>(5)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Flow-export losses recorded in the interval, per exporter and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LossRow {
+    pub exporter: String,
+    pub reason: String,
+    pub unit: String,
+    pub count: u64,
+}
+
+pub fn losses(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<LossRow>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT exporter, reason, unit, SUM(count) FROM losses
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2
+         GROUP BY exporter, reason, unit ORDER BY exporter, reason, unit",
+    )?;
+    let rows = st.query_map(params![from_ms, to_ms], |r| {
+        Ok(LossRow {
+            exporter: r.get(0)?,
+            reason: r.get(1)?,
+            unit: r.get(2)?,
+            count: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Bytes per observation point and billed flag: the reconciliation view
+/// (a non-billing point carrying as much as a billing one is a hint that
+/// two routers export the same traffic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PointRow {
+    pub point: String,
+    pub billed: bool,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+pub fn points(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<PointRow>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT point, billed, SUM(bytes), SUM(flows) FROM traffic
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2
+         GROUP BY point, billed ORDER BY point, billed",
+    )?;
+    let rows = st.query_map(params![from_ms, to_ms], |r| {
+        Ok(PointRow {
+            point: r.get(0)?,
+            billed: r.get::<_, i64>(1)? != 0,
+            bytes: r.get::<_, i64>(2)? as u64,
+            flows: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Class-list versions with their validity (for `kopek traffic --versions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionRow {
+    pub id: i64,
+    pub valid_from_ms: i64,
+    pub sha256: String,
+    pub prefixes: i64,
+}
+
+pub fn versions(conn: &Connection) -> Result<Vec<VersionRow>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, valid_from_ms, sha256, prefixes FROM class_versions ORDER BY id",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(VersionRow {
+            id: r.get(0)?,
+            valid_from_ms: r.get(1)?,
+            sha256: r.get(2)?,
+            prefixes: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_follow_the_isp_zone() {
+        let tz: Tz = "Asia/Kolkata".parse().unwrap(); // +05:30
+        // 2026-03-01 00:10 IST = 2026-02-28 18:40 UTC.
+        let t = DateTime::parse_from_rfc3339("2026-02-28T18:40:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let day = period_start(t, Period::Day, 300_000, 0, tz);
+        assert_eq!(
+            DateTime::from_timestamp_millis(day).unwrap().to_rfc3339(),
+            "2026-02-28T18:30:00+00:00"
+        );
+        let hour = period_start(t, Period::Hour, 300_000, 0, tz);
+        assert_eq!(
+            DateTime::from_timestamp_millis(hour).unwrap().to_rfc3339(),
+            "2026-02-28T18:30:00+00:00"
+        );
+        // Moscow has no DST; Berlin's spring-forward day is 23 hours long.
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let t = DateTime::parse_from_rfc3339("2026-03-29T12:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let day = period_start(t, Period::Day, 300_000, 0, tz);
+        assert_eq!(
+            DateTime::from_timestamp_millis(day).unwrap().to_rfc3339(),
+            "2026-03-28T23:00:00+00:00"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The classifier daemon (`kopek classifier run`).
+//!
+//! One worker thread drives the [`Engine`]: step, commit when due, sleep
+//! `poll_interval` when caught up, maintenance hourly. The main thread
+//! waits for signals: SIGHUP reloads the config through the same path as
+//! startup, SIGTERM/SIGINT commit what is pending and stop. systemd hears
+//! READY once tier 2 is open and the first catch-up pass has started, then
+//! WATCHDOG every few seconds while the worker is alive.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kopek_config::Config;
+
+use crate::ClassifierError;
+use crate::engine::{Engine, EngineStats};
+
+pub const STATS_FILE: &str = "classifier.stats.json";
+pub const LOCK_FILE: &str = "classifier.lock";
+const WATCHDOG_PING: Duration = Duration::from_secs(5);
+const STATS_EVERY: Duration = Duration::from_secs(1);
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3_600);
+/// A worker that has not finished a loop for this long is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(60);
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The stats file path of the classifier in `state_dir`.
+pub fn stats_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATS_FILE)
+}
+
+/// Reads the stats file a running classifier writes.
+pub fn read_stats(state_dir: &Path) -> Result<EngineStats, ClassifierError> {
+    let p = stats_path(state_dir);
+    let text = std::fs::read(&p).map_err(|source| ClassifierError::Io {
+        what: format!("reading {}", p.display()),
+        source,
+    })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| ClassifierError::Invalid(format!("{}: {e}", p.display())))
+}
+
+fn write_stats(state_dir: &Path, s: &EngineStats) -> Result<(), ClassifierError> {
+    let p = stats_path(state_dir);
+    let tmp = p.with_extension("json.tmp");
+    let io = |source| ClassifierError::Io {
+        what: format!("writing {}", tmp.display()),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(s).map_err(|e| ClassifierError::Invalid(e.to_string()))?;
+    std::fs::write(&tmp, json).map_err(io)?;
+    std::fs::rename(&tmp, &p).map_err(io)
+}
+
+/// Takes the per-state-dir lock: one classifier writes tier 2.
+fn lock(state_dir: &Path) -> Result<File, ClassifierError> {
+    let p = state_dir.join(LOCK_FILE);
+    let f = File::create(&p).map_err(|source| ClassifierError::Io {
+        what: format!("creating {}", p.display()),
+        source,
+    })?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(ClassifierError::Invalid(format!(
+            "another classifier holds {} (one writer per tier 2)",
+            p.display()
+        )));
+    }
+    Ok(f)
+}
+
+enum Control {
+    Reload(Box<Config>),
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(config_path)?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| ClassifierError::Io {
+        what: format!("creating {}", config.state_dir.display()),
+        source,
+    })?;
+    let _lock = lock(&config.state_dir)?;
+    let state_dir = config.state_dir.clone();
+    let mut engine = Engine::open(config, now_ms())?;
+    write_stats(&state_dir, engine.stats())?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel::<Control>();
+    let worker = {
+        let stop = stop.clone();
+        let heartbeat = heartbeat.clone();
+        let state_dir = state_dir.clone();
+        std::thread::Builder::new()
+            .name("classifier".into())
+            .spawn(move || work(&mut engine, &state_dir, &stop, &heartbeat, started, &rx))
+            .map_err(|source| ClassifierError::Io {
+                what: "spawning the classifier thread".into(),
+                source,
+            })?
+    };
+    tracing::info!(state_dir = %state_dir.display(), "classifier ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ClassifierError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })?;
+    let failure: Result<Option<String>, ClassifierError> = rt.block_on(async {
+        let sig = |k| {
+            signal(k).map_err(|source| ClassifierError::Io {
+                what: "signal handler".into(),
+                source,
+            })
+        };
+        let (mut term, mut int, mut hup) = (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        );
+        let mut watchdog = tokio::time::interval(WATCHDOG_PING);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(None) }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(None) }
+                _ = hup.recv() => match Config::load(config_path) {
+                    Ok(c) => { let _ = tx.send(Control::Reload(Box::new(c))); }
+                    Err(e) => tracing::error!(error = %e, "reload failed; the old config stays"),
+                },
+                _ = watchdog.tick() => {
+                    let beat = Duration::from_millis(heartbeat.load(Ordering::Relaxed));
+                    if worker.is_finished() {
+                        return Ok(Some("the classifier thread stopped".to_string()));
+                    }
+                    if started.elapsed().saturating_sub(beat) > STUCK_AFTER {
+                        return Ok(Some("the classifier thread is stuck".to_string()));
+                    }
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    });
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    stop.store(true, Ordering::Relaxed);
+    let worker_result = worker
+        .join()
+        .map_err(|_| ClassifierError::Invalid("the classifier thread panicked".into()))?;
+    let failure: Option<String> = failure?;
+    worker_result?;
+    match failure {
+        Some(why) => Err(ClassifierError::Invalid(why)),
+        None => Ok(()),
+    }
+}
+
+fn work(
+    engine: &mut Engine,
+    state_dir: &Path,
+    stop: &AtomicBool,
+    heartbeat: &AtomicU64,
+    started: Instant,
+    rx: &mpsc::Receiver<Control>,
+) -> Result<(), ClassifierError> {
+    let poll = engine.config().classifier.poll_interval;
+    let mut last_stats = Instant::now();
+    let mut last_maintain: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        while let Ok(Control::Reload(c)) = rx.try_recv() {
+            match engine.reload(*c, now_ms()) {
+                Ok(()) => tracing::info!("config reloaded"),
+                Err(e) => tracing::error!(error = %e, "reload failed; the old config stays"),
+            }
+        }
+        let o = engine.step(now_ms())?;
+        if engine.commit_due(o.caught_up) {
+            engine.commit(now_ms())?;
+        }
+        if last_maintain.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) && o.caught_up {
+            engine.maintain(now_ms())?;
+            last_maintain = Some(Instant::now());
+        }
+        if last_stats.elapsed() >= STATS_EVERY {
+            write_stats(state_dir, engine.stats())?;
+            last_stats = Instant::now();
+        }
+        if o.caught_up {
+            std::thread::sleep(poll);
+        }
+    }
+    engine.commit(now_ms())?;
+    write_stats(state_dir, engine.stats())?;
+    tracing::info!(
+        records = engine.stats().committed.records,
+        commits = engine.stats().commits,
+        "classifier stopped"
+    );
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Pro-rata splitting of a flow across the buckets it covers.
+//!
+//! A flow from `first_ms` to `last_ms` is taken to move its bytes evenly
+//! over the half-open interval `[first_ms, last_ms)`. Each bucket gets
+//! `floor(total × overlap / duration)`; the units left over go one each to
+//! the buckets with the largest remainders (ties: the earlier bucket). The
+//! parts are integers and always add up to the total.
+
+/// Flows longer than this are implausible (exporters' active timeouts are
+/// minutes); their start is moved up to `last_ms − MAX_FLOW_MS` so one
+/// record can never spread over an unbounded number of buckets.
+pub const MAX_FLOW_MS: i64 = 2 * 3_600_000;
+
+/// The bucket start containing `t_ms` (floor, also for negative times).
+#[inline]
+pub fn bucket_of(t_ms: i64, width_ms: i64) -> i64 {
+    t_ms.div_euclid(width_ms) * width_ms
+}
+
+/// The buckets `[first_ms, last_ms)` covers, with each bucket's overlap in
+/// ms, into `out` (cleared first). A flow with no duration lies in the
+/// bucket of `first_ms`. Returns whether the flow was clamped to
+/// [`MAX_FLOW_MS`].
+pub fn cover(first_ms: i64, last_ms: i64, width_ms: i64, out: &mut Vec<(i64, i64)>) -> bool {
+    out.clear();
+    let mut first = first_ms;
+    let clamped = last_ms.saturating_sub(first) > MAX_FLOW_MS;
+    if clamped {
+        first = last_ms - MAX_FLOW_MS;
+    }
+    if last_ms <= first {
+        out.push((bucket_of(first, width_ms), 0));
+        return clamped;
+    }
+    let mut b = bucket_of(first, width_ms);
+    while b < last_ms {
+        let lo = first.max(b);
+        let hi = last_ms.min(b + width_ms);
+        out.push((b, hi - lo));
+        b += width_ms;
+    }
+    clamped
+}
+
+/// Splits `total` by the overlaps of `cover` into `parts` (same order).
+pub fn split(total: u64, cover: &[(i64, i64)], parts: &mut Vec<u64>) {
+    parts.clear();
+    if cover.len() == 1 {
+        parts.push(total);
+        return;
+    }
+    let duration: u128 = cover.iter().map(|c| c.1 as u128).sum();
+    let mut given = 0u64;
+    let mut rems: Vec<(u128, usize)> = Vec::with_capacity(cover.len());
+    for (i, &(_, overlap)) in cover.iter().enumerate() {
+        let num = total as u128 * overlap as u128;
+        let q = (num / duration) as u64;
+        rems.push((num % duration, i));
+        parts.push(q);
+        given += q;
+    }
+    let left = (total - given) as usize;
+    if left > 0 {
+        // Largest remainder first; among equal remainders the earlier bucket.
+        rems.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in rems.iter().take(left) {
+            parts[i] += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(total: u64, first: i64, last: i64, width: i64) -> Vec<(i64, u64)> {
+        let mut c = Vec::new();
+        cover(first, last, width, &mut c);
+        let mut p = Vec::new();
+        split(total, &c, &mut p);
+        c.iter().map(|x| x.0).zip(p).collect()
+    }
+
+    /// (total, first, last, width, expected (bucket, part) list)
+    type Case = (u64, i64, i64, i64, &'static [(i64, u64)]);
+
+    #[test]
+    fn table_of_splits() {
+        let cases: &[Case] = &[
+            (1000, 0, 0, 300, &[(0, 1000)]),
+            (1000, 10, 290, 300, &[(0, 1000)]),
+            (1000, 0, 600, 300, &[(0, 500), (300, 500)]),
+            // 1/3 and 2/3 of 1000: 333.33 and 666.67; the larger remainder
+            // (0.67 vs 0.33) goes to the second bucket.
+            (1000, 200, 500, 300, &[(0, 333), (300, 667)]),
+            // Equal remainders: the earlier bucket gets the unit.
+            (1, 0, 600, 300, &[(0, 1), (300, 0)]),
+            (3, 150, 750, 300, &[(0, 1), (300, 1), (600, 1)]),
+            // Ends exactly on a boundary: no empty part after it.
+            (10, 0, 300, 300, &[(0, 10)]),
+            // Negative times floor correctly.
+            (10, -150, 150, 300, &[(-300, 5), (0, 5)]),
+        ];
+        for (total, first, last, width, want) in cases {
+            assert_eq!(
+                parts(*total, *first, *last, *width),
+                want.to_vec(),
+                "{total} over {first}..{last} / {width}"
+            );
+        }
+    }
+
+    #[test]
+    fn parts_always_add_up() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let width = [1_000, 60_000, 300_000][(next() % 3) as usize];
+            let first = (next() % 10_000_000) as i64;
+            let last = first + (next() % 3_000_000) as i64;
+            let total = match next() % 4 {
+                0 => next(),
+                1 => next() % 10,
+                _ => next() % 1_000_000_000,
+            };
+            let p = parts(total, first, last, width);
+            assert_eq!(p.iter().map(|x| x.1 as u128).sum::<u128>(), total as u128);
+            assert!(p.windows(2).all(|w| w[1].0 == w[0].0 + width));
+        }
+    }
+
+    #[test]
+    fn implausible_flows_are_clamped() {
+        let mut c = Vec::new();
+        assert!(cover(0, 10 * 3_600_000, 300_000, &mut c));
+        assert_eq!(c.len(), (MAX_FLOW_MS / 300_000) as usize);
+        assert_eq!(c[0].0, 8 * 3_600_000);
+    }
+}

@@ -1,0 +1,547 @@
+//! Tier 2 storage: every SQL statement of the classifier's database lives
+//! here, behind [`Tier2`], so a PostgreSQL backend can be added without
+//! touching classification or the CLI. The SQL is portable (`INSERT ... ON
+//! CONFLICT ... DO UPDATE`, no SQLite-only functions); SQLite specifics are
+//! confined to [`SqliteTier2::open`] (pragmas).
+//!
+//! The classifier is the only writer. Every write transaction is
+//! `BEGIN IMMEDIATE`; the aggregates of a batch and how far tier 1 was read
+//! commit together, which is what makes counting exactly-once. The schema is
+//! documented in docs/tier2-schema.md.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::aggregate::{Batch, Progress};
+use crate::bindings::BindingIndex;
+use crate::points::PointMatcher;
+use crate::versions::ClassVersions;
+
+/// The tier-2 database file inside the state dir.
+pub const TIER2_FILE: &str = "tier2.sqlite";
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SCHEMA_VERSION: i64 = 1;
+/// Remote-host key of the row that sums the hosts compaction folded away.
+pub const OTHER_HOSTS: &str = "";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {source}")]
+pub struct StoreError {
+    pub file: PathBuf,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// How names of batch keys are resolved when writing.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    pub accounts: &'a BindingIndex,
+    pub classes: &'a ClassVersions,
+    pub points: &'a PointMatcher,
+}
+
+/// A stored class-list version (without its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub id: i64,
+    pub valid_from_ms: i64,
+    pub sha256: String,
+    pub prefixes: i64,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub traffic_rows: u64,
+    pub unattributed_rows: u64,
+    pub host_rows: u64,
+    pub loss_rows: u64,
+    pub progress_rows: u64,
+}
+
+/// The classifier's tier-2 store.
+pub trait Tier2 {
+    /// Read positions of every segment seen so far.
+    fn progress(&self) -> Result<Vec<Progress>, StoreError>;
+    /// Writes the batch's aggregates and read positions in one transaction.
+    fn commit(&mut self, batch: &Batch, names: Names<'_>, now_ms: i64) -> Result<(), StoreError>;
+    fn class_versions(&self) -> Result<Vec<StoredVersion>, StoreError>;
+    fn class_version_content(&self, id: i64) -> Result<Option<String>, StoreError>;
+    fn add_class_version(
+        &mut self,
+        valid_from_ms: i64,
+        sha256: &str,
+        prefixes: i64,
+        content: &str,
+    ) -> Result<i64, StoreError>;
+    /// Keeps the `keep` largest hosts of every (hour, account) for hours
+    /// starting before `before_hour_ms` and at or after `since_hour_ms`;
+    /// the rest is added into one [`OTHER_HOSTS`] row, so sums stay exact.
+    fn compact_hosts(
+        &mut self,
+        since_hour_ms: i64,
+        before_hour_ms: i64,
+        keep: usize,
+    ) -> Result<u64, StoreError>;
+    /// Deletes aggregates older than the cut-offs (None: keep forever).
+    fn prune(
+        &mut self,
+        traffic_before_ms: Option<i64>,
+        hosts_before_ms: Option<i64>,
+    ) -> Result<Pruned, StoreError>;
+    /// Forgets the progress row of a segment deleted from tier 1.
+    fn forget_segment(&mut self, collector: &str, segment_id: u64) -> Result<(), StoreError>;
+}
+
+pub struct SqliteTier2 {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteTier2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTier2")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS progress (
+    collector   TEXT NOT NULL,
+    segment_id  INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    done        INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (collector, segment_id)
+);
+CREATE TABLE IF NOT EXISTS traffic (
+    bucket_ms INTEGER NOT NULL,
+    account   TEXT NOT NULL,
+    class     TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    point     TEXT NOT NULL,
+    billed    INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    packets   INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, account, class, direction, point, billed)
+);
+CREATE INDEX IF NOT EXISTS traffic_by_account ON traffic (account, bucket_ms);
+CREATE TABLE IF NOT EXISTS unattributed (
+    bucket_ms INTEGER NOT NULL,
+    address   TEXT NOT NULL,
+    class     TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    point     TEXT NOT NULL,
+    bytes     INTEGER NOT NULL,
+    packets   INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, address, class, direction, point)
+);
+CREATE TABLE IF NOT EXISTS top_hosts (
+    hour_ms   INTEGER NOT NULL,
+    account   TEXT NOT NULL,
+    remote    TEXT NOT NULL,
+    class     TEXT NOT NULL,
+    bytes_in  INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, account, remote, class)
+);
+CREATE TABLE IF NOT EXISTS losses (
+    bucket_ms INTEGER NOT NULL,
+    exporter  TEXT NOT NULL,
+    domain    INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    unit      TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, exporter, domain, reason, unit)
+);
+CREATE TABLE IF NOT EXISTS class_versions (
+    id            INTEGER PRIMARY KEY,
+    valid_from_ms INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    prefixes      INTEGER NOT NULL,
+    content       TEXT NOT NULL
+);
+";
+
+impl SqliteTier2 {
+    /// Opens (creating) the writer's connection: WAL, synchronous=FULL.
+    pub fn open(state_dir: &Path) -> Result<SqliteTier2, StoreError> {
+        let path = state_dir.join(TIER2_FILE);
+        let err = |source| StoreError {
+            file: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO NOTHING",
+            params![SCHEMA_VERSION.to_string()],
+        )
+        .map_err(err)?;
+        Ok(SqliteTier2 { conn, path })
+    }
+
+    /// A read-only connection for reports (never blocks the writer: WAL).
+    pub fn open_read(state_dir: &Path) -> Result<Connection, StoreError> {
+        let path = state_dir.join(TIER2_FILE);
+        let err = |source| StoreError {
+            file: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError {
+            file: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Tier2 for SqliteTier2 {
+    fn progress(&self) -> Result<Vec<Progress>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT collector, segment_id, next_offset, done FROM progress")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Progress {
+                    collector: r.get(0)?,
+                    segment_id: r.get::<_, i64>(1)? as u64,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    done: r.get::<_, i64>(3)? != 0,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn commit(&mut self, batch: &Batch, names: Names<'_>, now_ms: i64) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError {
+            file: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
+                       bytes = traffic.bytes + excluded.bytes,
+                       packets = traffic.packets + excluded.packets,
+                       flows = traffic.flows + excluded.flows",
+                )
+                .map_err(&err)?;
+            for (k, c) in &batch.traffic {
+                st.execute(params![
+                    k.bucket_ms,
+                    names.accounts.account(k.account),
+                    names.classes.name(k.class),
+                    k.dir.as_str(),
+                    names.points.name(k.point),
+                    k.billed,
+                    c.bytes as i64,
+                    c.packets as i64,
+                    c.flows as i64
+                ])
+                .map_err(&err)?;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (bucket_ms, address, class, direction, point) DO UPDATE SET
+                       bytes = unattributed.bytes + excluded.bytes,
+                       packets = unattributed.packets + excluded.packets,
+                       flows = unattributed.flows + excluded.flows",
+                )
+                .map_err(&err)?;
+            for (k, c) in &batch.unattributed {
+                st.execute(params![
+                    k.bucket_ms,
+                    k.address.to_string(),
+                    names.classes.name(k.class),
+                    k.dir.as_str(),
+                    names.points.name(k.point),
+                    c.bytes as i64,
+                    c.packets as i64,
+                    c.flows as i64
+                ])
+                .map_err(&err)?;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (hour_ms, account, remote, class) DO UPDATE SET
+                       bytes_in = top_hosts.bytes_in + excluded.bytes_in,
+                       bytes_out = top_hosts.bytes_out + excluded.bytes_out,
+                       flows = top_hosts.flows + excluded.flows",
+                )
+                .map_err(&err)?;
+            for (k, c) in &batch.hosts {
+                st.execute(params![
+                    k.hour_ms,
+                    names.accounts.account(k.account),
+                    k.remote.to_string(),
+                    names.classes.name(k.class),
+                    c.bytes_in as i64,
+                    c.bytes_out as i64,
+                    c.flows as i64
+                ])
+                .map_err(&err)?;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO losses (bucket_ms, exporter, domain, reason, unit, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (bucket_ms, exporter, domain, reason, unit) DO UPDATE SET
+                       count = losses.count + excluded.count",
+                )
+                .map_err(&err)?;
+            for (k, c) in &batch.losses {
+                st.execute(params![
+                    k.bucket_ms,
+                    k.exporter.to_string(),
+                    k.domain,
+                    k.reason,
+                    k.unit,
+                    *c as i64
+                ])
+                .map_err(&err)?;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO progress (collector, segment_id, next_offset, done, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (collector, segment_id) DO UPDATE SET
+                       next_offset = excluded.next_offset,
+                       done = excluded.done,
+                       updated_ms = excluded.updated_ms",
+                )
+                .map_err(&err)?;
+            for p in &batch.progress {
+                st.execute(params![
+                    p.collector,
+                    p.segment_id as i64,
+                    p.offset as i64,
+                    p.done,
+                    now_ms
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn class_versions(&self) -> Result<Vec<StoredVersion>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, valid_from_ms, sha256, prefixes FROM class_versions ORDER BY id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredVersion {
+                    id: r.get(0)?,
+                    valid_from_ms: r.get(1)?,
+                    sha256: r.get(2)?,
+                    prefixes: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn class_version_content(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT content FROM class_versions WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn add_class_version(
+        &mut self,
+        valid_from_ms: i64,
+        sha256: &str,
+        prefixes: i64,
+        content: &str,
+    ) -> Result<i64, StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError {
+            file: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO class_versions (valid_from_ms, sha256, prefixes, content) VALUES (?1, ?2, ?3, ?4)",
+            params![valid_from_ms, sha256, prefixes, content],
+        )
+        .map_err(&err)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(&err)?;
+        Ok(id)
+    }
+
+    fn compact_hosts(
+        &mut self,
+        since_hour_ms: i64,
+        before_hour_ms: i64,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError {
+            file: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        // (hour, account) groups with more rows than kept.
+        let groups: Vec<(i64, String)> = {
+            let mut st = tx
+                .prepare(
+                    "SELECT hour_ms, account FROM top_hosts
+                     WHERE hour_ms >= ?1 AND hour_ms < ?2 AND remote <> ?3
+                     GROUP BY hour_ms, account HAVING COUNT(*) > ?4",
+                )
+                .map_err(&err)?;
+            let rows = st
+                .query_map(
+                    params![since_hour_ms, before_hour_ms, OTHER_HOSTS, keep as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(&err)?;
+            rows.collect::<Result<_, _>>().map_err(&err)?
+        };
+        let mut folded = 0u64;
+        for (hour, account) in groups {
+            // Rows beyond the `keep` largest (ties broken by address, so the
+            // result does not depend on insertion order).
+            let victims: Vec<(String, String, i64, i64, i64)> = {
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT remote, class, bytes_in, bytes_out, flows FROM top_hosts
+                         WHERE hour_ms = ?1 AND account = ?2 AND remote <> ?3
+                         ORDER BY bytes_in + bytes_out DESC, remote, class
+                         LIMIT -1 OFFSET ?4",
+                    )
+                    .map_err(&err)?;
+                let rows = st
+                    .query_map(params![hour, account, OTHER_HOSTS, keep as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .map_err(&err)?;
+                rows.collect::<Result<_, _>>().map_err(&err)?
+            };
+            let mut sum = (0i64, 0i64, 0i64);
+            for (remote, class, bi, bo, fl) in &victims {
+                tx.execute(
+                    "DELETE FROM top_hosts WHERE hour_ms = ?1 AND account = ?2 AND remote = ?3 AND class = ?4",
+                    params![hour, account, remote, class],
+                )
+                .map_err(&err)?;
+                sum.0 += bi;
+                sum.1 += bo;
+                sum.2 += fl;
+                folded += 1;
+            }
+            tx.execute(
+                "INSERT INTO top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
+                 VALUES (?1, ?2, ?3, '', ?4, ?5, ?6)
+                 ON CONFLICT (hour_ms, account, remote, class) DO UPDATE SET
+                   bytes_in = top_hosts.bytes_in + excluded.bytes_in,
+                   bytes_out = top_hosts.bytes_out + excluded.bytes_out,
+                   flows = top_hosts.flows + excluded.flows",
+                params![hour, account, OTHER_HOSTS, sum.0, sum.1, sum.2],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(folded)
+    }
+
+    fn prune(
+        &mut self,
+        traffic_before_ms: Option<i64>,
+        hosts_before_ms: Option<i64>,
+    ) -> Result<Pruned, StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError {
+            file: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let mut p = Pruned::default();
+        if let Some(t) = traffic_before_ms {
+            p.traffic_rows = tx
+                .execute("DELETE FROM traffic WHERE bucket_ms < ?1", params![t])
+                .map_err(&err)? as u64;
+            p.unattributed_rows = tx
+                .execute("DELETE FROM unattributed WHERE bucket_ms < ?1", params![t])
+                .map_err(&err)? as u64;
+            p.loss_rows = tx
+                .execute("DELETE FROM losses WHERE bucket_ms < ?1", params![t])
+                .map_err(&err)? as u64;
+        }
+        if let Some(t) = hosts_before_ms {
+            p.host_rows = tx
+                .execute("DELETE FROM top_hosts WHERE hour_ms < ?1", params![t])
+                .map_err(&err)? as u64;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(p)
+    }
+
+    fn forget_segment(&mut self, collector: &str, segment_id: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM progress WHERE collector = ?1 AND segment_id = ?2",
+                params![collector, segment_id as i64],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+}
