@@ -112,9 +112,9 @@ pub struct UnattributedKey {
     pub point: u16,
 }
 
+/// Key of the per-hour host detail (the hour is implied by the pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HostKey {
-    pub hour_ms: i64,
     pub account: u32,
     pub remote: IpAddr,
     pub class: u32,
@@ -234,8 +234,9 @@ pub struct Progress {
 pub struct Batch {
     pub traffic: FastMap<TrafficKey, Counts>,
     pub unattributed: FastMap<UnattributedKey, Counts>,
-    pub hosts: FastMap<HostKey, HostCounts>,
     pub losses: FastMap<LossKey, u64>,
+    /// Hours with new records: their top-hosts detail must be (re)computed.
+    pub hours: Vec<i64>,
     pub progress: Vec<Progress>,
     pub stats: AggStats,
 }
@@ -247,13 +248,13 @@ impl Batch {
 
     /// Entries held: the batch is committed before this grows past a bound.
     pub fn entries(&self) -> usize {
-        self.traffic.len() + self.unattributed.len() + self.hosts.len() + self.losses.len()
+        self.traffic.len() + self.unattributed.len() + self.losses.len()
     }
 
     pub fn clear(&mut self) {
         self.traffic.clear();
         self.unattributed.clear();
-        self.hosts.clear();
+        self.hours.clear();
         self.losses.clear();
         self.progress.clear();
         self.stats = AggStats::default();
@@ -325,7 +326,6 @@ pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut 
         match account {
             Some(account) => {
                 for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
-                    let flows = u64::from(i == 0);
                     batch
                         .traffic
                         .entry(TrafficKey {
@@ -337,21 +337,7 @@ pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut 
                             billed,
                         })
                         .or_default()
-                        .add(s.bytes[i], s.packets[i], flows);
-                    let hc = batch
-                        .hosts
-                        .entry(HostKey {
-                            hour_ms: bucket_of(bucket_ms, HOUR_MS),
-                            account,
-                            remote,
-                            class,
-                        })
-                        .or_default();
-                    match dir {
-                        Dir::In => hc.bytes_in = hc.bytes_in.saturating_add(s.bytes[i]),
-                        _ => hc.bytes_out = hc.bytes_out.saturating_add(s.bytes[i]),
-                    }
-                    hc.flows += flows;
+                        .add(s.bytes[i], s.packets[i], u64::from(i == 0));
                 }
             }
             None => {
@@ -372,6 +358,16 @@ pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut 
         }
     };
 
+    let hour = bucket_of(s.cover[0].0, HOUR_MS);
+    if batch.hours.last() != Some(&hour) && !batch.hours.contains(&hour) {
+        batch.hours.push(hour);
+    }
+    if s.cover.len() > 1 {
+        let last = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
+        if !batch.hours.contains(&last) {
+            batch.hours.push(last);
+        }
+    }
     if src_sub {
         side(r.src, src_acc, Dir::Out, r.dst);
     }
@@ -384,6 +380,67 @@ pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut 
     if !src_sub && !dst_sub {
         batch.stats.transit_records += 1;
         side(r.src, None, Dir::Transit, r.dst);
+    }
+}
+
+/// Adds the parts of `r` that fall in the hour starting at `hour_ms` to
+/// the per-(account, remote host, class) sums of that hour. Same rules as
+/// [`add_record`]: only sides held by an account have host detail.
+/// `hosts` holds at most `cap` pairs; beyond that, new hosts are summed per
+/// account into `overflow` (sums stay exact; only the ranking could miss a
+/// host that first appears after the cap was reached).
+pub fn add_hosts(
+    rules: &Rules<'_>,
+    r: &FlowRecord,
+    hour_ms: i64,
+    hosts: &mut FastMap<HostKey, HostCounts>,
+    overflow: &mut FastMap<u32, HostCounts>,
+    cap: usize,
+    s: &mut Scratch,
+) {
+    cover(r.first_ms, r.last_ms, rules.bucket_ms, &mut s.cover);
+    let first_hour = bucket_of(s.cover[0].0, HOUR_MS);
+    let last_hour = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
+    if hour_ms < first_hour || hour_ms > last_hour {
+        return;
+    }
+    let t = r.first_ms;
+    let src_acc = rules.bindings.lookup(r.src, t);
+    let dst_acc = rules.bindings.lookup(r.dst, t);
+    if src_acc.is_none() && dst_acc.is_none() {
+        return;
+    }
+    split(r.bytes(), &s.cover, &mut s.bytes);
+    let (table, global) = rules.versions.at(t);
+    let mut side = |account: u32, dir: Dir, remote: IpAddr| {
+        let class = global[table.class_of(remote) as usize];
+        let mut bytes = 0u64;
+        for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
+            if bucket_of(bucket_ms, HOUR_MS) == hour_ms {
+                bytes += s.bytes[i];
+            }
+        }
+        let key = HostKey {
+            account,
+            remote,
+            class,
+        };
+        let h = if hosts.len() < cap || hosts.contains_key(&key) {
+            hosts.entry(key).or_default()
+        } else {
+            overflow.entry(account).or_default()
+        };
+        match dir {
+            Dir::In => h.bytes_in += bytes,
+            _ => h.bytes_out += bytes,
+        }
+        h.flows += u64::from(first_hour == hour_ms);
+    };
+    if let Some(a) = src_acc {
+        side(a, Dir::Out, r.dst);
+    }
+    if let Some(a) = dst_acc {
+        side(a, Dir::In, r.src);
     }
 }
 

@@ -26,6 +26,7 @@ use ipnet::IpNet;
 use kopek_config::parse_net;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::aggregate::FastMap;
 use crate::lpm::{PrefixMap, PrefixMapBuilder, Strides};
 
 /// The registry file name inside the state dir.
@@ -419,8 +420,8 @@ pub struct BindingIndex {
     account_ix: HashMap<String, u32>,
     slots: Vec<Slot>,
     slot_of: HashMap<IpNet, u32>,
-    hosts_v4: HashMap<u32, u32>,
-    hosts_v6: HashMap<u128, u32>,
+    hosts_v4: FastMap<u32, u32>,
+    hosts_v6: FastMap<u128, u32>,
     /// Non-host prefixes; rebuilt when the set of such prefixes changes.
     nets: PrefixMap,
     nets_dirty: bool,

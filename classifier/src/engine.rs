@@ -20,11 +20,14 @@ use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::Config;
 
 use crate::ClassifierError;
-use crate::aggregate::{AggStats, Batch, Progress, Rules, Scratch, add_loss, add_record};
+use crate::aggregate::{
+    AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_hosts,
+    add_loss, add_record,
+};
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
-use crate::store::{Names, SqliteTier2, Tier2};
+use crate::store::{HostDetail, Names, OTHER_HOSTS, SqliteTier2, Tier2};
 use crate::versions::ClassVersions;
 
 /// Records read into one batch before it is committed.
@@ -33,8 +36,15 @@ pub const MAX_BATCH_RECORDS: u64 = 4_000_000;
 pub const MAX_BATCH_ENTRIES: usize = 1_000_000;
 /// How often list and binding files are checked for changes.
 pub const WATCH_INTERVAL_MS: i64 = 1_000;
-/// Hosts detail of an hour is compacted once the hour is this old.
-pub const HOSTS_COMPACT_AFTER_MS: i64 = 2 * 3_600_000;
+/// The host detail of an hour is computed once the hour has been over for
+/// this long (late flows have arrived by then; later ones recompute it).
+pub const HOSTS_GRACE_MS: i64 = 10 * 60_000;
+/// Blocks one slice of the host pass reads, so that the pass never delays
+/// fresh records by more than a fraction of a second.
+pub const HOSTS_SLICE_BLOCKS: usize = 16;
+/// Distinct (account, host, class) pairs one hour's pass holds; beyond,
+/// new hosts go straight into their account's "other hosts" sum.
+pub const MAX_HOST_PAIRS: usize = 4_000_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// What one [`Engine::step`] did.
@@ -56,6 +66,9 @@ pub struct EngineStats {
     /// Segments with damage: records after the damage were not counted.
     pub damaged_segments: Vec<String>,
     pub segments_pending: u64,
+    /// Hours whose top-hosts detail is waiting to be (re)computed.
+    pub hours_pending: u64,
+    pub host_hours_done: u64,
     pub class_version: i64,
     pub class_version_sha256: String,
     pub class_prefixes: u64,
@@ -66,6 +79,19 @@ pub struct EngineStats {
 }
 
 type SegKey = (String, u64);
+
+/// The host-detail pass of one hour, run a slice at a time between steps.
+struct HostPass {
+    hour_ms: i64,
+    generation: i64,
+    /// Segments still to read, with how far (committed offset).
+    todo: Vec<(PathBuf, u64)>,
+    reader: Option<(SegmentReader, u64)>,
+    hosts: FastMap<HostKey, HostCounts>,
+    overflow: FastMap<u32, HostCounts>,
+    flows: Vec<FlowRecord>,
+    losses: Vec<LossRecord>,
+}
 
 pub struct Engine {
     config: Config,
@@ -89,6 +115,7 @@ pub struct Engine {
     last_watch_ms: i64,
     stats: EngineStats,
     batch_newest_ms: i64,
+    host_pass: Option<HostPass>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -133,6 +160,7 @@ impl Engine {
             last_watch_ms: now_ms,
             stats: EngineStats::default(),
             batch_newest_ms: i64::MIN,
+            host_pass: None,
         };
         for p in e.store.progress()? {
             e.progress.insert((p.collector.clone(), p.segment_id), p);
@@ -375,7 +403,8 @@ impl Engine {
             out.blocks += 1;
             match block {
                 Block::Flows(_) => {
-                    self.ensure_versions()?;
+                    let (lo, hi) = time_range(&self.flows);
+                    self.ensure_versions(lo, hi)?;
                     let rules = Rules {
                         versions: &self.versions,
                         bindings: &self.bindings,
@@ -436,13 +465,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Loads every class version the current block's records need.
-    fn ensure_versions(&mut self) -> Result<(), ClassifierError> {
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for r in &self.flows {
-            lo = lo.min(r.first_ms);
-            hi = hi.max(r.first_ms);
-        }
+    /// Loads every class version records with first packets in `[lo, hi]`
+    /// need.
+    fn ensure_versions(&mut self, lo: i64, hi: i64) -> Result<(), ClassifierError> {
         if lo > hi {
             return Ok(());
         }
@@ -453,6 +478,172 @@ impl Engine {
             let t = ClassTable::from_canonical(&text)?;
             self.versions.provide(id, Arc::new(t));
         }
+        Ok(())
+    }
+
+    /// Does one slice of host-detail work: starts the pass of the oldest
+    /// pending hour, reads a few blocks, or writes a finished hour. Returns
+    /// whether there was work. Call when caught up (the pass reads only
+    /// what is committed).
+    pub fn hosts_step(&mut self, now_ms: i64) -> Result<bool, ClassifierError> {
+        if self.host_pass.is_none() {
+            let pending = self
+                .store
+                .hosts_pending(now_ms - HOSTS_GRACE_MS, 1_000_000)?;
+            self.stats.hours_pending = pending.len() as u64;
+            let Some(&(hour_ms, generation)) = pending.first() else {
+                return Ok(false);
+            };
+            let mut todo = Vec::new();
+            for seg in self.raw.list()? {
+                let key = (seg.collector.clone(), seg.id);
+                let Some(p) = self.progress.get(&key) else {
+                    continue;
+                };
+                let limit = if p.done { u64::MAX } else { p.offset };
+                if seg.state == SegmentState::Closed
+                    && let Some(f) = seg.read_footer()?
+                    && (f.min_first_ms >= hour_ms + HOUR_MS
+                        || f.max_last_ms < hour_ms
+                        || f.flow_records == 0)
+                {
+                    continue;
+                }
+                todo.push((seg.path, limit));
+            }
+            todo.reverse();
+            self.host_pass = Some(HostPass {
+                hour_ms,
+                generation,
+                todo,
+                reader: None,
+                hosts: FastMap::default(),
+                overflow: FastMap::default(),
+                flows: Vec::new(),
+                losses: Vec::new(),
+            });
+            return Ok(true);
+        }
+        let mut pass = self.host_pass.take().expect("checked above");
+        let bucket_ms = self.config.classifier.bucket_ms();
+        let mut blocks = 0;
+        while blocks < HOSTS_SLICE_BLOCKS {
+            if pass.reader.is_none() {
+                let Some((path, limit)) = pass.todo.pop() else {
+                    break;
+                };
+                match SegmentReader::open(&path) {
+                    Ok(r) => pass.reader = Some((r, limit)),
+                    // Removed by retention meanwhile: nothing of it to count.
+                    Err(_) if !path.exists() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let (reader, limit) = pass.reader.as_mut().expect("opened above");
+            if reader.offset() >= *limit {
+                pass.reader = None;
+                continue;
+            }
+            pass.flows.clear();
+            let block = reader.next_block(&mut pass.flows, &mut pass.losses);
+            pass.losses.clear();
+            match block {
+                Ok(Some(Block::Flows(_))) => {
+                    blocks += 1;
+                    let (lo, hi) = time_range(&pass.flows);
+                    self.ensure_versions(lo, hi)?;
+                    let rules = Rules {
+                        versions: &self.versions,
+                        bindings: &self.bindings,
+                        subscribers: &self.subscribers,
+                        points: &self.points,
+                        bucket_ms,
+                    };
+                    for r in &pass.flows {
+                        add_hosts(
+                            &rules,
+                            r,
+                            pass.hour_ms,
+                            &mut pass.hosts,
+                            &mut pass.overflow,
+                            MAX_HOST_PAIRS,
+                            &mut self.scratch,
+                        );
+                    }
+                }
+                Ok(Some(_)) => {}
+                // The end, or damage the main pass has already reported.
+                Ok(None) | Err(_) => pass.reader = None,
+            }
+        }
+        if pass.reader.is_some() || !pass.todo.is_empty() {
+            self.host_pass = Some(pass);
+            return Ok(true);
+        }
+        let rows = self.top_rows(&pass);
+        self.store
+            .write_hosts(pass.hour_ms, pass.generation, &rows)?;
+        self.stats.host_hours_done += 1;
+        Ok(true)
+    }
+
+    /// The finished pass as rows: per account its top N hosts by bytes
+    /// (ties by address), and one row with the sum of the rest.
+    fn top_rows(&self, pass: &HostPass) -> Vec<HostDetail> {
+        let keep = self.config.classifier.top_hosts_per_hour;
+        let rank = |k: &HostKey, c: &HostCounts| {
+            (
+                k.account,
+                std::cmp::Reverse(c.bytes_in + c.bytes_out),
+                k.remote,
+                k.class,
+            )
+        };
+        let mut all: Vec<(&HostKey, &HostCounts)> = pass.hosts.iter().collect();
+        all.sort_by_key(|(k, c)| rank(k, c));
+        let mut rows = Vec::new();
+        let mut other: FastMap<u32, HostCounts> = pass.overflow.clone();
+        let mut run = (u32::MAX, 0usize);
+        for (k, c) in all {
+            if run.0 != k.account {
+                run = (k.account, 0);
+            }
+            run.1 += 1;
+            if run.1 > keep {
+                let o = other.entry(k.account).or_default();
+                o.bytes_in += c.bytes_in;
+                o.bytes_out += c.bytes_out;
+                o.flows += c.flows;
+                continue;
+            }
+            rows.push(HostDetail {
+                account: self.bindings.account(k.account).to_string(),
+                remote: k.remote.to_string(),
+                class: self.versions.name(k.class).to_string(),
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+                flows: c.flows,
+            });
+        }
+        let mut other: Vec<_> = other.into_iter().collect();
+        other.sort_by_key(|(a, _)| *a);
+        for (a, c) in other {
+            rows.push(HostDetail {
+                account: self.bindings.account(a).to_string(),
+                remote: OTHER_HOSTS.to_string(),
+                class: String::new(),
+                bytes_in: c.bytes_in,
+                bytes_out: c.bytes_out,
+                flows: c.flows,
+            });
+        }
+        rows
+    }
+
+    /// Runs host passes until no hour is pending (tests, benchmarks, the
+    /// demo).
+    pub fn finish_hosts(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
+        while self.hosts_step(now_ms)? {}
         Ok(())
     }
 
@@ -513,13 +704,6 @@ impl Engine {
         self.commit(now_ms)?;
         let r = self.config.retention;
         let cut = |days: u32| (days > 0).then(|| now_ms - i64::from(days) * DAY_MS);
-        let hour =
-            crate::split::bucket_of(now_ms - HOSTS_COMPACT_AFTER_MS, crate::aggregate::HOUR_MS);
-        let folded = self.store.compact_hosts(
-            hour - 2 * DAY_MS,
-            hour,
-            self.config.classifier.top_hosts_per_hour,
-        )?;
         let pruned = self
             .store
             .prune(cut(r.traffic_days), cut(r.top_hosts_days))?;
@@ -546,7 +730,6 @@ impl Engine {
             }
         }
         tracing::info!(
-            hosts_folded = folded,
             traffic_rows_pruned = pruned.traffic_rows + pruned.unattributed_rows,
             host_rows_pruned = pruned.host_rows,
             raw_segments_removed = removed_segments,
@@ -567,6 +750,13 @@ impl Engine {
     pub fn state_dir(&self) -> &std::path::Path {
         &self.config.state_dir
     }
+}
+
+/// Smallest and largest first-packet time of `flows` (lo > hi when empty).
+fn time_range(flows: &[FlowRecord]) -> (i64, i64) {
+    flows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+        (lo.min(r.first_ms), hi.max(r.first_ms))
+    })
 }
 
 fn file_sig(p: &std::path::Path) -> Option<(SystemTime, u64)> {

@@ -163,19 +163,18 @@ impl Default for Strides {
 /// An address as a big-endian-ordered unsigned integer (`u32` for IPv4,
 /// `u128` for IPv6).
 trait Key: Copy + Ord + Hash + fmt::Debug {
-    const BITS: u32;
     /// The stored form of a prefix of this family.
     type Net: Copy + fmt::Debug;
 
     /// The `len` bits starting `off` bits below the most significant bit,
-    /// as an index. Requires `1 <= len <= 24` and `off + len <= BITS`.
+    /// as an index. Requires `1 <= len <= 24` and `off + len` at most the
+    /// address width.
     fn chunk(self, off: u32, len: u32) -> usize;
     fn net(self, len: u8) -> Self::Net;
     fn ipnet(net: Self::Net) -> IpNet;
 }
 
 impl Key for u32 {
-    const BITS: u32 = 32;
     type Net = Ipv4Net;
 
     #[inline(always)]
@@ -193,7 +192,6 @@ impl Key for u32 {
 }
 
 impl Key for u128 {
-    const BITS: u32 = 128;
     type Net = Ipv6Net;
 
     #[inline(always)]

@@ -199,7 +199,9 @@ fn work(
             write_stats(state_dir, engine.stats())?;
             last_stats = Instant::now();
         }
-        if o.caught_up {
+        // Host detail only when nothing fresh waits, a slice at a time.
+        let hosts_busy = o.caught_up && engine.hosts_step(now_ms())?;
+        if o.caught_up && !hosts_busy {
             std::thread::sleep(poll);
         }
     }

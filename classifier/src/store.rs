@@ -23,7 +23,7 @@ use crate::versions::ClassVersions;
 pub const TIER2_FILE: &str = "tier2.sqlite";
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SCHEMA_VERSION: i64 = 1;
-/// Remote-host key of the row that sums the hosts compaction folded away.
+/// Remote-host key of the row that sums an account's hosts beyond the top N.
 pub const OTHER_HOSTS: &str = "";
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,18 @@ pub struct StoredVersion {
     pub prefixes: i64,
 }
 
+/// One row of an hour's host detail (`remote` = [`OTHER_HOSTS`] for the sum
+/// of an account's hosts beyond the kept top N).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDetail {
+    pub account: String,
+    pub remote: String,
+    pub class: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub flows: u64,
+}
+
 /// What retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -76,15 +88,21 @@ pub trait Tier2 {
         prefixes: i64,
         content: &str,
     ) -> Result<i64, StoreError>;
-    /// Keeps the `keep` largest hosts of every (hour, account) for hours
-    /// starting before `before_hour_ms` and at or after `since_hour_ms`;
-    /// the rest is added into one [`OTHER_HOSTS`] row, so sums stay exact.
-    fn compact_hosts(
+    /// Hours whose host detail is out of date (new records arrived after
+    /// it was computed, or it never was), ending at or before
+    /// `ended_before_ms`, oldest first, with their pending generation.
+    fn hosts_pending(
+        &self,
+        ended_before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// Replaces the host detail of one hour and marks `generation` done.
+    fn write_hosts(
         &mut self,
-        since_hour_ms: i64,
-        before_hour_ms: i64,
-        keep: usize,
-    ) -> Result<u64, StoreError>;
+        hour_ms: i64,
+        generation: i64,
+        rows: &[HostDetail],
+    ) -> Result<(), StoreError>;
     /// Deletes aggregates older than the cut-offs (None: keep forever).
     fn prune(
         &mut self,
@@ -154,6 +172,12 @@ CREATE TABLE IF NOT EXISTS top_hosts (
     bytes_out INTEGER NOT NULL,
     flows     INTEGER NOT NULL,
     PRIMARY KEY (hour_ms, account, remote, class)
+);
+CREATE TABLE IF NOT EXISTS hosts_hours (
+    hour_ms     INTEGER PRIMARY KEY,
+    gen_pending INTEGER NOT NULL,
+    gen_done    INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS losses (
     bucket_ms INTEGER NOT NULL,
@@ -303,25 +327,15 @@ impl Tier2 for SqliteTier2 {
             }
             let mut st = tx
                 .prepare_cached(
-                    "INSERT INTO top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (hour_ms, account, remote, class) DO UPDATE SET
-                       bytes_in = top_hosts.bytes_in + excluded.bytes_in,
-                       bytes_out = top_hosts.bytes_out + excluded.bytes_out,
-                       flows = top_hosts.flows + excluded.flows",
+                    "INSERT INTO hosts_hours (hour_ms, gen_pending, gen_done, updated_ms)
+                     VALUES (?1, 1, 0, ?2)
+                     ON CONFLICT (hour_ms) DO UPDATE SET
+                       gen_pending = hosts_hours.gen_pending + 1,
+                       updated_ms = excluded.updated_ms",
                 )
                 .map_err(&err)?;
-            for (k, c) in &batch.hosts {
-                st.execute(params![
-                    k.hour_ms,
-                    names.accounts.account(k.account),
-                    k.remote.to_string(),
-                    names.classes.name(k.class),
-                    c.bytes_in as i64,
-                    c.bytes_out as i64,
-                    c.flows as i64
-                ])
-                .map_err(&err)?;
+            for h in &batch.hours {
+                st.execute(params![h, now_ms]).map_err(&err)?;
             }
             let mut st = tx
                 .prepare_cached(
@@ -421,12 +435,33 @@ impl Tier2 for SqliteTier2 {
         Ok(id)
     }
 
-    fn compact_hosts(
+    fn hosts_pending(
+        &self,
+        ended_before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT hour_ms, gen_pending FROM hosts_hours
+                 WHERE gen_pending > gen_done AND hour_ms + 3600000 <= ?1
+                 ORDER BY hour_ms LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![ended_before_ms, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn write_hosts(
         &mut self,
-        since_hour_ms: i64,
-        before_hour_ms: i64,
-        keep: usize,
-    ) -> Result<u64, StoreError> {
+        hour_ms: i64,
+        generation: i64,
+        rows: &[HostDetail],
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = move |source| StoreError {
             file: path.clone(),
@@ -436,68 +471,34 @@ impl Tier2 for SqliteTier2 {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        // (hour, account) groups with more rows than kept.
-        let groups: Vec<(i64, String)> = {
-            let mut st = tx
-                .prepare(
-                    "SELECT hour_ms, account FROM top_hosts
-                     WHERE hour_ms >= ?1 AND hour_ms < ?2 AND remote <> ?3
-                     GROUP BY hour_ms, account HAVING COUNT(*) > ?4",
-                )
-                .map_err(&err)?;
-            let rows = st
-                .query_map(
-                    params![since_hour_ms, before_hour_ms, OTHER_HOSTS, keep as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(&err)?;
-            rows.collect::<Result<_, _>>().map_err(&err)?
-        };
-        let mut folded = 0u64;
-        for (hour, account) in groups {
-            // Rows beyond the `keep` largest (ties broken by address, so the
-            // result does not depend on insertion order).
-            let victims: Vec<(String, String, i64, i64, i64)> = {
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT remote, class, bytes_in, bytes_out, flows FROM top_hosts
-                         WHERE hour_ms = ?1 AND account = ?2 AND remote <> ?3
-                         ORDER BY bytes_in + bytes_out DESC, remote, class
-                         LIMIT -1 OFFSET ?4",
-                    )
-                    .map_err(&err)?;
-                let rows = st
-                    .query_map(params![hour, account, OTHER_HOSTS, keep as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })
-                    .map_err(&err)?;
-                rows.collect::<Result<_, _>>().map_err(&err)?
-            };
-            let mut sum = (0i64, 0i64, 0i64);
-            for (remote, class, bi, bo, fl) in &victims {
-                tx.execute(
-                    "DELETE FROM top_hosts WHERE hour_ms = ?1 AND account = ?2 AND remote = ?3 AND class = ?4",
-                    params![hour, account, remote, class],
-                )
-                .map_err(&err)?;
-                sum.0 += bi;
-                sum.1 += bo;
-                sum.2 += fl;
-                folded += 1;
-            }
-            tx.execute(
-                "INSERT INTO top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
-                 VALUES (?1, ?2, ?3, '', ?4, ?5, ?6)
-                 ON CONFLICT (hour_ms, account, remote, class) DO UPDATE SET
-                   bytes_in = top_hosts.bytes_in + excluded.bytes_in,
-                   bytes_out = top_hosts.bytes_out + excluded.bytes_out,
-                   flows = top_hosts.flows + excluded.flows",
-                params![hour, account, OTHER_HOSTS, sum.0, sum.1, sum.2],
-            )
+        tx.execute("DELETE FROM top_hosts WHERE hour_ms = ?1", params![hour_ms])
             .map_err(&err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(&err)?;
+            for r in rows {
+                st.execute(params![
+                    hour_ms,
+                    r.account,
+                    r.remote,
+                    r.class,
+                    r.bytes_in as i64,
+                    r.bytes_out as i64,
+                    r.flows as i64
+                ])
+                .map_err(&err)?;
+            }
         }
-        tx.commit().map_err(&err)?;
-        Ok(folded)
+        tx.execute(
+            "UPDATE hosts_hours SET gen_done = ?2 WHERE hour_ms = ?1 AND gen_done < ?2",
+            params![hour_ms, generation],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
     }
 
     fn prune(
@@ -530,6 +531,8 @@ impl Tier2 for SqliteTier2 {
             p.host_rows = tx
                 .execute("DELETE FROM top_hosts WHERE hour_ms < ?1", params![t])
                 .map_err(&err)? as u64;
+            tx.execute("DELETE FROM hosts_hours WHERE hour_ms < ?1", params![t])
+                .map_err(&err)?;
         }
         tx.commit().map_err(&err)?;
         Ok(p)

@@ -3,7 +3,14 @@
 use std::path::Path;
 
 use clap::{Args, Subcommand};
+use kopek_classifier::bindings::read_static;
+use kopek_classifier::classes::ClassTable;
 use kopek_config::Config;
+
+/// A broken file the config names is a config error (exit 78).
+fn config_error(e: impl std::fmt::Display) -> super::Failure {
+    super::Failure::config(anyhow::anyhow!("{e}"))
+}
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
@@ -25,13 +32,24 @@ pub fn exec(path: &Path, args: &ConfigArgs) -> super::Result {
     match args.cmd {
         ConfigCmd::Check { print_effective } => {
             let config = Config::load(path)?;
+            // The files the config names must parse too: class lists and
+            // static bindings (the same code the classifier loads them with).
+            let lists = ClassTable::load(&config.classifier).map_err(config_error)?;
+            let statics = match &config.classifier.bindings_file {
+                Some(f) => read_static(f).map_err(config_error)?.len(),
+                None => 0,
+            };
             if print_effective {
                 print!("{}", Config::effective_toml(path)?);
             } else {
                 println!(
-                    "{}: ok ({} exporter(s), state dir {})",
+                    "{}: ok ({} exporter(s), {} class(es) with {} prefixes, {} static binding(s), {} billing point(s), state dir {})",
                     path.display(),
                     config.collector.exporters.len(),
+                    lists.classes.len(),
+                    lists.prefixes(),
+                    statics,
+                    config.classifier.points.len(),
                     config.state_dir.display()
                 );
             }

@@ -130,6 +130,19 @@ pub struct GenArgs {
     /// is rounded up to a multiple of 8).
     #[arg(long)]
     template_churn_every: Option<u64>,
+    /// Simulated time of the first flow's end: epoch ms, a UTC time
+    /// (2026-11-22T05:00:00Z, 2026-11-22 05:00), or "now" (the wall clock,
+    /// so that the flows carry current times). Default: 2024-01-01T00:00:00Z.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<i64>,
+}
+
+/// `--start`: "now" or a time [`super::format::parse_time_ms`] reads.
+fn parse_start(s: &str) -> Result<i64, String> {
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(chrono::Utc::now().timestamp_millis());
+    }
+    super::format::parse_time_ms(s)
 }
 
 /// Totals a correct collector stores from the datagrams actually sent.
@@ -221,6 +234,9 @@ pub fn exec(args: &GenArgs) -> super::Result {
     };
     if let Some(r) = rate {
         profile.flows_per_s = r;
+    }
+    if let Some(start) = args.start {
+        profile.start_ms = start;
     }
     let mut flow_gen = FlowGen::new(args.seed, profile)?;
 

@@ -71,6 +71,16 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+impl Failure {
+    /// A failure that is the config's fault (exit 78).
+    pub fn config(error: anyhow::Error) -> Failure {
+        Failure {
+            code: EXIT_CONFIG,
+            error,
+        }
+    }
+}
+
 pub type Result<T = ()> = std::result::Result<T, Failure>;
 
 pub fn main() -> ExitCode {

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use kopek_classifier::report::{self, Period, TrafficQuery};
 use kopek_classifier::store::SqliteTier2;
 
-use super::format::{OutputFormat, human_bytes, human_count, parse_time_in, time_in};
+use super::format::{OutputFormat, human_bytes, human_count, parse_time_in, time_in, time_utc};
 
 #[derive(Debug, Args)]
 pub struct TrafficArgs {
@@ -37,6 +37,9 @@ pub struct TrafficArgs {
     /// Show bytes per observation point (billed or not) and export losses instead.
     #[arg(long)]
     points: bool,
+    /// List the class-list versions (id, valid from, sha256, prefixes) instead.
+    #[arg(long)]
+    versions: bool,
     /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
     #[arg(long, default_value_t = 1024, value_parser = unit_base)]
     unit_base: u64,
@@ -78,6 +81,37 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     let conn = SqliteTier2::open_read(&config.state_dir)?;
     let h = |n: u64| human_bytes(n, a.unit_base);
 
+    if a.versions {
+        let rows = report::versions(&conn)?;
+        return emit(
+            a.format,
+            &rows,
+            || {
+                println!(
+                    "{:>6}  {:<23} {:>10}  sha256",
+                    "id", "valid from (UTC)", "prefixes"
+                );
+                for r in &rows {
+                    println!(
+                        "{:>6}  {:<23} {:>10}  {}",
+                        r.id,
+                        time_utc(r.valid_from_ms),
+                        human_count(r.prefixes.max(0) as u64),
+                        r.sha256
+                    );
+                }
+            },
+            |r| {
+                vec![
+                    r.id.to_string(),
+                    r.valid_from_ms.to_string(),
+                    r.sha256.clone(),
+                    r.prefixes.to_string(),
+                ]
+            },
+            "id,valid_from_ms,sha256,prefixes",
+        );
+    }
     if a.unattributed {
         let rows = report::unattributed(&conn, from, to)?;
         return emit(

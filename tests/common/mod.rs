@@ -4,6 +4,7 @@
 //! installs them.
 #![allow(dead_code)]
 
+pub mod classify;
 pub mod pcap;
 
 use std::collections::HashMap;

@@ -141,13 +141,43 @@ fn records_become_account_class_direction_bucket_rows() {
     // The split flow's flow count is in its first bucket only.
     let flows: u64 = b.traffic.values().map(|c| c.flows).sum();
     assert_eq!(flows, 4, "3 records, one of them on two sides");
-    // Top hosts per hour: alice's upload host holds all 3000 bytes.
-    let host = b
-        .hosts
-        .iter()
-        .find(|(k, _)| k.remote.to_string() == "203.0.113.5")
-        .unwrap();
-    assert_eq!((host.1.bytes_out, host.1.flows), (3_000, 1));
+    assert_eq!(b.hours, vec![0]);
+    // Host detail of hour 0: alice's upload host holds all 3000 bytes.
+    let rules = Rules {
+        versions: &w.versions,
+        bindings: &w.bindings,
+        subscribers: &w.subscribers,
+        points: &w.points,
+        bucket_ms: 300_000,
+    };
+    let mut hosts = FastMap::default();
+    let mut overflow = FastMap::default();
+    let mut s = Scratch::default();
+    add_hosts(
+        &rules,
+        &rec("10.0.0.1", "203.0.113.5", 200_000, 500_000, 3_000),
+        0,
+        &mut hosts,
+        &mut overflow,
+        10,
+        &mut s,
+    );
+    add_hosts(
+        &rules,
+        &rec("10.0.0.1", "203.0.113.5", 3_500_000, 3_700_000, 1_000),
+        0,
+        &mut hosts,
+        &mut overflow,
+        10,
+        &mut s,
+    );
+    let h = hosts.values().next().unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(
+        (h.bytes_in, h.bytes_out, h.flows),
+        (0, 3_000 + 500, 2),
+        "half of the second flow lies in hour 0, where it starts"
+    );
 }
 
 #[test]
