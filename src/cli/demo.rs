@@ -73,9 +73,31 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             skip: vec![],
         },
     ];
+    // Tier 2: classes from an inline list and a list file, static bindings
+    // from a file, everything kept forever (the generated flows are dated
+    // 2024-01-01 and would otherwise fall to retention).
+    let lists = state_dir.join("peering.txt");
+    std::fs::write(
+        &lists,
+        "# the IX's route-server prefixes and a CDN cache\n198.51.100.0/24\n192.0.2.0/24\n2001:db8:ca1::/48\n",
+    )?;
+    let bindings = state_dir.join("bindings.csv");
+    let mut b = String::from("# account,prefix\nacme,10.0.0.0/24\nacme,2001:db8:100::/56\n");
+    for i in 0..200u32 {
+        b.push_str(&format!("home{:03},10.0.1.{}\n", i, i));
+    }
+    std::fs::write(&bindings, b)?;
     let mut toml = format!(
-        "[general]\nstate_dir = {:?}\n[collector]\nname = \"demo\"\nlisten = [\"127.0.0.1:0\"]\nstats_interval_ms = 200\n",
-        state_dir.display().to_string()
+        "[general]\nstate_dir = {:?}\ntimezone = \"Europe/Moscow\"\n\
+         [retention]\nraw_days = 0\ntraffic_days = 0\ntop_hosts_days = 0\n\
+         [classifier]\nsubscriber_networks = [\"10.0.0.0/16\", \"2001:db8:100::/48\"]\n\
+         bindings_file = {:?}\ndefault_class = \"paid\"\ntop_hosts_per_hour = 5\n\
+         [[classifier.class]]\nname = \"local\"\nnetworks = [\"10.0.0.0/16\", \"2001:db8:100::/48\"]\n\
+         [[classifier.class]]\nname = \"peering\"\nfiles = [{:?}]\ncount = \"inbound\"\n\
+         [collector]\nname = \"demo\"\nlisten = [\"127.0.0.1:0\"]\nstats_interval_ms = 200\n",
+        state_dir.display().to_string(),
+        bindings.display().to_string(),
+        lists.display().to_string()
     );
     for e in &exporters {
         toml.push_str(&format!(
@@ -267,12 +289,18 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         stats.blocks_written, stats.segments_closed, stats.fsyncs
     );
 
+    exact &= classify(&config, raw.total)?;
+
     println!(
-        "\nnext tiers (classifier, core, enforcer) arrive with their issues; this demo grows with them."
+        "\nnext tiers (core: tariffs and the ledger; enforcer) arrive with their issues; this demo grows with them."
     );
     println!(
         "try: kopek raw --state-dir {} stats --by-address",
         state_dir.display()
+    );
+    println!(
+        "     kopek --config {} traffic --from 2023-12-31 --to 2024-01-02 --top 5",
+        config_path.display()
     );
     if args.state_dir.is_none() {
         println!("(the temporary state dir is removed now; pass --state-dir DIR to keep it)");
@@ -282,6 +310,142 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     }
     println!("\nall exact.");
     Ok(())
+}
+
+/// Step 7: the classifier over what the collector stored, in-process:
+/// classes, static and session bindings, pro-rata buckets, tier 2.
+fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
+    use kopek_classifier::bindings::Registry;
+    use kopek_classifier::engine::Engine;
+    use kopek_classifier::report::{self, Period, TrafficQuery};
+    use kopek_classifier::store::SqliteTier2;
+
+    println!("\n7. classifier (tier 2): accounts, classes, 5-minute buckets in SQLite");
+    // A dynamic address: 10.0.2.7 belongs to alice, then to bob, the
+    // hand-over in the middle of the generated stream (a pppd session
+    // ending and another starting).
+    // Flows are attributed by their first packet; the generated flows
+    // start up to two minutes before the stream's clock (start_ms).
+    let start = GenProfile::default().start_ms;
+    let handover = start - 60_000;
+    let mut reg = Registry::open(&config.state_dir)?;
+    let ip: ipnet::IpNet = "10.0.2.7/32".parse()?;
+    reg.add(
+        "alice",
+        ip,
+        start - 3_600_000,
+        Some(handover),
+        "demo",
+        Some("ppp0"),
+    )?;
+    reg.add("bob", ip, handover, None, "demo", Some("ppp1"))?;
+    println!(
+        "   bindings: acme = 10.0.0.0/24 + 2001:db8:100::/56, home000..home199 = one address each (file);"
+    );
+    println!(
+        "             10.0.2.7: alice until {}, bob from then (sessions); the rest of 10.0.0.0/16 is nobody's",
+        time_utc(handover)
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let t = Instant::now();
+    let mut engine = Engine::open(config.clone(), now)?;
+    let done = engine.catch_up(now)?;
+    engine.finish_hosts(now)?;
+    let s = engine.stats().clone();
+    drop(engine);
+    println!(
+        "   {} records classified in {:.2} s: {} split across buckets, {} unattributed, {} transit",
+        human_count(done.records),
+        t.elapsed().as_secs_f64(),
+        human_count(s.committed.split_records),
+        human_count(s.committed.unattributed_records),
+        human_count(s.committed.transit_records),
+    );
+
+    let conn = SqliteTier2::open_read(&config.state_dir)?;
+    let q = TrafficQuery {
+        from_ms: start - 86_400_000,
+        to_ms: start + 86_400_000,
+        account: None,
+        class: None,
+        billed_only: false,
+        period: Period::Total,
+        tz: config.timezone,
+    };
+    let rows = report::traffic(&conn, &q)?;
+    let mut per_account: HashMap<String, (u64, u64)> = HashMap::new();
+    for r in &rows {
+        let e = per_account.entry(r.account.clone()).or_default();
+        e.0 += r.bytes_in;
+        e.1 += r.bytes_out;
+    }
+    println!("   per class (all accounts):");
+    let mut per_class: HashMap<String, (u64, u64)> = HashMap::new();
+    for r in &rows {
+        let e = per_class.entry(r.class.clone()).or_default();
+        e.0 += r.bytes_in;
+        e.1 += r.bytes_out;
+    }
+    let mut classes: Vec<_> = per_class.into_iter().collect();
+    classes.sort();
+    for (c, (i, o)) in classes {
+        println!(
+            "     {c:<8} in {:>12}  out {:>12}",
+            human_bytes(i, 1000),
+            human_bytes(o, 1000)
+        );
+    }
+    let mut accounts: Vec<_> = per_account.iter().collect();
+    accounts.sort_by_key(|(a, (i, o))| (std::cmp::Reverse(i + o), (*a).clone()));
+    println!("   largest accounts:");
+    for (a, (i, o)) in accounts.iter().take(4) {
+        println!(
+            "     {a:<8} in {:>12}  out {:>12}",
+            human_bytes(*i, 1000),
+            human_bytes(*o, 1000)
+        );
+    }
+    for who in ["alice", "bob"] {
+        let (i, o) = per_account.get(who).copied().unwrap_or_default();
+        println!(
+            "     {who:<8} in {:>12}  out {:>12}   (10.0.2.7, {} the hand-over)",
+            human_bytes(i, 1000),
+            human_bytes(o, 1000),
+            if who == "alice" { "before" } else { "after" }
+        );
+    }
+    let unattributed = report::unattributed(&conn, q.from_ms, q.to_ms)?;
+    let un_bytes: u64 = unattributed.iter().map(|u| u.bytes).sum();
+    println!(
+        "   unattributed: {} addresses, {} — visible, not billed to anyone",
+        human_count(unattributed.len() as u64),
+        human_bytes(un_bytes, 1000)
+    );
+    let hosts = report::top_hosts(&conn, q.from_ms, q.to_ms, Some("acme"), 4)?;
+    println!("   acme's largest remote hosts (per-hour detail, connections merged):");
+    for h in hosts.iter().filter(|h| !h.remote.is_empty()) {
+        println!(
+            "     {:<28} {:<8} in {:>12}  {} flows",
+            h.remote,
+            h.class,
+            human_bytes(h.bytes_in, 1000),
+            human_count(h.flows)
+        );
+    }
+
+    // Every byte of tier 1 is in tier 2 exactly once (no record of the
+    // generated stream has two subscriber sides).
+    let tier2_bytes: u64 = rows.iter().map(|r| r.bytes_in + r.bytes_out).sum::<u64>() + un_bytes;
+    let ok = done.records == raw_total.flows && tier2_bytes == raw_total.bytes;
+    println!(
+        "   tier 2 holds {} records, {} bytes; tier 1 {} records, {} bytes: {}",
+        human_count(done.records),
+        human_count(tier2_bytes),
+        human_count(raw_total.flows),
+        human_count(raw_total.bytes),
+        if ok { "equal" } else { "NOT EQUAL" }
+    );
+    Ok(ok)
 }
 
 /// The records a correct collector stores for the emitted (not skipped)
