@@ -1,0 +1,661 @@
+//! The classifier's golden test: real exporters feed a real collector,
+//! the real classifier turns tier 1 into tier 2, and every tier-2 total
+//! must equal, byte for byte, what this file computes on its own from the
+//! tier-1 records (`kopek raw dump`) with the config's rules restated as
+//! plain loops (tests/common/classify.rs), and what nfdump reports for the
+//! same export.
+//!
+//! Feeds: softflowd replaying a pcap built here (IPFIX, IPv4 and IPv6: a
+//! 61-second flow over three one-minute buckets, subscriber-to-subscriber,
+//! unattributed and transit flows, one account with a handful of remote
+//! hosts), sent to nfcapd too; and `kopek gen` (NetFlow v9, 30 % IPv6,
+//! thousands of flows, many crossing bucket boundaries) from a second
+//! exporter address. Classes: an inline `local` class, a `peering` list
+//! file (IPv4 and IPv6, comments, a prefix also listed inline), default
+//! `paid`. Bindings: a static file (IPv4 hosts and nested prefixes, IPv6
+//! /56s) and one generated address handed from account `dyn_a` to
+//! `dyn_b` with `kopek binding add/end`, unbound before `dyn_a`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::classify::{
+    Bind, ClassSpec, Classifier, Count, Key, Oracle, RawRec, Subject, Sums, assert_same, kopek,
+    kopek_json, net_of, raw_dump, read_list, split_parts, tier2, tier2_totals,
+};
+use common::{Collector, Nfcapd, nfdump_totals_by_address, pcap, totals_of};
+
+/// 2024-01-01T00:00:00Z.
+const T0_S: u32 = 1_704_067_200;
+const BUCKET_MS: i64 = 60_000;
+const FROM: &str = "2023-12-31T00:00:00Z";
+const TO: &str = "2024-01-02T00:00:00Z";
+/// The generated stream's flows end from here on (its flows start up to
+/// two minutes earlier): the same hour as the softflowd part.
+const GEN_START: &str = "2024-01-01T00:30:00Z";
+const GEN_FLOWS: u64 = 6_000;
+
+const PEERING_LIST: &str = "\
+# Peering partners: IX route-server members and CDN caches.
+198.51.100.0/24      # CDN cache
+192.0.2.0/24         # IX members (192.0.2.0/26 is inline in class local: longer wins)
+203.0.113.128/25     # a regional ISP
+
+198.18.0.0/24        # also inline in class local, which is listed first and wins
+# IPv6
+2001:db8:ca1::/48    # IX v6
+";
+const LOCAL_NETS: [&str; 3] = ["192.0.2.0/26", "198.18.0.0/24", "2001:db8:ca1:1::/64"];
+
+const BINDINGS: &str = "\
+# account,prefix
+big,10.0.0.0/27
+hostacct,10.0.1.7
+outer,10.0.2.0/24
+inner,10.0.2.128/25   # more specific than outer's
+v6big,2001:db8:100::/56
+solo4,10.0.100.10
+multi,10.0.100.20
+solo6,2001:db8:100:ab00::/56
+";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flow(
+    src: &str,
+    dst: &str,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+    packets: u32,
+    payload: u16,
+    start_off_s: u32,
+) -> pcap::Flow {
+    pcap::Flow {
+        src: ip(src),
+        dst: ip(dst),
+        protocol,
+        src_port,
+        dst_port,
+        packets,
+        payload,
+        start_s: T0_S + start_off_s,
+    }
+}
+
+/// The softflowd part: every flow by hand.
+fn pcap_flows() -> Vec<pcap::Flow> {
+    vec![
+        // solo4: 6100 packets 10 ms apart from 00:09:59: three buckets.
+        flow("10.0.100.10", "198.51.100.77", 17, 40001, 443, 6100, 100, 599),
+        // solo6 (a /56): a download over the 00:11 boundary, and local.
+        flow("2001:db8:ca1::5", "2001:db8:100:ab12::1", 6, 443, 50002, 300, 1200, 659),
+        flow("2001:db8:100:abff::9", "2001:db8:ca1:1::7", 17, 50003, 53, 5, 80, 700),
+        // multi: a handful of remote hosts of every class.
+        flow("10.0.100.20", "203.0.113.201", 17, 40010, 443, 50, 1000, 620),
+        flow("203.0.113.202", "10.0.100.20", 6, 443, 40011, 80, 1400, 621),
+        flow("10.0.100.20", "203.0.113.202", 6, 40012, 443, 10, 100, 622),
+        flow("10.0.100.20", "198.18.0.9", 17, 40013, 123, 30, 500, 623),
+        flow("192.0.2.10", "10.0.100.20", 17, 53, 40014, 20, 300, 624),
+        flow("192.0.2.200", "10.0.100.20", 17, 53, 40015, 10, 700, 625),
+        flow("203.0.113.5", "10.0.100.20", 6, 80, 40016, 15, 900, 626),
+        // Unattributed subscriber addresses; one talks to solo4.
+        flow("10.0.100.30", "198.51.100.78", 17, 40020, 443, 40, 600, 630),
+        flow("10.0.100.30", "10.0.100.10", 17, 40021, 9000, 25, 200, 631),
+        flow("2001:db8:f000::abcd", "2001:db8:100:cc00::1", 6, 443, 40022, 60, 1300, 632),
+        // Transit: no subscriber side.
+        flow("203.0.113.250", "198.51.100.250", 17, 5000, 5001, 12, 400, 633),
+        flow("2001:db8:f000::1:2", "2001:db8:ca1::99", 17, 5002, 5003, 8, 300, 634),
+    ]
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn tier2_equals_an_independent_classification_of_tier1_byte_for_byte() {
+    let started = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let peering = work.path().join("peering.txt");
+    std::fs::write(&peering, PEERING_LIST).unwrap();
+    let bindings_file = work.path().join("bindings.csv");
+    std::fs::write(&bindings_file, BINDINGS).unwrap();
+    let local_nets = LOCAL_NETS
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let extra = format!(
+        r#"
+[[collector.exporter]]
+name = "gen"
+address = "127.0.0.2"
+
+[classifier]
+bucket_s = 60
+subscriber_networks = ["10.0.0.0/16", "2001:db8:100::/48"]
+default_class = "paid"
+bindings_file = "{bindings}"
+poll_interval_ms = 50
+commit_interval_ms = 200
+
+[[classifier.class]]
+name = "local"
+networks = [{local_nets}]
+
+[[classifier.class]]
+name = "peering"
+files = ["{peering}"]
+count = "inbound"
+
+[retention]
+raw_days = 0
+traffic_days = 0
+top_hosts_days = 0
+"#,
+        bindings = bindings_file.display(),
+        peering = peering.display(),
+    );
+    let mut collector = Collector::start(&extra);
+    let config = collector.config.clone();
+    let state = collector.state_dir().to_path_buf();
+    kopek(&config, &["config", "check"]);
+
+    // Feed (a): softflowd, IPFIX, to kopek and to nfcapd.
+    let flows = pcap_flows();
+    let pcap_path = work.path().join("traffic.pcap");
+    pcap::write_pcap(&pcap_path, &flows);
+    let mut nfcapd = Nfcapd::start();
+    common::classify::softflowd(&pcap_path, collector.port, "10", work.path());
+    common::classify::softflowd(&pcap_path, nfcapd.port, "10", work.path());
+    // Feed (b): kopek gen, NetFlow v9 from 127.0.0.2.
+    let report = common::classify::gen_stream(
+        collector.port,
+        &[
+            "--version",
+            "9",
+            "--flows",
+            &GEN_FLOWS.to_string(),
+            "--rate",
+            "3000",
+            "--ipv6-percent",
+            "30",
+            "--seed",
+            "7",
+            "--source",
+            "127.0.0.2",
+            "--start",
+            GEN_START,
+        ],
+    );
+    let gen_flows = u(&report["expected_flows"]);
+    assert_eq!(gen_flows, GEN_FLOWS, "{report}");
+    let total = flows.len() as u64 + gen_flows;
+    assert_eq!(
+        collector.wait_flows(total, Duration::from_secs(20)),
+        total,
+        "flows in tier 1"
+    );
+    collector.stop();
+    nfcapd.stop();
+
+    let records = raw_dump(&state);
+    assert_eq!(records.len() as u64, total);
+    let (sf, generated): (Vec<&RawRec>, Vec<&RawRec>) =
+        records.iter().partition(|r| r.exporter == ip("127.0.0.1"));
+    assert_eq!(sf.len(), flows.len());
+    assert_eq!(u(&report["expected_bytes"]), generated.iter().map(|r| r.bytes).sum::<u64>());
+    let crossing = generated
+        .iter()
+        .filter(|r| r.first_ms.div_euclid(BUCKET_MS) != (r.last_ms - 1).div_euclid(BUCKET_MS))
+        .count();
+    assert!(
+        crossing * 4 > generated.len(),
+        "only {crossing} generated flows cross a bucket boundary"
+    );
+
+    // The dynamic address: the busiest generated IPv4 subscriber address
+    // that no static binding holds. Unbound for its first quarter of
+    // records, then dyn_a, handed over to dyn_b at a record's first packet.
+    let statics: Vec<Bind> = BINDINGS
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (a, n) = l.split_once(',').unwrap();
+            Bind::always(a, n)
+        })
+        .collect();
+    let subscriber_v4 = net_of("10.0.0.0/16");
+    let mut per_addr: BTreeMap<IpAddr, Vec<i64>> = BTreeMap::new();
+    for r in &generated {
+        for a in [r.src, r.dst] {
+            if subscriber_v4.contains(&a) && !statics.iter().any(|b| b.net.contains(&a)) {
+                per_addr.entry(a).or_default().push(r.first_ms);
+            }
+        }
+    }
+    let (dyn_addr, mut times) = per_addr
+        .into_iter()
+        .max_by_key(|(a, t)| (t.len(), std::cmp::Reverse(*a)))
+        .unwrap();
+    times.sort();
+    assert!(times.len() >= 8, "{dyn_addr}: {} records", times.len());
+    let t_a = times[times.len() / 4];
+    let t_h = times[times.len() * 3 / 5];
+    assert!(times[0] < t_a && t_a < t_h, "{times:?}");
+    let dyn_s = dyn_addr.to_string();
+    kopek(&config, &["binding", "add", "dyn_a", &dyn_s, "--from", &t_a.to_string()]);
+    kopek(&config, &["binding", "end", &dyn_s, "--at", &rfc3339(t_h)]);
+    kopek(&config, &["binding", "add", "dyn_b", &dyn_s, "--from", &rfc3339(t_h)]);
+    let listed = kopek_json(&config, &["binding", "ls", "--addr", &dyn_s, "--format", "json"]);
+    let listed: Vec<(String, i64, Option<i64>)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["account"].as_str().unwrap().to_string(),
+                b["from_ms"].as_i64().unwrap(),
+                b["to_ms"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("dyn_b".into(), t_h, None), ("dyn_a".into(), t_a, Some(t_h))]
+    );
+
+    // Classify.
+    let mut classifier = Classifier::start(&config, &state);
+    let stats = classifier.wait_caught_up(total, Duration::from_secs(60));
+    assert_eq!(stats["damaged_segments"], serde_json::json!([]), "{stats}");
+    assert_eq!(u(&stats["committed"]["bytes"]), records.iter().map(|r| r.bytes).sum::<u64>());
+    assert_eq!(u(&stats["committed"]["transit_records"]), 2, "{stats}");
+
+    let mut bindings = statics.clone();
+    bindings.push(Bind {
+        account: "dyn_a".into(),
+        net: net_of(&dyn_s),
+        from_ms: t_a,
+        to_ms: t_h,
+    });
+    bindings.push(Bind {
+        account: "dyn_b".into(),
+        net: net_of(&dyn_s),
+        from_ms: t_h,
+        to_ms: i64::MAX,
+    });
+    let oracle = Oracle {
+        classes: vec![
+            ClassSpec {
+                name: "local".into(),
+                nets: LOCAL_NETS.iter().map(|n| net_of(n)).collect(),
+                count: Count::Both,
+            },
+            ClassSpec {
+                name: "peering".into(),
+                nets: read_list(PEERING_LIST),
+                count: Count::Inbound,
+            },
+        ],
+        default_class: "paid".into(),
+        subscribers: vec![subscriber_v4, net_of("2001:db8:100::/48")],
+        bindings,
+        points: Vec::new(),
+    };
+
+    // 1. Every total per account or address, class, direction (and billed
+    //    flag), buckets summed: tier 2 equals the oracle.
+    let want = oracle.totals(records.iter());
+    let got = tier2_totals(&state);
+    assert_same("tier 2 vs the oracle", &got, &want);
+    // The data exercises every path (else the equality above proves less).
+    let has = |f: &dyn Fn(&Key) -> bool| want.keys().any(f);
+    for acc in ["big", "hostacct", "outer", "inner", "v6big", "solo4", "multi", "solo6", "dyn_a", "dyn_b"] {
+        assert!(
+            has(&|k| k.subject == Subject::Account(acc.into())),
+            "account {acc} has no traffic"
+        );
+    }
+    for class in ["local", "peering", "paid"] {
+        for dir in ["in", "out"] {
+            assert!(has(&|k| k.class == class && k.dir == dir && matches!(k.subject, Subject::Account(_))), "{class} {dir}");
+        }
+    }
+    assert!(has(&|k| k.billed == Some(false)) && has(&|k| k.billed == Some(true)));
+    assert!(has(&|k| k.dir == "transit"));
+    assert!(has(&|k| matches!(k.subject, Subject::Address(IpAddr::V6(_))) && k.dir == "in"));
+    assert!(has(&|k| k.subject == Subject::Address(dyn_addr)));
+
+    // The same through `kopek traffic`: per account and class, and the
+    // billed-only view, and unattributed/transit per address.
+    let mut want_acc: BTreeMap<(String, String), (u64, u64, u64, u64)> = BTreeMap::new();
+    let mut want_billed: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let mut want_un: BTreeMap<(String, String, String), (u64, u64, u64)> = BTreeMap::new();
+    for (k, s) in &want {
+        match &k.subject {
+            Subject::Account(a) => {
+                let e = want_acc.entry((a.clone(), k.class.clone())).or_default();
+                let b = want_billed.entry((a.clone(), k.class.clone())).or_default();
+                let billed = k.billed == Some(true);
+                if k.dir == "in" {
+                    e.0 += s.bytes;
+                    e.2 += s.packets;
+                    b.0 += if billed { s.bytes } else { 0 };
+                } else {
+                    e.1 += s.bytes;
+                    e.3 += s.packets;
+                    b.1 += if billed { s.bytes } else { 0 };
+                }
+            }
+            Subject::Address(a) => {
+                let e = want_un
+                    .entry((a.to_string(), k.dir.to_string(), k.class.clone()))
+                    .or_default();
+                e.0 += s.bytes;
+                e.1 += s.packets;
+                e.2 += s.flows;
+            }
+        }
+    }
+    want_billed.retain(|_, v| *v != (0, 0));
+    let rows = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["traffic", "--from", FROM, "--to", TO, "--format", "json"];
+        args.extend_from_slice(extra);
+        let v = kopek_json(&config, &args);
+        v["rows"].as_array().unwrap().clone()
+    };
+    let got_acc: BTreeMap<(String, String), (u64, u64, u64, u64)> = rows(&["--by", "total"])
+        .iter()
+        .map(|r| {
+            (
+                (r["account"].as_str().unwrap().into(), r["class"].as_str().unwrap().into()),
+                (u(&r["bytes_in"]), u(&r["bytes_out"]), u(&r["packets_in"]), u(&r["packets_out"])),
+            )
+        })
+        .collect();
+    assert_same("kopek traffic --by total", &got_acc, &want_acc);
+    let got_billed: BTreeMap<(String, String), (u64, u64)> = rows(&["--by", "total", "--billed"])
+        .iter()
+        .map(|r| {
+            (
+                (r["account"].as_str().unwrap().into(), r["class"].as_str().unwrap().into()),
+                (u(&r["bytes_in"]), u(&r["bytes_out"])),
+            )
+        })
+        .collect();
+    assert_same("kopek traffic --billed", &got_billed, &want_billed);
+    let un = kopek_json(
+        &config,
+        &["traffic", "--from", FROM, "--to", TO, "--unattributed", "--format", "json"],
+    );
+    let got_un: BTreeMap<(String, String, String), (u64, u64, u64)> = un
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["address"].as_str().unwrap().into(),
+                    r["direction"].as_str().unwrap().into(),
+                    r["class"].as_str().unwrap().into(),
+                ),
+                (u(&r["bytes"]), u(&r["packets"]), u(&r["flows"])),
+            )
+        })
+        .collect();
+    assert_same("kopek traffic --unattributed", &got_un, &want_un);
+
+    // 2. nfdump saw the softflowd export exactly as the pcap has it, and
+    //    tier 2 holds the same per subscriber address (accounts holding
+    //    just these addresses, unattributed addresses, transit sources).
+    let nf = nfdump_totals_by_address(nfcapd.dir.path());
+    assert_eq!(nf, totals_of(&flows), "nfdump vs the pcap");
+    let acct = |a: &str| Subject::Account(a.into());
+    let addr = |a: &str| Subject::Address(ip(a));
+    let subjects = [
+        ("10.0.100.10", acct("solo4")),
+        ("10.0.100.20", acct("multi")),
+        ("2001:db8:100:ab12::1", acct("solo6")),
+        ("2001:db8:100:abff::9", acct("solo6")),
+        ("10.0.100.30", addr("10.0.100.30")),
+        ("2001:db8:100:cc00::1", addr("2001:db8:100:cc00::1")),
+        ("203.0.113.250", addr("203.0.113.250")),
+        ("2001:db8:f000::1:2", addr("2001:db8:f000::1:2")),
+    ];
+    let mut from_nfdump: BTreeMap<Subject, (u64, u64)> = BTreeMap::new();
+    for (a, s) in &subjects {
+        let (bytes, packets) = nf[&ip(a)];
+        let e = from_nfdump.entry(s.clone()).or_default();
+        e.0 += bytes;
+        e.1 += packets;
+    }
+    let mut from_tier2: BTreeMap<Subject, (u64, u64)> = BTreeMap::new();
+    for (k, s) in &got {
+        if from_nfdump.contains_key(&k.subject) {
+            let e = from_tier2.entry(k.subject.clone()).or_default();
+            e.0 += s.bytes;
+            e.1 += s.packets;
+        }
+    }
+    assert_same("tier 2 vs nfdump, per subscriber address", &from_tier2, &from_nfdump);
+
+    // 3. Per bucket. Hand-picked flows first: solo4's 61-second upload
+    //    over three buckets, solo6's download over two.
+    let find = |src: &str, src_port: u16| -> &RawRec {
+        records
+            .iter()
+            .find(|r| r.src == ip(src) && r.src_port == src_port)
+            .unwrap()
+    };
+    for (account, src, port, dir, buckets) in [
+        ("solo4", "10.0.100.10", 40001, "out", 3),
+        ("solo6", "2001:db8:ca1::5", 443, "in", 2),
+    ] {
+        let r = find(src, port);
+        let bytes = split_parts(r.bytes, r.first_ms, r.last_ms, BUCKET_MS);
+        let packets = split_parts(r.packets, r.first_ms, r.last_ms, BUCKET_MS);
+        assert_eq!(bytes.len(), buckets, "{r:?}");
+        assert_eq!(bytes.iter().map(|p| p.1).sum::<u64>(), r.bytes);
+        let got: Vec<(i64, u64, u64, u64)> = rows(&[
+            "--account", account, "--class", "peering", "--by", "bucket",
+        ])
+        .iter()
+        .map(|row| {
+            (
+                row["period_ms"].as_i64().unwrap(),
+                u(&row[format!("bytes_{dir}").as_str()]),
+                u(&row[format!("packets_{dir}").as_str()]),
+                u(&row["flows"]),
+            )
+        })
+        .collect();
+        let want: Vec<(i64, u64, u64, u64)> = bytes
+            .iter()
+            .zip(&packets)
+            .enumerate()
+            .map(|(i, (b, p))| (b.0, b.1, p.1, u64::from(i == 0)))
+            .collect();
+        assert_eq!(got, want, "{account}: {r:?}");
+        assert_eq!(got.iter().map(|g| g.1).sum::<u64>(), r.bytes);
+    }
+    // Then every account's every bucket, from the oracle and the split.
+    type Row = (u64, u64, u64, u64, u64);
+    let mut want_buckets: BTreeMap<(i64, String, String), Row> = BTreeMap::new();
+    for r in &records {
+        for (k, _) in oracle.entries(r) {
+            let Subject::Account(a) = &k.subject else {
+                continue;
+            };
+            let bytes = split_parts(r.bytes, r.first_ms, r.last_ms, BUCKET_MS);
+            let packets = split_parts(r.packets, r.first_ms, r.last_ms, BUCKET_MS);
+            for (i, (b, p)) in bytes.iter().zip(&packets).enumerate() {
+                let e = want_buckets
+                    .entry((b.0, a.clone(), k.class.clone()))
+                    .or_default();
+                if k.dir == "in" {
+                    e.0 += b.1;
+                    e.2 += p.1;
+                } else {
+                    e.1 += b.1;
+                    e.3 += p.1;
+                }
+                e.4 += u64::from(i == 0);
+            }
+        }
+    }
+    let got_buckets: BTreeMap<(i64, String, String), Row> = rows(&["--by", "bucket"])
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["period_ms"].as_i64().unwrap(),
+                    r["account"].as_str().unwrap().into(),
+                    r["class"].as_str().unwrap().into(),
+                ),
+                (
+                    u(&r["bytes_in"]),
+                    u(&r["bytes_out"]),
+                    u(&r["packets_in"]),
+                    u(&r["packets_out"]),
+                    u(&r["flows"]),
+                ),
+            )
+        })
+        .collect();
+    assert_same("kopek traffic --by bucket", &got_buckets, &want_buckets);
+
+    // 4. The handed-over address: its bytes before dyn_a's binding are
+    //    unattributed, then dyn_a's, and from the hand-over dyn_b's.
+    let mut parts = [0u64; 3];
+    for r in records.iter().filter(|r| r.src == dyn_addr || r.dst == dyn_addr) {
+        parts[usize::from(r.first_ms >= t_a) + usize::from(r.first_ms >= t_h)] += r.bytes;
+    }
+    assert!(parts.iter().all(|&p| p > 0), "{parts:?}");
+    let account_bytes = |a: &str| -> u64 {
+        rows(&["--by", "total", "--account", a])
+            .iter()
+            .map(|r| u(&r["bytes_in"]) + u(&r["bytes_out"]))
+            .sum()
+    };
+    assert_eq!(account_bytes("dyn_a"), parts[1], "dyn_a: [{t_a}, {t_h})");
+    assert_eq!(account_bytes("dyn_b"), parts[2], "dyn_b: from {t_h}");
+    let unbound: u64 = got_un
+        .iter()
+        .filter(|(k, _)| k.0 == dyn_s)
+        .map(|(_, v)| v.0)
+        .sum();
+    assert_eq!(unbound, parts[0], "{dyn_s} before {t_a}: unattributed");
+
+    // 5. Top hosts: per account, the largest remote hosts with their bytes
+    //    (everything lies in one hour here, so the hour's top N is the
+    //    interval's). multi's remote hosts are checked against nfdump too.
+    let mut hosts: HashMap<String, BTreeMap<(IpAddr, String), (u64, u64, u64)>> = HashMap::new();
+    for r in &records {
+        for (k, _) in oracle.entries(r) {
+            let Subject::Account(a) = &k.subject else {
+                continue;
+            };
+            let remote = if k.dir == "in" { r.src } else { r.dst };
+            let e = hosts
+                .entry(a.clone())
+                .or_default()
+                .entry((remote, k.class.clone()))
+                .or_default();
+            if k.dir == "in" {
+                e.0 += r.bytes;
+            } else {
+                e.1 += r.bytes;
+            }
+            e.2 += 1;
+        }
+    }
+    for account in ["multi", "big", "v6big", "dyn_b"] {
+        let mut all: Vec<_> = hosts[account].iter().collect();
+        all.sort_by_key(|((remote, class), c)| (std::cmp::Reverse(c.0 + c.1), *remote, class.clone()));
+        let top = kopek_json(
+            &config,
+            &["traffic", "--from", FROM, "--to", TO, "--account", account, "--top", "3", "--format", "json"],
+        );
+        let got: Vec<(IpAddr, String, u64, u64, u64)> = top["top_hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["remote"] != "")
+            .map(|h| {
+                assert_eq!(h["account"], account);
+                (
+                    ip(h["remote"].as_str().unwrap()),
+                    h["class"].as_str().unwrap().into(),
+                    u(&h["bytes_in"]),
+                    u(&h["bytes_out"]),
+                    u(&h["flows"]),
+                )
+            })
+            .collect();
+        let want: Vec<(IpAddr, String, u64, u64, u64)> = all
+            .iter()
+            .take(3)
+            .map(|((remote, class), c)| (*remote, class.clone(), c.0, c.1, c.2))
+            .collect();
+        assert!(
+            all.len() < 4 || (all[2].1.0 + all[2].1.1) > (all[3].1.0 + all[3].1.1),
+            "{account}: a tie at rank 3 makes the top 3 ambiguous"
+        );
+        assert_eq!(got, want, "top hosts of {account}");
+        if account == "multi" {
+            for (remote, _, bi, bo, _) in &want {
+                assert_eq!(nf[remote].0, bi + bo, "multi's host {remote} vs nfdump");
+            }
+        }
+    }
+    // Host detail (kept hosts plus the "other hosts" row) adds up to each
+    // account's traffic exactly.
+    let conn = tier2(&state);
+    let mut st = conn
+        .prepare(
+            "SELECT h.account, h.i, h.o, t.i, t.o FROM
+               (SELECT account, SUM(bytes_in) AS i, SUM(bytes_out) AS o FROM top_hosts GROUP BY account) h
+             JOIN (SELECT account, SUM(CASE WHEN direction = 'in' THEN bytes ELSE 0 END) AS i,
+                          SUM(CASE WHEN direction = 'out' THEN bytes ELSE 0 END) AS o
+                   FROM traffic GROUP BY account) t ON t.account = h.account",
+        )
+        .unwrap();
+    let sums: Vec<(String, i64, i64, i64, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(sums.len(), hosts.len(), "accounts with host detail");
+    for (account, hi, ho, ti, to) in sums {
+        assert_eq!((hi, ho), (ti, to), "{account}: host detail vs traffic");
+    }
+
+    classifier.stop();
+    let total_sums: Sums = want.values().fold(Sums::default(), |mut a, s| {
+        a.add(*s);
+        a
+    });
+    eprintln!(
+        "golden: {} records ({crossing} generated ones over a bucket boundary), {} tier-2 keys, {} bytes, {:?}",
+        records.len(),
+        want.len(),
+        total_sums.bytes,
+        started.elapsed()
+    );
+}
