@@ -412,6 +412,54 @@ struct Slot {
     parent: Option<u32>,
 }
 
+/// A host binding as the hash map holds it: when the address has exactly
+/// one binding, its span and account are right here (one memory access
+/// per lookup, the common case); otherwise `account` is [`MULTI`] and the
+/// slot has the list.
+#[derive(Debug, Clone, Copy)]
+struct HostEntry {
+    slot: u32,
+    account: u32,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+const MULTI: u32 = u32::MAX;
+
+/// One bit per /16 of IPv4 (or per top 16 bits of IPv6) that holds any
+/// bound prefix: most remote addresses are answered "nobody's" from 8 KiB
+/// that stay in cache, without touching the hash map or the trie.
+#[derive(Debug, Clone)]
+pub(crate) struct Coverage(Vec<u64>);
+
+impl Default for Coverage {
+    fn default() -> Self {
+        Coverage(vec![0; 1024])
+    }
+}
+
+impl Coverage {
+    pub(crate) fn add(&mut self, net: IpNet) {
+        let (top, len) = match net {
+            IpNet::V4(n) => ((u32::from(n.addr()) >> 16) as usize, n.prefix_len()),
+            IpNet::V6(n) => ((u128::from(n.addr()) >> 112) as usize, n.prefix_len()),
+        };
+        let span = if len >= 16 { 1 } else { 1usize << (16 - len) };
+        for i in top..top + span {
+            self.0[i >> 6] |= 1 << (i & 63);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn may_contain(&self, addr: IpAddr) -> bool {
+        let top = match addr {
+            IpAddr::V4(a) => (u32::from(a) >> 16) as usize,
+            IpAddr::V6(a) => (u128::from(a) >> 112) as usize,
+        };
+        self.0[top >> 6] & (1 << (top & 63)) != 0
+    }
+}
+
 /// The in-memory time-indexed binding structure the classifier queries.
 #[derive(Debug, Default)]
 pub struct BindingIndex {
@@ -420,8 +468,10 @@ pub struct BindingIndex {
     account_ix: HashMap<String, u32>,
     slots: Vec<Slot>,
     slot_of: HashMap<IpNet, u32>,
-    hosts_v4: FastMap<u32, u32>,
-    hosts_v6: FastMap<u128, u32>,
+    hosts_v4: FastMap<u32, HostEntry>,
+    hosts_v6: FastMap<u128, HostEntry>,
+    cover_v4: Coverage,
+    cover_v6: Coverage,
     /// Non-host prefixes; rebuilt when the set of such prefixes changes.
     nets: PrefixMap,
     nets_dirty: bool,
@@ -448,13 +498,8 @@ impl BindingIndex {
                 });
                 self.slot_of.insert(net, s);
                 match net {
-                    IpNet::V4(n) if n.prefix_len() == 32 => {
-                        self.hosts_v4.insert(u32::from(n.addr()), s);
-                    }
-                    IpNet::V6(n) if n.prefix_len() == 128 => {
-                        self.hosts_v6.insert(u128::from(n.addr()), s);
-                    }
-                    _ => {}
+                    IpNet::V4(_) => self.cover_v4.add(net),
+                    IpNet::V6(_) => self.cover_v6.add(net),
                 }
                 self.nets_dirty = true;
                 s
@@ -473,6 +518,30 @@ impl BindingIndex {
         let at = spans.partition_point(|s| (s.0, s.3) < (b.from_ms, b.id));
         spans.insert(at, (b.from_ms, to, acc, b.id));
         self.span_of.insert(b.id, slot);
+        let spans = &self.slots[slot as usize].spans;
+        let entry = match spans.as_slice() {
+            [(from_ms, to_ms, account, _)] => HostEntry {
+                slot,
+                account: *account,
+                from_ms: *from_ms,
+                to_ms: *to_ms,
+            },
+            _ => HostEntry {
+                slot,
+                account: MULTI,
+                from_ms: 0,
+                to_ms: 0,
+            },
+        };
+        match net {
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                self.hosts_v4.insert(u32::from(n.addr()), entry);
+            }
+            IpNet::V6(n) if n.prefix_len() == 128 => {
+                self.hosts_v6.insert(u128::from(n.addr()), entry);
+            }
+            _ => {}
+        }
     }
 
     /// Rebuilds derived structures after a round of [`Self::apply`].
@@ -512,11 +581,27 @@ impl BindingIndex {
     #[inline]
     pub fn lookup(&self, addr: IpAddr, t_ms: i64) -> Option<u32> {
         let host = match addr {
-            IpAddr::V4(a) => self.hosts_v4.get(&u32::from(a)),
-            IpAddr::V6(a) => self.hosts_v6.get(&u128::from(a)),
+            IpAddr::V4(a) => {
+                if !self.cover_v4.may_contain(addr) {
+                    return None;
+                }
+                self.hosts_v4.get(&u32::from(a))
+            }
+            IpAddr::V6(a) => {
+                if !self.cover_v6.may_contain(addr) {
+                    return None;
+                }
+                self.hosts_v6.get(&u128::from(a))
+            }
         };
         let mut slot = match host {
-            Some(&s) => Some(s),
+            Some(e) if e.account != MULTI => {
+                if e.from_ms <= t_ms && t_ms < e.to_ms {
+                    return Some(e.account);
+                }
+                self.slots[e.slot as usize].parent
+            }
+            Some(e) => Some(e.slot),
             None => self.nets.lookup(addr),
         };
         while let Some(s) = slot {

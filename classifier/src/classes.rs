@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use kopek_config::{ClassifierConfig, CountRule, parse_net};
 use sha2::{Digest, Sha256};
 
+use crate::bindings::Coverage;
 use crate::lpm::{PrefixMap, PrefixMapBuilder, Strides};
 
 /// Prefixes per class list file, and in total: a full IPv4+IPv6 table is
@@ -210,20 +211,27 @@ impl ClassTable {
 #[derive(Debug)]
 pub struct NetSet {
     map: PrefixMap,
+    /// Cheap pre-filter: most addresses are far from every listed network.
+    cover: [Coverage; 2],
 }
 
 impl NetSet {
     pub fn new(nets: &[IpNet]) -> NetSet {
         let mut b = PrefixMapBuilder::new(Strides::COMPACT);
+        let mut cover = [Coverage::default(), Coverage::default()];
         for n in nets {
             b.insert(n.trunc(), 0);
+            cover[usize::from(matches!(n, IpNet::V6(_)))].add(n.trunc());
         }
-        NetSet { map: b.build() }
+        NetSet {
+            map: b.build(),
+            cover,
+        }
     }
 
     #[inline]
     pub fn contains(&self, addr: IpAddr) -> bool {
-        self.map.lookup(addr).is_some()
+        self.cover[usize::from(addr.is_ipv6())].may_contain(addr) && self.map.lookup(addr).is_some()
     }
 }
 
