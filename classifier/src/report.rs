@@ -162,10 +162,13 @@ pub fn top_hosts(
             per = 0;
         }
         let remote: String = r.get(1)?;
-        if per >= n && remote != OTHER_HOSTS {
-            continue;
+        // The "other hosts" row is always shown and takes none of the n.
+        if remote != OTHER_HOSTS {
+            if per >= n {
+                continue;
+            }
+            per += 1;
         }
-        per += 1;
         out.push(HostRow {
             hour_ms: r.get(6)?,
             account,
@@ -291,6 +294,33 @@ pub fn versions(conn: &Connection) -> Result<Vec<VersionRow>, ReportError> {
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The class-list version valid at `t_ms` (the first one before any) with
+/// its canonical content: "which class did this address have at T".
+pub fn version_at(
+    conn: &Connection,
+    t_ms: i64,
+) -> Result<Option<(VersionRow, String)>, ReportError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, valid_from_ms, sha256, prefixes, content FROM class_versions
+         ORDER BY CASE WHEN valid_from_ms <= ?1 THEN 0 ELSE 1 END,
+                  CASE WHEN valid_from_ms <= ?1 THEN -valid_from_ms ELSE valid_from_ms END
+         LIMIT 1",
+    )?;
+    let mut rows = st.query(params![t_ms])?;
+    match rows.next()? {
+        None => Ok(None),
+        Some(r) => Ok(Some((
+            VersionRow {
+                id: r.get(0)?,
+                valid_from_ms: r.get(1)?,
+                sha256: r.get(2)?,
+                prefixes: r.get(3)?,
+            },
+            r.get(4)?,
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -22,11 +22,21 @@ enum ClassifierCmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// How an address was (or is) judged at a time: its class by the list
+    /// version valid then (and the list entry that decided it), and the
+    /// account holding it then.
+    Explain {
+        addr: std::net::IpAddr,
+        /// The time (2026-11-22 05:00 in the ISP's zone, ...Z, epoch ms); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
     match args.cmd.as_ref().unwrap_or(&ClassifierCmd::Run) {
         ClassifierCmd::Run => Ok(serve(config_path)?),
+        ClassifierCmd::Explain { addr, at } => explain(config_path, *addr, at.as_deref()),
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let s = read_stats(&config.state_dir)?;
@@ -71,4 +81,77 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             Ok(())
         }
     }
+}
+
+fn explain(config_path: &Path, addr: std::net::IpAddr, at: Option<&str>) -> super::Result {
+    use kopek_classifier::bindings::{BindingIndex, Registry, read_static};
+    use kopek_classifier::classes::ClassTable;
+    use kopek_classifier::report;
+    use kopek_classifier::store::SqliteTier2;
+
+    let config = super::load_config_or_defaults(config_path)?;
+    let tz = config.timezone;
+    let t = match at {
+        Some(s) => super::format::parse_time_in(s, tz).map_err(anyhow::Error::msg)?,
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    println!(
+        "{addr} at {} ({})",
+        super::format::time_in(t, tz),
+        time_utc(t)
+    );
+    let conn = SqliteTier2::open_read(&config.state_dir)?;
+    match report::version_at(&conn, t)? {
+        None => println!("  class: no list version recorded yet (has the classifier run?)"),
+        Some((v, content)) => {
+            let table = ClassTable::from_canonical(&content)?;
+            let (c, net) = table.explain(addr);
+            println!(
+                "  class: {} ({}), by list version {} valid from {} (sha256 {})",
+                table.classes[c as usize].name,
+                match net {
+                    Some(n) => format!("listed as {n}"),
+                    None => "no list covers it: the default class".to_string(),
+                },
+                v.id,
+                time_utc(v.valid_from_ms),
+                &v.sha256[..12.min(v.sha256.len())]
+            );
+        }
+    }
+    // Bindings: the registry and the static file, as the classifier sees them.
+    let mut index = BindingIndex::new();
+    if let Some(f) = &config.classifier.bindings_file {
+        for b in read_static(f)? {
+            index.apply(&b);
+        }
+    }
+    if config
+        .state_dir
+        .join(kopek_classifier::bindings::REGISTRY_FILE)
+        .exists()
+    {
+        let reg = Registry::open(&config.state_dir)?;
+        for b in reg.changes_since(0)?.0 {
+            index.apply(&b);
+        }
+    }
+    index.finish();
+    match index.lookup(addr, t) {
+        Some(a) => println!("  account: {}", index.account(a)),
+        None => println!(
+            "  account: none ({})",
+            if config
+                .classifier
+                .subscriber_networks
+                .iter()
+                .any(|n| n.contains(&addr))
+            {
+                "inside the subscriber networks: its traffic is unattributed"
+            } else {
+                "not a subscriber address"
+            }
+        ),
+    }
+    Ok(())
 }
