@@ -30,7 +30,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kopek_classifier::aggregate::{Batch, Rules, Scratch, add_record};
+use kopek_classifier::aggregate::{Batch, Rules, Scratch, add_block};
 use kopek_classifier::bindings::{BindingIndex, read_static};
 use kopek_classifier::classes::{ClassTable, NetSet};
 use kopek_classifier::engine::Engine;
@@ -360,9 +360,7 @@ top_hosts_days = 0
         let t = Instant::now();
         let mut count = 0u64;
         read_all(&mut |b| {
-            for r in b {
-                add_record(&rules, r, &mut batch, &mut scratch);
-            }
+            add_block(&rules, b, &mut batch, &mut scratch);
             count += b.len() as u64;
             if batch.stats.records >= 4_000_000 {
                 black_box(batch.entries());

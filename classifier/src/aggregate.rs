@@ -286,6 +286,7 @@ pub struct Rules<'a> {
 /// Reused scratch space so the per-record path never allocates.
 #[derive(Debug, Default)]
 pub struct Scratch {
+    judged: Vec<Judged>,
     cover: Vec<(i64, i64)>,
     bytes: Vec<u64>,
     packets: Vec<u64>,
@@ -294,17 +295,114 @@ pub struct Scratch {
 /// Adds one record to `batch`.
 #[inline]
 pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
+    let j = judge(rules, r);
+    accumulate(rules, r, &j, batch, s);
+}
+
+/// Adds a block of records: first every lookup (binding, subscriber set,
+/// class) of every record, then every aggregate update. The lookups of one
+/// record do not depend on the previous record's, so in a tight loop the
+/// CPU overlaps their cache misses; interleaved with hash-map updates it
+/// could not. Same result as [`add_record`] on each record in order.
+pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s: &mut Scratch) {
+    let mut judged = std::mem::take(&mut s.judged);
+    judged.clear();
+    judged.extend(records.iter().map(|r| judge_sides(rules, r)));
+    for (r, j) in records.iter().zip(judged.iter_mut()) {
+        judge_classes(rules, r, j);
+    }
+    for (r, j) in records.iter().zip(&judged) {
+        accumulate(rules, r, j, batch, s);
+    }
+    s.judged = judged;
+}
+
+const NONE: u32 = u32::MAX;
+
+/// What the rules say about one record, before any aggregate is touched.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged {
+    /// Accounts holding src / dst at the record's time ([`NONE`]: nobody).
+    src_acc: u32,
+    dst_acc: u32,
+    src_sub: bool,
+    dst_sub: bool,
+    point: u16,
+    /// Global class id and billed flag of the `out` side (remote = dst) and
+    /// of the `in` side (remote = src); unused sides are not looked up.
+    class_out: u32,
+    class_in: u32,
+    billed_out: bool,
+    billed_in: bool,
+}
+
+#[inline]
+fn judge(rules: &Rules<'_>, r: &FlowRecord) -> Judged {
+    let mut j = judge_sides(rules, r);
+    judge_classes(rules, r, &mut j);
+    j
+}
+
+/// Billing point and subscriber sides (bindings, subscriber networks).
+#[inline]
+fn judge_sides(rules: &Rules<'_>, r: &FlowRecord) -> Judged {
     let t = r.first_ms;
-    let (table, global) = rules.versions.at(t);
     let point = rules.points.point_of(r);
+    let src_acc = rules.bindings.lookup(r.src, t);
+    let dst_acc = rules.bindings.lookup(r.dst, t);
+    let src_sub = src_acc.is_some() || rules.subscribers.contains(r.src);
+    let dst_sub = dst_acc.is_some() || rules.subscribers.contains(r.dst);
+    Judged {
+        src_acc: src_acc.unwrap_or(NONE),
+        dst_acc: dst_acc.unwrap_or(NONE),
+        src_sub,
+        dst_sub,
+        point,
+        class_out: NONE,
+        class_in: NONE,
+        billed_out: false,
+        billed_in: false,
+    }
+}
+
+/// The class of the remote address of each side that exists.
+#[inline]
+fn judge_classes(rules: &Rules<'_>, r: &FlowRecord, j: &mut Judged) {
+    let (table, global) = rules.versions.at(r.first_ms);
+    let (point, src_sub, dst_sub) = (j.point, j.src_sub, j.dst_sub);
+    let class = |remote: IpAddr, dir: Dir| {
+        let ci = table.class_of(remote);
+        (
+            global[ci as usize],
+            point != 0 && dir.counted_by(table.classes[ci as usize].count),
+        )
+    };
+    // The out side exists when src is a subscriber, or for transit.
+    let (class_out, billed_out) = if src_sub || !dst_sub {
+        class(r.dst, if src_sub { Dir::Out } else { Dir::Transit })
+    } else {
+        (NONE, false)
+    };
+    let (class_in, billed_in) = if dst_sub {
+        class(r.src, Dir::In)
+    } else {
+        (NONE, false)
+    };
+    j.class_out = class_out;
+    j.billed_out = billed_out;
+    j.class_in = class_in;
+    j.billed_in = billed_in;
+}
+
+#[inline]
+fn accumulate(rules: &Rules<'_>, r: &FlowRecord, j: &Judged, batch: &mut Batch, s: &mut Scratch) {
     let bytes = r.bytes();
     let packets = r.packets();
     batch.stats.records += 1;
     batch.stats.bytes = batch.stats.bytes.saturating_add(bytes);
-    if point == 0 {
+    if j.point == 0 {
         batch.stats.unbilled_records += 1;
     }
-
     if cover(r.first_ms, r.last_ms, rules.bucket_ms, &mut s.cover) {
         batch.stats.clamped_records += 1;
     }
@@ -313,51 +411,6 @@ pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut 
     if s.cover.len() > 1 {
         batch.stats.split_records += 1;
     }
-
-    let src_acc = rules.bindings.lookup(r.src, t);
-    let dst_acc = rules.bindings.lookup(r.dst, t);
-    let src_sub = src_acc.is_some() || rules.subscribers.contains(r.src);
-    let dst_sub = dst_acc.is_some() || rules.subscribers.contains(r.dst);
-
-    let mut side = |subject: IpAddr, account: Option<u32>, dir: Dir, remote: IpAddr| {
-        let ci = table.class_of(remote);
-        let class = global[ci as usize];
-        let billed = point != 0 && dir.counted_by(table.classes[ci as usize].count);
-        match account {
-            Some(account) => {
-                for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
-                    batch
-                        .traffic
-                        .entry(TrafficKey {
-                            bucket_ms,
-                            account,
-                            class,
-                            dir,
-                            point,
-                            billed,
-                        })
-                        .or_default()
-                        .add(s.bytes[i], s.packets[i], u64::from(i == 0));
-                }
-            }
-            None => {
-                for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
-                    batch
-                        .unattributed
-                        .entry(UnattributedKey {
-                            bucket_ms,
-                            address: subject,
-                            class,
-                            dir,
-                            point,
-                        })
-                        .or_default()
-                        .add(s.bytes[i], s.packets[i], u64::from(i == 0));
-                }
-            }
-        }
-    };
-
     let hour = bucket_of(s.cover[0].0, HOUR_MS);
     if batch.hours.last() != Some(&hour) && !batch.hours.contains(&hour) {
         batch.hours.push(hour);
@@ -368,18 +421,52 @@ pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut 
             batch.hours.push(last);
         }
     }
-    if src_sub {
-        side(r.src, src_acc, Dir::Out, r.dst);
+
+    let point = j.point;
+    let mut side = |subject: IpAddr, account: u32, dir: Dir, class: u32, billed: bool| {
+        if account != NONE {
+            for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
+                batch
+                    .traffic
+                    .entry(TrafficKey {
+                        bucket_ms,
+                        account,
+                        class,
+                        dir,
+                        point,
+                        billed,
+                    })
+                    .or_default()
+                    .add(s.bytes[i], s.packets[i], u64::from(i == 0));
+            }
+        } else {
+            for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
+                batch
+                    .unattributed
+                    .entry(UnattributedKey {
+                        bucket_ms,
+                        address: subject,
+                        class,
+                        dir,
+                        point,
+                    })
+                    .or_default()
+                    .add(s.bytes[i], s.packets[i], u64::from(i == 0));
+            }
+        }
+    };
+    if j.src_sub {
+        side(r.src, j.src_acc, Dir::Out, j.class_out, j.billed_out);
     }
-    if dst_sub {
-        side(r.dst, dst_acc, Dir::In, r.src);
+    if j.dst_sub {
+        side(r.dst, j.dst_acc, Dir::In, j.class_in, j.billed_in);
     }
-    if (src_sub && src_acc.is_none()) || (dst_sub && dst_acc.is_none()) {
+    if (j.src_sub && j.src_acc == NONE) || (j.dst_sub && j.dst_acc == NONE) {
         batch.stats.unattributed_records += 1;
     }
-    if !src_sub && !dst_sub {
+    if !j.src_sub && !j.dst_sub {
         batch.stats.transit_records += 1;
-        side(r.src, None, Dir::Transit, r.dst);
+        side(r.src, NONE, Dir::Transit, j.class_out, false);
     }
 }
 

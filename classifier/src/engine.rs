@@ -21,8 +21,8 @@ use kopek_config::Config;
 
 use crate::ClassifierError;
 use crate::aggregate::{
-    AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_hosts,
-    add_loss, add_record,
+    AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_block,
+    add_hosts, add_loss,
 };
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
 use crate::classes::{ClassTable, NetSet};
@@ -412,8 +412,8 @@ impl Engine {
                         points: &self.points,
                         bucket_ms,
                     };
+                    add_block(&rules, &self.flows, &mut self.batch, &mut self.scratch);
                     for r in &self.flows {
-                        add_record(&rules, r, &mut self.batch, &mut self.scratch);
                         self.batch_newest_ms = self.batch_newest_ms.max(r.last_ms);
                     }
                     out.records += self.flows.len() as u64;
