@@ -229,10 +229,17 @@ pub struct Progress {
     pub done: bool,
 }
 
+/// The per-account aggregates are split into this many maps by account, so
+/// that one map is small enough to stay in a core's L2 cache while a block's
+/// updates for it are applied (one big map costs a cache and TLB miss per
+/// update: measured ~300 ns of the record's budget).
+pub const TRAFFIC_PARTITIONS: usize = 16;
+
 /// Aggregates not yet committed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batch {
-    pub traffic: FastMap<TrafficKey, Counts>,
+    /// Partitioned by `account % TRAFFIC_PARTITIONS`; see [`Batch::traffic`].
+    pub traffic_parts: Vec<FastMap<TrafficKey, Counts>>,
     pub unattributed: FastMap<UnattributedKey, Counts>,
     pub losses: FastMap<LossKey, u64>,
     /// Hours with new records: their top-hosts detail must be (re)computed.
@@ -241,18 +248,42 @@ pub struct Batch {
     pub stats: AggStats,
 }
 
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            traffic_parts: (0..TRAFFIC_PARTITIONS)
+                .map(|_| FastMap::default())
+                .collect(),
+            unattributed: FastMap::default(),
+            losses: FastMap::default(),
+            hours: Vec::new(),
+            progress: Vec::new(),
+            stats: AggStats::default(),
+        }
+    }
+}
+
 impl Batch {
+    /// Every per-account aggregate of the batch.
+    pub fn traffic(&self) -> impl Iterator<Item = (&TrafficKey, &Counts)> {
+        self.traffic_parts.iter().flat_map(|m| m.iter())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.progress.is_empty() && self.stats.records == 0 && self.stats.loss_records == 0
     }
 
     /// Entries held: the batch is committed before this grows past a bound.
     pub fn entries(&self) -> usize {
-        self.traffic.len() + self.unattributed.len() + self.losses.len()
+        self.traffic_parts.iter().map(|m| m.len()).sum::<usize>()
+            + self.unattributed.len()
+            + self.losses.len()
     }
 
     pub fn clear(&mut self) {
-        self.traffic.clear();
+        for m in &mut self.traffic_parts {
+            m.clear();
+        }
         self.unattributed.clear();
         self.hours.clear();
         self.losses.clear();
@@ -287,6 +318,8 @@ pub struct Rules<'a> {
 #[derive(Debug, Default)]
 pub struct Scratch {
     judged: Vec<Judged>,
+    /// Per-account updates of the block, by partition, applied at its end.
+    pending: Vec<Vec<(TrafficKey, Counts)>>,
     cover: Vec<(i64, i64)>,
     bytes: Vec<u64>,
     packets: Vec<u64>,
@@ -297,6 +330,20 @@ pub struct Scratch {
 pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
     let j = judge(rules, r);
     accumulate(rules, r, &j, batch, s);
+    apply_pending(batch, s);
+}
+
+/// Applies the block's per-account updates partition by partition.
+fn apply_pending(batch: &mut Batch, s: &mut Scratch) {
+    for (p, updates) in s.pending.iter_mut().enumerate() {
+        let map = &mut batch.traffic_parts[p];
+        for (k, c) in updates.drain(..) {
+            let e = map.entry(k).or_default();
+            e.bytes = e.bytes.saturating_add(c.bytes);
+            e.packets = e.packets.saturating_add(c.packets);
+            e.flows += c.flows;
+        }
+    }
 }
 
 /// Adds a block of records: first every lookup (binding, subscriber set,
@@ -314,6 +361,7 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     for (r, j) in records.iter().zip(&judged) {
         accumulate(rules, r, j, batch, s);
     }
+    apply_pending(batch, s);
     s.judged = judged;
 }
 
@@ -423,21 +471,28 @@ fn accumulate(rules: &Rules<'_>, r: &FlowRecord, j: &Judged, batch: &mut Batch, 
     }
 
     let point = j.point;
+    if s.pending.len() != TRAFFIC_PARTITIONS {
+        s.pending.resize_with(TRAFFIC_PARTITIONS, Vec::new);
+    }
     let mut side = |subject: IpAddr, account: u32, dir: Dir, class: u32, billed: bool| {
         if account != NONE {
+            let pending = &mut s.pending[account as usize % TRAFFIC_PARTITIONS];
             for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
-                batch
-                    .traffic
-                    .entry(TrafficKey {
+                pending.push((
+                    TrafficKey {
                         bucket_ms,
                         account,
                         class,
                         dir,
                         point,
                         billed,
-                    })
-                    .or_default()
-                    .add(s.bytes[i], s.packets[i], u64::from(i == 0));
+                    },
+                    Counts {
+                        bytes: s.bytes[i],
+                        packets: s.packets[i],
+                        flows: u64::from(i == 0),
+                    },
+                ));
             }
         } else {
             for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {

@@ -49,21 +49,50 @@ pub fn split(total: u64, cover: &[(i64, i64)], parts: &mut Vec<u64>) {
         parts.push(total);
         return;
     }
-    let duration: u128 = cover.iter().map(|c| c.1 as u128).sum();
+    let duration: u64 = cover.iter().map(|c| c.1 as u64).sum();
+    // total × overlap fits in u64 for any flow under 2.5 TB at the longest
+    // duration (2 h): then no 128-bit division (a library call) is needed.
     let mut given = 0u64;
-    let mut rems: Vec<(u128, usize)> = Vec::with_capacity(cover.len());
+    let mut rems_small = [(0u64, 0usize); 8];
+    let mut rems_big: Vec<(u64, usize)> = Vec::new();
+    let wide = total.checked_mul(duration).is_none();
     for (i, &(_, overlap)) in cover.iter().enumerate() {
-        let num = total as u128 * overlap as u128;
-        let q = (num / duration) as u64;
-        rems.push((num % duration, i));
+        let (q, r) = if wide {
+            let num = total as u128 * overlap as u128;
+            (
+                (num / duration as u128) as u64,
+                (num % duration as u128) as u64,
+            )
+        } else {
+            let num = total * overlap as u64;
+            (num / duration, num % duration)
+        };
         parts.push(q);
         given += q;
+        if i < rems_small.len() {
+            rems_small[i] = (r, i);
+        } else {
+            rems_big.push((r, i));
+        }
     }
     let left = (total - given) as usize;
-    if left > 0 {
-        // Largest remainder first; among equal remainders the earlier bucket.
-        rems.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if left == 0 {
+        return;
+    }
+    // Largest remainder first; among equal remainders the earlier bucket.
+    let n = cover.len();
+    let order =
+        |v: &mut [(u64, usize)]| v.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if n <= rems_small.len() {
+        let rems = &mut rems_small[..n];
+        order(rems);
         for &(_, i) in rems.iter().take(left) {
+            parts[i] += 1;
+        }
+    } else {
+        rems_big.extend_from_slice(&rems_small);
+        order(&mut rems_big);
+        for &(_, i) in rems_big.iter().take(left) {
             parts[i] += 1;
         }
     }

@@ -288,7 +288,7 @@ impl Tier2 for SqliteTier2 {
                        flows = traffic.flows + excluded.flows",
                 )
                 .map_err(&err)?;
-            for (k, c) in &batch.traffic {
+            for (k, c) in batch.traffic() {
                 st.execute(params![
                     k.bucket_ms,
                     names.accounts.account(k.account),
