@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use std::path::{Path, PathBuf};
+
 use common::classify::{
     Bind, ClassSpec, Classifier, Count, Key, Oracle, RawRec, Subject, Sums, assert_same, kopek,
     kopek_json, net_of, raw_dump, read_list, split_parts, tier2, tier2_totals,
@@ -90,10 +92,12 @@ fn flow(
 }
 
 /// The softflowd part: every flow by hand.
+#[rustfmt::skip]
 fn pcap_flows() -> Vec<pcap::Flow> {
     vec![
-        // solo4: 6100 packets 10 ms apart from 00:09:59: three buckets.
-        flow("10.0.100.10", "198.51.100.77", 17, 40001, 443, 6100, 100, 599),
+        // solo4: 6200 packets 10 ms apart from 00:09:59 to 00:11:00.99:
+        // three buckets.
+        flow("10.0.100.10", "198.51.100.77", 17, 40001, 443, 6200, 100, 599),
         // solo6 (a /56): a download over the 00:11 boundary, and local.
         flow("2001:db8:ca1::5", "2001:db8:100:ab12::1", 6, 443, 50002, 300, 1200, 659),
         flow("2001:db8:100:abff::9", "2001:db8:ca1:1::7", 17, 50003, 53, 5, 80, 700),
@@ -126,20 +130,170 @@ fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
+fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+/// Per account: (remote, class) -> (bytes in, bytes out, flows).
+type Hosts = BTreeMap<(IpAddr, String), (u64, u64, u64)>;
+
+/// What the checks share: the config, tier 1 as dumped, and the rules.
+struct Golden {
+    config: PathBuf,
+    state: PathBuf,
+    records: Vec<RawRec>,
+    oracle: Oracle,
+}
+
+impl Golden {
+    /// `kopek traffic --from FROM --to TO --format json <extra>`.
+    fn traffic(&self, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["traffic", "--from", FROM, "--to", TO, "--format", "json"];
+        args.extend_from_slice(extra);
+        kopek_json(&self.config, &args)
+    }
+
+    fn rows(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        self.traffic(extra)["rows"].as_array().unwrap().clone()
+    }
+
+    fn record(&self, src: &str, src_port: u16) -> &RawRec {
+        self.records
+            .iter()
+            .find(|r| r.src == ip(src) && r.src_port == src_port)
+            .unwrap_or_else(|| panic!("no record from {src}:{src_port}"))
+    }
+}
+
 #[test]
 fn tier2_equals_an_independent_classification_of_tier1_byte_for_byte() {
     let started = Instant::now();
     let work = tempfile::tempdir().unwrap();
-    let peering = work.path().join("peering.txt");
+    let mut collector = Collector::start(&config_toml(work.path()));
+    let config = collector.config.clone();
+    let state = collector.state_dir().to_path_buf();
+    kopek(&config, &["config", "check"]);
+
+    // Feed (a): softflowd, IPFIX, to kopek and to nfcapd.
+    let flows = pcap_flows();
+    let pcap_path = work.path().join("traffic.pcap");
+    pcap::write_pcap(&pcap_path, &flows);
+    let mut nfcapd = Nfcapd::start();
+    common::classify::softflowd(&pcap_path, collector.port, "10", work.path());
+    common::classify::softflowd(&pcap_path, nfcapd.port, "10", work.path());
+    // Feed (b): kopek gen, NetFlow v9 from 127.0.0.2.
+    let gen_flows = GEN_FLOWS.to_string();
+    #[rustfmt::skip]
+    let report = common::classify::gen_stream(collector.port, &[
+        "--version", "9", "--flows", &gen_flows, "--rate", "3000", "--ipv6-percent", "30",
+        "--seed", "7", "--source", "127.0.0.2", "--start", GEN_START,
+    ]);
+    assert_eq!(u(&report["expected_flows"]), GEN_FLOWS, "{report}");
+    let total = flows.len() as u64 + GEN_FLOWS;
+    assert_eq!(
+        collector.wait_flows(total, Duration::from_secs(20)),
+        total,
+        "flows in tier 1"
+    );
+    collector.stop();
+    nfcapd.stop();
+
+    let records = raw_dump(&state);
+    assert_eq!(records.len() as u64, total);
+    let generated: Vec<&RawRec> = records
+        .iter()
+        .filter(|r| r.exporter == ip("127.0.0.2"))
+        .collect();
+    assert_eq!(generated.len() as u64, GEN_FLOWS);
+    assert_eq!(
+        u(&report["expected_bytes"]),
+        generated.iter().map(|r| r.bytes).sum::<u64>()
+    );
+    let crossing = generated
+        .iter()
+        .filter(|r| r.first_ms.div_euclid(BUCKET_MS) != (r.last_ms - 1).div_euclid(BUCKET_MS))
+        .count();
+    assert!(
+        crossing * 4 > generated.len(),
+        "only {crossing} generated flows cross a bucket boundary"
+    );
+
+    // The dynamic address, bound with `kopek binding` before the
+    // classifier runs.
+    let statics = static_bindings();
+    let handover = bind_dynamic(&config, &generated, &statics);
+
+    // Classify.
+    let mut classifier = Classifier::start(&config, &state);
+    let stats = classifier.wait_caught_up(total, Duration::from_secs(60));
+    assert_eq!(stats["damaged_segments"], serde_json::json!([]), "{stats}");
+    assert_eq!(
+        u(&stats["committed"]["bytes"]),
+        records.iter().map(|r| r.bytes).sum::<u64>()
+    );
+    assert_eq!(u(&stats["committed"]["transit_records"]), 2, "{stats}");
+
+    let mut bindings = statics;
+    bindings.extend(handover.bindings());
+    let g = Golden {
+        config,
+        state,
+        records,
+        oracle: Oracle {
+            classes: vec![
+                ClassSpec {
+                    name: "local".into(),
+                    nets: LOCAL_NETS.iter().map(|n| net_of(n)).collect(),
+                    count: Count::Both,
+                },
+                ClassSpec {
+                    name: "peering".into(),
+                    nets: read_list(PEERING_LIST),
+                    count: Count::Inbound,
+                },
+            ],
+            default_class: "paid".into(),
+            subscribers: vec![net_of("10.0.0.0/16"), net_of("2001:db8:100::/48")],
+            bindings,
+            points: Vec::new(),
+        },
+    };
+
+    let want = check_totals(&g, handover.addr);
+    check_reports(&g, &want);
+    let nf = nfdump_totals_by_address(nfcapd.dir.path());
+    assert_eq!(nf, totals_of(&flows), "nfdump vs the pcap");
+    check_nfdump(&g, &nf);
+    check_buckets(&g);
+    check_handover(&g, &handover);
+    check_top_hosts(&g, &nf);
+    classifier.stop();
+
+    let bytes: u64 = want.values().map(|s| s.bytes).sum();
+    eprintln!(
+        "golden: {} records ({crossing} generated ones over a bucket boundary), {} tier-2 keys, {bytes} bytes, {:?}",
+        g.records.len(),
+        want.len(),
+        started.elapsed()
+    );
+}
+
+/// The config: the fixture's collector section, a second exporter for
+/// `kopek gen`, and the classifier with its list and bindings files
+/// (written into `work`).
+fn config_toml(work: &Path) -> String {
+    let peering = work.join("peering.txt");
     std::fs::write(&peering, PEERING_LIST).unwrap();
-    let bindings_file = work.path().join("bindings.csv");
-    std::fs::write(&bindings_file, BINDINGS).unwrap();
+    let bindings = work.join("bindings.csv");
+    std::fs::write(&bindings, BINDINGS).unwrap();
     let local_nets = LOCAL_NETS
         .iter()
         .map(|n| format!("{n:?}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let extra = format!(
+    format!(
         r#"
 [[collector.exporter]]
 name = "gen"
@@ -167,71 +321,13 @@ raw_days = 0
 traffic_days = 0
 top_hosts_days = 0
 "#,
-        bindings = bindings_file.display(),
+        bindings = bindings.display(),
         peering = peering.display(),
-    );
-    let mut collector = Collector::start(&extra);
-    let config = collector.config.clone();
-    let state = collector.state_dir().to_path_buf();
-    kopek(&config, &["config", "check"]);
+    )
+}
 
-    // Feed (a): softflowd, IPFIX, to kopek and to nfcapd.
-    let flows = pcap_flows();
-    let pcap_path = work.path().join("traffic.pcap");
-    pcap::write_pcap(&pcap_path, &flows);
-    let mut nfcapd = Nfcapd::start();
-    common::classify::softflowd(&pcap_path, collector.port, "10", work.path());
-    common::classify::softflowd(&pcap_path, nfcapd.port, "10", work.path());
-    // Feed (b): kopek gen, NetFlow v9 from 127.0.0.2.
-    let report = common::classify::gen_stream(
-        collector.port,
-        &[
-            "--version",
-            "9",
-            "--flows",
-            &GEN_FLOWS.to_string(),
-            "--rate",
-            "3000",
-            "--ipv6-percent",
-            "30",
-            "--seed",
-            "7",
-            "--source",
-            "127.0.0.2",
-            "--start",
-            GEN_START,
-        ],
-    );
-    let gen_flows = u(&report["expected_flows"]);
-    assert_eq!(gen_flows, GEN_FLOWS, "{report}");
-    let total = flows.len() as u64 + gen_flows;
-    assert_eq!(
-        collector.wait_flows(total, Duration::from_secs(20)),
-        total,
-        "flows in tier 1"
-    );
-    collector.stop();
-    nfcapd.stop();
-
-    let records = raw_dump(&state);
-    assert_eq!(records.len() as u64, total);
-    let (sf, generated): (Vec<&RawRec>, Vec<&RawRec>) =
-        records.iter().partition(|r| r.exporter == ip("127.0.0.1"));
-    assert_eq!(sf.len(), flows.len());
-    assert_eq!(u(&report["expected_bytes"]), generated.iter().map(|r| r.bytes).sum::<u64>());
-    let crossing = generated
-        .iter()
-        .filter(|r| r.first_ms.div_euclid(BUCKET_MS) != (r.last_ms - 1).div_euclid(BUCKET_MS))
-        .count();
-    assert!(
-        crossing * 4 > generated.len(),
-        "only {crossing} generated flows cross a bucket boundary"
-    );
-
-    // The dynamic address: the busiest generated IPv4 subscriber address
-    // that no static binding holds. Unbound for its first quarter of
-    // records, then dyn_a, handed over to dyn_b at a record's first packet.
-    let statics: Vec<Bind> = BINDINGS
+fn static_bindings() -> Vec<Bind> {
+    BINDINGS
         .lines()
         .map(|l| l.split('#').next().unwrap().trim())
         .filter(|l| !l.is_empty())
@@ -239,94 +335,103 @@ top_hosts_days = 0
             let (a, n) = l.split_once(',').unwrap();
             Bind::always(a, n)
         })
-        .collect();
+        .collect()
+}
+
+/// The address handed from `dyn_a` to `dyn_b`.
+struct Handover {
+    addr: IpAddr,
+    /// `dyn_a` holds it from here (unbound before).
+    t_a: i64,
+    /// `dyn_b` holds it from here on.
+    t_h: i64,
+}
+
+impl Handover {
+    fn bindings(&self) -> [Bind; 2] {
+        let net = net_of(&self.addr.to_string());
+        [
+            Bind {
+                account: "dyn_a".into(),
+                net,
+                from_ms: self.t_a,
+                to_ms: self.t_h,
+            },
+            Bind {
+                account: "dyn_b".into(),
+                net,
+                from_ms: self.t_h,
+                to_ms: i64::MAX,
+            },
+        ]
+    }
+}
+
+/// Picks the busiest generated IPv4 subscriber address no static binding
+/// holds; leaves it unbound for its first quarter of records, then binds
+/// it to dyn_a and hands it to dyn_b at one record's first packet.
+fn bind_dynamic(config: &Path, generated: &[&RawRec], statics: &[Bind]) -> Handover {
     let subscriber_v4 = net_of("10.0.0.0/16");
     let mut per_addr: BTreeMap<IpAddr, Vec<i64>> = BTreeMap::new();
-    for r in &generated {
+    for r in generated {
         for a in [r.src, r.dst] {
             if subscriber_v4.contains(&a) && !statics.iter().any(|b| b.net.contains(&a)) {
                 per_addr.entry(a).or_default().push(r.first_ms);
             }
         }
     }
-    let (dyn_addr, mut times) = per_addr
+    let (addr, mut times) = per_addr
         .into_iter()
         .max_by_key(|(a, t)| (t.len(), std::cmp::Reverse(*a)))
         .unwrap();
     times.sort();
-    assert!(times.len() >= 8, "{dyn_addr}: {} records", times.len());
+    assert!(times.len() >= 8, "{addr}: {} records", times.len());
     let t_a = times[times.len() / 4];
     let t_h = times[times.len() * 3 / 5];
     assert!(times[0] < t_a && t_a < t_h, "{times:?}");
-    let dyn_s = dyn_addr.to_string();
-    kopek(&config, &["binding", "add", "dyn_a", &dyn_s, "--from", &t_a.to_string()]);
-    kopek(&config, &["binding", "end", &dyn_s, "--at", &rfc3339(t_h)]);
-    kopek(&config, &["binding", "add", "dyn_b", &dyn_s, "--from", &rfc3339(t_h)]);
-    let listed = kopek_json(&config, &["binding", "ls", "--addr", &dyn_s, "--format", "json"]);
-    let listed: Vec<(String, i64, Option<i64>)> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["account"].as_str().unwrap().to_string(),
-                b["from_ms"].as_i64().unwrap(),
-                b["to_ms"].as_i64(),
-            )
-        })
-        .collect();
+    let a = addr.to_string();
+    kopek(
+        config,
+        &["binding", "add", "dyn_a", &a, "--from", &t_a.to_string()],
+    );
+    kopek(config, &["binding", "end", &a, "--at", &rfc3339(t_h)]);
+    kopek(
+        config,
+        &["binding", "add", "dyn_b", &a, "--from", &rfc3339(t_h)],
+    );
+    let listed: Vec<(String, i64, Option<i64>)> =
+        kopek_json(config, &["binding", "ls", "--addr", &a, "--format", "json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    text(&b["account"]),
+                    b["from_ms"].as_i64().unwrap(),
+                    b["to_ms"].as_i64(),
+                )
+            })
+            .collect();
     assert_eq!(
         listed,
-        vec![("dyn_b".into(), t_h, None), ("dyn_a".into(), t_a, Some(t_h))]
+        vec![
+            ("dyn_b".into(), t_h, None),
+            ("dyn_a".into(), t_a, Some(t_h))
+        ]
     );
+    Handover { addr, t_a, t_h }
+}
 
-    // Classify.
-    let mut classifier = Classifier::start(&config, &state);
-    let stats = classifier.wait_caught_up(total, Duration::from_secs(60));
-    assert_eq!(stats["damaged_segments"], serde_json::json!([]), "{stats}");
-    assert_eq!(u(&stats["committed"]["bytes"]), records.iter().map(|r| r.bytes).sum::<u64>());
-    assert_eq!(u(&stats["committed"]["transit_records"]), 2, "{stats}");
-
-    let mut bindings = statics.clone();
-    bindings.push(Bind {
-        account: "dyn_a".into(),
-        net: net_of(&dyn_s),
-        from_ms: t_a,
-        to_ms: t_h,
-    });
-    bindings.push(Bind {
-        account: "dyn_b".into(),
-        net: net_of(&dyn_s),
-        from_ms: t_h,
-        to_ms: i64::MAX,
-    });
-    let oracle = Oracle {
-        classes: vec![
-            ClassSpec {
-                name: "local".into(),
-                nets: LOCAL_NETS.iter().map(|n| net_of(n)).collect(),
-                count: Count::Both,
-            },
-            ClassSpec {
-                name: "peering".into(),
-                nets: read_list(PEERING_LIST),
-                count: Count::Inbound,
-            },
-        ],
-        default_class: "paid".into(),
-        subscribers: vec![subscriber_v4, net_of("2001:db8:100::/48")],
-        bindings,
-        points: Vec::new(),
-    };
-
-    // 1. Every total per account or address, class, direction (and billed
-    //    flag), buckets summed: tier 2 equals the oracle.
-    let want = oracle.totals(records.iter());
-    let got = tier2_totals(&state);
-    assert_same("tier 2 vs the oracle", &got, &want);
-    // The data exercises every path (else the equality above proves less).
+/// 1. Every total per account or address, class, direction and billed
+///    flag, buckets summed: tier 2 equals the oracle. Returns the oracle's.
+fn check_totals(g: &Golden, dyn_addr: IpAddr) -> BTreeMap<Key, Sums> {
+    let want = g.oracle.totals(g.records.iter());
+    assert_same("tier 2 vs the oracle", &tier2_totals(&g.state), &want);
+    // The data exercises every path (else the equality proves less).
     let has = |f: &dyn Fn(&Key) -> bool| want.keys().any(f);
-    for acc in ["big", "hostacct", "outer", "inner", "v6big", "solo4", "multi", "solo6", "dyn_a", "dyn_b"] {
+    for acc in [
+        "big", "hostacct", "outer", "inner", "v6big", "solo4", "multi", "solo6", "dyn_a", "dyn_b",
+    ] {
         assert!(
             has(&|k| k.subject == Subject::Account(acc.into())),
             "account {acc} has no traffic"
@@ -334,98 +439,96 @@ top_hosts_days = 0
     }
     for class in ["local", "peering", "paid"] {
         for dir in ["in", "out"] {
-            assert!(has(&|k| k.class == class && k.dir == dir && matches!(k.subject, Subject::Account(_))), "{class} {dir}");
+            assert!(
+                has(&|k| k.class == class
+                    && k.dir == dir
+                    && matches!(k.subject, Subject::Account(_))),
+                "{class} {dir}"
+            );
         }
     }
     assert!(has(&|k| k.billed == Some(false)) && has(&|k| k.billed == Some(true)));
     assert!(has(&|k| k.dir == "transit"));
-    assert!(has(&|k| matches!(k.subject, Subject::Address(IpAddr::V6(_))) && k.dir == "in"));
+    assert!(has(&|k| matches!(
+        k.subject,
+        Subject::Address(IpAddr::V6(_))
+    ) && k.dir == "in"));
     assert!(has(&|k| k.subject == Subject::Address(dyn_addr)));
+    want
+}
 
-    // The same through `kopek traffic`: per account and class, and the
-    // billed-only view, and unattributed/transit per address.
+/// The same totals through `kopek traffic`: per account and class, the
+/// billed-only view, and unattributed/transit traffic per address.
+fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
     let mut want_acc: BTreeMap<(String, String), (u64, u64, u64, u64)> = BTreeMap::new();
     let mut want_billed: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     let mut want_un: BTreeMap<(String, String, String), (u64, u64, u64)> = BTreeMap::new();
-    for (k, s) in &want {
+    for (k, s) in want {
         match &k.subject {
             Subject::Account(a) => {
                 let e = want_acc.entry((a.clone(), k.class.clone())).or_default();
                 let b = want_billed.entry((a.clone(), k.class.clone())).or_default();
-                let billed = k.billed == Some(true);
+                let billed = if k.billed == Some(true) { s.bytes } else { 0 };
                 if k.dir == "in" {
-                    e.0 += s.bytes;
-                    e.2 += s.packets;
-                    b.0 += if billed { s.bytes } else { 0 };
+                    (e.0, e.2, b.0) = (e.0 + s.bytes, e.2 + s.packets, b.0 + billed);
                 } else {
-                    e.1 += s.bytes;
-                    e.3 += s.packets;
-                    b.1 += if billed { s.bytes } else { 0 };
+                    (e.1, e.3, b.1) = (e.1 + s.bytes, e.3 + s.packets, b.1 + billed);
                 }
             }
             Subject::Address(a) => {
                 let e = want_un
                     .entry((a.to_string(), k.dir.to_string(), k.class.clone()))
                     .or_default();
-                e.0 += s.bytes;
-                e.1 += s.packets;
-                e.2 += s.flows;
+                (e.0, e.1, e.2) = (e.0 + s.bytes, e.1 + s.packets, e.2 + s.flows);
             }
         }
     }
     want_billed.retain(|_, v| *v != (0, 0));
-    let rows = |extra: &[&str]| -> Vec<serde_json::Value> {
-        let mut args = vec!["traffic", "--from", FROM, "--to", TO, "--format", "json"];
-        args.extend_from_slice(extra);
-        let v = kopek_json(&config, &args);
-        v["rows"].as_array().unwrap().clone()
-    };
-    let got_acc: BTreeMap<(String, String), (u64, u64, u64, u64)> = rows(&["--by", "total"])
+    let key = |r: &serde_json::Value| (text(&r["account"]), text(&r["class"]));
+    let got: BTreeMap<_, _> = g
+        .rows(&["--by", "total"])
         .iter()
         .map(|r| {
-            (
-                (r["account"].as_str().unwrap().into(), r["class"].as_str().unwrap().into()),
-                (u(&r["bytes_in"]), u(&r["bytes_out"]), u(&r["packets_in"]), u(&r["packets_out"])),
-            )
+            let n = |f: &str| u(&r[f]);
+            let v = (
+                n("bytes_in"),
+                n("bytes_out"),
+                n("packets_in"),
+                n("packets_out"),
+            );
+            (key(r), v)
         })
         .collect();
-    assert_same("kopek traffic --by total", &got_acc, &want_acc);
-    let got_billed: BTreeMap<(String, String), (u64, u64)> = rows(&["--by", "total", "--billed"])
+    assert_same("kopek traffic --by total", &got, &want_acc);
+    let got: BTreeMap<_, _> = g
+        .rows(&["--by", "total", "--billed"])
         .iter()
-        .map(|r| {
-            (
-                (r["account"].as_str().unwrap().into(), r["class"].as_str().unwrap().into()),
-                (u(&r["bytes_in"]), u(&r["bytes_out"])),
-            )
-        })
+        .map(|r| (key(r), (u(&r["bytes_in"]), u(&r["bytes_out"]))))
         .collect();
-    assert_same("kopek traffic --billed", &got_billed, &want_billed);
-    let un = kopek_json(
-        &config,
-        &["traffic", "--from", FROM, "--to", TO, "--unattributed", "--format", "json"],
-    );
-    let got_un: BTreeMap<(String, String, String), (u64, u64, u64)> = un
+    assert_same("kopek traffic --billed", &got, &want_billed);
+    let got: BTreeMap<_, _> = g
+        .traffic(&["--unattributed"])
         .as_array()
         .unwrap()
         .iter()
         .map(|r| {
             (
                 (
-                    r["address"].as_str().unwrap().into(),
-                    r["direction"].as_str().unwrap().into(),
-                    r["class"].as_str().unwrap().into(),
+                    text(&r["address"]),
+                    text(&r["direction"]),
+                    text(&r["class"]),
                 ),
                 (u(&r["bytes"]), u(&r["packets"]), u(&r["flows"])),
             )
         })
         .collect();
-    assert_same("kopek traffic --unattributed", &got_un, &want_un);
+    assert_same("kopek traffic --unattributed", &got, &want_un);
+}
 
-    // 2. nfdump saw the softflowd export exactly as the pcap has it, and
-    //    tier 2 holds the same per subscriber address (accounts holding
-    //    just these addresses, unattributed addresses, transit sources).
-    let nf = nfdump_totals_by_address(nfcapd.dir.path());
-    assert_eq!(nf, totals_of(&flows), "nfdump vs the pcap");
+/// 2. nfdump's per-address totals of the softflowd export equal tier 2's
+///    for the same subscriber addresses (accounts holding just these
+///    addresses, unattributed addresses, transit sources).
+fn check_nfdump(g: &Golden, nf: &HashMap<IpAddr, (u64, u64)>) {
     let acct = |a: &str| Subject::Account(a.into());
     let addr = |a: &str| Subject::Address(ip(a));
     let subjects = [
@@ -442,49 +545,47 @@ top_hosts_days = 0
     for (a, s) in &subjects {
         let (bytes, packets) = nf[&ip(a)];
         let e = from_nfdump.entry(s.clone()).or_default();
-        e.0 += bytes;
-        e.1 += packets;
+        (e.0, e.1) = (e.0 + bytes, e.1 + packets);
     }
     let mut from_tier2: BTreeMap<Subject, (u64, u64)> = BTreeMap::new();
-    for (k, s) in &got {
+    for (k, s) in &tier2_totals(&g.state) {
         if from_nfdump.contains_key(&k.subject) {
             let e = from_tier2.entry(k.subject.clone()).or_default();
-            e.0 += s.bytes;
-            e.1 += s.packets;
+            (e.0, e.1) = (e.0 + s.bytes, e.1 + s.packets);
         }
     }
-    assert_same("tier 2 vs nfdump, per subscriber address", &from_tier2, &from_nfdump);
+    assert_same(
+        "tier 2 vs nfdump, per subscriber address",
+        &from_tier2,
+        &from_nfdump,
+    );
+}
 
-    // 3. Per bucket. Hand-picked flows first: solo4's 61-second upload
-    //    over three buckets, solo6's download over two.
-    let find = |src: &str, src_port: u16| -> &RawRec {
-        records
-            .iter()
-            .find(|r| r.src == ip(src) && r.src_port == src_port)
-            .unwrap()
-    };
+/// 3. Per bucket. Hand-picked flows first (solo4's 62-second upload over
+///    three buckets, solo6's download over two), then every account's
+///    every bucket from the oracle and the split.
+fn check_buckets(g: &Golden) {
     for (account, src, port, dir, buckets) in [
         ("solo4", "10.0.100.10", 40001, "out", 3),
         ("solo6", "2001:db8:ca1::5", 443, "in", 2),
     ] {
-        let r = find(src, port);
+        let r = g.record(src, port);
         let bytes = split_parts(r.bytes, r.first_ms, r.last_ms, BUCKET_MS);
         let packets = split_parts(r.packets, r.first_ms, r.last_ms, BUCKET_MS);
         assert_eq!(bytes.len(), buckets, "{r:?}");
         assert_eq!(bytes.iter().map(|p| p.1).sum::<u64>(), r.bytes);
-        let got: Vec<(i64, u64, u64, u64)> = rows(&[
-            "--account", account, "--class", "peering", "--by", "bucket",
-        ])
-        .iter()
-        .map(|row| {
-            (
-                row["period_ms"].as_i64().unwrap(),
-                u(&row[format!("bytes_{dir}").as_str()]),
-                u(&row[format!("packets_{dir}").as_str()]),
-                u(&row["flows"]),
-            )
-        })
-        .collect();
+        let got: Vec<(i64, u64, u64, u64)> = g
+            .rows(&["--account", account, "--class", "peering", "--by", "bucket"])
+            .iter()
+            .map(|row| {
+                (
+                    row["period_ms"].as_i64().unwrap(),
+                    u(&row[format!("bytes_{dir}").as_str()]),
+                    u(&row[format!("packets_{dir}").as_str()]),
+                    u(&row["flows"]),
+                )
+            })
+            .collect();
         let want: Vec<(i64, u64, u64, u64)> = bytes
             .iter()
             .zip(&packets)
@@ -494,39 +595,36 @@ top_hosts_days = 0
         assert_eq!(got, want, "{account}: {r:?}");
         assert_eq!(got.iter().map(|g| g.1).sum::<u64>(), r.bytes);
     }
-    // Then every account's every bucket, from the oracle and the split.
+
     type Row = (u64, u64, u64, u64, u64);
-    let mut want_buckets: BTreeMap<(i64, String, String), Row> = BTreeMap::new();
-    for r in &records {
-        for (k, _) in oracle.entries(r) {
+    let mut want: BTreeMap<(i64, String, String), Row> = BTreeMap::new();
+    for r in &g.records {
+        for (k, _) in g.oracle.entries(r) {
             let Subject::Account(a) = &k.subject else {
                 continue;
             };
             let bytes = split_parts(r.bytes, r.first_ms, r.last_ms, BUCKET_MS);
             let packets = split_parts(r.packets, r.first_ms, r.last_ms, BUCKET_MS);
             for (i, (b, p)) in bytes.iter().zip(&packets).enumerate() {
-                let e = want_buckets
-                    .entry((b.0, a.clone(), k.class.clone()))
-                    .or_default();
+                let e = want.entry((b.0, a.clone(), k.class.clone())).or_default();
                 if k.dir == "in" {
-                    e.0 += b.1;
-                    e.2 += p.1;
+                    (e.0, e.2) = (e.0 + b.1, e.2 + p.1);
                 } else {
-                    e.1 += b.1;
-                    e.3 += p.1;
+                    (e.1, e.3) = (e.1 + b.1, e.3 + p.1);
                 }
                 e.4 += u64::from(i == 0);
             }
         }
     }
-    let got_buckets: BTreeMap<(i64, String, String), Row> = rows(&["--by", "bucket"])
+    let got: BTreeMap<(i64, String, String), Row> = g
+        .rows(&["--by", "bucket"])
         .iter()
         .map(|r| {
             (
                 (
                     r["period_ms"].as_i64().unwrap(),
-                    r["account"].as_str().unwrap().into(),
-                    r["class"].as_str().unwrap().into(),
+                    text(&r["account"]),
+                    text(&r["class"]),
                 ),
                 (
                     u(&r["bytes_in"]),
@@ -538,36 +636,53 @@ top_hosts_days = 0
             )
         })
         .collect();
-    assert_same("kopek traffic --by bucket", &got_buckets, &want_buckets);
+    assert_same("kopek traffic --by bucket", &got, &want);
+}
 
-    // 4. The handed-over address: its bytes before dyn_a's binding are
-    //    unattributed, then dyn_a's, and from the hand-over dyn_b's.
+/// 4. The handed-over address: its bytes before dyn_a's binding are
+///    unattributed, then dyn_a's, and from the hand-over on dyn_b's.
+fn check_handover(g: &Golden, h: &Handover) {
     let mut parts = [0u64; 3];
-    for r in records.iter().filter(|r| r.src == dyn_addr || r.dst == dyn_addr) {
-        parts[usize::from(r.first_ms >= t_a) + usize::from(r.first_ms >= t_h)] += r.bytes;
+    for r in g
+        .records
+        .iter()
+        .filter(|r| r.src == h.addr || r.dst == h.addr)
+    {
+        parts[usize::from(r.first_ms >= h.t_a) + usize::from(r.first_ms >= h.t_h)] += r.bytes;
     }
     assert!(parts.iter().all(|&p| p > 0), "{parts:?}");
     let account_bytes = |a: &str| -> u64 {
-        rows(&["--by", "total", "--account", a])
+        g.rows(&["--by", "total", "--account", a])
             .iter()
             .map(|r| u(&r["bytes_in"]) + u(&r["bytes_out"]))
             .sum()
     };
-    assert_eq!(account_bytes("dyn_a"), parts[1], "dyn_a: [{t_a}, {t_h})");
-    assert_eq!(account_bytes("dyn_b"), parts[2], "dyn_b: from {t_h}");
-    let unbound: u64 = got_un
+    assert_eq!(account_bytes("dyn_a"), parts[1], "dyn_a from {}", h.t_a);
+    assert_eq!(account_bytes("dyn_b"), parts[2], "dyn_b from {}", h.t_h);
+    let unbound: u64 = g
+        .traffic(&["--unattributed"])
+        .as_array()
+        .unwrap()
         .iter()
-        .filter(|(k, _)| k.0 == dyn_s)
-        .map(|(_, v)| v.0)
+        .filter(|r| r["address"] == h.addr.to_string().as_str())
+        .map(|r| u(&r["bytes"]))
         .sum();
-    assert_eq!(unbound, parts[0], "{dyn_s} before {t_a}: unattributed");
+    assert_eq!(
+        unbound, parts[0],
+        "{} before {}: unattributed",
+        h.addr, h.t_a
+    );
+}
 
-    // 5. Top hosts: per account, the largest remote hosts with their bytes
-    //    (everything lies in one hour here, so the hour's top N is the
-    //    interval's). multi's remote hosts are checked against nfdump too.
-    let mut hosts: HashMap<String, BTreeMap<(IpAddr, String), (u64, u64, u64)>> = HashMap::new();
-    for r in &records {
-        for (k, _) in oracle.entries(r) {
+/// 5. Top hosts: per account the largest remote hosts with their bytes
+///    (everything lies in one hour here, so the hour's top N is the
+///    interval's); multi's against nfdump too. And each account's host
+///    detail (kept hosts plus the "other hosts" row) adds up to its
+///    traffic exactly.
+fn check_top_hosts(g: &Golden, nf: &HashMap<IpAddr, (u64, u64)>) {
+    let mut hosts: HashMap<String, Hosts> = HashMap::new();
+    for r in &g.records {
+        for (k, _) in g.oracle.entries(r) {
             let Subject::Account(a) = &k.subject else {
                 continue;
             };
@@ -587,36 +702,35 @@ top_hosts_days = 0
     }
     for account in ["multi", "big", "v6big", "dyn_b"] {
         let mut all: Vec<_> = hosts[account].iter().collect();
-        all.sort_by_key(|((remote, class), c)| (std::cmp::Reverse(c.0 + c.1), *remote, class.clone()));
-        let top = kopek_json(
-            &config,
-            &["traffic", "--from", FROM, "--to", TO, "--account", account, "--top", "3", "--format", "json"],
+        all.sort_by_key(|((remote, class), c)| {
+            (std::cmp::Reverse(c.0 + c.1), *remote, class.clone())
+        });
+        assert!(
+            all.len() < 4 || (all[2].1.0 + all[2].1.1) > (all[3].1.0 + all[3].1.1),
+            "{account}: a tie at rank 3 makes the top 3 ambiguous"
         );
-        let got: Vec<(IpAddr, String, u64, u64, u64)> = top["top_hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|h| h["remote"] != "")
-            .map(|h| {
-                assert_eq!(h["account"], account);
-                (
-                    ip(h["remote"].as_str().unwrap()),
-                    h["class"].as_str().unwrap().into(),
-                    u(&h["bytes_in"]),
-                    u(&h["bytes_out"]),
-                    u(&h["flows"]),
-                )
-            })
-            .collect();
         let want: Vec<(IpAddr, String, u64, u64, u64)> = all
             .iter()
             .take(3)
             .map(|((remote, class), c)| (*remote, class.clone(), c.0, c.1, c.2))
             .collect();
-        assert!(
-            all.len() < 4 || (all[2].1.0 + all[2].1.1) > (all[3].1.0 + all[3].1.1),
-            "{account}: a tie at rank 3 makes the top 3 ambiguous"
-        );
+        let got: Vec<(IpAddr, String, u64, u64, u64)> =
+            g.traffic(&["--account", account, "--top", "3"])["top_hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["remote"] != "")
+                .map(|h| {
+                    assert_eq!(h["account"], account);
+                    (
+                        ip(h["remote"].as_str().unwrap()),
+                        text(&h["class"]),
+                        u(&h["bytes_in"]),
+                        u(&h["bytes_out"]),
+                        u(&h["flows"]),
+                    )
+                })
+                .collect();
         assert_eq!(got, want, "top hosts of {account}");
         if account == "multi" {
             for (remote, _, bi, bo, _) in &want {
@@ -624,9 +738,8 @@ top_hosts_days = 0
             }
         }
     }
-    // Host detail (kept hosts plus the "other hosts" row) adds up to each
-    // account's traffic exactly.
-    let conn = tier2(&state);
+
+    let conn = tier2(&g.state);
     let mut st = conn
         .prepare(
             "SELECT h.account, h.i, h.o, t.i, t.o FROM
@@ -637,7 +750,9 @@ top_hosts_days = 0
         )
         .unwrap();
     let sums: Vec<(String, i64, i64, i64, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -645,17 +760,4 @@ top_hosts_days = 0
     for (account, hi, ho, ti, to) in sums {
         assert_eq!((hi, ho), (ti, to), "{account}: host detail vs traffic");
     }
-
-    classifier.stop();
-    let total_sums: Sums = want.values().fold(Sums::default(), |mut a, s| {
-        a.add(*s);
-        a
-    });
-    eprintln!(
-        "golden: {} records ({crossing} generated ones over a bucket boundary), {} tier-2 keys, {} bytes, {:?}",
-        records.len(),
-        want.len(),
-        total_sums.bytes,
-        started.elapsed()
-    );
 }

@@ -534,8 +534,16 @@ impl Engine {
                 };
                 match SegmentReader::open(&path) {
                     Ok(r) => pass.reader = Some((r, limit)),
-                    // Removed by retention meanwhile: nothing of it to count.
-                    Err(_) if !path.exists() => continue,
+                    Err(_) if !path.exists() => {
+                        // Sealed meanwhile (`.open` renamed to `.kseg`):
+                        // read it under its new name. Otherwise removed by
+                        // retention: nothing of it to count.
+                        let sealed = path.with_extension("kseg");
+                        if path.extension().is_some_and(|e| e == "open") && sealed.exists() {
+                            pass.todo.push((sealed, limit));
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -34,6 +34,7 @@ pub struct Classifier {
     pub config: PathBuf,
     pub state_dir: PathBuf,
     child: Option<Child>,
+    spawned: Instant,
 }
 
 impl Classifier {
@@ -44,6 +45,7 @@ impl Classifier {
             config: config.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             child: None,
+            spawned: Instant::now(),
         };
         let _ = std::fs::remove_file(c.stats_file());
         c.spawn();
@@ -76,6 +78,7 @@ impl Classifier {
             .spawn()
             .expect("spawn kopek classifier");
         self.child = Some(child);
+        self.spawned = Instant::now();
     }
 
     pub fn pid(&self) -> u32 {
@@ -109,6 +112,16 @@ impl Classifier {
 
     /// SIGTERM and wait: commit what is pending and exit 0.
     pub fn stop(&mut self) {
+        // The daemon installs its signal handlers once tier 2 is open and
+        // its worker runs; a SIGTERM before that ends it by the default
+        // action. Give a process spawned just now time to get there.
+        while self.child.is_some()
+            && (self.spawned.elapsed() < Duration::from_millis(1_500)
+                || !self.stats_file().exists())
+        {
+            self.assert_running();
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if let Some(mut child) = self.child.take() {
             signal(child.id(), 15);
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -135,9 +148,19 @@ impl Classifier {
     }
 
     /// Waits until this process has committed `records` flow records, no
-    /// segment is pending and the host detail of every finished hour is
-    /// computed. Panics after `timeout`.
+    /// segment is pending (the collector has sealed them all) and the host
+    /// detail of every finished hour is computed. Panics after `timeout`.
     pub fn wait_caught_up(&mut self, records: u64, timeout: Duration) -> serde_json::Value {
+        self.wait(records, timeout, true)
+    }
+
+    /// Like [`Self::wait_caught_up`] while a collector still writes (its
+    /// open segment stays pending).
+    pub fn wait_committed(&mut self, records: u64, timeout: Duration) -> serde_json::Value {
+        self.wait(records, timeout, false)
+    }
+
+    fn wait(&mut self, records: u64, timeout: Duration, sealed: bool) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             self.assert_running();
@@ -148,7 +171,7 @@ impl Classifier {
                 "classifier committed {committed} records, tier 1 has {records}: {s}"
             );
             if committed == records
-                && s["segments_pending"].as_u64() == Some(0)
+                && (!sealed || s["segments_pending"].as_u64() == Some(0))
                 && hosts_pending(&self.state_dir) == 0
             {
                 return s;
@@ -480,11 +503,12 @@ impl Oracle {
             let (class, count) = self.class_of(remote);
             let (subject, billed) = match self.account_of(subject, t) {
                 Some(a) => {
-                    let counted = match (count, dir) {
-                        (Count::Both, "in" | "out") => true,
-                        (Count::Inbound, "in") | (Count::Outbound, "out") => true,
-                        _ => false,
-                    };
+                    let counted = matches!(
+                        (count, dir),
+                        (Count::Both, "in" | "out")
+                            | (Count::Inbound, "in")
+                            | (Count::Outbound, "out")
+                    );
                     (
                         Subject::Account(a.to_string()),
                         Some(point.is_some() && counted),
