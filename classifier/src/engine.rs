@@ -65,6 +65,8 @@ pub struct EngineStats {
     pub last_commit_ms: i64,
     /// Segments with damage: records after the damage were not counted.
     pub damaged_segments: Vec<String>,
+    /// Segments not yet read to their end, the collector's growing `.open`
+    /// segment included (so never 0 while a collector runs).
     pub segments_pending: u64,
     /// Hours whose top-hosts detail is waiting to be (re)computed.
     pub hours_pending: u64,

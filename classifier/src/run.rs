@@ -92,6 +92,30 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
     })?;
     let _lock = lock(&config.state_dir)?;
     let state_dir = config.state_dir.clone();
+    // Signals are taken over before anything slow (opening tier 2, loading
+    // a full table): a SIGTERM that early waits in the stream and stops the
+    // daemon cleanly as soon as it runs, instead of killing it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ClassifierError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })?;
+    let (mut term, mut int, mut hup) = {
+        let _ctx = rt.enter();
+        let sig = |k| {
+            signal(k).map_err(|source| ClassifierError::Io {
+                what: "signal handler".into(),
+                source,
+            })
+        };
+        (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        )
+    };
     let mut engine = Engine::open(config, now_ms())?;
     write_stats(&state_dir, engine.stats())?;
 
@@ -114,25 +138,7 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
     tracing::info!(state_dir = %state_dir.display(), "classifier ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| ClassifierError::Io {
-            what: "tokio runtime".into(),
-            source,
-        })?;
     let failure: Result<Option<String>, ClassifierError> = rt.block_on(async {
-        let sig = |k| {
-            signal(k).map_err(|source| ClassifierError::Io {
-                what: "signal handler".into(),
-                source,
-            })
-        };
-        let (mut term, mut int, mut hup) = (
-            sig(SignalKind::terminate())?,
-            sig(SignalKind::interrupt())?,
-            sig(SignalKind::hangup())?,
-        );
         let mut watchdog = tokio::time::interval(WATCHDOG_PING);
         loop {
             tokio::select! {
