@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use kopek_collector::segment::{Block, RawStore, SegmentReader, SegmentState, TailState};
+use kopek_collector::segment::{
+    Block, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
+};
 use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::Config;
 
@@ -34,6 +36,9 @@ use crate::versions::ClassVersions;
 pub const MAX_BATCH_RECORDS: u64 = 4_000_000;
 /// Distinct aggregate keys held before the batch is committed.
 pub const MAX_BATCH_ENTRIES: usize = 1_000_000;
+/// Tier 1 is listed again at least this often even if its directory's
+/// modification time says nothing changed (coarse-timestamp filesystems).
+pub const RELIST_INTERVAL_MS: i64 = 5_000;
 /// How often list and binding files are checked for changes.
 pub const WATCH_INTERVAL_MS: i64 = 1_000;
 /// The host detail of an hour is computed once the hour has been over for
@@ -118,6 +123,9 @@ pub struct Engine {
     stats: EngineStats,
     batch_newest_ms: i64,
     host_pass: Option<HostPass>,
+    /// Directory mtime and time of the last listing, and what it found.
+    listed: (Option<SystemTime>, i64),
+    listed_segments: Vec<SegmentInfo>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -163,6 +171,8 @@ impl Engine {
             stats: EngineStats::default(),
             batch_newest_ms: i64::MIN,
             host_pass: None,
+            listed: (None, i64::MIN),
+            listed_segments: Vec::new(),
         };
         for p in e.store.progress()? {
             e.progress.insert((p.collector.clone(), p.segment_id), p);
@@ -248,6 +258,9 @@ impl Engine {
             None => Vec::new(),
         };
         self.commit(now_ms)?;
+        // A host pass in progress holds account indices of the old binding
+        // index: start it again (the hour stays pending).
+        self.host_pass = None;
         self.subscribers = NetSet::new(&config.classifier.subscriber_networks);
         self.points = PointMatcher::new(&config.classifier.points);
         self.config = config;
@@ -313,16 +326,26 @@ impl Engine {
             caught_up: true,
             ..Default::default()
         };
-        let segments = self.raw.list()?;
+        let segments = self.segments(now_ms)?;
         let mut pending = 0;
         for seg in segments {
             let key = (seg.collector.clone(), seg.id);
-            let prog = self.progress.get(&key).cloned().unwrap_or(Progress {
-                collector: seg.collector.clone(),
-                segment_id: seg.id,
-                offset: 0,
-                done: false,
-            });
+            // Where this segment stands: the uncommitted batch's position
+            // if it has one (never re-read what the batch already holds),
+            // else the committed one.
+            let prog = self
+                .batch
+                .progress
+                .iter()
+                .find(|p| p.collector == key.0 && p.segment_id == key.1)
+                .or_else(|| self.progress.get(&key))
+                .cloned()
+                .unwrap_or(Progress {
+                    collector: seg.collector.clone(),
+                    segment_id: seg.id,
+                    offset: 0,
+                    done: false,
+                });
             if prog.done {
                 self.readers.remove(&key);
                 continue;
@@ -345,6 +368,33 @@ impl Engine {
             self.batch_started = Some(Instant::now());
         }
         Ok(out)
+    }
+
+    /// The tier-1 segments, listed again only when the directory changed
+    /// (a segment created or sealed) or every [`RELIST_INTERVAL_MS`]: a
+    /// year of one-minute segments is half a million entries, too many to
+    /// read every poll. A growing segment needs no listing: its reader
+    /// stays open.
+    fn segments(&mut self, now_ms: i64) -> Result<Vec<SegmentInfo>, ClassifierError> {
+        let mtime = std::fs::metadata(self.raw.dir())
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime.is_none() || mtime != self.listed.0 || now_ms - self.listed.1 >= RELIST_INTERVAL_MS
+        {
+            let all = self.raw.list()?;
+            // Keep only what is not fully read: the rest never changes.
+            self.listed_segments = all
+                .into_iter()
+                .filter(|s| {
+                    !self
+                        .progress
+                        .get(&(s.collector.clone(), s.id))
+                        .is_some_and(|p| p.done)
+                })
+                .collect();
+            self.listed = (mtime, now_ms);
+        }
+        Ok(self.listed_segments.clone())
     }
 
     /// Reads blocks of one segment; returns true when the batch is full.
