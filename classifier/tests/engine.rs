@@ -40,8 +40,8 @@ fn flow(i: u64) -> FlowRecord {
         exporter: "127.0.0.1".parse().unwrap(),
         first_ms: first,
         last_ms: first + (i as i64 % 5) * 30_000,
-        src: if i % 3 == 0 { sub } else { remote },
-        dst: if i % 3 == 0 { remote } else { sub },
+        src: if i.is_multiple_of(3) { sub } else { remote },
+        dst: if i.is_multiple_of(3) { remote } else { sub },
         bytes_raw: 1_000 + i,
         packets_raw: 1 + i % 7,
         ..FlowRecord::empty(SourceKind::Ipfix)
