@@ -1,0 +1,249 @@
+//! Bad operator input for the classifier's surfaces: the config with its
+//! list and bindings files, `kopek binding`, `kopek traffic`,
+//! `kopek classifier explain`. A clear error naming what is wrong, a
+//! non-zero exit, and nothing half-applied.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::kopek_bin;
+
+fn kopek(config: &Path, args: &[&str]) -> Output {
+    Command::new(kopek_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("KOPEK_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A valid config in `dir` whose class list and bindings files are given.
+fn setup(dir: &Path, list: &str, bindings: &str, extra: &str) -> std::path::PathBuf {
+    let l = dir.join("peering.txt");
+    let b = dir.join("bindings.csv");
+    std::fs::write(&l, list).unwrap();
+    std::fs::write(&b, bindings).unwrap();
+    let c = dir.join("kopek.toml");
+    std::fs::write(
+        &c,
+        format!(
+            r#"
+[general]
+state_dir = "{}"
+timezone = "Europe/Moscow"
+[[collector.exporter]]
+name = "border"
+address = "192.0.2.1"
+[classifier]
+subscriber_networks = ["10.0.0.0/8"]
+bindings_file = "{}"
+[[classifier.class]]
+name = "peering"
+files = ["{}"]
+{extra}
+"#,
+            dir.join("state").display(),
+            b.display(),
+            l.display()
+        ),
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn config_check_reads_the_files_it_names_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    // (list file, bindings file, extra toml, expected exit, message fragment)
+    let cases: &[(&str, &str, &str, i32, &str)] = &[
+        ("192.0.2.0/24\n", "acme,10.1.0.0/16\n", "", 0, "ok ("),
+        (
+            "# IX\n192.0.2.0/24\n192.0.2.1/24\n",
+            "",
+            "",
+            78,
+            "peering.txt:3: expected a network",
+        ),
+        ("bogus\n", "", "", 78, "peering.txt:1:"),
+        (
+            "",
+            "acme 10.1.0.0/16\n",
+            "",
+            78,
+            "bindings.csv:1: expected `account,prefix`",
+        ),
+        ("", "acme,10.1.0.1/16\n", "", 78, "bindings.csv:1:"),
+        (
+            "",
+            "bad account,10.1.0.0/16\n",
+            "",
+            78,
+            "bindings.csv:1: account id",
+        ),
+        (
+            "",
+            "",
+            "[[classifier.observation_point]]\nname = \"a\"\nexporter = \"border\"\n[[classifier.observation_point]]\nname = \"b\"\nexporter = \"border\"\ninterface = 2\n",
+            78,
+            "would count the same traffic twice",
+        ),
+        ("", "", "[classifier.nonsense]\n", 78, "unknown field"),
+    ];
+    for (list, bindings, extra, code, frag) in cases {
+        let c = setup(dir.path(), list, bindings, extra);
+        let o = kopek(&c, &["config", "check"]);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(*code),
+            "{list:?} {bindings:?} {extra:?}: {all}"
+        );
+        assert!(all.contains(frag), "{frag:?} not in {all}");
+    }
+}
+
+#[test]
+fn binding_commands_refuse_bad_input_and_apply_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = setup(dir.path(), "", "", "");
+    let ok = kopek(
+        &c,
+        &[
+            "binding",
+            "add",
+            "alice",
+            "10.0.0.7",
+            "--from",
+            "2026-11-01",
+        ],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    // (arguments, expected exit, message fragment)
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["binding", "add", "bob", "10.0.0.7", "--from", "2026-11-05"],
+            1,
+            "already bound to account \"alice\"",
+        ),
+        (&["binding", "add", "b o b", "10.0.0.8"], 1, "account id"),
+        (
+            &["binding", "add", "bob", "10.0.0.8/24"],
+            2,
+            "zero host bits",
+        ),
+        (
+            &["binding", "add", "bob", "banana"],
+            2,
+            "expected an address",
+        ),
+        (
+            &["binding", "add", "bob", "10.0.0.8", "--from", "yesterday"],
+            1,
+            "expected a time",
+        ),
+        (
+            &[
+                "binding",
+                "add",
+                "bob",
+                "10.0.0.8",
+                "--from",
+                "2026-11-05",
+                "--to",
+                "2026-11-01",
+            ],
+            1,
+            "must be after the start",
+        ),
+        // An epoch beyond i64 is not a time.
+        (
+            &[
+                "binding",
+                "add",
+                "bob",
+                "10.0.0.8",
+                "--from",
+                "99999999999999999999",
+            ],
+            1,
+            "expected a time",
+        ),
+        (
+            &["binding", "end", "10.0.0.9"],
+            1,
+            "no open binding of 10.0.0.9/32",
+        ),
+        (
+            &["binding", "ls", "--limit", "-1"],
+            2,
+            "unexpected argument '-1'",
+        ),
+    ];
+    for (args, code, frag) in cases {
+        let o = kopek(&c, args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(frag),
+            "{args:?}: {frag:?} not in {}",
+            stderr(&o)
+        );
+    }
+    // Nothing of the refused commands was recorded.
+    let ls = kopek(&c, &["binding", "ls", "--format", "csv"]);
+    assert!(ls.status.success());
+    let rows: Vec<_> = stdout(&ls).lines().skip(1).map(str::to_string).collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        rows[0].starts_with("1,alice,10.0.0.7/32,2026-10-31T21:00:00.000Z,open,cli"),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn reports_refuse_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = setup(dir.path(), "192.0.2.0/24\n", "", "");
+    // An empty tier 2 so the queries themselves can run.
+    let o = kopek(&c, &["binding", "ls"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["traffic", "--from", "garbage"], 1, "expected a time"),
+        (
+            &["traffic", "--from", "2026-11-02", "--to", "2026-11-01"],
+            1,
+            "--from must be before --to",
+        ),
+        (
+            &["traffic", "--unit-base", "1001"],
+            2,
+            "expected 1000 or 1024",
+        ),
+        (&["traffic", "--by", "week"], 2, "invalid value 'week'"),
+        (&["classifier", "explain", "10.0.0.300"], 2, "invalid"),
+        (
+            &["classifier", "explain", "10.0.0.3", "--at", "tomorrow"],
+            1,
+            "expected a time",
+        ),
+    ];
+    for (args, code, frag) in cases {
+        let o = kopek(&c, args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(frag),
+            "{args:?}: {frag:?} not in {}",
+            stderr(&o)
+        );
+    }
+}
