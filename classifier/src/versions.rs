@@ -33,6 +33,8 @@ pub struct ClassVersions {
     names: Vec<String>,
     name_ix: HashMap<String, u32>,
     uses: u64,
+    /// Version indices the current block needs (see [`Self::missing`]).
+    pinned: std::ops::Range<usize>,
 }
 
 impl ClassVersions {
@@ -73,12 +75,13 @@ impl ClassVersions {
 
     fn evict(&mut self) {
         let cur = self.versions.len().saturating_sub(1);
+        let pinned = self.pinned.clone();
         while self.versions.iter().filter(|v| v.table.is_some()).count() > MAX_LOADED_VERSIONS {
             let victim = self
                 .versions
                 .iter()
                 .enumerate()
-                .filter(|(i, v)| v.table.is_some() && *i != cur)
+                .filter(|(i, v)| v.table.is_some() && *i != cur && !pinned.contains(i))
                 .min_by_key(|(_, v)| v.last_used)
                 .map(|(i, _)| i);
             match victim {
@@ -98,11 +101,17 @@ impl ClassVersions {
 
     /// Ids of versions needed for times in `[min_ms, max_ms]` that are not
     /// built in memory: load them with [`Self::provide`] first.
-    pub fn missing(&self, min_ms: i64, max_ms: i64) -> Vec<i64> {
+    ///
+    /// The versions of that range are pinned until the next call: loading
+    /// one of them never evicts another (the cap may be exceeded by as many
+    /// versions as one block's time range spans).
+    pub fn missing(&mut self, min_ms: i64, max_ms: i64) -> Vec<i64> {
         if self.versions.is_empty() {
             return Vec::new();
         }
-        (self.index_at(min_ms)..=self.index_at(max_ms))
+        let range = self.index_at(min_ms)..self.index_at(max_ms) + 1;
+        self.pinned = range.clone();
+        range
             .filter(|&i| self.versions[i].table.is_none())
             .map(|i| self.versions[i].id)
             .collect()
@@ -198,9 +207,20 @@ mod tests {
         for i in 3..=6 {
             v.push(i, i * 10_000, Some(table("172.16.0.0/12")));
         }
-        assert_eq!(v.missing(0, 100_000), vec![1, 2, 3]);
+        // Six versions needed at once (a block spanning five reloads): all
+        // get loaded, none evicts another while pinned.
+        let need = v.missing(0, 100_000);
+        assert_eq!(need, vec![1, 2, 3]);
         v.provide(1, table("10.0.0.0/8"));
+        v.provide(2, table("192.168.0.0/16"));
+        v.provide(3, table("172.16.0.0/12"));
+        assert!(v.missing(0, 100_000).is_empty(), "pinned versions stay");
         assert_eq!(class_at(&v, "10.1.1.1", 2_000), "local");
+        assert_eq!(class_at(&v, "192.168.1.1", 6_000), "local");
+        // Once another range is asked for, the cap applies again.
+        assert!(v.missing(60_000, 60_000).is_empty());
+        v.provide(6, table("172.16.0.0/12"));
+        assert!(!v.missing(0, 100_000).is_empty());
         assert_eq!(v.current().unwrap().0, 6);
     }
 }
