@@ -84,8 +84,12 @@ pub const HELD_SET_OVERHEAD_BYTES: usize = 64;
 /// templates are learned again). Exporters that start new export streams
 /// all the time (new source ids) must not end with every new stream refused.
 pub const STREAM_IDLE_EVICT_MS: i64 = 60 * 1000;
-/// At most one eviction scan over all streams per this interval.
-pub const STREAM_EVICT_SCAN_INTERVAL_MS: i64 = 1_000;
+/// When no stream is that idle, the least recently seen streams are
+/// evicted instead, this share of the cap at once (one scan serves the next
+/// `max_streams / STREAM_EVICT_FRACTION` new streams): a new export stream
+/// is never refused. A stream evicted while still alive comes back as a new
+/// stream and relearns its templates.
+pub const STREAM_EVICT_FRACTION: usize = 8;
 
 /// Caps on everything the decoder keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +178,6 @@ pub struct Decoder {
     exporters: HashMap<IpAddr, ExporterState>,
     fields_scratch: Vec<FieldSpec>,
     learned_scratch: Vec<u16>,
-    last_evict_scan_ms: Option<i64>,
 }
 
 pub(crate) fn stream_in(
@@ -197,7 +200,6 @@ impl Decoder {
             exporters: HashMap::new(),
             fields_scratch: Vec::new(),
             learned_scratch: Vec::new(),
-            last_evict_scan_ms: None,
         }
     }
 
@@ -426,33 +428,39 @@ impl Decoder {
         Ok(())
     }
 
+    /// Makes room for a new stream: evicts every stream idle for
+    /// [`STREAM_IDLE_EVICT_MS`], or if none is, the least recently seen
+    /// `max_streams / STREAM_EVICT_FRACTION` (at least one).
     fn evict_idle_stream(
         &mut self,
         now_ms: i64,
         losses: &mut Vec<LossRecord>,
     ) -> Result<(), DecodeError> {
-        if let Some(t) = self.last_evict_scan_ms
-            && now_ms >= t
-            && now_ms - t < STREAM_EVICT_SCAN_INTERVAL_MS
-        {
-            return Err(DecodeError::StreamLimit);
-        }
-        self.last_evict_scan_ms = Some(now_ms);
-        // One scan evicts every idle stream, so the next ones need no scan.
-        let idle: Vec<(IpAddr, StreamKey)> = self
+        let mut all: Vec<(i64, IpAddr, StreamKey)> = self
             .exporters
             .iter()
             .flat_map(|(ip, e)| {
                 e.streams
                     .iter()
-                    .filter(|(_, s)| now_ms.saturating_sub(s.last_seen_ms) >= STREAM_IDLE_EVICT_MS)
-                    .map(move |(k, _)| (*ip, *k))
+                    .map(move |(k, s)| (s.last_seen_ms, *ip, *k))
             })
             .collect();
-        if idle.is_empty() {
+        if all.is_empty() {
             return Err(DecodeError::StreamLimit);
         }
-        for (ip, key) in idle {
+        let idle = all
+            .iter()
+            .filter(|(seen, _, _)| now_ms.saturating_sub(*seen) >= STREAM_IDLE_EVICT_MS)
+            .count();
+        let n = if idle > 0 {
+            idle
+        } else {
+            (self.limits.max_streams / STREAM_EVICT_FRACTION).clamp(1, all.len())
+        };
+        if n < all.len() {
+            all.select_nth_unstable_by_key(n, |(seen, _, _)| *seen);
+        }
+        for &(_, ip, key) in &all[..n] {
             self.remove_stream(ip, key, losses);
         }
         Ok(())

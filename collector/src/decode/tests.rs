@@ -796,7 +796,7 @@ fn template_flood_from_one_exporter_stays_capped() {
 }
 
 #[test]
-fn stream_limit_refuses_then_evicts_idle_streams() {
+fn at_the_stream_limit_the_least_recently_seen_stream_makes_room() {
     let limits = DecodeLimits {
         max_streams: 4,
         ..DecodeLimits::default()
@@ -804,25 +804,32 @@ fn stream_limit_refuses_then_evicts_idle_streams() {
     let mut t = T::with(limits);
     let f: &[(u16, u16)] = &[(8, 4), (12, 4)];
     for domain in 0..4 {
-        t.ok(&Msg::ipfix(0, domain).template(256, f).build());
-    }
-    let fifth = Msg::ipfix(0, 99).template(256, f).build();
-    assert_eq!(t.feed(ip(1), NOW_MS, &fifth), Err(DecodeError::StreamLimit));
-    assert_eq!(t.stats().streams_current, 4);
-    // Domains 1..3 stay active; domain 0 goes idle.
-    let later = NOW_MS + STREAM_IDLE_EVICT_MS;
-    for domain in 1..4 {
         t.feed(
             ip(1),
-            later - 1,
+            NOW_MS + domain as i64,
             &Msg::ipfix(0, domain).template(256, f).build(),
         )
         .unwrap();
     }
-    t.feed(ip(1), later, &fifth).unwrap();
+    // Domain 0 was seen first and not since; none is idle for a minute.
+    let fifth = Msg::ipfix(0, 99).template(256, f).build();
+    t.feed(ip(1), NOW_MS + 10, &fifth).unwrap();
     let s = t.stats();
     assert_eq!((s.streams_current, s.streams_evicted), (4, 1));
     assert_eq!((s.templates_current, s.templates_evicted), (4, 1));
+    assert_eq!(s.dropped.stream_limit, 0, "nothing refused");
+    // Domain 0 comes back: a new stream again, another eviction (domain 1).
+    t.feed(
+        ip(1),
+        NOW_MS + 20,
+        &Msg::ipfix(0, 0).template(256, f).build(),
+    )
+    .unwrap();
+    assert_eq!(t.stats().streams_evicted, 2);
+    // The survivors are the most recently seen: domains 2, 3, 99, 0.
+    let fresh = Msg::ipfix(0, 3).template(256, f).build();
+    t.feed(ip(1), NOW_MS + 30, &fresh).unwrap();
+    assert_eq!(t.stats().streams_evicted, 2, "domain 3 was still there");
 }
 
 #[test]
