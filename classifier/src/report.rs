@@ -78,17 +78,44 @@ pub fn period_start(t_ms: i64, period: Period, bucket_ms: i64, from_ms: i64, tz:
     }
 }
 
+/// Whether whole UTC hours can answer `q`: hours, days and totals over an
+/// interval of whole hours, in a zone whose offset at both ends is a whole
+/// number of hours (not India, Nepal, parts of Australia...). Then the
+/// hourly rollup is read, 12× fewer rows than 5-minute buckets.
+pub fn hourly_answers(q: &TrafficQuery) -> bool {
+    use chrono::Offset;
+    const H: i64 = 3_600_000;
+    let whole = |t: i64| {
+        DateTime::from_timestamp_millis(t)
+            .is_some_and(|u| u.with_timezone(&q.tz).offset().fix().local_minus_utc() % 3600 == 0)
+    };
+    q.period != Period::Bucket
+        && q.from_ms.rem_euclid(H) == 0
+        && q.to_ms.rem_euclid(H) == 0
+        && whole(q.from_ms)
+        && whole(q.to_ms)
+}
+
 /// Per account, class and period: in/out bytes, packets, flows.
 pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, ReportError> {
-    let mut st = conn.prepare_cached(
+    let sql = if hourly_answers(q) {
+        "SELECT hour_ms, account, class, direction, SUM(bytes), SUM(packets), SUM(flows)
+         FROM traffic_hourly
+         WHERE hour_ms >= ?1 AND hour_ms < ?2
+           AND (?3 IS NULL OR account = ?3)
+           AND (?4 IS NULL OR class = ?4)
+           AND (?5 = 0 OR billed = 1)
+         GROUP BY hour_ms, account, class, direction"
+    } else {
         "SELECT bucket_ms, account, class, direction, SUM(bytes), SUM(packets), SUM(flows)
          FROM traffic
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2
            AND (?3 IS NULL OR account = ?3)
            AND (?4 IS NULL OR class = ?4)
            AND (?5 = 0 OR billed = 1)
-         GROUP BY bucket_ms, account, class, direction",
-    )?;
+         GROUP BY bucket_ms, account, class, direction"
+    };
+    let mut st = conn.prepare_cached(sql)?;
     let mut rows = st.query(params![
         q.from_ms,
         q.to_ms,

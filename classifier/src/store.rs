@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::aggregate::{Batch, Progress};
+use crate::aggregate::{Batch, Counts, FastMap, HOUR_MS, Progress, TrafficKey};
 use crate::bindings::BindingIndex;
 use crate::points::PointMatcher;
+use crate::split::bucket_of;
 use crate::versions::ClassVersions;
 
 /// The tier-2 database file inside the state dir.
@@ -152,6 +153,19 @@ CREATE TABLE IF NOT EXISTS traffic (
     PRIMARY KEY (bucket_ms, account, class, direction, point, billed)
 );
 CREATE INDEX IF NOT EXISTS traffic_by_account ON traffic (account, bucket_ms);
+CREATE TABLE IF NOT EXISTS traffic_hourly (
+    hour_ms   INTEGER NOT NULL,
+    account   TEXT NOT NULL,
+    class     TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    point     TEXT NOT NULL,
+    billed    INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    packets   INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, account, class, direction, point, billed)
+);
+CREATE INDEX IF NOT EXISTS traffic_hourly_by_account ON traffic_hourly (account, hour_ms);
 CREATE TABLE IF NOT EXISTS unattributed (
     bucket_ms INTEGER NOT NULL,
     address   TEXT NOT NULL,
@@ -289,6 +303,44 @@ impl Tier2 for SqliteTier2 {
                 )
                 .map_err(&err)?;
             for (k, c) in batch.traffic() {
+                st.execute(params![
+                    k.bucket_ms,
+                    names.accounts.account(k.account),
+                    names.classes.name(k.class),
+                    k.dir.as_str(),
+                    names.points.name(k.point),
+                    k.billed,
+                    c.bytes as i64,
+                    c.packets as i64,
+                    c.flows as i64
+                ])
+                .map_err(&err)?;
+            }
+            // The hourly rollup, for reports over long histories (a month
+            // of 5-minute buckets is 12× the rows).
+            let mut hourly: FastMap<TrafficKey, Counts> = FastMap::default();
+            for (k, c) in batch.traffic() {
+                let h = hourly
+                    .entry(TrafficKey {
+                        bucket_ms: bucket_of(k.bucket_ms, HOUR_MS),
+                        ..*k
+                    })
+                    .or_default();
+                h.bytes = h.bytes.saturating_add(c.bytes);
+                h.packets = h.packets.saturating_add(c.packets);
+                h.flows += c.flows;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO traffic_hourly (hour_ms, account, class, direction, point, billed, bytes, packets, flows)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (hour_ms, account, class, direction, point, billed) DO UPDATE SET
+                       bytes = traffic_hourly.bytes + excluded.bytes,
+                       packets = traffic_hourly.packets + excluded.packets,
+                       flows = traffic_hourly.flows + excluded.flows",
+                )
+                .map_err(&err)?;
+            for (k, c) in &hourly {
                 st.execute(params![
                     k.bucket_ms,
                     names.accounts.account(k.account),
@@ -520,6 +572,8 @@ impl Tier2 for SqliteTier2 {
             p.traffic_rows = tx
                 .execute("DELETE FROM traffic WHERE bucket_ms < ?1", params![t])
                 .map_err(&err)? as u64;
+            tx.execute("DELETE FROM traffic_hourly WHERE hour_ms < ?1", params![t])
+                .map_err(&err)?;
             p.unattributed_rows = tx
                 .execute("DELETE FROM unattributed WHERE bucket_ms < ?1", params![t])
                 .map_err(&err)? as u64;

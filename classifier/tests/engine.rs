@@ -156,3 +156,68 @@ fn buckets_split_a_flow_exactly_and_minutes_add_up() {
         .unwrap();
     assert_eq!(bad, 0, "bucket starts are whole minutes");
 }
+
+#[test]
+fn the_hourly_rollup_answers_exactly_what_the_buckets_do() {
+    use kopek_classifier::report::{self, Period, TrafficQuery};
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    tier1(dir.path(), 2, 3_000);
+    // Two accounts over the subscribers 10.0.0.1..50; the rest unattributed.
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    let forever = kopek_classifier::bindings::FOREVER_START_MS;
+    reg.add(
+        "acme",
+        "10.0.0.0/28".parse().unwrap(),
+        forever,
+        None,
+        "test",
+        None,
+    )
+    .unwrap();
+    reg.add(
+        "bolt",
+        "10.0.0.16/28".parse().unwrap(),
+        forever,
+        None,
+        "test",
+        None,
+    )
+    .unwrap();
+    let mut e = Engine::open(config(dir.path()), 0).unwrap();
+    e.catch_up(0).unwrap();
+    drop(e);
+    let conn = SqliteTier2::open_read(dir.path()).unwrap();
+    let hour = 3_600_000;
+    let q = |period, tz: &str| TrafficQuery {
+        from_ms: 1_699_999_200_000 - hour, // whole hours around the data
+        to_ms: 1_700_010_000_000 + hour,
+        account: None,
+        class: None,
+        billed_only: false,
+        period,
+        tz: tz.parse().unwrap(),
+    };
+    let sum = |rows: Vec<report::TrafficRow>| {
+        let mut m: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+        for r in rows {
+            let e = m.entry((r.account, r.class)).or_default();
+            e.0 += r.bytes_in;
+            e.1 += r.bytes_out;
+            e.2 += r.flows;
+        }
+        m
+    };
+    let by_day = q(Period::Day, "Europe/Moscow");
+    assert!(report::hourly_answers(&by_day));
+    let by_bucket = q(Period::Bucket, "Europe/Moscow");
+    assert!(!report::hourly_answers(&by_bucket));
+    let india = q(Period::Day, "Asia/Kolkata");
+    assert!(!report::hourly_answers(&india), "+05:30 needs the buckets");
+    let a = sum(report::traffic(&conn, &by_day).unwrap());
+    let b = sum(report::traffic(&conn, &by_bucket).unwrap());
+    let c = sum(report::traffic(&conn, &india).unwrap());
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+}
