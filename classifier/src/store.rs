@@ -262,6 +262,39 @@ impl SqliteTier2 {
     }
 }
 
+/// Adds per-account counts into `table` (`traffic` or `traffic_hourly`,
+/// whose time column is `time_col`).
+fn upsert_traffic<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    time_col: &str,
+    rows: impl Iterator<Item = (&'a TrafficKey, &'a Counts)>,
+    names: Names<'_>,
+) -> Result<(), rusqlite::Error> {
+    let mut st = tx.prepare_cached(&format!(
+        "INSERT INTO {table} ({time_col}, account, class, direction, point, billed, bytes, packets, flows)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT ({time_col}, account, class, direction, point, billed) DO UPDATE SET
+           bytes = {table}.bytes + excluded.bytes,
+           packets = {table}.packets + excluded.packets,
+           flows = {table}.flows + excluded.flows"
+    ))?;
+    for (k, c) in rows {
+        st.execute(params![
+            k.bucket_ms,
+            names.accounts.account(k.account),
+            names.classes.name(k.class),
+            k.dir.as_str(),
+            names.points.name(k.point),
+            k.billed,
+            c.bytes as i64,
+            c.packets as i64,
+            c.flows as i64
+        ])?;
+    }
+    Ok(())
+}
+
 impl Tier2 for SqliteTier2 {
     fn progress(&self) -> Result<Vec<Progress>, StoreError> {
         let mut stmt = self
@@ -292,30 +325,7 @@ impl Tier2 for SqliteTier2 {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
-                       bytes = traffic.bytes + excluded.bytes,
-                       packets = traffic.packets + excluded.packets,
-                       flows = traffic.flows + excluded.flows",
-                )
-                .map_err(&err)?;
-            for (k, c) in batch.traffic() {
-                st.execute(params![
-                    k.bucket_ms,
-                    names.accounts.account(k.account),
-                    names.classes.name(k.class),
-                    k.dir.as_str(),
-                    names.points.name(k.point),
-                    k.billed,
-                    c.bytes as i64,
-                    c.packets as i64,
-                    c.flows as i64
-                ])
-                .map_err(&err)?;
-            }
+            upsert_traffic(&tx, "traffic", "bucket_ms", batch.traffic(), names).map_err(&err)?;
             // The hourly rollup, for reports over long histories (a month
             // of 5-minute buckets is 12× the rows).
             let mut hourly: FastMap<TrafficKey, Counts> = FastMap::default();
@@ -330,30 +340,7 @@ impl Tier2 for SqliteTier2 {
                 h.packets = h.packets.saturating_add(c.packets);
                 h.flows += c.flows;
             }
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO traffic_hourly (hour_ms, account, class, direction, point, billed, bytes, packets, flows)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (hour_ms, account, class, direction, point, billed) DO UPDATE SET
-                       bytes = traffic_hourly.bytes + excluded.bytes,
-                       packets = traffic_hourly.packets + excluded.packets,
-                       flows = traffic_hourly.flows + excluded.flows",
-                )
-                .map_err(&err)?;
-            for (k, c) in &hourly {
-                st.execute(params![
-                    k.bucket_ms,
-                    names.accounts.account(k.account),
-                    names.classes.name(k.class),
-                    k.dir.as_str(),
-                    names.points.name(k.point),
-                    k.billed,
-                    c.bytes as i64,
-                    c.packets as i64,
-                    c.flows as i64
-                ])
-                .map_err(&err)?;
-            }
+            upsert_traffic(&tx, "traffic_hourly", "hour_ms", hourly.iter(), names).map_err(&err)?;
             let mut st = tx
                 .prepare_cached(
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)
