@@ -145,7 +145,8 @@ impl Engine {
             what: format!("creating {}", state.display()),
             source,
         })?;
-        let store = SqliteTier2::open(&state)?;
+        let mut store = SqliteTier2::open(&state)?;
+        check_bucket(&mut store, &config)?;
         let registry = Registry::open(&state)?;
         let raw = RawStore::new(config.collector.raw_dir(&state));
         let mut e = Engine {
@@ -252,6 +253,7 @@ impl Engine {
     /// Applies a new config: commits what is pending first, so every record
     /// is judged wholly by the old or wholly by the new rules.
     pub fn reload(&mut self, config: Config, now_ms: i64) -> Result<(), ClassifierError> {
+        check_bucket(&mut self.store, &config)?;
         let table = ClassTable::load(&config.classifier)?;
         let statics = match &config.classifier.bindings_file {
             Some(p) => read_static(p)?,
@@ -810,6 +812,26 @@ impl Engine {
     pub fn state_dir(&self) -> &std::path::Path {
         &self.config.state_dir
     }
+}
+
+/// Tier 2's bucket width is fixed when it is created: rows of two widths
+/// would not add up per bucket, and re-splitting history is a re-rating job.
+fn check_bucket(store: &mut SqliteTier2, config: &Config) -> Result<(), ClassifierError> {
+    let want = config.classifier.bucket_ms().to_string();
+    match store.meta("bucket_ms")? {
+        None => store.set_meta("bucket_ms", &want)?,
+        Some(have) if have == want => {}
+        Some(have) => {
+            return Err(ClassifierError::Invalid(format!(
+                "{}: tier 2 was built with classifier.bucket_s = {}, the config says {}; \
+                 keep the old width or start a new state dir",
+                store.path().display(),
+                have.parse::<i64>().map(|ms| ms / 1000).unwrap_or(0),
+                config.classifier.bucket_ms() / 1000
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Smallest and largest first-packet time of `flows` (lo > hi when empty).

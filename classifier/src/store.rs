@@ -112,6 +112,10 @@ pub trait Tier2 {
     ) -> Result<Pruned, StoreError>;
     /// Forgets the progress row of a segment deleted from tier 1.
     fn forget_segment(&mut self, collector: &str, segment_id: u64) -> Result<(), StoreError>;
+    /// A value of the `meta` table.
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a `meta` value.
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
 pub struct SqliteTier2 {
@@ -584,6 +588,26 @@ impl Tier2 for SqliteTier2 {
             .execute(
                 "DELETE FROM progress WHERE collector = ?1 AND segment_id = ?2",
                 params![collector, segment_id as i64],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
             )
             .map_err(self.err())?;
         Ok(())

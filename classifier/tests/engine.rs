@@ -221,3 +221,23 @@ fn the_hourly_rollup_answers_exactly_what_the_buckets_do() {
     assert_eq!(a, b);
     assert_eq!(a, c);
 }
+
+#[test]
+fn the_bucket_width_of_an_existing_tier2_cannot_change() {
+    let dir = tempfile::tempdir().unwrap();
+    tier1(dir.path(), 1, 100);
+    let mut e = Engine::open(config(dir.path()), 0).unwrap();
+    e.catch_up(0).unwrap();
+    let mut other = config(dir.path());
+    other.classifier.bucket = std::time::Duration::from_secs(300);
+    let err = e.reload(other.clone(), 0).unwrap_err().to_string();
+    assert!(
+        err.contains("built with classifier.bucket_s = 60, the config says 300"),
+        "{err}"
+    );
+    drop(e);
+    let err = Engine::open(other, 0).unwrap_err().to_string();
+    assert!(err.contains("bucket_s = 60"), "{err}");
+    // The same width opens fine.
+    Engine::open(config(dir.path()), 0).unwrap();
+}
