@@ -60,6 +60,8 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                 ("loss records", human_count(c.loss_records)),
                 ("commits", human_count(s.commits)),
                 ("segments pending", human_count(s.segments_pending)),
+                ("hours awaiting top hosts", human_count(s.hours_pending)),
+                ("hours of top hosts done", human_count(s.host_hours_done)),
                 (
                     "class version",
                     format!(
