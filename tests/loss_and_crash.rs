@@ -322,4 +322,40 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
         "{missing} flows missing but {lost} reported lost"
     );
     eprintln!("sent {sent_n}, stored {stored}, missing {missing}, reported lost {lost}");
+
+    // Tier 2 (RELIABILITY test 1 reaches that far): the classifier over
+    // what survived the hundred crashes counts every stored record once,
+    // with its bytes, and carries every loss record over.
+    let stored_bytes: u64 = String::from_utf8(c.raw(&["dump", "--format", "csv"]).stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(15).unwrap().parse::<u64>().unwrap())
+        .sum();
+    let mut text = std::fs::read_to_string(&c.config).unwrap();
+    text.push_str(
+        "\n[classifier]\nsubscriber_networks = [\"10.0.0.0/16\", \"2001:db8:100::/48\"]\n\
+         [retention]\nraw_days = 0\ntraffic_days = 0\ntop_hosts_days = 0\n",
+    );
+    std::fs::write(&c.config, text).unwrap();
+    let mut k = common::classify::Classifier::start(&c.config, c.dir.path());
+    let s = k.wait_caught_up(stored, Duration::from_secs(60));
+    assert_eq!(s["committed"]["bytes"].as_u64(), Some(stored_bytes), "{s}");
+    let t2 = common::classify::tier2(c.dir.path());
+    let sum = |sql: &str| -> i64 { t2.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        sum("SELECT COALESCE(SUM(bytes), 0) FROM unattributed") as u64,
+        stored_bytes,
+        "every generated flow has one subscriber side and no account"
+    );
+    assert_eq!(
+        sum("SELECT COALESCE(SUM(flows), 0) FROM unattributed") as u64,
+        stored
+    );
+    assert_eq!(
+        sum("SELECT COALESCE(SUM(count), 0) FROM losses") as u64,
+        lost,
+        "tier 2 shows the same holes as tier 1"
+    );
+    k.stop();
 }
