@@ -241,6 +241,15 @@ impl SqliteTier2 {
     /// A read-only connection for reports (never blocks the writer: WAL).
     pub fn open_read(state_dir: &Path) -> Result<Connection, StoreError> {
         let path = state_dir.join(TIER2_FILE);
+        if !path.exists() {
+            return Err(StoreError {
+                file: path,
+                source: rusqlite::Error::InvalidPath(
+                    "no tier 2 here yet: has `kopek classifier run` run with this state dir?"
+                        .into(),
+                ),
+            });
+        }
         let err = |source| StoreError {
             file: path.clone(),
             source,
