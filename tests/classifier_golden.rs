@@ -181,8 +181,8 @@ fn tier2_equals_an_independent_classification_of_tier1_byte_for_byte() {
     let pcap_path = work.path().join("traffic.pcap");
     pcap::write_pcap(&pcap_path, &flows);
     let mut nfcapd = Nfcapd::start();
-    common::classify::softflowd(&pcap_path, collector.port, "10", work.path());
-    common::classify::softflowd(&pcap_path, nfcapd.port, "10", work.path());
+    common::softflowd(&pcap_path, collector.port, "10", work.path());
+    common::softflowd(&pcap_path, nfcapd.port, "10", work.path());
     // Feed (b): kopek gen, NetFlow v9 from 127.0.0.2.
     let gen_flows = GEN_FLOWS.to_string();
     #[rustfmt::skip]

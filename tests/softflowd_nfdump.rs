@@ -7,36 +7,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Collector, Nfcapd, nfdump_totals_by_address, pcap, require_tool, run, totals_of};
-
-/// softflowd -r: reads the pcap, exports every flow at the end, exits.
-fn softflowd(pcap: &std::path::Path, port: u16, version: &str, work: &std::path::Path) {
-    let mut cmd = Command::new(require_tool("softflowd"));
-    cmd.arg("-r")
-        .arg(pcap)
-        // -a: take the clock from the pcap, so exported times are the
-        // packets' times (without it softflowd mixes pcap and wall clock).
-        .args([
-            "-n",
-            &format!("127.0.0.1:{port}"),
-            "-v",
-            version,
-            "-d",
-            "-a",
-        ])
-        .arg("-p")
-        .arg(work.join(format!("softflowd-{port}.pid")))
-        // No control socket: with -r, softflowd 1.1.0 polls it with an
-        // uninitialised pollfd and may block in accept() forever.
-        .args(["-c", "none"]);
-    if version != "5" {
-        cmd.arg("-6");
-    }
-    run(&mut cmd);
-}
+use common::{Collector, Nfcapd, nfdump_totals_by_address, pcap, softflowd, totals_of};
 
 fn check_version(version: &str) {
     let work = tempfile::tempdir().unwrap();

@@ -76,7 +76,7 @@ pub struct Counts {
 
 impl Counts {
     #[inline]
-    fn add(&mut self, bytes: u64, packets: u64, flows: u64) {
+    pub(crate) fn add(&mut self, bytes: u64, packets: u64, flows: u64) {
         self.bytes = self.bytes.saturating_add(bytes);
         self.packets = self.packets.saturating_add(packets);
         self.flows += flows;
@@ -338,10 +338,7 @@ fn apply_pending(batch: &mut Batch, s: &mut Scratch) {
     for (p, updates) in s.pending.iter_mut().enumerate() {
         let map = &mut batch.traffic_parts[p];
         for (k, c) in updates.drain(..) {
-            let e = map.entry(k).or_default();
-            e.bytes = e.bytes.saturating_add(c.bytes);
-            e.packets = e.packets.saturating_add(c.packets);
-            e.flows += c.flows;
+            map.entry(k).or_default().add(c.bytes, c.packets, c.flows);
         }
     }
 }

@@ -196,11 +196,8 @@ impl Registry {
         Ok(Registry { conn, path })
     }
 
-    fn db(&self) -> impl Fn(rusqlite::Error) -> BindingError + '_ {
-        |source| BindingError::Db {
-            file: self.path.clone(),
-            source,
-        }
+    fn db(&self) -> impl Fn(rusqlite::Error) -> BindingError {
+        db_error(self.path.clone())
     }
 
     /// Records that `account` holds `net` from `from_ms` (to `to_ms`, or
@@ -226,11 +223,7 @@ impl Registry {
                 fmt_ms(Some(from_ms))
             )));
         }
-        let path = self.path.clone();
-        let db = move |source| BindingError::Db {
-            file: path.clone(),
-            source,
-        };
+        let db = db_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -269,11 +262,7 @@ impl Registry {
     /// Ends the open binding of `net` at `at_ms`. Returns the binding.
     pub fn end(&mut self, net: IpNet, at_ms: i64) -> Result<Binding, BindingError> {
         let net = net.trunc();
-        let path = self.path.clone();
-        let db = move |source| BindingError::Db {
-            file: path.clone(),
-            source,
-        };
+        let db = db_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -364,6 +353,14 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+}
+
+/// Maps SQLite errors to [`BindingError::Db`] naming `file`.
+fn db_error(file: PathBuf) -> impl Fn(rusqlite::Error) -> BindingError {
+    move |source| BindingError::Db {
+        file: file.clone(),
+        source,
     }
 }
 

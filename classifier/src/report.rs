@@ -54,7 +54,7 @@ pub struct TrafficRow {
 }
 
 /// Start of the period containing `t_ms` in zone `tz`, as ms UTC.
-pub fn period_start(t_ms: i64, period: Period, bucket_ms: i64, from_ms: i64, tz: Tz) -> i64 {
+pub fn period_start(t_ms: i64, period: Period, from_ms: i64, tz: Tz) -> i64 {
     match period {
         Period::Total => from_ms,
         Period::Bucket => t_ms,
@@ -72,7 +72,6 @@ pub fn period_start(t_ms: i64, period: Period, bucket_ms: i64, from_ms: i64, tz:
                 tz.from_local_datetime(&local.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default())
                     .earliest()
             };
-            let _ = bucket_ms;
             trunc.map(|l| l.timestamp_millis()).unwrap_or(t_ms)
         }
     }
@@ -130,7 +129,7 @@ pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, R
         let class: String = r.get(2)?;
         let dir: String = r.get(3)?;
         let (bytes, packets, flows): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
-        let p = period_start(bucket, q.period, 0, q.from_ms, q.tz);
+        let p = period_start(bucket, q.period, q.from_ms, q.tz);
         let row = acc
             .entry((p, account.clone(), class.clone()))
             .or_insert_with(|| TrafficRow {
@@ -361,12 +360,12 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-02-28T18:40:00Z")
             .unwrap()
             .timestamp_millis();
-        let day = period_start(t, Period::Day, 300_000, 0, tz);
+        let day = period_start(t, Period::Day, 0, tz);
         assert_eq!(
             DateTime::from_timestamp_millis(day).unwrap().to_rfc3339(),
             "2026-02-28T18:30:00+00:00"
         );
-        let hour = period_start(t, Period::Hour, 300_000, 0, tz);
+        let hour = period_start(t, Period::Hour, 0, tz);
         assert_eq!(
             DateTime::from_timestamp_millis(hour).unwrap().to_rfc3339(),
             "2026-02-28T18:30:00+00:00"
@@ -376,7 +375,7 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-03-29T12:00:00Z")
             .unwrap()
             .timestamp_millis();
-        let day = period_start(t, Period::Day, 300_000, 0, tz);
+        let day = period_start(t, Period::Day, 0, tz);
         assert_eq!(
             DateTime::from_timestamp_millis(day).unwrap().to_rfc3339(),
             "2026-03-28T23:00:00+00:00"

@@ -267,11 +267,16 @@ impl SqliteTier2 {
         &self.path
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError {
-            file: self.path.clone(),
-            source,
-        }
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError {
+        sql_error(self.path.clone())
+    }
+}
+
+/// Maps SQLite errors to [`StoreError`]s naming `file`.
+fn sql_error(file: PathBuf) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |source| StoreError {
+        file: file.clone(),
+        source,
     }
 }
 
@@ -328,11 +333,7 @@ impl Tier2 for SqliteTier2 {
     }
 
     fn commit(&mut self, batch: &Batch, names: Names<'_>, now_ms: i64) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError {
-            file: path.clone(),
-            source,
-        };
+        let err = sql_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -343,15 +344,13 @@ impl Tier2 for SqliteTier2 {
             // of 5-minute buckets is 12× the rows).
             let mut hourly: FastMap<TrafficKey, Counts> = FastMap::default();
             for (k, c) in batch.traffic() {
-                let h = hourly
+                hourly
                     .entry(TrafficKey {
                         bucket_ms: bucket_of(k.bucket_ms, HOUR_MS),
                         ..*k
                     })
-                    .or_default();
-                h.bytes = h.bytes.saturating_add(c.bytes);
-                h.packets = h.packets.saturating_add(c.packets);
-                h.flows += c.flows;
+                    .or_default()
+                    .add(c.bytes, c.packets, c.flows);
             }
             upsert_traffic(&tx, "traffic_hourly", "hour_ms", hourly.iter(), names).map_err(&err)?;
             let mut st = tx
@@ -468,11 +467,7 @@ impl Tier2 for SqliteTier2 {
         prefixes: i64,
         content: &str,
     ) -> Result<i64, StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError {
-            file: path.clone(),
-            source,
-        };
+        let err = sql_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -514,11 +509,7 @@ impl Tier2 for SqliteTier2 {
         generation: i64,
         rows: &[HostDetail],
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError {
-            file: path.clone(),
-            source,
-        };
+        let err = sql_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -558,11 +549,7 @@ impl Tier2 for SqliteTier2 {
         traffic_before_ms: Option<i64>,
         hosts_before_ms: Option<i64>,
     ) -> Result<Pruned, StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError {
-            file: path.clone(),
-            source,
-        };
+        let err = sql_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -679,31 +679,6 @@ pub fn split_parts(total: u64, first_ms: i64, last_ms: i64, width_ms: i64) -> Ve
     parts.into_iter().map(|(b, p, _)| (b, p)).collect()
 }
 
-/// softflowd -r: reads the pcap, exports every flow at the end, exits.
-/// `version`: "5", "9" or "10" (IPFIX); v9 and IPFIX carry IPv6 too.
-pub fn softflowd(pcap: &Path, port: u16, version: &str, work: &Path) {
-    let mut cmd = Command::new(super::require_tool("softflowd"));
-    cmd.arg("-r")
-        .arg(pcap)
-        // -a: the pcap's clock, so exported times are the packets' times.
-        .args([
-            "-n",
-            &format!("127.0.0.1:{port}"),
-            "-v",
-            version,
-            "-d",
-            "-a",
-        ])
-        .arg("-p")
-        .arg(work.join(format!("softflowd-{port}.pid")))
-        // No control socket (softflowd 1.1.0 may block in accept() with -r).
-        .args(["-c", "none"]);
-    if version != "5" {
-        cmd.arg("-6");
-    }
-    run(&mut cmd);
-}
-
 /// `kopek gen` to a collector: returns its one-line JSON report.
 pub fn gen_stream(port: u16, args: &[&str]) -> serde_json::Value {
     let out = run(Command::new(kopek_bin())
