@@ -23,7 +23,11 @@ use crate::versions::ClassVersions;
 /// The tier-2 database file inside the state dir.
 pub const TIER2_FILE: &str = "tier2.sqlite";
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+/// `meta` key of the number of the last commit that changed `traffic`:
+/// every row a commit adds to or changes carries it in `seq`, so a reader
+/// (the core) finds what changed since it last looked.
+pub const COMMIT_SEQ_KEY: &str = "traffic_seq";
 /// Remote-host key of the row that sums an account's hosts beyond the top N.
 pub const OTHER_HOSTS: &str = "";
 
@@ -154,6 +158,7 @@ CREATE TABLE IF NOT EXISTS traffic (
     bytes     INTEGER NOT NULL,
     packets   INTEGER NOT NULL,
     flows     INTEGER NOT NULL,
+    seq       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (bucket_ms, account, class, direction, point, billed)
 );
 CREATE INDEX IF NOT EXISTS traffic_by_account ON traffic (account, bucket_ms);
@@ -230,11 +235,7 @@ impl SqliteTier2 {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO NOTHING",
-            params![SCHEMA_VERSION.to_string()],
-        )
-        .map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(SqliteTier2 { conn, path })
     }
 
@@ -272,6 +273,41 @@ impl SqliteTier2 {
     }
 }
 
+/// Brings a tier 2 of an older schema up to [`SCHEMA_VERSION`], in one
+/// transaction. Version 1 had no `traffic.seq`: its rows get 0 ("changed
+/// before anyone counted"), which a reader starting from -1 still sees.
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let tx = conn.unchecked_transaction()?;
+    let version: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if version.as_deref() == Some("1") {
+        let has_seq: i64 = tx.query_row(
+            "SELECT count(*) FROM pragma_table_info('traffic') WHERE name = 'seq'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_seq == 0 {
+            tx.execute_batch("ALTER TABLE traffic ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")?;
+        }
+    }
+    tx.execute_batch("CREATE INDEX IF NOT EXISTS traffic_by_seq ON traffic (seq)")?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![SCHEMA_VERSION.to_string()],
+    )?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, '0') ON CONFLICT (key) DO NOTHING",
+        params![COMMIT_SEQ_KEY],
+    )?;
+    tx.commit()
+}
+
 /// Maps SQLite errors to [`StoreError`]s naming `file`.
 fn sql_error(file: PathBuf) -> impl Fn(rusqlite::Error) -> StoreError {
     move |source| StoreError {
@@ -288,14 +324,19 @@ fn upsert_traffic<'a>(
     time_col: &str,
     rows: impl Iterator<Item = (&'a TrafficKey, &'a Counts)>,
     names: Names<'_>,
+    seq: Option<i64>,
 ) -> Result<(), rusqlite::Error> {
+    let (seq_col, seq_val, seq_set) = match seq {
+        Some(seq) => (", seq", format!(", {seq}"), ", seq = excluded.seq"),
+        None => ("", String::new(), ""),
+    };
     let mut st = tx.prepare_cached(&format!(
-        "INSERT INTO {table} ({time_col}, account, class, direction, point, billed, bytes, packets, flows)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO {table} ({time_col}, account, class, direction, point, billed, bytes, packets, flows{seq_col})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{seq_val})
          ON CONFLICT ({time_col}, account, class, direction, point, billed) DO UPDATE SET
            bytes = {table}.bytes + excluded.bytes,
            packets = {table}.packets + excluded.packets,
-           flows = {table}.flows + excluded.flows"
+           flows = {table}.flows + excluded.flows{seq_set}"
     ))?;
     for (k, c) in rows {
         st.execute(params![
@@ -339,7 +380,24 @@ impl Tier2 for SqliteTier2 {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         {
-            upsert_traffic(&tx, "traffic", "bucket_ms", batch.traffic(), names).map_err(&err)?;
+            let seq: i64 = tx
+                .query_row(
+                    "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = ?1 RETURNING value",
+                    params![COMMIT_SEQ_KEY],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(&err)?
+                .parse()
+                .unwrap_or(0);
+            upsert_traffic(
+                &tx,
+                "traffic",
+                "bucket_ms",
+                batch.traffic(),
+                names,
+                Some(seq),
+            )
+            .map_err(&err)?;
             // The hourly rollup, for reports over long histories (a month
             // of 5-minute buckets is 12× the rows).
             let mut hourly: FastMap<TrafficKey, Counts> = FastMap::default();
@@ -352,7 +410,8 @@ impl Tier2 for SqliteTier2 {
                     .or_default()
                     .add(c.bytes, c.packets, c.flows);
             }
-            upsert_traffic(&tx, "traffic_hourly", "hour_ms", hourly.iter(), names).map_err(&err)?;
+            upsert_traffic(&tx, "traffic_hourly", "hour_ms", hourly.iter(), names, None)
+                .map_err(&err)?;
             let mut st = tx
                 .prepare_cached(
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)

@@ -71,6 +71,27 @@ pub struct Config {
     pub collector: CollectorConfig,
     pub classifier: ClassifierConfig,
     pub retention: RetentionConfig,
+    pub core: CoreConfig,
+}
+
+/// `[core]`: the billing daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreConfig {
+    pub socket: PathBuf,
+    /// Group given read/write access to the socket (besides root); absent
+    /// groups are tolerated (root only).
+    pub socket_group: String,
+    pub cycle_interval: Duration,
+    pub posting: Posting,
+}
+
+/// How often accrued charges become ledger entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posting {
+    /// One entry per account, service and local day (at the day's end).
+    Day,
+    /// One entry per account and service every rating cycle that changed it.
+    Cycle,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -388,6 +409,7 @@ impl Config {
 
         let classifier = classifier::validate(&w.classifier, &exporters, &mut bad);
         let retention = classifier::validate_retention(&w.retention, &mut bad);
+        let core = validate_core(&w.core, &mut bad);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -398,6 +420,7 @@ impl Config {
             timezone,
             classifier,
             retention,
+            core,
             collector: CollectorConfig {
                 name: c.name,
                 listen,
@@ -465,3 +488,36 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+fn validate_core(c: &wire::Core, bad: &mut impl FnMut(&str, String)) -> CoreConfig {
+    let socket = PathBuf::from(&c.socket);
+    if !socket.is_absolute() {
+        bad(
+            "core.socket",
+            format!("must be an absolute path, got {:?}", c.socket),
+        );
+    }
+    if !(100..=60_000).contains(&c.cycle_interval_ms) {
+        bad(
+            "core.cycle_interval_ms",
+            format!("must be 100..=60000, got {}", c.cycle_interval_ms),
+        );
+    }
+    let posting = match c.posting.as_str() {
+        "day" => Posting::Day,
+        "cycle" => Posting::Cycle,
+        other => {
+            bad(
+                "core.posting",
+                format!("expected \"day\" or \"cycle\", got {other:?}"),
+            );
+            Posting::Day
+        }
+    };
+    CoreConfig {
+        socket,
+        socket_group: c.socket_group.clone(),
+        cycle_interval: Duration::from_millis(c.cycle_interval_ms),
+        posting,
+    }
+}

@@ -35,6 +35,12 @@ pub const DEFAULT_RAW_DAYS: u32 = 400;
 pub const DEFAULT_TRAFFIC_DAYS: u32 = 1_100;
 /// Tier-2 per-host detail: six months.
 pub const DEFAULT_TOP_HOSTS_DAYS: u32 = 190;
+/// The core's control socket (root and the `kopek` group may connect).
+pub const DEFAULT_CORE_SOCKET: &str = "/run/kopek/core.sock";
+pub const DEFAULT_CORE_SOCKET_GROUP: &str = "kopek";
+/// One rating cycle a second: blocking reacts within 2 s.
+pub const DEFAULT_CYCLE_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_POSTING: &str = "day";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +53,28 @@ pub struct File {
     pub classifier: Classifier,
     #[serde(default)]
     pub retention: Retention,
+    #[serde(default)]
+    pub core: Core,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Core {
+    pub socket: String,
+    pub socket_group: String,
+    pub cycle_interval_ms: u64,
+    pub posting: String,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Core {
+            socket: DEFAULT_CORE_SOCKET.into(),
+            socket_group: DEFAULT_CORE_SOCKET_GROUP.into(),
+            cycle_interval_ms: DEFAULT_CYCLE_INTERVAL_MS,
+            posting: DEFAULT_POSTING.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

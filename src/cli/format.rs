@@ -41,34 +41,9 @@ pub fn parse_time_ms(s: &str) -> Result<i64, String> {
     ))
 }
 
-/// Like [`parse_time_ms`], but a time without a zone (`2026-11-22`,
-/// `2026-11-22 05:00`) is read in the ISP's zone `tz`; RFC 3339 times with
-/// `Z` or an offset and epoch milliseconds are absolute.
-pub fn parse_time_in(s: &str, tz: chrono_tz::Tz) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    let naive = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-        })
-        .ok_or_else(|| {
-            format!(
-                "expected a time like 2026-11-22, 2026-11-22 05:00 (in {tz}), 2026-11-22T05:00:00Z or epoch ms, got {s:?}"
-            )
-        })?;
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.timestamp_millis())
-        .ok_or_else(|| format!("{s:?} does not exist in {tz} (a DST gap)"))
-}
+/// Like [`parse_time_ms`], but a time without a zone is read in the ISP's
+/// zone (the core's parser: one for the CLI and payment imports).
+pub use kopek_core::import::parse_time_in;
 
 /// `2026-11-22 08:00 +03` in zone `tz`.
 pub fn time_in(ms: i64, tz: chrono_tz::Tz) -> String {

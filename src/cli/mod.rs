@@ -6,12 +6,22 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kopek_config::{Config, DEFAULT_CONFIG_PATH};
 
+mod account;
+mod billing;
 mod binding;
 mod classifier;
 mod collector;
 mod config;
+mod core;
 mod demo;
+mod explain;
+mod export;
 mod r#gen;
+mod ledger;
+mod payment;
+mod report;
+mod subscriber;
+mod tariff;
 
 mod format;
 mod raw;
@@ -46,6 +56,24 @@ enum Command {
     Binding(binding::BindingArgs),
     /// Traffic reports from tier 2: per account, class, day/hour; top hosts; unattributed.
     Traffic(traffic::TrafficArgs),
+    /// Run the core (tier 3: rating, ledger, access decisions), or rate once.
+    Core(core::CoreArgs),
+    /// Subscribers: people and organisations.
+    Subscriber(subscriber::SubscriberArgs),
+    /// Accounts: balance, policy, tariff, logins, blocks, freezes, promised payments.
+    Account(account::AccountArgs),
+    /// Tariffs and their version archive.
+    Tariff(tariff::TariffArgs),
+    /// Payments (idempotent by the payment system's id), imports, refunds.
+    Payment(payment::PaymentArgs),
+    /// Verify the ledger; corrections and credits.
+    Ledger(ledger::LedgerArgs),
+    /// Billing reports: statement, usage, invoice, debtors, revenue, blocked.
+    Report(report::ReportArgs),
+    /// Trace a ledger entry to the tariff, rule, tier-2 rows and tier-1 segments behind it.
+    Explain(explain::ExplainArgs),
+    /// Exports for bookkeeping.
+    Export(export::ExportArgs),
     /// Send a generated NetFlow v5/v9/IPFIX stream to a collector (exporter simulator).
     Gen(r#gen::GenArgs),
     /// Run the suite on a temporary state dir with a generated NetFlow stream.
@@ -93,6 +121,15 @@ pub fn main() -> ExitCode {
         Command::Classifier(a) => classifier::exec(&cli.config, a),
         Command::Binding(a) => binding::exec(&cli.config, a),
         Command::Traffic(a) => traffic::exec(&cli.config, a),
+        Command::Core(a) => core::exec(&cli.config, a),
+        Command::Subscriber(a) => subscriber::exec(&cli.config, a),
+        Command::Account(a) => account::exec(&cli.config, a),
+        Command::Tariff(a) => tariff::exec(&cli.config, a),
+        Command::Payment(a) => payment::exec(&cli.config, a),
+        Command::Ledger(a) => ledger::exec(&cli.config, a),
+        Command::Report(a) => report::exec(&cli.config, a),
+        Command::Explain(a) => explain::exec(&cli.config, a),
+        Command::Export(a) => export::exec(&cli.config, a),
         Command::Gen(a) => r#gen::exec(a),
         Command::Demo(a) => demo::exec(a),
     };

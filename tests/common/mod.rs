@@ -4,6 +4,7 @@
 //! installs them.
 #![allow(dead_code)]
 
+pub mod billing;
 pub mod classify;
 pub mod pcap;
 
@@ -98,6 +99,19 @@ address = "127.0.0.1"
             ),
         )
         .unwrap();
+        let mut c = Collector {
+            dir,
+            config,
+            port,
+            child: None,
+        };
+        c.spawn();
+        c
+    }
+
+    /// Starts a collector on a config written by the test (collector
+    /// `name = "test"`, listening on 127.0.0.1:`port`).
+    pub fn with_config(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Collector {
         let mut c = Collector {
             dir,
             config,

@@ -1,0 +1,320 @@
+//! The core's performance targets (issue 4), on one core, with the real
+//! database on disk (WAL, synchronous=FULL):
+//!
+//! - `cycle`: a rating cycle over N accounts (default 100,000) that all
+//!   have fresh usage (two tier-2 rows each: in and out) — first sight
+//!   (mirror rows created) and steady state (every row changed again);
+//!   target < 1 s;
+//! - `post`: 1,000,000 payments posted through the real command path
+//!   (`PaymentImport`, batches of 10,000 per transaction, each fsynced);
+//!   target ≥ 100,000 entries/s;
+//! - `reports`: a year of daily usage and ledger entries for 10,000
+//!   accounts, then statement, usage, invoice of one account and debtors,
+//!   revenue, blocked over all; target < 1 s each.
+//!
+//! ```text
+//! cargo bench -p kopek-core --bench core [-- --accounts N --payments N --runs N --skip-reports]
+//! ```
+
+use std::path::Path;
+use std::time::Instant;
+
+use kopek_config::Posting;
+use kopek_core::cycle::Rater;
+use kopek_core::money::Money;
+use kopek_core::ops::{Command, Payment, Policy};
+use kopek_core::store::Billing;
+use rusqlite::params;
+
+const TZ: chrono_tz::Tz = chrono_tz::Europe::Moscow;
+const TARIFF: &str = "unit = \"MB\"\nmonthly_fee = \"500.00\"\n[[traffic]]\nname = \"paid\"\nclass = \"paid\"\ndirection = \"in\"\nincluded = 1000\nprice = \"0.10\"\n";
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// N accounts on one tariff, created in one transaction (setup, not timed).
+fn accounts(b: &mut Billing, n: u64, now_ms: i64) {
+    b.apply(
+        &Command::TariffAdd {
+            name: "t".into(),
+            content: TARIFF.into(),
+            effective_ms: Some(0),
+            why: "bench".into(),
+        },
+        "bench",
+        now_ms,
+    )
+    .unwrap();
+    b.apply(
+        &Command::SubscriberAdd {
+            name: "s".into(),
+            kind: "org".into(),
+            contact: String::new(),
+        },
+        "bench",
+        now_ms,
+    )
+    .unwrap();
+    let tx = b.conn().unchecked_transaction().unwrap();
+    {
+        let mut a = tx
+            .prepare("INSERT INTO accounts (number, subscriber_id, policy, credit_limit, created_ms) VALUES (?1, 1, ?2, 0, ?3)")
+            .unwrap();
+        let mut t = tx
+            .prepare(
+                "INSERT INTO account_tariffs (account_id, tariff_id, from_ms) VALUES (?1, 1, 0)",
+            )
+            .unwrap();
+        for i in 0..n {
+            a.execute(params![
+                format!("a{i}"),
+                Policy::BlockAtZero.as_str(),
+                now_ms
+            ])
+            .unwrap();
+            t.execute(params![tx.last_insert_rowid()]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// One tier-2 commit touching two rows (in, out) of every account.
+fn tier2_commit(state: &Path, n: u64, bucket_ms: i64, bytes: i64) {
+    drop(kopek_classifier::store::SqliteTier2::open(state).unwrap());
+    let mut c = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
+    let tx = c.transaction().unwrap();
+    let seq: i64 = tx
+        .query_row(
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    {
+        let mut st = tx
+            .prepare(
+                "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
+                 VALUES (?1, ?2, 'paid', ?3, '*', 1, ?4, 1, 1, ?5)
+                 ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
+                   bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
+            )
+            .unwrap();
+        for i in 0..n {
+            for dir in ["in", "out"] {
+                st.execute(params![
+                    bucket_ms,
+                    format!("a{i}"),
+                    dir,
+                    bytes + i as i64,
+                    seq
+                ])
+                .unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn bench_cycle(n: u64, runs: usize) {
+    let mut first = Vec::new();
+    let mut steady = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut b = Billing::open(dir.path(), TZ).unwrap();
+        accounts(&mut b, n, now);
+        let mut r = Rater::new(dir.path(), Posting::Day);
+        // Fees and decisions for the day first: the timed cycles then
+        // measure the rating of fresh usage.
+        b.cycle(&mut r, now).unwrap();
+        let bucket = now - now % 300_000;
+        tier2_commit(dir.path(), n, bucket, 300_000_000);
+        let t = Instant::now();
+        let rep = b.cycle(&mut r, now + 1_000).unwrap();
+        first.push(t.elapsed().as_secs_f64());
+        assert_eq!(rep.rows, 2 * n);
+        tier2_commit(dir.path(), n, bucket, 1_000_000);
+        let t = Instant::now();
+        let rep = b.cycle(&mut r, now + 2_000).unwrap();
+        steady.push(t.elapsed().as_secs_f64());
+        assert_eq!(rep.rows, 2 * n);
+        let v = b.verify().unwrap();
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+    }
+    println!(
+        "cycle: {n} accounts, {} rows: first sight median {:.3} s, steady median {:.3} s (target < 1 s) [runs: {:?} / {:?}]",
+        2 * n,
+        median(first.clone()),
+        median(steady.clone()),
+        first.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>(),
+        steady.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>()
+    );
+}
+
+fn bench_post(total: u64, runs: usize) {
+    const BATCH: u64 = 10_000;
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut b = Billing::open(dir.path(), TZ).unwrap();
+        accounts(&mut b, 1_000, now);
+        let t = Instant::now();
+        let mut k = 0u64;
+        while k < total {
+            let payments: Vec<Payment> = (k..(k + BATCH).min(total))
+                .map(|i| Payment {
+                    account: format!("a{}", i % 1_000),
+                    amount: Money(100 + (i % 5_000) as i64),
+                    ext_id: format!("p{i}"),
+                    source: "gateway".into(),
+                    at_ms: None,
+                    why: "bench".into(),
+                    line: None,
+                })
+                .collect();
+            k += payments.len() as u64;
+            let o = b
+                .apply(
+                    &Command::PaymentImport {
+                        file: "bench".into(),
+                        payments,
+                    },
+                    "bench",
+                    now,
+                )
+                .unwrap();
+            assert!(o.changed);
+        }
+        let s = t.elapsed().as_secs_f64();
+        rates.push(total as f64 / s);
+        let v = b.verify().unwrap();
+        assert!(v.problems.is_empty() && v.entries == total, "{v:?}");
+    }
+    println!(
+        "post: {total} payments in batches of {BATCH}, synchronous=FULL: median {:.0} entries/s (target >= 100000) [runs: {:?}]",
+        median(rates.clone()),
+        rates.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>()
+    );
+}
+
+fn bench_reports(runs: usize) {
+    const ACCOUNTS: i64 = 10_000;
+    const DAYS: i64 = 365;
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut b = Billing::open(dir.path(), TZ).unwrap();
+    accounts(&mut b, ACCOUNTS as u64, now);
+    let day_ms = 86_400_000i64;
+    let start = now - DAYS * day_ms;
+    // A year of what rating leaves: per account and day, usage rows and a
+    // fee and a charge entry (through the real ledger write path).
+    let setup = Instant::now();
+    for d in 0..DAYS {
+        let t = start + d * day_ms;
+        let day = kopek_core::cycle::day_label(TZ, t);
+        let period = kopek_core::rating::period_of(TZ, t).label;
+        let tx = b.conn().unchecked_transaction().unwrap();
+        let mut entries = Vec::with_capacity(2 * ACCOUNTS as usize);
+        {
+            let mut u = tx
+                .prepare(
+                    "INSERT INTO usage_daily (account_id, day, service, class, version_id, in_bytes, out_bytes)
+                     VALUES (?1, ?2, 'paid', 'paid', 1, ?3, ?4)",
+                )
+                .unwrap();
+            for a in 1..=ACCOUNTS {
+                u.execute(params![a, day, 1_000_000 * a, 500_000 * a])
+                    .unwrap();
+                for (kind, credit) in [("fee", "revenue:fee"), ("charge", "revenue:traffic:paid")] {
+                    entries.push(kopek_core::store::NewEntry {
+                        ts_ms: t,
+                        kind,
+                        account_id: Some(a),
+                        debit: kopek_core::store::account_book(a),
+                        credit: credit.into(),
+                        amount: Money(1_000 + a),
+                        who: "core".into(),
+                        why: "rating".into(),
+                        service: Some(if kind == "fee" {
+                            "fee".into()
+                        } else {
+                            "paid".into()
+                        }),
+                        day: Some(day.clone()),
+                        period: Some(period.clone()),
+                        version_id: Some(1),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        kopek_core::store::post_entries(&tx, now, &entries).unwrap();
+        tx.commit().unwrap();
+    }
+    println!(
+        "reports: setup of {} usage rows and {} entries took {:.1} s",
+        ACCOUNTS * DAYS,
+        2 * ACCOUNTS * DAYS,
+        setup.elapsed().as_secs_f64()
+    );
+    drop(b);
+    let r = Billing::open_read(dir.path(), TZ).unwrap();
+    let mid = kopek_core::rating::period_of(TZ, now - 180 * day_ms);
+    let from_day = kopek_core::cycle::day_label(TZ, start);
+    let to_day = kopek_core::cycle::day_label(TZ, now);
+    let mut report = |name: &str, f: &dyn Fn() -> usize| {
+        let mut t = Vec::new();
+        let mut rows = 0;
+        for _ in 0..runs {
+            let s = Instant::now();
+            rows = f();
+            t.push(s.elapsed().as_secs_f64());
+        }
+        println!(
+            "reports: {name:<32} {rows:>8} rows, median {:.4} s (target < 1 s)",
+            median(t)
+        );
+    };
+    report("statement (a year, one account)", &|| {
+        r.statement("a5000", start, now + 1).unwrap().entries.len()
+    });
+    report("usage (a year, one account)", &|| {
+        r.usage("a5000", &from_day, &to_day).unwrap().len()
+    });
+    report("invoice (one month)", &|| {
+        r.invoice("a5000", &mid.label).unwrap().lines.len() + 1
+    });
+    report("debtors (all accounts)", &|| {
+        r.debtors(Money(0), now).unwrap().len()
+    });
+    report("revenue (one month, all)", &|| {
+        r.revenue(&mid.label).unwrap().len()
+    });
+    report("blocked (all accounts)", &|| r.blocked().unwrap().len());
+    report("export accounting (one month)", &|| {
+        r.export_accounting(&mid.label).unwrap().len()
+    });
+}
+
+fn main() {
+    let runs = arg("--runs", 3) as usize;
+    bench_cycle(arg("--accounts", 100_000), runs);
+    bench_post(arg("--payments", 1_000_000), runs.min(2));
+    if !std::env::args().any(|a| a == "--skip-reports") {
+        bench_reports(runs);
+    }
+}

@@ -1,0 +1,993 @@
+//! One rating cycle: tier-2 changes in, accruals, postings and access
+//! decisions out, all in one transaction with the tier-2 watermark.
+//!
+//! Tier 2 stamps every `traffic` row a commit touches with that commit's
+//! number (`seq`). The core remembers the last number it consumed
+//! (`meta.tier2_seq`) and the last total it saw of every billed row
+//! (`usage_mirror`); a changed row's delta is its new total minus the
+//! mirrored one. Deltas go to cumulative volumes per (account, billing
+//! period, tariff version, service); the charge of a service is recomputed
+//! from its cumulative volume (`rating::rule_charge`) and the difference to
+//! what was already posted is the accrued amount. kill -9 anywhere: the
+//! transaction either committed (watermark, mirror, accruals, entries
+//! together) or did not, and the next cycle starts from the same place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kopek_config::Posting;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::CoreError;
+use crate::ledger::{self, FEE_SERVICE};
+use crate::money::Money;
+use crate::ops::Policy;
+use crate::rating::{self, Period};
+use crate::store::{
+    Billing, META_LAST_CYCLE, META_POSTED_DAY, META_TIER2_SEQ, NewEntry, account_book, meta_i64,
+    post, set_meta,
+};
+use crate::tariff::Tariff;
+
+/// At most this many tier-2 rows are rated in one cycle (catching up on a
+/// long history takes several cycles, each bounded in memory and time).
+pub const MAX_ROWS_PER_CYCLE: usize = 500_000;
+
+/// Prefix of the service name of traffic no rule prices (kept for
+/// reports, charged nothing).
+pub const FREE_PREFIX: &str = "free:";
+
+/// Access state of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Access {
+    Allowed,
+    NoMoney,
+    Frozen,
+    Admin,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Allowed => "allowed",
+            Access::NoMoney => "blocked:no-money",
+            Access::Frozen => "blocked:frozen",
+            Access::Admin => "blocked:admin",
+        }
+    }
+
+    pub fn is_allowed(self) -> bool {
+        self == Access::Allowed
+    }
+}
+
+/// What a cycle did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CycleReport {
+    pub now_ms: i64,
+    pub tier2_seq_from: i64,
+    pub tier2_seq_to: i64,
+    pub rows: u64,
+    pub rows_unrated: u64,
+    pub accruals_touched: u64,
+    pub fee_days: u64,
+    pub entries_posted: u64,
+    pub transitions: Vec<Transition>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    pub account: String,
+    pub from: String,
+    pub to: String,
+    pub detail: String,
+}
+
+/// Key of an accrual row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct AccrualKey {
+    account_id: i64,
+    period_start_ms: i64,
+    version_id: i64,
+    service: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Delta {
+    in_bytes: i64,
+    out_bytes: i64,
+}
+
+/// One tier-2 row as the core reads it.
+#[derive(Debug, Clone)]
+struct Row {
+    bucket_ms: i64,
+    account: String,
+    class: String,
+    direction: String,
+    point: String,
+    bytes: i64,
+    seq: i64,
+}
+
+/// (account, reason, class, direction) of usage the core cannot price.
+type UnratedKey = (String, &'static str, String, String);
+
+/// An accrual whose charge differs from what is posted.
+struct Unposted {
+    account_id: i64,
+    period_start_ms: i64,
+    version_id: i64,
+    service: String,
+    class: String,
+    in_bytes: i64,
+    out_bytes: i64,
+    days: i64,
+    charged: i64,
+    posted: i64,
+    payer: i64,
+}
+
+/// Tariff assignment interval of an account.
+#[derive(Debug, Clone, Copy)]
+struct Assignment {
+    tariff_id: i64,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+/// The rating state kept between cycles: caches of immutable things and the
+/// tier-2 connection.
+pub struct Rater {
+    state_dir: PathBuf,
+    tier2: Option<Connection>,
+    /// Parsed tariff versions (immutable once stored).
+    versions: HashMap<i64, Arc<Tariff>>,
+    pub posting: Posting,
+}
+
+impl std::fmt::Debug for Rater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rater")
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
+}
+
+impl Rater {
+    pub fn new(state_dir: &Path, posting: Posting) -> Rater {
+        Rater {
+            state_dir: state_dir.to_path_buf(),
+            tier2: None,
+            versions: HashMap::new(),
+            posting,
+        }
+    }
+
+    fn tier2(&mut self) -> Result<Option<&Connection>, CoreError> {
+        if self.tier2.is_none() {
+            let path = self.state_dir.join(kopek_classifier::store::TIER2_FILE);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(crate::store::sql(&path))?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(crate::store::sql(&path))?;
+            self.tier2 = Some(conn);
+        }
+        Ok(self.tier2.as_ref())
+    }
+
+    /// Reads the tier-2 rows changed after `watermark`, at most
+    /// [`MAX_ROWS_PER_CYCLE`] (always whole commits), and the new watermark.
+    fn changes(&mut self, watermark: i64) -> Result<(Vec<Row>, i64), CoreError> {
+        let path = self.state_dir.join(kopek_classifier::store::TIER2_FILE);
+        let Some(conn) = self.tier2()? else {
+            return Ok((Vec::new(), watermark));
+        };
+        let e = crate::store::sql(&path);
+        let tx = conn.unchecked_transaction().map_err(&e)?;
+        let top: i64 = meta_i64(&tx, kopek_classifier::store::COMMIT_SEQ_KEY)
+            .map_err(&e)?
+            .unwrap_or(0);
+        if top <= watermark {
+            return Ok((Vec::new(), watermark));
+        }
+        let read = |lo: i64, hi: i64, limit: i64| -> Result<Vec<Row>, CoreError> {
+            let mut st = tx
+                .prepare_cached(
+                    "SELECT bucket_ms, account, class, direction, point, bytes, seq FROM traffic
+                     WHERE billed = 1 AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(&e)?;
+            st.query_map(params![lo, hi, limit], |r| {
+                Ok(Row {
+                    bucket_ms: r.get(0)?,
+                    account: r.get(1)?,
+                    class: r.get(2)?,
+                    direction: r.get(3)?,
+                    point: r.get(4)?,
+                    bytes: r.get(5)?,
+                    seq: r.get(6)?,
+                })
+            })
+            .map_err(&e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&e)
+        };
+        let mut rows = read(watermark, top, MAX_ROWS_PER_CYCLE as i64)?;
+        if rows.len() < MAX_ROWS_PER_CYCLE {
+            return Ok((rows, top));
+        }
+        let first = rows[0].seq;
+        let last = rows[rows.len() - 1].seq;
+        if first == last {
+            // One commit larger than the cap: take all of it.
+            let all = read(first - 1, first, i64::MAX)?;
+            return Ok((all, first));
+        }
+        rows.retain(|r| r.seq < last);
+        Ok((rows, last - 1))
+    }
+
+    fn tariff(&mut self, conn: &Connection, version_id: i64) -> Result<Arc<Tariff>, CoreError> {
+        if let Some(t) = self.versions.get(&version_id) {
+            return Ok(t.clone());
+        }
+        let content: String = conn
+            .query_row(
+                "SELECT content FROM tariff_versions WHERE id = ?1",
+                params![version_id],
+                |r| r.get(0),
+            )
+            .map_err(CoreError::from_sql)?;
+        let t = Tariff::from_toml(&content).map_err(|e| {
+            CoreError::Invalid(format!(
+                "stored tariff version {version_id} no longer parses: {e}"
+            ))
+        })?;
+        let t = Arc::new(t);
+        self.versions.insert(version_id, t.clone());
+        Ok(t)
+    }
+}
+
+/// The tariff version an account has at `t_ms`, if any.
+fn version_at(
+    tx: &Connection,
+    assignments: &[Assignment],
+    t_ms: i64,
+) -> Result<Option<i64>, CoreError> {
+    let Some(a) = assignments
+        .iter()
+        .find(|a| a.from_ms <= t_ms && t_ms < a.to_ms)
+    else {
+        return Ok(None);
+    };
+    tx.query_row(
+        "SELECT id FROM tariff_versions WHERE tariff_id = ?1 AND effective_ms <= ?2
+         ORDER BY effective_ms DESC LIMIT 1",
+        params![a.tariff_id, t_ms],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(CoreError::from_sql)
+}
+
+fn assignments(tx: &Connection, account_id: i64) -> Result<Vec<Assignment>, CoreError> {
+    let mut st = tx
+        .prepare_cached(
+            "SELECT tariff_id, from_ms, to_ms FROM account_tariffs WHERE account_id = ?1 ORDER BY from_ms",
+        )
+        .map_err(CoreError::from_sql)?;
+    let v = st
+        .query_map(params![account_id], |r| {
+            Ok(Assignment {
+                tariff_id: r.get(0)?,
+                from_ms: r.get(1)?,
+                to_ms: r.get::<_, Option<i64>>(2)?.unwrap_or(i64::MAX),
+            })
+        })
+        .map_err(CoreError::from_sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CoreError::from_sql)?;
+    Ok(v)
+}
+
+/// Local date label (`2026-10-05`) of the day containing `ms`.
+pub fn day_label(tz: chrono_tz::Tz, ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+impl Billing {
+    /// Runs one rating cycle at `now_ms`.
+    pub fn cycle(&mut self, rater: &mut Rater, now_ms: i64) -> Result<CycleReport, CoreError> {
+        let started = Instant::now();
+        let tz = self.timezone;
+        let watermark = self.meta_i64(META_TIER2_SEQ)?.unwrap_or(-1);
+        if let Some(last) = self.meta_i64(META_LAST_CYCLE)?
+            && now_ms < last
+        {
+            return Err(CoreError::Invalid(format!(
+                "clock went back: last cycle ran at {}, now is {}; refusing to rate backwards",
+                crate::fmt_ms(last, tz),
+                crate::fmt_ms(now_ms, tz)
+            )));
+        }
+        let (rows, new_watermark) = rater.changes(watermark)?;
+        let mut report = CycleReport {
+            now_ms,
+            tier2_seq_from: watermark,
+            tier2_seq_to: new_watermark,
+            ..Default::default()
+        };
+        let posting = rater.posting;
+        let tx = self.write()?;
+        let touched = rate_rows(&tx, rater, tz, &rows, &mut report)?;
+        recharge(&tx, rater, &touched, &mut report)?;
+        let today = rating::local_day(tz, now_ms).0;
+        match posting {
+            Posting::Day => {
+                let posted_day = meta_i64(&tx, META_POSTED_DAY).map_err(CoreError::from_sql)?;
+                match posted_day {
+                    Some(d) if d < today => {
+                        // The day(s) before today are over: count their fees
+                        // (a core that was down catches up), post them.
+                        fees(&tx, rater, tz, now_ms, today - 1, &mut report)?;
+                        report.entries_posted +=
+                            post_accruals(&tx, tz, now_ms, today - 1, new_watermark)?;
+                        set_meta(&tx, META_POSTED_DAY, today).map_err(CoreError::from_sql)?;
+                    }
+                    Some(_) => {}
+                    None => set_meta(&tx, META_POSTED_DAY, today).map_err(CoreError::from_sql)?,
+                }
+                fees(&tx, rater, tz, now_ms, today, &mut report)?;
+            }
+            Posting::Cycle => {
+                fees(&tx, rater, tz, now_ms, today, &mut report)?;
+                report.entries_posted += post_accruals(&tx, tz, now_ms, now_ms, new_watermark)?;
+            }
+        }
+        decide(&tx, tz, now_ms, &mut report)?;
+        set_meta(&tx, META_TIER2_SEQ, new_watermark).map_err(CoreError::from_sql)?;
+        set_meta(&tx, META_LAST_CYCLE, now_ms).map_err(CoreError::from_sql)?;
+        tx.commit().map_err(CoreError::from_sql)?;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+}
+
+/// Mirrors the changed rows and adds their deltas to accruals and daily
+/// usage. Returns the accrual keys whose volumes changed.
+fn rate_rows(
+    tx: &Transaction<'_>,
+    rater: &mut Rater,
+    tz: chrono_tz::Tz,
+    rows: &[Row],
+    report: &mut CycleReport,
+) -> Result<BTreeMap<AccrualKey, (String, Delta)>, CoreError> {
+    let e = CoreError::from_sql;
+    let mut get_old = tx
+        .prepare_cached(
+            "SELECT bytes FROM usage_mirror WHERE account = ?1 AND bucket_ms = ?2 AND class = ?3
+             AND direction = ?4 AND point = ?5",
+        )
+        .map_err(e)?;
+    let mut put = tx
+        .prepare_cached(
+            "INSERT INTO usage_mirror (account, bucket_ms, class, direction, point, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (account, bucket_ms, class, direction, point) DO UPDATE SET bytes = excluded.bytes",
+        )
+        .map_err(e)?;
+    let mut account_ids: HashMap<String, Option<i64>> = HashMap::new();
+    let mut account_tariffs: HashMap<i64, Vec<Assignment>> = HashMap::new();
+    let mut touched: BTreeMap<AccrualKey, (String, Delta)> = BTreeMap::new();
+    let mut daily: HashMap<(i64, String, String, String, i64), Delta> = HashMap::new();
+    let mut unrated: HashMap<UnratedKey, (i64, i64, i64)> = HashMap::new();
+    let mut periods: HashMap<i64, Period> = HashMap::new();
+    for r in rows {
+        report.rows += 1;
+        let old: i64 = get_old
+            .query_row(
+                params![r.account, r.bucket_ms, r.class, r.direction, r.point],
+                |x| x.get(0),
+            )
+            .optional()
+            .map_err(e)?
+            .unwrap_or(0);
+        let delta = r.bytes - old;
+        if delta == 0 {
+            continue;
+        }
+        put.execute(params![
+            r.account,
+            r.bucket_ms,
+            r.class,
+            r.direction,
+            r.point,
+            r.bytes
+        ])
+        .map_err(e)?;
+        let d = match r.direction.as_str() {
+            "in" => Delta {
+                in_bytes: delta,
+                out_bytes: 0,
+            },
+            _ => Delta {
+                in_bytes: 0,
+                out_bytes: delta,
+            },
+        };
+        let id = match account_ids.get(&r.account) {
+            Some(id) => *id,
+            None => {
+                let id = tx
+                    .query_row(
+                        "SELECT id FROM accounts WHERE number = ?1",
+                        params![r.account],
+                        |x| x.get(0),
+                    )
+                    .optional()
+                    .map_err(e)?;
+                account_ids.insert(r.account.clone(), id);
+                id
+            }
+        };
+        let mut unrate = |reason: &'static str| {
+            report.rows_unrated += 1;
+            let u = unrated
+                .entry((
+                    r.account.clone(),
+                    reason,
+                    r.class.clone(),
+                    r.direction.clone(),
+                ))
+                .or_insert((0, i64::MAX, i64::MIN));
+            u.0 += delta;
+            u.1 = u.1.min(r.bucket_ms);
+            u.2 = u.2.max(r.bucket_ms);
+        };
+        let Some(id) = id else {
+            unrate("unknown-account");
+            continue;
+        };
+        if let std::collections::hash_map::Entry::Vacant(v) = account_tariffs.entry(id) {
+            v.insert(assignments(tx, id)?);
+        }
+        let Some(version_id) = version_at(tx, &account_tariffs[&id], r.bucket_ms)? else {
+            unrate("no-tariff");
+            continue;
+        };
+        let tariff = rater.tariff(tx, version_id)?;
+        let (weekday, minute) = rating::local_slot(tz, r.bucket_ms);
+        let service = match tariff.rule_for(&r.class, weekday, minute) {
+            Some(ix) => tariff.rules[ix].name.clone(),
+            None => format!("{FREE_PREFIX}{}", r.class),
+        };
+        let period_start = match periods
+            .iter()
+            .find(|(_, p)| p.start_ms <= r.bucket_ms && r.bucket_ms < p.end_ms)
+        {
+            Some((s, _)) => *s,
+            None => {
+                let p = rating::period_of(tz, r.bucket_ms);
+                let s = p.start_ms;
+                periods.insert(s, p);
+                s
+            }
+        };
+        let key = AccrualKey {
+            account_id: id,
+            period_start_ms: period_start,
+            version_id,
+            service: service.clone(),
+        };
+        let t = touched
+            .entry(key)
+            .or_insert_with(|| (r.class.clone(), Delta::default()));
+        t.1.in_bytes += d.in_bytes;
+        t.1.out_bytes += d.out_bytes;
+        let dd = daily
+            .entry((
+                id,
+                day_label(tz, r.bucket_ms),
+                service,
+                r.class.clone(),
+                version_id,
+            ))
+            .or_default();
+        dd.in_bytes += d.in_bytes;
+        dd.out_bytes += d.out_bytes;
+    }
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO usage_daily (account_id, day, service, class, version_id, in_bytes, out_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (account_id, day, service, class, version_id) DO UPDATE SET
+               in_bytes = usage_daily.in_bytes + excluded.in_bytes,
+               out_bytes = usage_daily.out_bytes + excluded.out_bytes",
+        )
+        .map_err(e)?;
+    for ((id, day, service, class, vid), d) in &daily {
+        st.execute(params![
+            id,
+            day,
+            service,
+            class,
+            vid,
+            d.in_bytes,
+            d.out_bytes
+        ])
+        .map_err(e)?;
+    }
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO unrated (account, reason, class, direction, bytes, first_ms, last_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (account, reason, class, direction) DO UPDATE SET
+               bytes = unrated.bytes + excluded.bytes,
+               first_ms = min(unrated.first_ms, excluded.first_ms),
+               last_ms = max(unrated.last_ms, excluded.last_ms)",
+        )
+        .map_err(e)?;
+    for ((account, reason, class, dir), (bytes, first, last)) in &unrated {
+        st.execute(params![account, reason, class, dir, bytes, first, last])
+            .map_err(e)?;
+    }
+    Ok(touched)
+}
+
+/// Adds volume deltas to accruals and recomputes their cumulative charge.
+fn recharge(
+    tx: &Transaction<'_>,
+    rater: &mut Rater,
+    touched: &BTreeMap<AccrualKey, (String, Delta)>,
+    report: &mut CycleReport,
+) -> Result<(), CoreError> {
+    let e = CoreError::from_sql;
+    let mut add = tx
+        .prepare_cached(
+            "INSERT INTO accruals (account_id, period_start_ms, version_id, service, class, in_bytes, out_bytes, days, charged, posted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0)
+             ON CONFLICT (account_id, period_start_ms, version_id, service) DO UPDATE SET
+               in_bytes = accruals.in_bytes + excluded.in_bytes,
+               out_bytes = accruals.out_bytes + excluded.out_bytes
+             RETURNING in_bytes, out_bytes",
+        )
+        .map_err(e)?;
+    let mut set = tx
+        .prepare_cached(
+            "UPDATE accruals SET charged = ?5 WHERE account_id = ?1 AND period_start_ms = ?2
+             AND version_id = ?3 AND service = ?4",
+        )
+        .map_err(e)?;
+    for (k, (class, d)) in touched {
+        let (in_b, out_b): (i64, i64) = add
+            .query_row(
+                params![
+                    k.account_id,
+                    k.period_start_ms,
+                    k.version_id,
+                    k.service,
+                    class,
+                    d.in_bytes,
+                    d.out_bytes
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(e)?;
+        report.accruals_touched += 1;
+        if k.service.starts_with(FREE_PREFIX) {
+            continue;
+        }
+        let tariff = rater.tariff(tx, k.version_id)?;
+        let Some(ix) = tariff.rule_by_name(&k.service) else {
+            continue;
+        };
+        let charged = rating::rule_charge(
+            &tariff.rules[ix],
+            tariff.unit,
+            in_b.max(0) as u64,
+            out_b.max(0) as u64,
+        );
+        set.execute(params![
+            k.account_id,
+            k.period_start_ms,
+            k.version_id,
+            k.service,
+            charged.0
+        ])
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Counts the periodic fee for every local day that began since the last
+/// count, up to the day containing `through_ms`, for each account with a
+/// tariff and not frozen at the day's start.
+fn fees(
+    tx: &Transaction<'_>,
+    rater: &mut Rater,
+    tz: chrono_tz::Tz,
+    now_ms: i64,
+    through_ms: i64,
+    report: &mut CycleReport,
+) -> Result<(), CoreError> {
+    let e = CoreError::from_sql;
+    let (today, _, _) = rating::local_day(tz, through_ms);
+    let due: Vec<(i64, Option<i64>)> = tx
+        .prepare_cached(
+            "SELECT a.id, a.fee_day_ms FROM accounts a
+             WHERE (a.fee_day_ms IS NULL OR a.fee_day_ms < ?1)
+               AND EXISTS (SELECT 1 FROM account_tariffs t WHERE t.account_id = a.id AND t.from_ms < ?2)",
+        )
+        .map_err(e)?
+        .query_map(params![today, now_ms + 1], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let mut add = tx
+        .prepare_cached(
+            "INSERT INTO accruals (account_id, period_start_ms, version_id, service, class, in_bytes, out_bytes, days, charged, posted)
+             VALUES (?1, ?2, ?3, ?4, '', 0, 0, 1, 0, 0)
+             ON CONFLICT (account_id, period_start_ms, version_id, service) DO UPDATE SET
+               days = accruals.days + 1
+             RETURNING days",
+        )
+        .map_err(e)?;
+    let mut set = tx
+        .prepare_cached(
+            "UPDATE accruals SET charged = ?5 WHERE account_id = ?1 AND period_start_ms = ?2
+             AND version_id = ?3 AND service = ?4",
+        )
+        .map_err(e)?;
+    let mut frozen_st = tx
+        .prepare_cached(
+            "SELECT 1 FROM freezes WHERE account_id = ?1 AND from_ms <= ?2 AND ?2 < to_ms",
+        )
+        .map_err(e)?;
+    for (id, fee_day) in due {
+        let assigned = assignments(tx, id)?;
+        let Some(first) = assigned.first() else {
+            continue;
+        };
+        // The first day to consider: the one after the last considered, or
+        // the day the first tariff started.
+        let mut day = match fee_day {
+            Some(d) => rating::local_day(tz, d).1,
+            None => rating::local_day(tz, first.from_ms).0,
+        };
+        while day <= today {
+            let (ds, de, _) = rating::local_day(tz, day);
+            // The tariff at the day's start, or the one starting during it.
+            let at = assigned
+                .iter()
+                .find(|a| a.from_ms <= ds && ds < a.to_ms)
+                .map(|_| ds)
+                .or_else(|| {
+                    assigned
+                        .iter()
+                        .find(|a| ds < a.from_ms && a.from_ms < de)
+                        .map(|a| a.from_ms)
+                });
+            let frozen = frozen_st.exists(params![id, ds]).map_err(e)?;
+            if let (Some(at), false) = (at, frozen)
+                && let Some(vid) = version_at(tx, &assigned, at)?
+            {
+                let tariff = rater.tariff(tx, vid)?;
+                if tariff.monthly_fee.0 > 0 {
+                    let p = rating::period_of(tz, ds);
+                    let days: i64 = add
+                        .query_row(params![id, p.start_ms, vid, FEE_SERVICE], |r| r.get(0))
+                        .map_err(e)?;
+                    let charged = rating::fee_cumulative(tariff.monthly_fee, days as u32, p.days);
+                    set.execute(params![id, p.start_ms, vid, FEE_SERVICE, charged.0])
+                        .map_err(e)?;
+                    report.fee_days += 1;
+                }
+            }
+            day = de;
+        }
+        tx.execute(
+            "UPDATE accounts SET fee_day_ms = ?1 WHERE id = ?2",
+            params![today, id],
+        )
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Turns every accrual that charged more (or less) than was posted into a
+/// ledger entry. `day_ms` names the day the entries are for.
+fn post_accruals(
+    tx: &Transaction<'_>,
+    tz: chrono_tz::Tz,
+    now_ms: i64,
+    day_ms: i64,
+    watermark: i64,
+) -> Result<u64, CoreError> {
+    let e = CoreError::from_sql;
+    let rows: Vec<Unposted> = tx
+        .prepare_cached(
+            "SELECT a.account_id, a.period_start_ms, a.version_id, a.service, a.class, a.in_bytes, a.out_bytes,
+                    a.days, a.charged, a.posted, coalesce(c.payer_id, c.id)
+             FROM accruals a JOIN accounts c ON c.id = a.account_id
+             WHERE a.charged <> a.posted
+             ORDER BY a.account_id, a.period_start_ms, a.service",
+        )
+        .map_err(e)?
+        .query_map([], |r| {
+            Ok(Unposted {
+                account_id: r.get(0)?,
+                period_start_ms: r.get(1)?,
+                version_id: r.get(2)?,
+                service: r.get(3)?,
+                class: r.get(4)?,
+                in_bytes: r.get(5)?,
+                out_bytes: r.get(6)?,
+                days: r.get(7)?,
+                charged: r.get(8)?,
+                posted: r.get(9)?,
+                payer: r.get(10)?,
+            })
+        })
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let day = day_label(tz, day_ms);
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut done = tx
+        .prepare_cached(
+            "UPDATE accruals SET posted = charged WHERE account_id = ?1 AND period_start_ms = ?2
+             AND version_id = ?3 AND service = ?4",
+        )
+        .map_err(e)?;
+    for u in rows {
+        let Unposted {
+            account_id: id,
+            period_start_ms: pstart,
+            version_id: vid,
+            service,
+            class,
+            in_bytes: in_b,
+            out_bytes: out_b,
+            days,
+            charged,
+            posted,
+            payer,
+        } = u;
+        let diff = charged - posted;
+        let (kind, revenue) = if service == FEE_SERVICE {
+            (ledger::FEE, ledger::BOOK_FEE.to_string())
+        } else {
+            (ledger::CHARGE, ledger::traffic_book(&class))
+        };
+        let (kind, debit, credit) = if diff > 0 {
+            (kind, account_book(payer), revenue)
+        } else {
+            (ledger::ADJUSTMENT, revenue, account_book(payer))
+        };
+        let period = rating::period_of(tz, pstart).label;
+        let details = serde_json::json!({
+            "in_bytes": in_b, "out_bytes": out_b, "days": days,
+            "charged_before": posted, "charged_after": charged,
+            "tier2_seq": watermark, "period_start_ms": pstart,
+        });
+        entries.push(NewEntry {
+            ts_ms: now_ms,
+            kind,
+            account_id: Some(id),
+            debit,
+            credit,
+            amount: Money(diff.abs()),
+            ext_id: None,
+            who: "core".into(),
+            why: "rating".into(),
+            service: Some(service.clone()),
+            day: Some(day.clone()),
+            period: Some(period),
+            version_id: Some(vid),
+            details: Some(details.to_string()),
+        });
+        done.execute(params![id, pstart, vid, service]).map_err(e)?;
+    }
+    post(tx, now_ms, &entries).map_err(e)?;
+    Ok(entries.len() as u64)
+}
+
+/// The inputs of one account's access decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    pub balance: Money,
+    pub accrued: Money,
+    pub promised: Money,
+    pub policy: Policy,
+    pub credit_limit: Money,
+    pub frozen: bool,
+    pub admin: bool,
+}
+
+impl Standing {
+    /// What the account may still spend: balance − accrued + promised
+    /// payments + (credit limit, for the credit policy).
+    pub fn available(&self) -> Money {
+        let limit = match self.policy {
+            Policy::Credit => self.credit_limit.0,
+            Policy::BlockAtZero => 0,
+        };
+        Money(self.balance.0 - self.accrued.0 + self.promised.0 + limit)
+    }
+
+    pub fn decide(&self) -> Access {
+        if self.admin {
+            Access::Admin
+        } else if self.frozen {
+            Access::Frozen
+        } else if self.available().0 < 0 {
+            Access::NoMoney
+        } else {
+            Access::Allowed
+        }
+    }
+}
+
+/// Every account's standing at `now_ms` (balances, accruals and promises
+/// of its payer).
+pub fn standings(
+    conn: &Connection,
+    now_ms: i64,
+) -> Result<Vec<(i64, String, Standing)>, CoreError> {
+    let e = CoreError::from_sql;
+    let accrued: HashMap<i64, i64> = conn
+        .prepare_cached(
+            "SELECT coalesce(c.payer_id, c.id), sum(a.charged - a.posted)
+             FROM accruals a JOIN accounts c ON c.id = a.account_id
+             WHERE a.charged <> a.posted GROUP BY coalesce(c.payer_id, c.id)",
+        )
+        .map_err(e)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let promised: HashMap<i64, i64> = conn
+        .prepare_cached(
+            "SELECT coalesce(c.payer_id, c.id), sum(p.amount) FROM promises p JOIN accounts c ON c.id = p.account_id
+             WHERE p.from_ms <= ?1 AND ?1 < p.until_ms GROUP BY coalesce(c.payer_id, c.id)",
+        )
+        .map_err(e)?
+        .query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let mut st = conn
+        .prepare_cached(
+            "SELECT c.id, c.number, coalesce(c.payer_id, c.id), coalesce(b.balance, 0), p.policy, p.credit_limit,
+                    c.admin_block IS NOT NULL,
+                    EXISTS (SELECT 1 FROM freezes f WHERE f.account_id = c.id AND f.from_ms <= ?1 AND ?1 < f.to_ms)
+             FROM accounts c
+             JOIN accounts p ON p.id = coalesce(c.payer_id, c.id)
+             LEFT JOIN books b ON b.book = 'acct:' || p.id
+             ORDER BY c.id",
+        )
+        .map_err(e)?;
+    let v = st
+        .query_map(params![now_ms], |r| {
+            let payer: i64 = r.get(2)?;
+            let policy: String = r.get(4)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                Standing {
+                    balance: Money(r.get(3)?),
+                    accrued: Money(accrued.get(&payer).copied().unwrap_or(0)),
+                    promised: Money(promised.get(&payer).copied().unwrap_or(0)),
+                    policy: if policy == "credit" {
+                        Policy::Credit
+                    } else {
+                        Policy::BlockAtZero
+                    },
+                    credit_limit: Money(r.get(5)?),
+                    admin: r.get(6)?,
+                    frozen: r.get(7)?,
+                },
+            ))
+        })
+        .map_err(e)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    Ok(v)
+}
+
+/// Decides every account's access and records the transitions.
+fn decide(
+    tx: &Transaction<'_>,
+    _tz: chrono_tz::Tz,
+    now_ms: i64,
+    report: &mut CycleReport,
+) -> Result<(), CoreError> {
+    let e = CoreError::from_sql;
+    let current: HashMap<i64, String> = tx
+        .prepare_cached("SELECT account_id, state FROM access")
+        .map_err(e)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let mut next_seq: i64 = tx
+        .query_row("SELECT coalesce(max(seq), 0) FROM access_events", [], |r| {
+            r.get(0)
+        })
+        .map_err(e)?;
+    let mut ev = tx
+        .prepare_cached(
+            "INSERT INTO access_events (seq, ts_ms, account_id, state, previous, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(e)?;
+    let mut up = tx
+        .prepare_cached(
+            "INSERT INTO access (account_id, state, since_ms, seq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, since_ms = excluded.since_ms, seq = excluded.seq",
+        )
+        .map_err(e)?;
+    for (id, number, s) in standings(tx, now_ms)? {
+        let state = s.decide().as_str();
+        let prev = current.get(&id).map(String::as_str).unwrap_or("new");
+        if prev == state {
+            continue;
+        }
+        next_seq += 1;
+        let detail = format!(
+            "available {} = balance {} - accrued {} + promised {} + limit {} ({})",
+            s.available(),
+            s.balance,
+            s.accrued,
+            s.promised,
+            if s.policy == Policy::Credit {
+                s.credit_limit
+            } else {
+                Money::ZERO
+            },
+            s.policy.as_str()
+        );
+        ev.execute(params![next_seq, now_ms, id, state, prev, detail])
+            .map_err(e)?;
+        up.execute(params![id, state, now_ms, next_seq])
+            .map_err(e)?;
+        report.transitions.push(Transition {
+            account: number,
+            from: prev.to_string(),
+            to: state.to_string(),
+            detail,
+        });
+    }
+    Ok(())
+}
+
+impl Billing {
+    /// The account's standing now (for reports and `kopek account show`).
+    pub fn standing(&self, number: &str, now_ms: i64) -> Result<Standing, CoreError> {
+        let id = crate::ops::account_id(&self.conn, number)?;
+        standings(&self.conn, now_ms)?
+            .into_iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, _, s)| s)
+            .ok_or_else(|| CoreError::NotFound(format!("unknown account {number:?}")))
+    }
+
+    /// The book balance of an account's payer.
+    pub fn balance(&self, account_id: i64) -> Result<Money, CoreError> {
+        let payer = crate::ops::payer_of(&self.conn, account_id)?;
+        crate::store::book_balance(&self.conn, &account_book(payer)).map_err(CoreError::from_sql)
+    }
+}

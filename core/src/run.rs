@@ -1,0 +1,296 @@
+//! The core daemon (`kopek core run`).
+//!
+//! Three threads share one [`Core`] behind a mutex: the rater runs a cycle
+//! every `core.cycle_interval_ms` (sooner when nudged), the control thread
+//! serves the CLI's socket one request at a time, and the main thread waits
+//! for signals and feeds the systemd watchdog. READY is sent once the
+//! billing database is open and the socket bound.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kopek_config::Config;
+
+use crate::CoreError;
+use crate::control::{self, Reply, Request};
+use crate::cycle::{CycleReport, Rater};
+use crate::store::{Billing, LOCK_FILE};
+
+pub const STATS_FILE: &str = "core.stats.json";
+const WATCHDOG_PING: Duration = Duration::from_secs(5);
+const STUCK_AFTER: Duration = Duration::from_secs(60);
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The billing database and the rating state: everything one core owns.
+#[derive(Debug)]
+pub struct Core {
+    pub billing: Billing,
+    pub rater: Rater,
+    _lock: File,
+}
+
+impl Core {
+    /// Takes the state dir's core lock and opens the database: the one
+    /// writer. Used by the daemon and by `--offline` commands.
+    pub fn open(config: &Config) -> Result<Core, CoreError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| CoreError::Io {
+            what: format!("creating {}", config.state_dir.display()),
+            source,
+        })?;
+        let lock = lock(&config.state_dir)?;
+        let billing = Billing::open(&config.state_dir, config.timezone)?;
+        let rater = Rater::new(&config.state_dir, config.core.posting);
+        Ok(Core {
+            billing,
+            rater,
+            _lock: lock,
+        })
+    }
+
+    pub fn cycle(&mut self, now_ms: i64) -> Result<CycleReport, CoreError> {
+        self.billing.cycle(&mut self.rater, now_ms)
+    }
+}
+
+fn lock(state_dir: &Path) -> Result<File, CoreError> {
+    let p = state_dir.join(LOCK_FILE);
+    let f = File::create(&p).map_err(|source| CoreError::Io {
+        what: format!("creating {}", p.display()),
+        source,
+    })?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(CoreError::Invalid(format!(
+            "another core holds {} (one writer per billing database); with the daemon running, leave out --offline",
+            p.display()
+        )));
+    }
+    Ok(f)
+}
+
+fn write_stats(state_dir: &Path, r: &CycleReport) {
+    let p = state_dir.join(STATS_FILE);
+    let tmp = p.with_extension("json.tmp");
+    let ok = serde_json::to_vec_pretty(r)
+        .ok()
+        .and_then(|j| std::fs::write(&tmp, j).ok())
+        .and_then(|_| std::fs::rename(&tmp, &p).ok());
+    if ok.is_none() {
+        tracing::warn!(file = %p.display(), "could not write the stats file");
+    }
+}
+
+/// Wakes the rater early.
+#[derive(Debug, Default)]
+struct Nudge {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Nudge {
+    fn poke(&self) {
+        if let Ok(mut f) = self.flag.lock() {
+            *f = true;
+            self.cv.notify_all();
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        if let Ok(f) = self.flag.lock()
+            && let Ok((mut f, _)) = self.cv.wait_timeout_while(f, timeout, |f| !*f)
+        {
+            *f = false;
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn serve(config_path: &Path) -> Result<(), CoreError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(config_path).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CoreError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })?;
+    let (mut term, mut int) = {
+        let _ctx = rt.enter();
+        let sig = |k| {
+            signal(k).map_err(|source| CoreError::Io {
+                what: "signal handler".into(),
+                source,
+            })
+        };
+        (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?)
+    };
+    let core = Core::open(&config)?;
+    let listener = control::bind(&config.core.socket, &config.core.socket_group)?;
+    let core = Arc::new(Mutex::new(core));
+    let nudge = Arc::new(Nudge::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = config.core.cycle_interval;
+    let state_dir = config.state_dir.clone();
+
+    let rater = {
+        let (core, nudge, stop, heartbeat) =
+            (core.clone(), nudge.clone(), stop.clone(), heartbeat.clone());
+        std::thread::Builder::new()
+            .name("rater".into())
+            .spawn(move || {
+                rate_loop(
+                    &core, &nudge, &stop, &heartbeat, started, interval, &state_dir,
+                )
+            })
+            .map_err(|source| CoreError::Io {
+                what: "spawning the rater".into(),
+                source,
+            })?
+    };
+    {
+        let (core, nudge) = (core.clone(), nudge.clone());
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || serve_control(&listener, &core, &nudge))
+            .map_err(|source| CoreError::Io {
+                what: "spawning the control thread".into(),
+                source,
+            })?;
+    }
+    tracing::info!(socket = %config.core.socket.display(), state_dir = %config.state_dir.display(), "core ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let failure: Option<String> = rt.block_on(async {
+        let mut watchdog = tokio::time::interval(WATCHDOG_PING);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return None }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return None }
+                _ = watchdog.tick() => {
+                    let beat = Duration::from_millis(heartbeat.load(Ordering::Relaxed));
+                    if rater.is_finished() {
+                        return Some("the rater stopped".to_string());
+                    }
+                    if started.elapsed().saturating_sub(beat) > STUCK_AFTER {
+                        return Some("the rater is stuck".to_string());
+                    }
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    });
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    stop.store(true, Ordering::Relaxed);
+    nudge.poke();
+    let rated = rater
+        .join()
+        .map_err(|_| CoreError::Invalid("the rater panicked".into()))?;
+    let _ = std::fs::remove_file(&config.core.socket);
+    rated?;
+    match failure {
+        Some(why) => Err(CoreError::Invalid(why)),
+        None => Ok(()),
+    }
+}
+
+fn rate_loop(
+    core: &Mutex<Core>,
+    nudge: &Nudge,
+    stop: &AtomicBool,
+    heartbeat: &AtomicU64,
+    started: Instant,
+    interval: Duration,
+    state_dir: &Path,
+) -> Result<(), CoreError> {
+    while !stop.load(Ordering::Relaxed) {
+        heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let report = {
+            let mut c = core
+                .lock()
+                .map_err(|_| CoreError::Invalid("core state poisoned".into()))?;
+            c.cycle(now_ms())
+        };
+        match report {
+            Ok(r) => {
+                for t in &r.transitions {
+                    tracing::info!(account = %t.account, from = %t.from, to = %t.to, detail = %t.detail, "access changed");
+                }
+                if r.rows > 0 || r.entries_posted > 0 {
+                    tracing::debug!(
+                        rows = r.rows,
+                        entries = r.entries_posted,
+                        elapsed_ms = r.elapsed_ms,
+                        "cycle"
+                    );
+                }
+                write_stats(state_dir, &r);
+            }
+            Err(e) => {
+                // The transaction rolled back; the next cycle retries from
+                // the same watermark.
+                tracing::error!(error = %e, "rating cycle failed");
+            }
+        }
+        nudge.wait(interval);
+    }
+    Ok(())
+}
+
+fn serve_control(listener: &std::os::unix::net::UnixListener, core: &Mutex<Core>, nudge: &Nudge) {
+    for conn in listener.incoming() {
+        let s = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let who = control::peer_name(&s);
+        let Some(request) = control::read_request(&s) else {
+            continue;
+        };
+        let reply = match request {
+            Err(e) => Reply::from_result(Err(CoreError::Invalid(e))),
+            Ok(Request::Ping) => Reply::from_result(Ok(crate::ops::Outcome {
+                changed: false,
+                message: "pong".into(),
+                id: None,
+            })),
+            Ok(Request::Cycle) => {
+                nudge.poke();
+                Reply::from_result(Ok(crate::ops::Outcome {
+                    changed: false,
+                    message: "cycle requested".into(),
+                    id: None,
+                }))
+            }
+            Ok(Request::Apply { command }) => {
+                let r = match core.lock() {
+                    Ok(mut c) => c.billing.apply(&command, &who, now_ms()),
+                    Err(_) => Err(CoreError::Invalid("core state poisoned".into())),
+                };
+                match &r {
+                    Ok(o) => {
+                        tracing::info!(who = %who, result = %o.message, "command applied");
+                        // Money or state may have changed: decide at once.
+                        nudge.poke();
+                    }
+                    Err(e) => tracing::warn!(who = %who, error = %e, "command refused"),
+                }
+                Reply::from_result(r)
+            }
+        };
+        control::write_reply(&s, &reply);
+    }
+}

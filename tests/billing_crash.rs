@@ -1,0 +1,349 @@
+//! The core under kill -9 (RELIABILITY tests 2, 3 and 4, and the issue's
+//! crash test).
+//!
+//! * Rating: a writer process plays the classifier (commits to tier 2 with
+//!   the classifier's own schema and `seq` protocol) while the core is
+//!   killed at random moments 25 times. At the end every tier-2 byte is in
+//!   exactly one accrual and every account is charged exactly
+//!   floor(bytes / 1,000,000) kopecks (0.01 per MB), the ledger verifies.
+//! * Payments: 3,000 payments over the control socket while the core is
+//!   killed; every acknowledged payment is there once; the unacknowledged
+//!   one is retried with the same id; replaying them all (shuffled) changes
+//!   nothing; a replay with another amount is refused. `PRAGMA
+//!   integrity_check` is ok.
+//! * Atomicity: kill -9 during a 5,000-line import: all or nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::billing::{CoreProc, apply, call};
+use common::classify::{Rng, kopek};
+use serde_json::json;
+
+const ACCOUNTS: usize = 300;
+
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let socket = dir.join("core.sock");
+    let config = dir.join("kopek.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\nstate_dir = \"{}\"\ntimezone = \"Europe/Moscow\"\n[core]\nsocket = \"{}\"\ncycle_interval_ms = 100\n",
+            dir.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("permb.toml"),
+        "unit = \"MB\"\n[[traffic]]\nname = \"paid\"\nclass = \"paid\"\ndirection = \"sum\"\nprice = \"0.01\"\n",
+    )
+    .unwrap();
+    (config, socket)
+}
+
+fn create_accounts(socket: &Path, dir: &Path, n: usize) {
+    let content = std::fs::read_to_string(dir.join("permb.toml")).unwrap();
+    apply(
+        socket,
+        json!({"cmd": "tariff-add", "name": "permb", "content": content, "effective_ms": 0, "why": "test"}),
+    );
+    apply(
+        socket,
+        json!({"cmd": "subscriber-add", "name": "S", "kind": "org", "contact": ""}),
+    );
+    for i in 0..n {
+        apply(
+            socket,
+            json!({"cmd": "account-add", "number": format!("a{i}"), "subscriber": 1, "payer": null,
+                   "policy": "credit", "credit_limit": "100000000.00", "tariff": "permb", "tariff_from_ms": 0}),
+        );
+    }
+}
+
+/// Plays the classifier: commits of 100 row updates with the next `seq`.
+fn classifier_writer(state: PathBuf, stop: Arc<AtomicBool>, seed: u64) -> BTreeMap<String, i64> {
+    // The classifier's own schema (with `seq` and `meta.traffic_seq`).
+    drop(kopek_classifier::store::SqliteTier2::open(&state).unwrap());
+    let mut conn = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let mut rng = Rng(seed);
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now - now % 300_000 - 3_600_000;
+    while !stop.load(Ordering::Relaxed) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let seq: i64 = tx
+            .query_row(
+                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap()
+            .parse()
+            .unwrap();
+        for _ in 0..100 {
+            let acct = format!("a{}", rng.between(0, ACCOUNTS as u64 - 1));
+            let bucket = base + 300_000 * rng.between(0, 11) as i64;
+            let dir = if rng.between(0, 1) == 0 { "in" } else { "out" };
+            let bytes = rng.between(1, 50_000_000) as i64;
+            tx.execute(
+                "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
+                 VALUES (?1, ?2, 'paid', ?3, '*', 1, ?4, 1, 1, ?5)
+                 ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
+                   bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
+                rusqlite::params![bucket, acct, dir, bytes, seq],
+            )
+            .unwrap();
+            *totals.entry(acct).or_default() += bytes;
+        }
+        tx.commit().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    totals
+}
+
+fn core_db(state: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(state.join("core.sqlite")).unwrap()
+}
+
+fn meta(conn: &rusqlite::Connection, key: &str) -> i64 {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+        r.get::<_, String>(0)
+    })
+    .map(|v| v.parse().unwrap())
+    .unwrap_or(-1)
+}
+
+#[test]
+fn kill_9_during_rating_charges_every_byte_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    let (config, socket) = setup(&state);
+    let mut core = CoreProc::start(&config, &socket);
+    create_accounts(&socket, &state, ACCOUNTS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (state, stop) = (state.clone(), stop.clone());
+        std::thread::spawn(move || classifier_writer(state, stop, 7))
+    };
+    let mut rng = Rng(99);
+    for _ in 0..25 {
+        std::thread::sleep(Duration::from_millis(rng.between(30, 400)));
+        core.kill9();
+        core = CoreProc::start(&config, &socket);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let totals = writer.join().unwrap();
+    // Let the last core catch up with the writer's last commit.
+    let t2 = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
+    let top = meta(&t2, "traffic_seq");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while meta(&core_db(&state), "tier2_seq") < top {
+        assert!(
+            Instant::now() < deadline,
+            "core did not catch up with tier 2"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    core.stop();
+
+    let db = core_db(&state);
+    let rated: BTreeMap<String, (i64, i64)> = db
+        .prepare(
+            "SELECT c.number, sum(a.in_bytes + a.out_bytes), sum(a.charged) FROM accruals a
+             JOIN accounts c ON c.id = a.account_id GROUP BY c.number",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rated.len(), totals.len());
+    for (acct, bytes) in &totals {
+        let (got_bytes, charged) = rated[acct];
+        assert_eq!(got_bytes, *bytes, "account {acct}: rated bytes");
+        assert_eq!(
+            charged,
+            bytes / 1_000_000,
+            "account {acct}: 0.01 per MB, floored once"
+        );
+    }
+    let v = kopek(&config, &["ledger", "verify"]);
+    assert!(v.contains("ledger ok"), "{v}");
+    let ic: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ic, "ok");
+}
+
+fn payment(i: usize, amount: &str) -> serde_json::Value {
+    json!({"cmd": "payment-add", "account": format!("a{}", i % 10), "amount": amount,
+           "ext_id": format!("tx-{i}"), "source": "gateway", "at_ms": null, "why": "test"})
+}
+
+#[test]
+fn kill_9_during_payments_loses_no_acknowledged_payment() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    let (config, socket) = setup(&state);
+    let mut core = CoreProc::start(&config, &socket);
+    create_accounts(&socket, &state, 10);
+    const N: usize = 3_000;
+    let mut acked = vec![false; N];
+    let mut rng = Rng(5);
+    let mut next_kill = rng.between(50, 300) as usize;
+    let mut i = 0;
+    let mut kills = 0;
+    while i < N {
+        if i == next_kill {
+            // Kill while a payment is in flight: send it from a thread and
+            // kill the core a moment later.
+            let s = socket.clone();
+            let req = json!({"request": "apply", "command": payment(i, &format!("{}.{:02}", i % 97 + 1, i % 100))});
+            let h = std::thread::spawn(move || call(&s, &req));
+            std::thread::sleep(Duration::from_micros(rng.between(0, 3_000)));
+            core.kill9();
+            kills += 1;
+            if let Ok(Ok(r)) = h.join().map(|r| r.map(|v| v["ok"] == true)) {
+                acked[i] = r;
+            }
+            core = CoreProc::start(&config, &socket);
+            next_kill = i + rng.between(50, 300) as usize;
+            // Whether or not it was acknowledged, the client retries with
+            // the same id: exactly one entry either way.
+        }
+        let r = call(&socket, &json!({"request": "apply", "command": payment(i, &format!("{}.{:02}", i % 97 + 1, i % 100))})).unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+        acked[i] = true;
+        i += 1;
+    }
+    assert!(kills >= 8, "only {kills} kills");
+    // Replay everything, shuffled: nothing changes.
+    let mut order: Vec<usize> = (0..N).collect();
+    for k in (1..N).rev() {
+        order.swap(k, rng.between(0, k as u64) as usize);
+    }
+    for &k in order.iter().take(600) {
+        let r = call(&socket, &json!({"request": "apply", "command": payment(k, &format!("{}.{:02}", k % 97 + 1, k % 100))})).unwrap();
+        assert_eq!(r["outcome"]["changed"], false, "{r}");
+    }
+    let r = call(
+        &socket,
+        &json!({"request": "apply", "command": payment(17, "999.99")}),
+    )
+    .unwrap();
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"].as_str().unwrap().contains("amount differs"),
+        "{r}"
+    );
+    core.stop();
+
+    let db = core_db(&state);
+    let (count, sum): (i64, i64) = db
+        .query_row(
+            "SELECT count(*), sum(amount) FROM entries WHERE kind = 'payment'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let want: i64 = (0..N).map(|i| ((i % 97 + 1) * 100 + i % 100) as i64).sum();
+    assert_eq!(count, N as i64);
+    assert_eq!(sum, want);
+    let dup: i64 = db
+        .query_row("SELECT count(*) FROM (SELECT ext_id FROM entries WHERE ext_id IS NOT NULL GROUP BY ext_id HAVING count(*) > 1)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(dup, 0);
+    let ic: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ic, "ok");
+    let v = kopek(&config, &["ledger", "verify"]);
+    assert!(v.contains("ledger ok"), "{v}");
+}
+
+#[test]
+fn kill_9_during_an_import_applies_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    let (config, socket) = setup(&state);
+    let mut core = CoreProc::start(&config, &socket);
+    create_accounts(&socket, &state, 10);
+    let payments: Vec<serde_json::Value> = (0..5_000)
+        .map(|i| {
+            let mut p = payment(i, "1.00");
+            p.as_object_mut().unwrap().remove("cmd");
+            p["line"] = json!(i + 2);
+            p
+        })
+        .collect();
+    let req = json!({"request": "apply", "command": {"cmd": "payment-import", "file": "big.csv", "payments": payments}});
+    let s = socket.clone();
+    let h = std::thread::spawn(move || call(&s, &req));
+    std::thread::sleep(Duration::from_millis(40));
+    core.kill9();
+    let _ = h.join();
+    let db = core_db(&state);
+    let count: i64 = db
+        .query_row(
+            "SELECT count(*) FROM entries WHERE kind = 'payment'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        count == 0 || count == 5_000,
+        "half an import applied: {count} entries"
+    );
+    // A register with a bad line applies nothing and names the line.
+    let csv = dir.path().join("bad.csv");
+    let mut text = String::from("account,amount,id\n");
+    for i in 0..100 {
+        text.push_str(&format!("a1,2.00,r-{i}\n"));
+    }
+    text.push_str("a1,2.001,r-x\n");
+    std::fs::write(&csv, text).unwrap();
+    let before: i64 = db
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    let e = common::billing::kopek_fails(
+        &config,
+        &["payment", "import", csv.to_str().unwrap(), "--offline"],
+    );
+    assert!(
+        e.contains("bad.csv:102") && e.contains("nothing imported"),
+        "{e}"
+    );
+    let after: i64 = db
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(before, after);
+    // An unknown account on line 51 of a parsed-valid register: refused
+    // inside the transaction, nothing applied.
+    let mut text = String::from("account,amount,id\n");
+    for i in 0..100 {
+        let acct = if i == 49 { "nobody" } else { "a1" };
+        text.push_str(&format!("{acct},2.00,u-{i}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let e = common::billing::kopek_fails(
+        &config,
+        &["payment", "import", csv.to_str().unwrap(), "--offline"],
+    );
+    assert!(
+        e.contains("bad.csv:51") && e.contains("unknown account"),
+        "{e}"
+    );
+    let after2: i64 = db
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(before, after2);
+}
