@@ -276,7 +276,7 @@ fn bench_reports(runs: usize) {
     let mid = kopek_core::rating::period_of(TZ, now - 180 * day_ms);
     let from_day = kopek_core::cycle::day_label(TZ, start);
     let to_day = kopek_core::cycle::day_label(TZ, now);
-    let mut report = |name: &str, f: &dyn Fn() -> usize| {
+    let report = |name: &str, f: &dyn Fn() -> usize| {
         let mut t = Vec::new();
         let mut rows = 0;
         for _ in 0..runs {

@@ -290,9 +290,10 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     );
 
     exact &= classify(&config, raw.total)?;
+    exact &= super::demo_bill::bill(&config)?;
 
     println!(
-        "\nnext tiers (core: tariffs and the ledger; enforcer) arrive with their issues; this demo grows with them."
+        "\nnext: the enforcer (nftables, pppd hooks) arrives with its issue; this demo grows with it."
     );
     println!(
         "try: kopek raw --state-dir {} stats --by-address",
@@ -302,11 +303,15 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         "     kopek --config {} traffic --from 2023-12-31 --to 2024-01-02 --top 5",
         config_path.display()
     );
+    println!(
+        "     kopek --config {} report invoice acme --period 2024-01",
+        config_path.display()
+    );
     if args.state_dir.is_none() {
         println!("(the temporary state dir is removed now; pass --state-dir DIR to keep it)");
     }
     if !exact {
-        return Err(anyhow::anyhow!("tier 1 does not match what was sent").into());
+        return Err(anyhow::anyhow!("a tier does not match what was sent").into());
     }
     println!("\nall exact.");
     Ok(())

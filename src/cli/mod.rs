@@ -14,6 +14,7 @@ mod collector;
 mod config;
 mod core;
 mod demo;
+mod demo_bill;
 mod explain;
 mod export;
 mod r#gen;
