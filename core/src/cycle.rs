@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kopek_config::Posting;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::CoreError;
@@ -77,6 +77,9 @@ pub struct CycleReport {
     pub entries_posted: u64,
     pub transitions: Vec<Transition>,
     pub elapsed_ms: u64,
+    /// Where the time went: reading and diffing tier 2, rating, charges,
+    /// fees and postings, decisions, commit (ms).
+    pub phases_ms: [u64; 6],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,16 +105,14 @@ struct Delta {
     out_bytes: i64,
 }
 
-/// One tier-2 row as the core reads it.
+/// A billed tier-2 row whose total changed since the core last saw it.
 #[derive(Debug, Clone)]
-struct Row {
-    bucket_ms: i64,
+struct Change {
     account: String,
+    bucket_ms: i64,
     class: String,
     direction: String,
-    point: String,
-    bytes: i64,
-    seq: i64,
+    delta: i64,
 }
 
 /// (account, reason, class, direction) of usage the core cannot price.
@@ -140,15 +141,96 @@ struct Assignment {
     to_ms: i64,
 }
 
-/// The rating state kept between cycles: caches of immutable things and the
-/// tier-2 connection.
+/// What rating needs of the billing model, cached between cycles and
+/// reloaded whenever an operator command changed it (`meta.model_gen`).
+#[derive(Debug, Default)]
+struct Model {
+    generation: Option<i64>,
+    accounts: HashMap<String, i64>,
+    created_ms: HashMap<i64, i64>,
+    assignments: HashMap<i64, Vec<Assignment>>,
+    /// Per tariff: (effective_ms, version id), by effective time.
+    versions: HashMap<i64, Vec<(i64, i64)>>,
+}
+
+impl Model {
+    fn load(conn: &Connection, generation: i64) -> Result<Model, CoreError> {
+        let e = CoreError::from_sql;
+        let mut m = Model {
+            generation: Some(generation),
+            ..Model::default()
+        };
+        let mut st = conn
+            .prepare("SELECT id, number, created_ms FROM accounts")
+            .map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            let id: i64 = r.get(0).map_err(e)?;
+            m.accounts.insert(r.get(1).map_err(e)?, id);
+            m.created_ms.insert(id, r.get(2).map_err(e)?);
+        }
+        let mut st = conn
+            .prepare("SELECT account_id, tariff_id, from_ms, to_ms FROM account_tariffs ORDER BY account_id, from_ms")
+            .map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            m.assignments
+                .entry(r.get(0).map_err(e)?)
+                .or_default()
+                .push(Assignment {
+                    tariff_id: r.get(1).map_err(e)?,
+                    from_ms: r.get(2).map_err(e)?,
+                    to_ms: r.get::<_, Option<i64>>(3).map_err(e)?.unwrap_or(i64::MAX),
+                });
+        }
+        let mut st = conn
+            .prepare("SELECT tariff_id, effective_ms, id FROM tariff_versions ORDER BY tariff_id, effective_ms")
+            .map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            m.versions
+                .entry(r.get(0).map_err(e)?)
+                .or_default()
+                .push((r.get(1).map_err(e)?, r.get(2).map_err(e)?));
+        }
+        Ok(m)
+    }
+
+    /// The tariff version an account has at `t_ms`, if any.
+    fn version_at(&self, account_id: i64, t_ms: i64) -> Option<i64> {
+        let a = self
+            .assignments
+            .get(&account_id)?
+            .iter()
+            .find(|a| a.from_ms <= t_ms && t_ms < a.to_ms)?;
+        let v = self.versions.get(&a.tariff_id)?;
+        let ix = v.partition_point(|(eff, _)| *eff <= t_ms);
+        ix.checked_sub(1).map(|i| v[i].1)
+    }
+}
+
+/// The `meta` key operator commands bump when accounts, tariffs or tariff
+/// assignments change.
+pub const META_MODEL_GEN: &str = "model_gen";
+
+/// The rating state kept between cycles: caches of the billing model and
+/// of parsed tariff versions, and whether tier 2 is attached.
 pub struct Rater {
     state_dir: PathBuf,
-    tier2: Option<Connection>,
+    attached: bool,
+    model: Model,
     /// Parsed tariff versions (immutable once stored).
     versions: HashMap<i64, Arc<Tariff>>,
+    /// Cumulative (in, out) of the accruals rated lately: one write per
+    /// accrual and cycle instead of a read and a write. Dropped whenever a
+    /// cycle fails (its transaction rolled back) and when it grows past
+    /// [`MAX_CACHED_VOLUMES`].
+    volumes: HashMap<AccrualKey, (i64, i64)>,
     pub posting: Posting,
 }
+
+/// Bound of the rater's accrual cache (about 100 bytes each).
+pub const MAX_CACHED_VOLUMES: usize = 2_000_000;
 
 impl std::fmt::Debug for Rater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,80 +244,39 @@ impl Rater {
     pub fn new(state_dir: &Path, posting: Posting) -> Rater {
         Rater {
             state_dir: state_dir.to_path_buf(),
-            tier2: None,
+            attached: false,
+            model: Model::default(),
             versions: HashMap::new(),
+            volumes: HashMap::new(),
             posting,
         }
     }
 
-    fn tier2(&mut self) -> Result<Option<&Connection>, CoreError> {
-        if self.tier2.is_none() {
+    /// Attaches tier 2 (read-only) to the core's connection once it
+    /// exists: the changed rows are then diffed against the mirror inside
+    /// SQLite, in the cycle's own transaction and snapshot.
+    fn attach(&mut self, conn: &Connection) -> Result<bool, CoreError> {
+        if !self.attached {
             let path = self.state_dir.join(kopek_classifier::store::TIER2_FILE);
             if !path.exists() {
-                return Ok(None);
+                return Ok(false);
             }
-            let conn = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(crate::store::sql(&path))?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))
+            let uri = format!("file:{}?mode=ro", path.display());
+            conn.execute("ATTACH DATABASE ?1 AS t2", params![uri])
                 .map_err(crate::store::sql(&path))?;
-            self.tier2 = Some(conn);
+            self.attached = true;
         }
-        Ok(self.tier2.as_ref())
+        Ok(true)
     }
 
-    /// Reads the tier-2 rows changed after `watermark`, at most
-    /// [`MAX_ROWS_PER_CYCLE`] (always whole commits), and the new watermark.
-    fn changes(&mut self, watermark: i64) -> Result<(Vec<Row>, i64), CoreError> {
-        let path = self.state_dir.join(kopek_classifier::store::TIER2_FILE);
-        let Some(conn) = self.tier2()? else {
-            return Ok((Vec::new(), watermark));
-        };
-        let e = crate::store::sql(&path);
-        let tx = conn.unchecked_transaction().map_err(&e)?;
-        let top: i64 = meta_i64(&tx, kopek_classifier::store::COMMIT_SEQ_KEY)
-            .map_err(&e)?
+    fn refresh_model(&mut self, conn: &Connection) -> Result<(), CoreError> {
+        let generation = meta_i64(conn, META_MODEL_GEN)
+            .map_err(CoreError::from_sql)?
             .unwrap_or(0);
-        if top <= watermark {
-            return Ok((Vec::new(), watermark));
+        if self.model.generation != Some(generation) {
+            self.model = Model::load(conn, generation)?;
         }
-        let read = |lo: i64, hi: i64, limit: i64| -> Result<Vec<Row>, CoreError> {
-            let mut st = tx
-                .prepare_cached(
-                    "SELECT bucket_ms, account, class, direction, point, bytes, seq FROM traffic
-                     WHERE billed = 1 AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-                )
-                .map_err(&e)?;
-            st.query_map(params![lo, hi, limit], |r| {
-                Ok(Row {
-                    bucket_ms: r.get(0)?,
-                    account: r.get(1)?,
-                    class: r.get(2)?,
-                    direction: r.get(3)?,
-                    point: r.get(4)?,
-                    bytes: r.get(5)?,
-                    seq: r.get(6)?,
-                })
-            })
-            .map_err(&e)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&e)
-        };
-        let mut rows = read(watermark, top, MAX_ROWS_PER_CYCLE as i64)?;
-        if rows.len() < MAX_ROWS_PER_CYCLE {
-            return Ok((rows, top));
-        }
-        let first = rows[0].seq;
-        let last = rows[rows.len() - 1].seq;
-        if first == last {
-            // One commit larger than the cap: take all of it.
-            let all = read(first - 1, first, i64::MAX)?;
-            return Ok((all, first));
-        }
-        rows.retain(|r| r.seq < last);
-        Ok((rows, last - 1))
+        Ok(())
     }
 
     fn tariff(&mut self, conn: &Connection, version_id: i64) -> Result<Arc<Tariff>, CoreError> {
@@ -260,46 +301,82 @@ impl Rater {
     }
 }
 
-/// The tariff version an account has at `t_ms`, if any.
-fn version_at(
-    tx: &Connection,
-    assignments: &[Assignment],
-    t_ms: i64,
-) -> Result<Option<i64>, CoreError> {
-    let Some(a) = assignments
-        .iter()
-        .find(|a| a.from_ms <= t_ms && t_ms < a.to_ms)
-    else {
-        return Ok(None);
+/// The tier-2 rows changed after `watermark` (at most
+/// [`MAX_ROWS_PER_CYCLE`], whole commits), diffed against the mirror, the
+/// mirror updated; returns the non-zero changes, the new watermark and how
+/// many rows were read.
+fn changes(tx: &Transaction<'_>, watermark: i64) -> Result<(Vec<Change>, i64, u64), CoreError> {
+    let e = CoreError::from_sql;
+    let top: i64 = tx
+        .query_row(
+            "SELECT value FROM t2.meta WHERE key = ?1",
+            params![kopek_classifier::store::COMMIT_SEQ_KEY],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(e)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if top <= watermark {
+        return Ok((Vec::new(), watermark, 0));
+    }
+    let cut: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM t2.traffic WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+            params![watermark, MAX_ROWS_PER_CYCLE as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(e)?;
+    let hi = match cut {
+        None => top,
+        Some(s) if s - 1 > watermark => s - 1,
+        // One commit larger than the cap: all of it.
+        Some(s) => s,
     };
-    tx.query_row(
-        "SELECT id FROM tariff_versions WHERE tariff_id = ?1 AND effective_ms <= ?2
-         ORDER BY effective_ms DESC LIMIT 1",
-        params![a.tariff_id, t_ms],
-        |r| r.get(0),
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS changed (
+             account TEXT, bucket_ms INTEGER, class TEXT, direction TEXT, point TEXT, bytes INTEGER, delta INTEGER);
+         DELETE FROM temp.changed;",
     )
-    .optional()
-    .map_err(CoreError::from_sql)
-}
-
-fn assignments(tx: &Connection, account_id: i64) -> Result<Vec<Assignment>, CoreError> {
+    .map_err(e)?;
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO temp.changed
+             SELECT t.account, t.bucket_ms, t.class, t.direction, t.point, t.bytes, t.bytes - coalesce(m.bytes, 0)
+             FROM t2.traffic t LEFT JOIN main.usage_mirror m
+               ON m.account = t.account AND m.bucket_ms = t.bucket_ms AND m.class = t.class
+              AND m.direction = t.direction AND m.point = t.point
+             WHERE t.billed = 1 AND t.seq > ?1 AND t.seq <= ?2",
+        )
+        .and_then(|mut st| st.execute(params![watermark, hi]))
+        .map_err(e)?;
+    tx.prepare_cached(
+        "INSERT INTO main.usage_mirror (account, bucket_ms, class, direction, point, bytes)
+         SELECT account, bucket_ms, class, direction, point, bytes FROM temp.changed WHERE delta <> 0
+         ON CONFLICT (account, bucket_ms, class, direction, point) DO UPDATE SET bytes = excluded.bytes",
+    )
+    .and_then(|mut st| st.execute([]))
+    .map_err(e)?;
     let mut st = tx
         .prepare_cached(
-            "SELECT tariff_id, from_ms, to_ms FROM account_tariffs WHERE account_id = ?1 ORDER BY from_ms",
+            "SELECT account, bucket_ms, class, direction, delta FROM temp.changed WHERE delta <> 0",
         )
-        .map_err(CoreError::from_sql)?;
+        .map_err(e)?;
     let v = st
-        .query_map(params![account_id], |r| {
-            Ok(Assignment {
-                tariff_id: r.get(0)?,
-                from_ms: r.get(1)?,
-                to_ms: r.get::<_, Option<i64>>(2)?.unwrap_or(i64::MAX),
+        .query_map([], |r| {
+            Ok(Change {
+                account: r.get(0)?,
+                bucket_ms: r.get(1)?,
+                class: r.get(2)?,
+                direction: r.get(3)?,
+                delta: r.get(4)?,
             })
         })
-        .map_err(CoreError::from_sql)?
+        .map_err(e)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(CoreError::from_sql)?;
-    Ok(v)
+        .map_err(e)?;
+    Ok((v, hi, n as u64))
 }
 
 /// Local date label (`2026-10-05`) of the day containing `ms`.
@@ -310,8 +387,22 @@ pub fn day_label(tz: chrono_tz::Tz, ms: i64) -> String {
 }
 
 impl Billing {
-    /// Runs one rating cycle at `now_ms`.
+    /// Runs one rating cycle at `now_ms`: all of it commits, or none.
     pub fn cycle(&mut self, rater: &mut Rater, now_ms: i64) -> Result<CycleReport, CoreError> {
+        if rater.volumes.len() > MAX_CACHED_VOLUMES {
+            rater.volumes.clear();
+        }
+        let r = self.cycle_in(rater, now_ms);
+        if r.is_err() {
+            // The transaction rolled back: what the caches learned in it
+            // is not in the database.
+            rater.volumes.clear();
+            rater.model = Model::default();
+        }
+        r
+    }
+
+    fn cycle_in(&mut self, rater: &mut Rater, now_ms: i64) -> Result<CycleReport, CoreError> {
         let started = Instant::now();
         let tz = self.timezone;
         let watermark = self.meta_i64(META_TIER2_SEQ)?.unwrap_or(-1);
@@ -324,17 +415,32 @@ impl Billing {
                 crate::fmt_ms(now_ms, tz)
             )));
         }
-        let (rows, new_watermark) = rater.changes(watermark)?;
+        let attached = rater.attach(&self.conn)?;
+        let posting = rater.posting;
+        let tx = self.write()?;
+        rater.refresh_model(&tx)?;
+        let (rows, new_watermark, read) = if attached {
+            changes(&tx, watermark)?
+        } else {
+            (Vec::new(), watermark, 0)
+        };
         let mut report = CycleReport {
             now_ms,
             tier2_seq_from: watermark,
             tier2_seq_to: new_watermark,
+            rows: read,
             ..Default::default()
         };
-        let posting = rater.posting;
-        let tx = self.write()?;
+        let mut mark = Instant::now();
+        let mut lap = |report: &mut CycleReport, i: usize| {
+            report.phases_ms[i] = mark.elapsed().as_millis() as u64;
+            mark = Instant::now();
+        };
+        report.phases_ms[0] = started.elapsed().as_millis() as u64;
         let touched = rate_rows(&tx, rater, tz, &rows, &mut report)?;
+        lap(&mut report, 1);
         recharge(&tx, rater, &touched, &mut report)?;
+        lap(&mut report, 2);
         let today = rating::local_day(tz, now_ms).0;
         match posting {
             Posting::Day => {
@@ -358,116 +464,69 @@ impl Billing {
                 report.entries_posted += post_accruals(&tx, tz, now_ms, now_ms, new_watermark)?;
             }
         }
+        lap(&mut report, 3);
         decide(&tx, tz, now_ms, &mut report)?;
+        lap(&mut report, 4);
         set_meta(&tx, META_TIER2_SEQ, new_watermark).map_err(CoreError::from_sql)?;
         set_meta(&tx, META_LAST_CYCLE, now_ms).map_err(CoreError::from_sql)?;
         tx.commit().map_err(CoreError::from_sql)?;
+        lap(&mut report, 5);
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
 }
 
-/// Mirrors the changed rows and adds their deltas to accruals and daily
-/// usage. Returns the accrual keys whose volumes changed.
+/// Adds the changes' deltas to accrual keys (account, period, tariff
+/// version, service); what cannot be priced goes to `unrated`. Returns the
+/// accrual keys whose volumes changed.
 fn rate_rows(
     tx: &Transaction<'_>,
     rater: &mut Rater,
     tz: chrono_tz::Tz,
-    rows: &[Row],
+    rows: &[Change],
     report: &mut CycleReport,
 ) -> Result<BTreeMap<AccrualKey, (String, Delta)>, CoreError> {
     let e = CoreError::from_sql;
-    let mut get_old = tx
-        .prepare_cached(
-            "SELECT bytes FROM usage_mirror WHERE account = ?1 AND bucket_ms = ?2 AND class = ?3
-             AND direction = ?4 AND point = ?5",
-        )
-        .map_err(e)?;
-    let mut put = tx
-        .prepare_cached(
-            "INSERT INTO usage_mirror (account, bucket_ms, class, direction, point, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (account, bucket_ms, class, direction, point) DO UPDATE SET bytes = excluded.bytes",
-        )
-        .map_err(e)?;
-    let mut account_ids: HashMap<String, Option<i64>> = HashMap::new();
-    let mut account_tariffs: HashMap<i64, Vec<Assignment>> = HashMap::new();
     let mut touched: BTreeMap<AccrualKey, (String, Delta)> = BTreeMap::new();
-    let mut daily: HashMap<(i64, String, String, String, i64), Delta> = HashMap::new();
     let mut unrated: HashMap<UnratedKey, (i64, i64, i64)> = HashMap::new();
-    let mut periods: HashMap<i64, Period> = HashMap::new();
+    let mut periods: Vec<Period> = Vec::new();
     for r in rows {
-        report.rows += 1;
-        let old: i64 = get_old
-            .query_row(
-                params![r.account, r.bucket_ms, r.class, r.direction, r.point],
-                |x| x.get(0),
-            )
-            .optional()
-            .map_err(e)?
-            .unwrap_or(0);
-        let delta = r.bytes - old;
-        if delta == 0 {
-            continue;
-        }
-        put.execute(params![
-            r.account,
-            r.bucket_ms,
-            r.class,
-            r.direction,
-            r.point,
-            r.bytes
-        ])
-        .map_err(e)?;
-        let d = match r.direction.as_str() {
-            "in" => Delta {
-                in_bytes: delta,
+        let d = if r.direction == "in" {
+            Delta {
+                in_bytes: r.delta,
                 out_bytes: 0,
-            },
-            _ => Delta {
+            }
+        } else {
+            Delta {
                 in_bytes: 0,
-                out_bytes: delta,
-            },
-        };
-        let id = match account_ids.get(&r.account) {
-            Some(id) => *id,
-            None => {
-                let id = tx
-                    .query_row(
-                        "SELECT id FROM accounts WHERE number = ?1",
-                        params![r.account],
-                        |x| x.get(0),
-                    )
-                    .optional()
-                    .map_err(e)?;
-                account_ids.insert(r.account.clone(), id);
-                id
+                out_bytes: r.delta,
             }
         };
-        let mut unrate = |reason: &'static str| {
-            report.rows_unrated += 1;
-            let u = unrated
-                .entry((
-                    r.account.clone(),
-                    reason,
-                    r.class.clone(),
-                    r.direction.clone(),
-                ))
-                .or_insert((0, i64::MAX, i64::MIN));
-            u.0 += delta;
-            u.1 = u.1.min(r.bucket_ms);
-            u.2 = u.2.max(r.bucket_ms);
+        let version = match rater.model.accounts.get(&r.account) {
+            None => Err("unknown-account"),
+            Some(&id) => rater
+                .model
+                .version_at(id, r.bucket_ms)
+                .map(|v| (id, v))
+                .ok_or("no-tariff"),
         };
-        let Some(id) = id else {
-            unrate("unknown-account");
-            continue;
-        };
-        if let std::collections::hash_map::Entry::Vacant(v) = account_tariffs.entry(id) {
-            v.insert(assignments(tx, id)?);
-        }
-        let Some(version_id) = version_at(tx, &account_tariffs[&id], r.bucket_ms)? else {
-            unrate("no-tariff");
-            continue;
+        let (id, version_id) = match version {
+            Ok(x) => x,
+            Err(reason) => {
+                report.rows_unrated += 1;
+                let u = unrated
+                    .entry((
+                        r.account.clone(),
+                        reason,
+                        r.class.clone(),
+                        r.direction.clone(),
+                    ))
+                    .or_insert((0, i64::MAX, i64::MIN));
+                u.0 += r.delta;
+                u.1 = u.1.min(r.bucket_ms);
+                u.2 = u.2.max(r.bucket_ms);
+                continue;
+            }
         };
         let tariff = rater.tariff(tx, version_id)?;
         let (weekday, minute) = rating::local_slot(tz, r.bucket_ms);
@@ -475,61 +534,28 @@ fn rate_rows(
             Some(ix) => tariff.rules[ix].name.clone(),
             None => format!("{FREE_PREFIX}{}", r.class),
         };
-        let period_start = match periods
+        let period_start_ms = match periods
             .iter()
-            .find(|(_, p)| p.start_ms <= r.bucket_ms && r.bucket_ms < p.end_ms)
+            .find(|p| p.start_ms <= r.bucket_ms && r.bucket_ms < p.end_ms)
         {
-            Some((s, _)) => *s,
+            Some(p) => p.start_ms,
             None => {
                 let p = rating::period_of(tz, r.bucket_ms);
                 let s = p.start_ms;
-                periods.insert(s, p);
+                periods.push(p);
                 s
             }
         };
-        let key = AccrualKey {
-            account_id: id,
-            period_start_ms: period_start,
-            version_id,
-            service: service.clone(),
-        };
         let t = touched
-            .entry(key)
+            .entry(AccrualKey {
+                account_id: id,
+                period_start_ms,
+                version_id,
+                service,
+            })
             .or_insert_with(|| (r.class.clone(), Delta::default()));
         t.1.in_bytes += d.in_bytes;
         t.1.out_bytes += d.out_bytes;
-        let dd = daily
-            .entry((
-                id,
-                day_label(tz, r.bucket_ms),
-                service,
-                r.class.clone(),
-                version_id,
-            ))
-            .or_default();
-        dd.in_bytes += d.in_bytes;
-        dd.out_bytes += d.out_bytes;
-    }
-    let mut st = tx
-        .prepare_cached(
-            "INSERT INTO usage_daily (account_id, day, service, class, version_id, in_bytes, out_bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (account_id, day, service, class, version_id) DO UPDATE SET
-               in_bytes = usage_daily.in_bytes + excluded.in_bytes,
-               out_bytes = usage_daily.out_bytes + excluded.out_bytes",
-        )
-        .map_err(e)?;
-    for ((id, day, service, class, vid), d) in &daily {
-        st.execute(params![
-            id,
-            day,
-            service,
-            class,
-            vid,
-            d.in_bytes,
-            d.out_bytes
-        ])
-        .map_err(e)?;
     }
     let mut st = tx
         .prepare_cached(
@@ -548,7 +574,9 @@ fn rate_rows(
     Ok(touched)
 }
 
-/// Adds volume deltas to accruals and recomputes their cumulative charge.
+/// Adds volume deltas to accruals and recomputes their cumulative charge:
+/// one upsert per accrual, with the totals known from the rater's cache
+/// (read from the table on a miss).
 fn recharge(
     tx: &Transaction<'_>,
     rater: &mut Rater,
@@ -556,59 +584,58 @@ fn recharge(
     report: &mut CycleReport,
 ) -> Result<(), CoreError> {
     let e = CoreError::from_sql;
-    let mut add = tx
+    let mut get = tx
         .prepare_cached(
-            "INSERT INTO accruals (account_id, period_start_ms, version_id, service, class, in_bytes, out_bytes, days, charged, posted)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0)
-             ON CONFLICT (account_id, period_start_ms, version_id, service) DO UPDATE SET
-               in_bytes = accruals.in_bytes + excluded.in_bytes,
-               out_bytes = accruals.out_bytes + excluded.out_bytes
-             RETURNING in_bytes, out_bytes",
-        )
-        .map_err(e)?;
-    let mut set = tx
-        .prepare_cached(
-            "UPDATE accruals SET charged = ?5 WHERE account_id = ?1 AND period_start_ms = ?2
+            "SELECT in_bytes, out_bytes FROM accruals WHERE account_id = ?1 AND period_start_ms = ?2
              AND version_id = ?3 AND service = ?4",
         )
         .map_err(e)?;
+    let mut put = tx
+        .prepare_cached(
+            "INSERT INTO accruals (account_id, period_start_ms, version_id, service, class, in_bytes, out_bytes, days, charged, posted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, 0)
+             ON CONFLICT (account_id, period_start_ms, version_id, service) DO UPDATE SET
+               in_bytes = excluded.in_bytes, out_bytes = excluded.out_bytes, charged = excluded.charged",
+        )
+        .map_err(e)?;
     for (k, (class, d)) in touched {
-        let (in_b, out_b): (i64, i64) = add
-            .query_row(
-                params![
-                    k.account_id,
-                    k.period_start_ms,
-                    k.version_id,
-                    k.service,
-                    class,
-                    d.in_bytes,
-                    d.out_bytes
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(e)?;
-        report.accruals_touched += 1;
-        if k.service.starts_with(FREE_PREFIX) {
-            continue;
-        }
-        let tariff = rater.tariff(tx, k.version_id)?;
-        let Some(ix) = tariff.rule_by_name(&k.service) else {
-            continue;
+        let (in_b, out_b) = match rater.volumes.get(k) {
+            Some(v) => *v,
+            None => get
+                .query_row(
+                    params![k.account_id, k.period_start_ms, k.version_id, k.service],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(e)?
+                .unwrap_or((0, 0)),
         };
-        let charged = rating::rule_charge(
-            &tariff.rules[ix],
-            tariff.unit,
-            in_b.max(0) as u64,
-            out_b.max(0) as u64,
-        );
-        set.execute(params![
+        let (in_b, out_b) = (in_b + d.in_bytes, out_b + d.out_bytes);
+        report.accruals_touched += 1;
+        let mut charged = Money::ZERO;
+        if !k.service.starts_with(FREE_PREFIX) {
+            let tariff = rater.tariff(tx, k.version_id)?;
+            if let Some(ix) = tariff.rule_by_name(&k.service) {
+                charged = rating::rule_charge(
+                    &tariff.rules[ix],
+                    tariff.unit,
+                    in_b.max(0) as u64,
+                    out_b.max(0) as u64,
+                );
+            }
+        }
+        put.execute(params![
             k.account_id,
             k.period_start_ms,
             k.version_id,
             k.service,
+            class,
+            in_b,
+            out_b,
             charged.0
         ])
         .map_err(e)?;
+        rater.volumes.insert(k.clone(), (in_b, out_b));
     }
     Ok(())
 }
@@ -626,14 +653,14 @@ fn fees(
 ) -> Result<(), CoreError> {
     let e = CoreError::from_sql;
     let (today, _, _) = rating::local_day(tz, through_ms);
-    let due: Vec<(i64, Option<i64>)> = tx
+    let due: Vec<(i64, Option<i64>, i64)> = tx
         .prepare_cached(
-            "SELECT a.id, a.fee_day_ms FROM accounts a
+            "SELECT a.id, a.fee_day_ms, a.created_ms FROM accounts a
              WHERE (a.fee_day_ms IS NULL OR a.fee_day_ms < ?1)
                AND EXISTS (SELECT 1 FROM account_tariffs t WHERE t.account_id = a.id AND t.from_ms < ?2)",
         )
         .map_err(e)?
-        .query_map(params![today, now_ms + 1], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map(params![today, now_ms + 1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(e)?
         .collect::<Result<_, _>>()
         .map_err(e)?;
@@ -657,16 +684,25 @@ fn fees(
             "SELECT 1 FROM freezes WHERE account_id = ?1 AND from_ms <= ?2 AND ?2 < to_ms",
         )
         .map_err(e)?;
-    for (id, fee_day) in due {
-        let assigned = assignments(tx, id)?;
+    let mut done_st = tx
+        .prepare_cached("UPDATE accounts SET fee_day_ms = ?1 WHERE id = ?2")
+        .map_err(e)?;
+    for (id, fee_day, created_ms) in due {
+        let assigned = rater
+            .model
+            .assignments
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
         let Some(first) = assigned.first() else {
             continue;
         };
         // The first day to consider: the one after the last considered, or
-        // the day the first tariff started.
+        // the day the first tariff started — not before the account
+        // existed (a tariff dated back does not charge the years before).
         let mut day = match fee_day {
             Some(d) => rating::local_day(tz, d).1,
-            None => rating::local_day(tz, first.from_ms).0,
+            None => rating::local_day(tz, first.from_ms.max(created_ms)).0,
         };
         while day <= today {
             let (ds, de, _) = rating::local_day(tz, day);
@@ -683,7 +719,7 @@ fn fees(
                 });
             let frozen = frozen_st.exists(params![id, ds]).map_err(e)?;
             if let (Some(at), false) = (at, frozen)
-                && let Some(vid) = version_at(tx, &assigned, at)?
+                && let Some(vid) = rater.model.version_at(id, at)
             {
                 let tariff = rater.tariff(tx, vid)?;
                 if tariff.monthly_fee.0 > 0 {
@@ -699,11 +735,7 @@ fn fees(
             }
             day = de;
         }
-        tx.execute(
-            "UPDATE accounts SET fee_day_ms = ?1 WHERE id = ?2",
-            params![today, id],
-        )
-        .map_err(e)?;
+        done_st.execute(params![today, id]).map_err(e)?;
     }
     Ok(())
 }

@@ -246,6 +246,21 @@ impl Billing {
         let result = apply_in(&tx, cmd, who, now_ms, tz);
         match result {
             Ok(outcome) => {
+                if matches!(
+                    cmd,
+                    Command::AccountAdd { .. }
+                        | Command::AccountTariff { .. }
+                        | Command::TariffAdd { .. }
+                        | Command::TariffUpdate { .. }
+                ) {
+                    // The rater's cached model is out of date.
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES (?1, '1')
+                         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)",
+                        params![crate::cycle::META_MODEL_GEN],
+                    )
+                    .map_err(CoreError::from_sql)?;
+                }
                 audit(&tx, now_ms, who, cmd, &outcome.message)?;
                 tx.commit().map_err(CoreError::from_sql)?;
                 Ok(outcome)
@@ -269,23 +284,23 @@ fn audit(
     cmd: &Command,
     result: &str,
 ) -> Result<(), CoreError> {
-    let args = serde_json::to_value(cmd).unwrap_or_default();
+    // An import's audit row names the file and count, not every payment
+    // (and does not serialize them all to say so).
+    let args = match cmd {
+        Command::PaymentImport { file, payments } => {
+            serde_json::json!({"cmd": "payment-import", "file": file, "payments": payments.len()})
+        }
+        _ => serde_json::to_value(cmd).unwrap_or_default(),
+    };
     let name = args
         .get("cmd")
         .and_then(|c| c.as_str())
         .unwrap_or("?")
         .to_string();
-    // An import's audit row names the file and count, not every payment.
-    let args = match cmd {
-        Command::PaymentImport { file, payments } => {
-            serde_json::json!({"cmd": name, "file": file, "payments": payments.len()})
-        }
-        _ => args,
-    };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit (ts_ms, who, command, args, result) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now_ms, who, name, args.to_string(), result],
     )
+    .and_then(|mut st| st.execute(params![now_ms, who, name, args.to_string(), result]))
     .map_err(CoreError::from_sql)?;
     Ok(())
 }
@@ -605,19 +620,40 @@ fn apply_in(
         }
         Command::PaymentAdd(p) => payment(tx, p, who, now_ms),
         Command::PaymentImport { file, payments } => {
-            let mut new = 0usize;
+            // Every payment checked first, then all posted in one go (one
+            // chain step and one balance update per book).
             let mut seen = 0usize;
+            let mut entries = Vec::with_capacity(payments.len());
+            let mut in_file: std::collections::HashMap<String, (String, Money)> =
+                Default::default();
             for p in payments {
-                let o = payment(tx, p, who, now_ms).map_err(|e| match p.line {
+                let at = |e: CoreError| match p.line {
                     Some(l) => CoreError::Invalid(format!("{file}:{l}: {e}; nothing imported")),
                     None => e,
-                })?;
-                if o.changed {
-                    new += 1;
-                } else {
-                    seen += 1;
+                };
+                match payment_entry(tx, p, who, now_ms).map_err(at)? {
+                    Ok(e) => {
+                        let key = e.ext_id.clone().unwrap_or_default();
+                        match in_file.get(&key) {
+                            Some((acct, amount)) if *acct == p.account && *amount == p.amount => {
+                                seen += 1
+                            }
+                            Some(_) => {
+                                return Err(at(CoreError::Conflict(format!(
+                                    "payment {key} appears earlier in the file with another account or amount"
+                                ))));
+                            }
+                            None => {
+                                in_file.insert(key, (p.account.clone(), p.amount));
+                                entries.push(e);
+                            }
+                        }
+                    }
+                    Err(_) => seen += 1,
                 }
             }
+            let new = entries.len();
+            post(tx, now_ms, &entries).map_err(CoreError::from_sql)?;
             Ok(Outcome {
                 changed: new > 0,
                 message: format!("{file}: {new} payments posted, {seen} already posted before"),
@@ -819,14 +855,15 @@ fn money_entry(
     ))
 }
 
-/// Posts a payment once: a replay with the same fields changes nothing and
-/// says so; the same id with different fields is refused naming the field.
-fn payment(
+/// Checks a payment: `Ok(Err(outcome))` when the same payment was posted
+/// before (nothing to do), `Ok(Ok(entry))` for a new one. The same id with
+/// another account, amount or value time is refused naming the field.
+fn payment_entry(
     tx: &Transaction<'_>,
     p: &Payment,
     who: &str,
     now_ms: i64,
-) -> Result<Outcome, CoreError> {
+) -> Result<Result<NewEntry, Outcome>, CoreError> {
     positive("amount", p.amount)?;
     text("payment id", &p.ext_id, true)?;
     text("source", &p.source, true)?;
@@ -840,12 +877,13 @@ fn payment(
     let key = format!("{}:{}", p.source, p.ext_id);
     let id = account_id(tx, &p.account)?;
     let prior: Option<(i64, Option<i64>, i64, i64)> = tx
-        .query_row(
-            "SELECT id, account_id, amount, ts_ms FROM entries WHERE ext_id = ?1",
-            params![key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()
+        .prepare_cached("SELECT id, account_id, amount, ts_ms FROM entries WHERE ext_id = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
         .map_err(CoreError::from_sql)?;
     let at = p.at_ms.unwrap_or(now_ms);
     if let Some((entry, acc, amount, ts)) = prior {
@@ -866,29 +904,40 @@ fn payment(
                 "payment {key} was posted with another value time (entry {entry}); field at differs"
             )));
         }
-        return Ok(Outcome {
+        return Ok(Err(Outcome {
             changed: false,
             message: format!("payment {key} already posted as entry {entry}; nothing changed"),
             id: Some(entry),
-        });
+        }));
     }
-    let ids = post(
-        tx,
-        now_ms,
-        &[NewEntry {
-            ts_ms: at,
-            kind: ledger::PAYMENT,
-            account_id: Some(id),
-            debit: ledger::payments_book(&p.source),
-            credit: account_book(id),
-            amount: p.amount,
-            ext_id: Some(key.clone()),
-            who: who.into(),
-            why: p.why.clone(),
-            ..Default::default()
-        }],
-    )
-    .map_err(CoreError::from_sql)?;
+    Ok(Ok(NewEntry {
+        ts_ms: at,
+        kind: ledger::PAYMENT,
+        account_id: Some(id),
+        debit: ledger::payments_book(&p.source),
+        credit: account_book(id),
+        amount: p.amount,
+        ext_id: Some(key),
+        who: who.into(),
+        why: p.why.clone(),
+        ..Default::default()
+    }))
+}
+
+/// Posts a payment once: a replay with the same fields changes nothing and
+/// says so.
+fn payment(
+    tx: &Transaction<'_>,
+    p: &Payment,
+    who: &str,
+    now_ms: i64,
+) -> Result<Outcome, CoreError> {
+    let entry = match payment_entry(tx, p, who, now_ms)? {
+        Ok(e) => e,
+        Err(already) => return Ok(already),
+    };
+    let key = entry.ext_id.clone().unwrap_or_default();
+    let ids = post(tx, now_ms, &[entry]).map_err(CoreError::from_sql)?;
     Ok(Outcome::new(
         Some(ids[0]),
         format!(

@@ -230,12 +230,19 @@ impl Billing {
     ) -> Result<Statement, CoreError> {
         let e = CoreError::from_sql;
         let (_, book) = self.payer_book(number)?;
+        // The book's entries all concern the payer or an account it pays
+        // for: found through the (account, time) index.
+        let payer = book
+            .trim_start_matches("acct:")
+            .parse::<i64>()
+            .unwrap_or(-1);
         let opening: i64 = self
             .conn
             .query_row(
-                "SELECT coalesce(sum(CASE WHEN credit = ?1 THEN amount ELSE -amount END), 0)
-                 FROM entries WHERE (credit = ?1 OR debit = ?1) AND ts_ms < ?2",
-                params![book, from_ms],
+                "SELECT coalesce(sum(CASE WHEN credit = ?1 THEN amount WHEN debit = ?1 THEN -amount ELSE 0 END), 0)
+                 FROM entries
+                 WHERE account_id IN (SELECT id FROM accounts WHERE id = ?3 OR payer_id = ?3) AND ts_ms < ?2",
+                params![book, from_ms, payer],
                 |r| r.get(0),
             )
             .map_err(e)?;
@@ -244,12 +251,13 @@ impl Billing {
             .prepare(
                 "SELECT e.id, e.ts_ms, e.kind, a.number, e.amount, e.debit, e.credit, e.service, e.day, e.ext_id, e.who, e.why
                  FROM entries e LEFT JOIN accounts a ON a.id = e.account_id
-                 WHERE (e.credit = ?1 OR e.debit = ?1) AND e.ts_ms >= ?2 AND e.ts_ms < ?3
+                 WHERE e.account_id IN (SELECT id FROM accounts WHERE id = ?4 OR payer_id = ?4)
+                   AND (e.credit = ?1 OR e.debit = ?1) AND e.ts_ms >= ?2 AND e.ts_ms < ?3
                  ORDER BY e.ts_ms, e.id",
             )
             .map_err(e)?;
         let entries = st
-            .query_map(params![book, from_ms, to_ms], |r| {
+            .query_map(params![book, from_ms, to_ms, payer], |r| {
                 let amount: i64 = r.get(4)?;
                 let debit: String = r.get(5)?;
                 let credit: String = r.get(6)?;
@@ -368,9 +376,9 @@ impl Billing {
         })
     }
 
-    /// Usage per day and service with what it was charged ("why was I
-    /// charged so much"): volumes from the rated tier-2 rows, charges from
-    /// the entries posted for that day.
+    /// Usage per day with what it was charged ("why was I charged so
+    /// much"): volume rows per class (from the rated tier-2 rows) and charge
+    /// rows per service (the entries posted for that day), days inclusive.
     pub fn usage(
         &self,
         number: &str,
@@ -379,29 +387,55 @@ impl Billing {
     ) -> Result<Vec<UsageRow>, CoreError> {
         let e = CoreError::from_sql;
         let id = account_id(&self.conn, number)?;
-        let mut rows: BTreeMap<(String, String), UsageRow> = BTreeMap::new();
+        let tz = self.timezone;
+        let day_ms = |d: &str| {
+            crate::import::parse_time_in(d, tz)
+                .map_err(|m| CoreError::Invalid(format!("day {d:?}: {m}")))
+        };
+        let from_ms = day_ms(from_day)?;
+        let to_ms = rating::local_day(tz, day_ms(to_day)?).1;
+        // Volumes: the rated tier-2 rows (the core's mirror), per local day
+        // and class. Charges: the entries posted for each day and service.
+        let mut rows: BTreeMap<(String, String, String), UsageRow> = BTreeMap::new();
         let mut st = self
             .conn
             .prepare(
-                "SELECT day, service, class, sum(in_bytes), sum(out_bytes) FROM usage_daily
-                 WHERE account_id = ?1 AND day >= ?2 AND day <= ?3 GROUP BY day, service, class",
+                "SELECT bucket_ms, class, direction, sum(bytes) FROM usage_mirror
+                 WHERE account = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 GROUP BY bucket_ms, class, direction",
             )
             .map_err(e)?;
-        let it = st
-            .query_map(params![id, from_day, to_day], |r| {
-                Ok(UsageRow {
-                    day: r.get(0)?,
-                    service: r.get(1)?,
-                    class: r.get(2)?,
-                    in_bytes: r.get(3)?,
-                    out_bytes: r.get(4)?,
+        let mut it = st.query(params![number, from_ms, to_ms]).map_err(e)?;
+        let mut last_day: Option<(i64, i64, String)> = None;
+        while let Some(r) = it.next().map_err(e)? {
+            let bucket: i64 = r.get(0).map_err(e)?;
+            let class: String = r.get(1).map_err(e)?;
+            let dir: String = r.get(2).map_err(e)?;
+            let bytes: i64 = r.get(3).map_err(e)?;
+            // Buckets come in time order: the day changes rarely.
+            let day = match &last_day {
+                Some((s, end, label)) if *s <= bucket && bucket < *end => label.clone(),
+                _ => {
+                    let (s, end, _) = rating::local_day(tz, bucket);
+                    let label = crate::cycle::day_label(tz, bucket);
+                    last_day = Some((s, end, label.clone()));
+                    label
+                }
+            };
+            let u = rows
+                .entry((day.clone(), String::new(), class.clone()))
+                .or_insert_with(|| UsageRow {
+                    day,
+                    service: String::new(),
+                    class,
+                    in_bytes: 0,
+                    out_bytes: 0,
                     charged: Money::ZERO,
-                })
-            })
-            .map_err(e)?;
-        for u in it {
-            let u = u.map_err(e)?;
-            rows.insert((u.day.clone(), u.service.clone()), u);
+                });
+            if dir == "in" {
+                u.in_bytes += bytes;
+            } else {
+                u.out_bytes += bytes;
+            }
         }
         let mut st = self
             .conn
@@ -422,15 +456,11 @@ impl Billing {
             .map_err(e)?;
         for x in it {
             let (day, service, amount) = x.map_err(e)?;
-            rows.entry((day.clone(), service.clone()))
+            rows.entry((day.clone(), service.clone(), String::new()))
                 .or_insert_with(|| UsageRow {
                     day,
-                    service: service.clone(),
-                    class: if service == crate::ledger::FEE_SERVICE {
-                        String::new()
-                    } else {
-                        service.clone()
-                    },
+                    service,
+                    class: String::new(),
                     in_bytes: 0,
                     out_bytes: 0,
                     charged: Money::ZERO,
@@ -474,7 +504,9 @@ impl Billing {
         Ok(out)
     }
 
-    /// Posted revenue and money movements of a period by book and kind.
+    /// What a period charged, by service and class (posted and still
+    /// accrued, from the accruals), and the money that came in and went out
+    /// in it, by kind and book (from the ledger).
     pub fn revenue(&self, period: &str) -> Result<Vec<RevenueRow>, CoreError> {
         let e = CoreError::from_sql;
         let p = rating::period_by_label(self.timezone, period)
@@ -482,19 +514,20 @@ impl Billing {
         let mut st = self
             .conn
             .prepare(
-                "SELECT credit, kind, count(*), sum(amount) FROM entries
-                 WHERE period = ?1 AND kind IN ('charge', 'fee') GROUP BY credit, kind
+                "SELECT CASE WHEN service = 'fee' THEN 'revenue:fee' ELSE 'revenue:traffic:' || class || ' (' || service || ')' END,
+                        CASE WHEN service = 'fee' THEN 'fee' ELSE 'charge' END, count(*), sum(charged)
+                 FROM accruals WHERE period_start_ms = ?1 AND charged <> 0
+                 GROUP BY 1, 2
                  UNION ALL
-                 SELECT debit, kind, count(*), -sum(amount) FROM entries
-                 WHERE period = ?1 AND kind = 'adjustment' GROUP BY debit, kind
-                 UNION ALL
-                 SELECT debit, kind, count(*), sum(amount) FROM entries
-                 WHERE ts_ms >= ?2 AND ts_ms < ?3 AND kind = 'payment' GROUP BY debit, kind
-                 ORDER BY 1, 2",
+                 SELECT CASE WHEN e.kind = 'payment' THEN e.debit ELSE e.credit END, e.kind, count(*), sum(e.amount)
+                 FROM accounts a JOIN entries e ON e.account_id = a.id AND e.ts_ms >= ?2 AND e.ts_ms < ?3
+                 WHERE e.kind IN ('payment', 'refund', 'correction', 'credit')
+                 GROUP BY 1, 2
+                 ORDER BY 2, 1",
             )
             .map_err(e)?;
         let rows = st
-            .query_map(params![p.label, p.start_ms, p.end_ms], |r| {
+            .query_map(params![p.start_ms, p.start_ms, p.end_ms], |r| {
                 Ok(RevenueRow {
                     book: r.get(0)?,
                     kind: r.get(1)?,
@@ -535,30 +568,60 @@ impl Billing {
         Ok(rows)
     }
 
-    /// Charges and payments of a month for bookkeeping (docs/accounting-export.md).
+    /// Charges and payments of a month for bookkeeping
+    /// (docs/accounting-export.md): per account and service what was
+    /// posted for the period, and every money entry dated in it.
     pub fn export_accounting(&self, period: &str) -> Result<Vec<ExportRow>, CoreError> {
         let e = CoreError::from_sql;
         let p = rating::period_by_label(self.timezone, period)
             .map_err(|x| CoreError::Invalid(x.to_string()))?;
         let tz = self.timezone;
+        let last_day = crate::cycle::day_label(tz, p.end_ms - 1);
+        let mut out = Vec::new();
         let mut st = self
             .conn
             .prepare(
-                "SELECT e.id, e.ts_ms, a.number, s.name, e.kind, coalesce(e.service, ''), e.amount, e.debit, e.credit,
-                        coalesce(e.ext_id, ''), e.why
-                 FROM entries e JOIN accounts a ON a.id = e.account_id JOIN subscribers s ON s.id = a.subscriber_id
-                 WHERE (e.period = ?1) OR (e.period IS NULL AND e.ts_ms >= ?2 AND e.ts_ms < ?3)
+                "SELECT a.number, s.name, CASE WHEN x.service = 'fee' THEN 'fee' ELSE 'charge' END, x.service,
+                        sum(x.posted), count(*)
+                 FROM accruals x JOIN accounts a ON a.id = x.account_id JOIN subscribers s ON s.id = a.subscriber_id
+                 WHERE x.period_start_ms = ?1 AND x.posted <> 0
+                 GROUP BY a.number, s.name, x.service ORDER BY a.number, x.service",
+            )
+            .map_err(e)?;
+        let charges = st
+            .query_map(params![p.start_ms], |r| {
+                Ok(ExportRow {
+                    entry: 0,
+                    date: last_day.clone(),
+                    account: r.get(0)?,
+                    subscriber: r.get(1)?,
+                    kind: r.get(2)?,
+                    service: r.get(3)?,
+                    amount: Money(-r.get::<_, i64>(4)?),
+                    ext_id: String::new(),
+                    why: format!("{} for {}", r.get::<_, String>(3)?, p.label),
+                })
+            })
+            .map_err(e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
+        out.extend(charges);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT e.id, e.ts_ms, a.number, s.name, e.kind, e.amount, e.credit, coalesce(e.ext_id, ''), e.why
+                 FROM accounts a JOIN entries e ON e.account_id = a.id AND e.ts_ms >= ?1 AND e.ts_ms < ?2
+                 JOIN subscribers s ON s.id = a.subscriber_id
+                 WHERE e.kind IN ('payment', 'refund', 'correction', 'credit')
                  ORDER BY e.id",
             )
             .map_err(e)?;
-        let rows = st
-            .query_map(params![p.label, p.start_ms, p.end_ms], |r| {
-                let number: String = r.get(2)?;
-                let amount: i64 = r.get(6)?;
-                let debit: String = r.get(7)?;
-                let credit: String = r.get(8)?;
-                // Signed from the subscriber's side: + money in, − charged.
-                let signed = if credit.starts_with("acct:") && !debit.starts_with("acct:") {
+        let money = st
+            .query_map(params![p.start_ms, p.end_ms], |r| {
+                let amount: i64 = r.get(5)?;
+                let credit: String = r.get(6)?;
+                // Signed from the subscriber's side: + money in, − out.
+                let signed = if credit.starts_with("acct:") {
                     amount
                 } else {
                     -amount
@@ -566,19 +629,20 @@ impl Billing {
                 Ok(ExportRow {
                     entry: r.get(0)?,
                     date: crate::cycle::day_label(tz, r.get(1)?),
-                    account: number,
+                    account: r.get(2)?,
                     subscriber: r.get(3)?,
                     kind: r.get(4)?,
-                    service: r.get(5)?,
+                    service: String::new(),
                     amount: Money(signed),
-                    ext_id: r.get(9)?,
-                    why: r.get(10)?,
+                    ext_id: r.get(7)?,
+                    why: r.get(8)?,
                 })
             })
             .map_err(e)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(e)?;
-        Ok(rows)
+        out.extend(money);
+        Ok(out)
     }
 
     /// Traces one ledger entry back to what produced it.
@@ -923,5 +987,44 @@ impl Billing {
             .optional()
             .map_err(CoreError::from_sql)?
             .ok_or_else(|| CoreError::NotFound(format!("no tariff {name:?}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub ts_ms: i64,
+    pub who: String,
+    pub command: String,
+    pub args: String,
+    pub result: String,
+}
+
+impl Billing {
+    /// The operator audit log from `from_ms` on, oldest first, at most
+    /// `limit` rows.
+    pub fn audit(&self, from_ms: i64, limit: usize) -> Result<Vec<AuditRow>, CoreError> {
+        let e = CoreError::from_sql;
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, ts_ms, who, command, args, result FROM audit WHERE ts_ms >= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(e)?;
+        let rows = st
+            .query_map(params![from_ms, limit as i64], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    who: r.get(2)?,
+                    command: r.get(3)?,
+                    args: r.get(4)?,
+                    result: r.get(5)?,
+                })
+            })
+            .map_err(e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
+        Ok(rows)
     }
 }

@@ -546,10 +546,7 @@ impl Tariff {
     }
 
     pub fn sha256(&self) -> String {
-        Sha256::digest(self.canonical().as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::store::hex(&Sha256::digest(self.canonical().as_bytes()))
     }
 
     /// The first rule whose class matches and whose zones contain the

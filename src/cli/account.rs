@@ -32,7 +32,7 @@ enum Cmd {
         /// block-at-zero or credit.
         #[arg(long, default_value = "block-at-zero", value_parser = parse_policy)]
         policy: Policy,
-        #[arg(long, default_value = "0")]
+        #[arg(long, default_value = "0", allow_negative_numbers = true)]
         credit_limit: Money,
         #[arg(long)]
         tariff: Option<String>,
@@ -56,7 +56,7 @@ enum Cmd {
         number: String,
         #[arg(long, value_parser = parse_policy)]
         policy: Option<Policy>,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         credit_limit: Option<Money>,
         #[arg(long)]
         reason: String,
@@ -105,6 +105,7 @@ enum Cmd {
     /// Promised payment: temporary credit that expires by itself.
     Promise {
         number: String,
+        #[arg(allow_negative_numbers = true)]
         amount: Money,
         #[arg(long)]
         until: String,

@@ -45,7 +45,11 @@ pub fn exec(config_path: &Path, a: &ExportArgs) -> super::Result {
     ])?;
     for r in &rows {
         w.write_record([
-            r.entry.to_string(),
+            if r.entry == 0 {
+                String::new()
+            } else {
+                r.entry.to_string()
+            },
             r.date.clone(),
             r.account.clone(),
             r.subscriber.clone(),

@@ -32,6 +32,7 @@ enum Cmd {
     /// A goodwill credit (e.g. compensation for an outage).
     Credit {
         account: String,
+        #[arg(allow_negative_numbers = true)]
         amount: Money,
         #[arg(long)]
         reason: String,

@@ -20,6 +20,7 @@ enum Cmd {
     /// Post a payment once: the same --id again changes nothing.
     Add {
         account: String,
+        #[arg(allow_negative_numbers = true)]
         amount: Money,
         /// The payment system's transaction id.
         #[arg(long)]
@@ -47,6 +48,7 @@ enum Cmd {
     /// Pay money back to a subscriber.
     Refund {
         account: String,
+        #[arg(allow_negative_numbers = true)]
         amount: Money,
         #[arg(long, default_value = "cash")]
         source: String,

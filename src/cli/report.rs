@@ -1,4 +1,4 @@
-//! `kopek report statement|usage|invoice|debtors|revenue|blocked`.
+//! `kopek report statement|usage|invoice|debtors|revenue|blocked|audit`.
 
 use std::path::Path;
 
@@ -58,6 +58,14 @@ enum Cmd {
     },
     /// Accounts not allowed now: reason and since when.
     Blocked,
+    /// Operator commands, applied and refused: who, what, why, result.
+    Audit {
+        /// From (ISP's zone); default: 24 h ago.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
 }
 
 pub fn exec(config_path: &Path, a: &ReportArgs) -> super::Result {
@@ -234,6 +242,25 @@ pub fn exec(config_path: &Path, a: &ReportArgs) -> super::Result {
                         r.kind.clone(),
                         r.entries.to_string(),
                         r.amount.to_string(),
+                    ]
+                },
+            )
+        }
+        Cmd::Audit { from, limit } => {
+            let from = billing::time(c, from)?.unwrap_or(now - 86_400_000);
+            let rows = b.audit(from, *limit)?;
+            billing::print_rows(
+                a.format,
+                &["id", "time", "who", "command", "args", "result"],
+                &rows,
+                |r| {
+                    vec![
+                        r.id.to_string(),
+                        time_in(r.ts_ms, tz),
+                        r.who.clone(),
+                        r.command.clone(),
+                        r.args.clone(),
+                        r.result.clone(),
                     ]
                 },
             )

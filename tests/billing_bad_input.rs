@@ -1,0 +1,294 @@
+//! Operator mistakes at the billing CLI: each gets a clear error naming
+//! what is wrong, a non-zero exit, and changes nothing (the audit log
+//! records the refusal). Runs against a live core over its socket, and
+//! checks the socket's permissions.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::billing::{CoreProc, kopek_fails};
+use common::classify::kopek;
+
+fn count(state: &Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(state.join("core.sqlite")).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn bad_billing_commands_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let socket = state.join("run/core.sock");
+    let config = state.join("kopek.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\nstate_dir = \"{}\"\ntimezone = \"Europe/Moscow\"\n[core]\nsocket = \"{}\"\n",
+            state.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let tariff = state.join("t.toml");
+    std::fs::write(&tariff, "unit = \"MB\"\nmonthly_fee = \"100.00\"\n").unwrap();
+    let bad_tariff = state.join("bad.toml");
+    std::fs::write(
+        &bad_tariff,
+        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"up\"\nprice = \"1\"\n",
+    )
+    .unwrap();
+
+    // Without a running core, changes say so (and how to proceed).
+    let e = kopek_fails(&config, &["subscriber", "add", "--name", "X"]);
+    assert!(
+        e.contains("the core is not running") && e.contains("--offline"),
+        "{e}"
+    );
+
+    let _core = CoreProc::start(&config, &socket);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    // A second core on the same state dir is refused.
+    let e = kopek_fails(&config, &["core", "run"]);
+    assert!(e.contains("another core"), "{e}");
+
+    kopek(
+        &config,
+        &[
+            "tariff",
+            "add",
+            "t",
+            tariff.to_str().unwrap(),
+            "--reason",
+            "r",
+        ],
+    );
+    kopek(&config, &["subscriber", "add", "--name", "Anna"]);
+    kopek(
+        &config,
+        &[
+            "account",
+            "add",
+            "1001",
+            "--subscriber",
+            "1",
+            "--tariff",
+            "t",
+        ],
+    );
+    let entries_before = count(state, "SELECT count(*) FROM entries");
+    let accounts_before = count(state, "SELECT count(*) FROM accounts");
+
+    for (args, want) in [
+        (
+            vec!["payment", "add", "1001", "-5", "--id", "x", "--reason", "r"],
+            "amount must be positive",
+        ),
+        (
+            vec![
+                "payment", "add", "1001", "5.001", "--id", "x", "--reason", "r",
+            ],
+            "at most 2 decimals",
+        ),
+        (
+            vec![
+                "payment", "add", "nobody", "5", "--id", "x", "--reason", "r",
+            ],
+            "unknown account \"nobody\"",
+        ),
+        (
+            vec!["payment", "add", "1001", "5", "--id", "x", "--reason", ""],
+            "reason is required",
+        ),
+        (
+            vec!["payment", "add", "1001", "5", "--id", "", "--reason", "r"],
+            "payment id is required",
+        ),
+        (
+            vec!["account", "add", "1001", "--subscriber", "1"],
+            "exists already",
+        ),
+        (
+            vec!["account", "add", "1002", "--subscriber", "9"],
+            "unknown subscriber 9",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "1002",
+                "--subscriber",
+                "1",
+                "--tariff",
+                "nope",
+            ],
+            "unknown tariff \"nope\"",
+        ),
+        (
+            vec!["account", "add", "a b", "--subscriber", "1"],
+            "account number",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "1002",
+                "--subscriber",
+                "1",
+                "--policy",
+                "maybe",
+            ],
+            "block-at-zero or credit",
+        ),
+        (
+            vec![
+                "account",
+                "add",
+                "1002",
+                "--subscriber",
+                "1",
+                "--credit-limit",
+                "-1",
+            ],
+            "0 or more",
+        ),
+        (
+            vec![
+                "account",
+                "freeze",
+                "1001",
+                "--from",
+                "2030-02-01",
+                "--to",
+                "2030-01-01",
+                "--reason",
+                "r",
+            ],
+            "must end after it starts",
+        ),
+        (
+            vec![
+                "account",
+                "promise",
+                "1001",
+                "10",
+                "--until",
+                "2020-01-01",
+                "--reason",
+                "r",
+            ],
+            "expire in the future",
+        ),
+        (
+            vec![
+                "account",
+                "tariff",
+                "1001",
+                "t",
+                "--from",
+                "2020-01-01",
+                "--reason",
+                "r",
+            ],
+            "in the past",
+        ),
+        (
+            vec![
+                "tariff",
+                "add",
+                "t",
+                tariff.to_str().unwrap(),
+                "--reason",
+                "r",
+            ],
+            "exists already",
+        ),
+        (
+            vec![
+                "tariff",
+                "add",
+                "u",
+                bad_tariff.to_str().unwrap(),
+                "--reason",
+                "r",
+            ],
+            "traffic[0].direction",
+        ),
+        (
+            vec![
+                "tariff",
+                "update",
+                "t",
+                tariff.to_str().unwrap(),
+                "--effective",
+                "2020-01-01",
+                "--reason",
+                "r",
+            ],
+            "in the past",
+        ),
+        (
+            vec!["ledger", "correct", "1001", "0", "--reason", "r"],
+            "changes nothing",
+        ),
+        (
+            vec!["subscriber", "add", "--name", "Y", "--kind", "robot"],
+            "person or org",
+        ),
+        (
+            vec!["report", "invoice", "1001", "--period", "2026-13"],
+            "YYYY-MM",
+        ),
+        (vec!["explain", "999999"], "no ledger entry 999999"),
+    ] {
+        let e = kopek_fails(&config, &args);
+        assert!(e.contains(want), "{args:?}: expected {want:?} in {e}");
+    }
+    // Overlapping tariff versions: a version must start after the last.
+    kopek(
+        &config,
+        &[
+            "tariff",
+            "update",
+            "t",
+            tariff.to_str().unwrap(),
+            "--effective",
+            "2031-01-01",
+            "--reason",
+            "r",
+        ],
+    );
+    let e = kopek_fails(
+        &config,
+        &[
+            "tariff",
+            "update",
+            "t",
+            tariff.to_str().unwrap(),
+            "--effective",
+            "2030-06-01",
+            "--reason",
+            "r",
+        ],
+    );
+    assert!(e.contains("overlapping tariff versions"), "{e}");
+    assert_eq!(count(state, "SELECT count(*) FROM entries"), entries_before);
+    assert_eq!(
+        count(state, "SELECT count(*) FROM accounts"),
+        accounts_before
+    );
+    assert_eq!(count(state, "SELECT count(*) FROM tariff_versions"), 2);
+    // Every refusal that reached the core is in the audit log with who.
+    let refused = count(
+        state,
+        "SELECT count(*) FROM audit WHERE result LIKE 'refused:%' AND who <> ''",
+    );
+    assert!(refused >= 15, "{refused} refusals audited");
+    // --offline is refused while the core runs (one writer).
+    let e = kopek_fails(&config, &["subscriber", "add", "--name", "Z", "--offline"]);
+    assert!(e.contains("another core holds"), "{e}");
+    let v = kopek(&config, &["ledger", "verify"]);
+    assert!(v.contains("ledger ok"), "{v}");
+}
