@@ -15,6 +15,7 @@ Prints median, p90 and max of both latencies.
 """
 import argparse
 import json
+import random
 import os
 import sqlite3
 import subprocess
@@ -109,12 +110,13 @@ def main():
             t0 = time.time()
             last, t1 = wait_state("blocked:no-money", last)
             block.append(t1 - t0)
-            time.sleep(0.3)
+            # A random phase against the core's cycle.
+            time.sleep(random.uniform(0.3, 1.3))
             k("payment", "add", "a0", "20.00", "--id", f"r{r}", "--reason", "bench")
             t0 = time.time()
             last, t1 = wait_state("allowed", last)
             unblock.append(t1 - t0)
-            time.sleep(0.3)
+            time.sleep(random.uniform(0.3, 1.3))
     finally:
         core.terminate()
         core.wait()
