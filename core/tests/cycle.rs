@@ -1,0 +1,322 @@
+//! Library-level tests of the rating cycle with a simulated clock: a real
+//! billing database and a real tier 2 (the classifier's schema, commits
+//! written here the way the classifier writes them) in a temp dir.
+
+use chrono::TimeZone;
+use kopek_config::Posting;
+use kopek_core::cycle::Rater;
+use kopek_core::money::Money;
+use kopek_core::ops::{Command, Payment, Policy};
+use kopek_core::store::Billing;
+use rusqlite::params;
+
+const TZ: chrono_tz::Tz = chrono_tz::Europe::Moscow;
+
+fn at(y: i32, m: u32, d: u32, h: u32, min: u32) -> i64 {
+    TZ.with_ymd_and_hms(y, m, d, h, min, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    b: Billing,
+    r: Rater,
+}
+
+impl World {
+    fn new(posting: Posting) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        drop(kopek_classifier::store::SqliteTier2::open(dir.path()).unwrap());
+        let b = Billing::open(dir.path(), TZ).unwrap();
+        let r = Rater::new(dir.path(), posting);
+        World { dir, b, r }
+    }
+
+    fn apply(&mut self, now: i64, cmd: Command) -> kopek_core::ops::Outcome {
+        self.b.apply(&cmd, "test", now).unwrap()
+    }
+
+    fn tariff(&mut self, now: i64, name: &str, content: &str, effective: i64) {
+        self.apply(
+            now,
+            Command::TariffAdd {
+                name: name.into(),
+                content: content.into(),
+                effective_ms: Some(effective),
+                why: "t".into(),
+            },
+        );
+    }
+
+    fn account(&mut self, now: i64, number: &str, payer: Option<&str>, tariff: &str, from: i64) {
+        let s = self.apply(
+            now,
+            Command::SubscriberAdd {
+                name: number.into(),
+                kind: "person".into(),
+                contact: String::new(),
+            },
+        );
+        let subscriber = match payer {
+            // A payer must belong to the same subscriber.
+            Some(p) => self
+                .b
+                .conn()
+                .query_row(
+                    "SELECT subscriber_id FROM accounts WHERE number = ?1",
+                    [p],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            None => s.id.unwrap(),
+        };
+        self.apply(
+            now,
+            Command::AccountAdd {
+                number: number.into(),
+                subscriber,
+                payer: payer.map(Into::into),
+                policy: Policy::BlockAtZero,
+                credit_limit: Money(0),
+                tariff: Some(tariff.into()),
+                tariff_from_ms: Some(from),
+            },
+        );
+    }
+
+    fn pay(&mut self, now: i64, account: &str, kopecks: i64, id: &str) {
+        self.apply(
+            now,
+            Command::PaymentAdd(Payment {
+                account: account.into(),
+                amount: Money(kopecks),
+                ext_id: id.into(),
+                source: "bank".into(),
+                at_ms: None,
+                why: "t".into(),
+                line: None,
+            }),
+        );
+    }
+
+    /// A tier-2 commit: `bytes` more in one row.
+    fn usage(&self, account: &str, bucket_ms: i64, class: &str, dir: &str, bytes: i64) {
+        let mut c = rusqlite::Connection::open(self.dir.path().join("tier2.sqlite")).unwrap();
+        let tx = c.transaction().unwrap();
+        let seq: i64 = tx
+            .query_row(
+                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap()
+            .parse()
+            .unwrap();
+        tx.execute(
+            "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
+             VALUES (?1, ?2, ?3, ?4, '*', 1, ?5, 1, 1, ?6)
+             ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
+               bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
+            params![bucket_ms - bucket_ms % 300_000, account, class, dir, bytes, seq],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn cycle(&mut self, now: i64) -> kopek_core::cycle::CycleReport {
+        self.b.cycle(&mut self.r, now).unwrap()
+    }
+
+    fn state(&self, number: &str) -> String {
+        self.b
+            .conn()
+            .query_row(
+                "SELECT x.state FROM access x JOIN accounts a ON a.id = x.account_id WHERE a.number = ?1",
+                [number],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    fn balance(&self, number: &str) -> i64 {
+        self.b.account_status(number, 0).unwrap().balance.0
+    }
+
+    fn verify(&self) {
+        let v = self.b.verify().unwrap();
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+    }
+}
+
+const FEE_310: &str = "unit = \"MB\"\nmonthly_fee = \"310.00\"\n";
+
+#[test]
+fn a_freeze_stops_the_fee_and_blocks() {
+    let mut w = World::new(Posting::Day);
+    let t0 = at(2026, 9, 30, 12, 0);
+    w.tariff(t0, "f", FEE_310, at(2026, 10, 1, 0, 0));
+    w.account(t0, "1", None, "f", at(2026, 10, 1, 0, 0));
+    w.pay(t0, "1", 100_000, "p1");
+    w.apply(
+        t0,
+        Command::Freeze {
+            account: "1".into(),
+            from_ms: at(2026, 10, 5, 0, 0),
+            to_ms: at(2026, 10, 10, 0, 0),
+            why: "vacation".into(),
+        },
+    );
+    let mut states = Vec::new();
+    for d in 1..=31 {
+        w.cycle(at(2026, 10, d, 0, 1));
+        states.push(w.state("1"));
+    }
+    w.cycle(at(2026, 11, 1, 0, 1));
+    // 31 days minus 5 frozen (the 5th to the 9th): 310.00 × 26/31 = 260.00.
+    assert_eq!(w.balance("1"), 100_000 - 26_000);
+    assert_eq!(&states[3], "allowed");
+    for (i, s) in states.iter().enumerate().take(9).skip(4) {
+        assert_eq!(s, "blocked:frozen", "day {}", i + 1);
+    }
+    assert_eq!(&states[9], "allowed");
+    w.verify();
+}
+
+#[test]
+fn admin_block_and_unblock_are_logged_transitions() {
+    let mut w = World::new(Posting::Day);
+    let t0 = at(2026, 10, 1, 0, 0);
+    w.tariff(t0, "f", FEE_310, t0);
+    w.account(t0, "1", None, "f", t0);
+    w.pay(t0, "1", 100_000, "p1");
+    w.cycle(t0 + 1_000);
+    w.apply(
+        t0 + 2_000,
+        Command::AccountBlock {
+            number: "1".into(),
+            why: "abuse report".into(),
+        },
+    );
+    let r = w.cycle(t0 + 3_000);
+    assert_eq!(r.transitions.len(), 1);
+    assert_eq!(r.transitions[0].to, "blocked:admin");
+    w.apply(
+        t0 + 4_000,
+        Command::AccountUnblock {
+            number: "1".into(),
+            why: "resolved".into(),
+        },
+    );
+    let r = w.cycle(t0 + 5_000);
+    assert_eq!(r.transitions[0].from, "blocked:admin");
+    assert_eq!(r.transitions[0].to, "allowed");
+    let events: i64 =
+        w.b.conn()
+            .query_row("SELECT count(*) FROM access_events", [], |r| r.get(0))
+            .unwrap();
+    assert_eq!(events, 3); // new → allowed, → admin, → allowed
+}
+
+#[test]
+fn a_payer_account_pays_for_another() {
+    let mut w = World::new(Posting::Cycle);
+    let t0 = at(2026, 10, 1, 0, 0);
+    w.tariff(
+        t0,
+        "m",
+        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
+        t0,
+    );
+    w.account(t0, "main", None, "m", t0);
+    w.account(t0, "office", Some("main"), "m", t0);
+    w.pay(t0, "main", 5_000, "p1");
+    w.usage("office", t0 + 3_600_000, "paid", "in", 30_000_000); // 30 MB = 30.00
+    w.cycle(t0 + 4_000_000);
+    // Posting per cycle: the charge is in main's book at once.
+    assert_eq!(w.balance("main"), 2_000);
+    assert_eq!(
+        w.balance("office"),
+        2_000,
+        "office shows its payer's balance"
+    );
+    w.usage("office", t0 + 3_600_000, "paid", "in", 25_000_000); // 55 MB total
+    w.cycle(t0 + 5_000_000);
+    assert_eq!(w.state("office"), "blocked:no-money");
+    assert_eq!(
+        w.state("main"),
+        "blocked:no-money",
+        "the payer's money ran out"
+    );
+    w.verify();
+}
+
+#[test]
+fn usage_nobody_can_price_is_kept_as_unrated() {
+    let mut w = World::new(Posting::Day);
+    let t0 = at(2026, 10, 1, 0, 0);
+    w.tariff(
+        t0,
+        "m",
+        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
+        t0,
+    );
+    w.account(t0, "later", None, "m", at(2026, 10, 10, 0, 0));
+    w.usage("ghost", t0 + 1_000_000, "paid", "in", 7);
+    w.usage("later", t0 + 2_000_000, "paid", "in", 11);
+    let r = w.cycle(t0 + 3_000_000);
+    assert_eq!(r.rows_unrated, 2);
+    let rows: Vec<(String, String, i64)> =
+        w.b.conn()
+            .prepare("SELECT account, reason, bytes FROM unrated ORDER BY account")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("ghost".into(), "unknown-account".into(), 7),
+            ("later".into(), "no-tariff".into(), 11)
+        ]
+    );
+}
+
+#[test]
+fn a_new_tariff_version_prices_from_its_effective_time() {
+    let mut w = World::new(Posting::Cycle);
+    let t0 = at(2026, 10, 1, 0, 0);
+    let v1 = "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n";
+    let v2 = "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"0.50\"\n";
+    w.tariff(t0, "m", v1, t0);
+    w.account(t0, "1", None, "m", t0);
+    w.pay(t0, "1", 1_000_000, "p");
+    // A new version from November (the default: the next period).
+    let o = w.apply(
+        at(2026, 10, 15, 12, 0),
+        Command::TariffUpdate {
+            name: "m".into(),
+            content: v2.into(),
+            effective_ms: None,
+            why: "cheaper".into(),
+        },
+    );
+    assert!(o.message.contains("version 2"), "{}", o.message);
+    w.usage("1", at(2026, 10, 31, 23, 0), "paid", "in", 100_000_000);
+    w.usage("1", at(2026, 11, 1, 1, 0), "paid", "in", 100_000_000);
+    w.cycle(at(2026, 11, 1, 2, 0));
+    // October at 1.00/MB, November at 0.50/MB.
+    assert_eq!(w.balance("1"), 1_000_000 - 10_000 - 5_000);
+    let by_version: Vec<(i64, i64)> = w
+        .b
+        .conn()
+        .prepare("SELECT version_id, sum(amount) FROM entries WHERE kind = 'charge' GROUP BY version_id ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(by_version, vec![(1, 10_000), (2, 5_000)]);
+    w.verify();
+}
