@@ -570,6 +570,95 @@ impl Billing {
                 Money(c)
             ));
         }
+        self.verify_accruals(&mut v)?;
         Ok(v)
+    }
+
+    /// The accrued side: every accrual's charge is what its tariff version
+    /// gives for its volumes (or fee days), and every account's rated
+    /// bytes are its mirrored tier-2 bytes minus what is kept unrated.
+    fn verify_accruals(&self, v: &mut Verification) -> Result<(), CoreError> {
+        use crate::tariff::Tariff;
+        let e = self.err();
+        let mut tariffs: std::collections::HashMap<i64, Option<Tariff>> = Default::default();
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT x.account_id, x.period_start_ms, x.version_id, x.service, x.in_bytes, x.out_bytes, x.days,
+                        x.charged, t.content
+                 FROM accruals x JOIN tariff_versions t ON t.id = x.version_id",
+            )
+            .map_err(&e)?;
+        let mut rows = st.query([]).map_err(&e)?;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let (account, pstart, vid): (i64, i64, i64) = (
+                r.get(0).map_err(&e)?,
+                r.get(1).map_err(&e)?,
+                r.get(2).map_err(&e)?,
+            );
+            let service: String = r.get(3).map_err(&e)?;
+            let (in_b, out_b, days, charged): (i64, i64, i64, i64) = (
+                r.get(4).map_err(&e)?,
+                r.get(5).map_err(&e)?,
+                r.get(6).map_err(&e)?,
+                r.get(7).map_err(&e)?,
+            );
+            let t = tariffs.entry(vid).or_insert_with(|| {
+                r.get::<_, String>(8)
+                    .ok()
+                    .and_then(|c| Tariff::from_toml(&c).ok())
+            });
+            let Some(t) = t else {
+                v.problems
+                    .push(format!("tariff version {vid} no longer parses"));
+                continue;
+            };
+            let want = if service == crate::ledger::FEE_SERVICE {
+                let p = crate::rating::period_of(self.timezone, pstart);
+                crate::rating::fee_cumulative(t.monthly_fee, days.max(0) as u32, p.days).0
+            } else if let Some(ix) = t.rule_by_name(&service) {
+                crate::rating::rule_charge(
+                    &t.rules[ix],
+                    t.unit,
+                    in_b.max(0) as u64,
+                    out_b.max(0) as u64,
+                )
+                .0
+            } else {
+                0
+            };
+            if want != charged {
+                v.problems.push(format!(
+                    "account {account} service {service} version {vid}: charged {} but its volumes price at {}",
+                    Money(charged),
+                    Money(want)
+                ));
+            }
+        }
+        let bytes = |sql: &str| -> Result<std::collections::BTreeMap<String, i64>, CoreError> {
+            let mut st = self.conn.prepare(sql).map_err(&e)?;
+            let m = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&e)?
+                .collect::<Result<_, _>>()
+                .map_err(&e)?;
+            Ok(m)
+        };
+        let mirrored = bytes("SELECT account, sum(bytes) FROM usage_mirror GROUP BY account")?;
+        let unrated = bytes("SELECT account, sum(bytes) FROM unrated GROUP BY account")?;
+        let rated = bytes(
+            "SELECT a.number, sum(x.in_bytes + x.out_bytes) FROM accruals x JOIN accounts a ON a.id = x.account_id
+             GROUP BY a.number",
+        )?;
+        for (account, m) in &mirrored {
+            let got = rated.get(account).copied().unwrap_or(0)
+                + unrated.get(account).copied().unwrap_or(0);
+            if got != *m {
+                v.problems.push(format!(
+                    "account {account}: tier 2 gave {m} bytes, {got} are rated or kept unrated"
+                ));
+            }
+        }
+        Ok(())
     }
 }

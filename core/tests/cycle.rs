@@ -320,3 +320,68 @@ fn a_new_tariff_version_prices_from_its_effective_time() {
     assert_eq!(by_version, vec![(1, 10_000), (2, 5_000)]);
     w.verify();
 }
+
+#[test]
+fn verify_catches_edits_behind_the_ledgers_back() {
+    let mut w = World::new(Posting::Cycle);
+    let t0 = at(2026, 10, 1, 0, 0);
+    w.tariff(t0, "m", "unit = \"MB\"\nmonthly_fee = \"31.00\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n", t0);
+    w.account(t0, "1", None, "m", t0);
+    w.pay(t0, "1", 10_000, "p");
+    w.usage("1", t0 + 60_000, "paid", "in", 3_000_000);
+    w.cycle(t0 + 120_000);
+    w.verify();
+    let problems = |w: &World| w.b.verify().unwrap().problems.join("\n");
+    let path = w.dir.path().join("core.sqlite");
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    // An amount edited in place: the chain and the book both notice.
+    raw.execute("UPDATE entries SET amount = amount + 1 WHERE id = 1", [])
+        .unwrap();
+    let p = problems(&w);
+    assert!(
+        p.contains("hash chain broken") && p.contains("stored balance"),
+        "{p}"
+    );
+    raw.execute("UPDATE entries SET amount = amount - 1 WHERE id = 1", [])
+        .unwrap();
+    w.verify();
+    // A charge that does not match its volume.
+    raw.execute(
+        "UPDATE accruals SET charged = charged + 1, posted = posted + 1 WHERE service = 'paid'",
+        [],
+    )
+    .unwrap();
+    assert!(
+        problems(&w).contains("but its volumes price at 3.00"),
+        "{}",
+        problems(&w)
+    );
+    raw.execute(
+        "UPDATE accruals SET charged = charged - 1, posted = posted - 1 WHERE service = 'paid'",
+        [],
+    )
+    .unwrap();
+    // Rated bytes that tier 2 never gave.
+    raw.execute(
+        "UPDATE accruals SET in_bytes = in_bytes + 5 WHERE service = 'paid'",
+        [],
+    )
+    .unwrap();
+    assert!(
+        problems(&w).contains("tier 2 gave 3000000 bytes, 3000005 are rated"),
+        "{}",
+        problems(&w)
+    );
+    raw.execute(
+        "UPDATE accruals SET in_bytes = in_bytes - 5 WHERE service = 'paid'",
+        [],
+    )
+    .unwrap();
+    // An entry deleted: ids jump.
+    raw.execute(
+        "DELETE FROM entries WHERE id = (SELECT max(id) FROM entries)",
+        [],
+    )
+    .unwrap();
+    assert!(problems(&w).contains("stored balance"), "{}", problems(&w));
+}

@@ -50,7 +50,7 @@ pub fn exec(config_path: &Path, a: &LedgerArgs) -> super::Result {
             let v = b.verify()?;
             if v.problems.is_empty() {
                 println!(
-                    "ledger ok: {} entries, {} books, books sum to {}, hash chain intact",
+                    "ledger ok: {} entries, {} books, books sum to {}, hash chain intact, accruals match their volumes and tier 2",
                     v.entries,
                     v.books,
                     Money(v.total)
