@@ -1,7 +1,7 @@
 //! Operator reports over the billing database (read-only; they never block
 //! the core). Every query is driven by an index: accounts by number,
-//! entries by (account, time) or (period, kind), accruals and daily usage
-//! by account.
+//! entries by (account, time), accruals by account or period, the usage
+//! mirror by (account, bucket).
 
 use std::collections::BTreeMap;
 use std::path::Path;
