@@ -242,10 +242,28 @@ fn bad_billing_commands_are_refused_with_clear_errors() {
             "YYYY-MM",
         ),
         (vec!["explain", "999999"], "no ledger entry 999999"),
+        (
+            vec!["subscriber", "set", "99", "--name", "X"],
+            "unknown subscriber 99",
+        ),
     ] {
         let e = kopek_fails(&config, &args);
         assert!(e.contains(want), "{args:?}: expected {want:?} in {e}");
     }
+    kopek(
+        &config,
+        &["subscriber", "set", "1", "--contact", "+7 900 000-00-00"],
+    );
+    let subs = kopek(&config, &["subscriber", "ls", "--format", "csv"]);
+    assert!(
+        subs.contains("1,Anna,person,+7 900 000-00-00,1001"),
+        "{subs}"
+    );
+    let audit = kopek(&config, &["report", "audit", "--format", "csv"]);
+    assert!(
+        audit.contains("payment-add") && audit.contains("refused: amount must be positive"),
+        "{audit}"
+    );
     // Overlapping tariff versions: a version must start after the last.
     kopek(
         &config,

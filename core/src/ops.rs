@@ -56,6 +56,12 @@ pub enum Command {
         kind: String,
         contact: String,
     },
+    /// Changes a subscriber's name or contact.
+    SubscriberSet {
+        id: i64,
+        name: Option<String>,
+        contact: Option<String>,
+    },
     AccountAdd {
         number: String,
         subscriber: i64,
@@ -336,6 +342,24 @@ fn apply_in(
                 Some(id),
                 format!("subscriber {id} ({name}) created"),
             ))
+        }
+        Command::SubscriberSet { id, name, contact } => {
+            if let Some(n) = name {
+                text("name", n, true)?;
+            }
+            if let Some(c) = contact {
+                text("contact", c, false)?;
+            }
+            let n = tx
+                .execute(
+                    "UPDATE subscribers SET name = coalesce(?2, name), contact = coalesce(?3, contact) WHERE id = ?1",
+                    params![id, name, contact],
+                )
+                .map_err(sqlerr)?;
+            if n == 0 {
+                return Err(CoreError::NotFound(format!("unknown subscriber {id}")));
+            }
+            Ok(Outcome::new(Some(*id), format!("subscriber {id} changed")))
         }
         Command::AccountAdd {
             number,

@@ -1,4 +1,4 @@
-//! `kopek subscriber add|ls`: people and organisations.
+//! `kopek subscriber add|set|ls`: people and organisations.
 
 use std::path::Path;
 
@@ -28,6 +28,16 @@ enum Cmd {
         #[command(flatten)]
         via: Via,
     },
+    /// Change a subscriber's name or contact.
+    Set {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        contact: Option<String>,
+        #[command(flatten)]
+        via: Via,
+    },
     /// List subscribers with their accounts.
     Ls {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -49,6 +59,20 @@ pub fn exec(config_path: &Path, a: &SubscriberArgs) -> super::Result {
             Command::SubscriberAdd {
                 name: name.clone(),
                 kind: kind.clone(),
+                contact: contact.clone(),
+            },
+        ),
+        Cmd::Set {
+            id,
+            name,
+            contact,
+            via,
+        } => billing::run(
+            &config,
+            via,
+            Command::SubscriberSet {
+                id: *id,
+                name: name.clone(),
                 contact: contact.clone(),
             },
         ),

@@ -99,7 +99,8 @@ impl CoreProc {
             .arg("--config")
             .arg(config)
             .args(["core", "run"])
-            .env("KOPEK_LOG", "warn")
+            // Refusals are logged at warn: the tests provoke many.
+            .env("KOPEK_LOG", "error")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
