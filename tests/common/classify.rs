@@ -270,10 +270,23 @@ pub fn tier2_caught_up(state_dir: &Path, raw_dir: &Path) -> bool {
     hosts_pending(state_dir) == 0
 }
 
-/// Every row of `table`, each column rendered as text, sorted.
+/// Every row of `table`, each column rendered as text, sorted. The
+/// `seq` column (which commit last touched a row) is left out: two runs
+/// that commit in different batches number their commits differently.
 pub fn table_rows(state_dir: &Path, table: &str) -> Vec<Vec<String>> {
     let c = tier2(state_dir);
-    let mut st = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
+    let cols: Vec<String> = c
+        .prepare(&format!(
+            "SELECT name FROM pragma_table_info('{table}') WHERE name <> 'seq'"
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut st = c
+        .prepare(&format!("SELECT {} FROM {table}", cols.join(", ")))
+        .unwrap();
     let n = st.column_count();
     let mut rows: Vec<Vec<String>> = st
         .query_map([], |r| {
