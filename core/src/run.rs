@@ -23,6 +23,7 @@ use crate::store::{Billing, LOCK_FILE};
 pub const STATS_FILE: &str = "core.stats.json";
 const WATCHDOG_PING: Duration = Duration::from_secs(5);
 const STUCK_AFTER: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -142,6 +143,7 @@ pub fn serve(config_path: &Path) -> Result<(), CoreError> {
     let started = Instant::now();
     let interval = config.core.cycle_interval;
     let state_dir = config.state_dir.clone();
+    let mirror_days = config.retention.traffic_days;
 
     let rater = {
         let (core, nudge, stop, heartbeat) =
@@ -150,7 +152,14 @@ pub fn serve(config_path: &Path) -> Result<(), CoreError> {
             .name("rater".into())
             .spawn(move || {
                 rate_loop(
-                    &core, &nudge, &stop, &heartbeat, started, interval, &state_dir,
+                    &core,
+                    &nudge,
+                    &stop,
+                    &heartbeat,
+                    started,
+                    interval,
+                    &state_dir,
+                    mirror_days,
                 )
             })
             .map_err(|source| CoreError::Io {
@@ -203,6 +212,7 @@ pub fn serve(config_path: &Path) -> Result<(), CoreError> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rate_loop(
     core: &Mutex<Core>,
     nudge: &Nudge,
@@ -211,8 +221,27 @@ fn rate_loop(
     started: Instant,
     interval: Duration,
     state_dir: &Path,
+    mirror_days: u32,
 ) -> Result<(), CoreError> {
+    let mut last_prune: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        // The mirror of tier 2 keeps what tier 2 keeps (retention.traffic_days).
+        if mirror_days > 0 && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            let before = now_ms() - i64::from(mirror_days) * 86_400_000;
+            let r = core
+                .lock()
+                .map_err(|_| CoreError::Invalid("core state poisoned".into()))?
+                .billing
+                .prune_mirror(before);
+            match r {
+                Ok(n) if n > 0 => {
+                    tracing::info!(rows = n, "pruned the tier-2 mirror past retention")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "pruning the tier-2 mirror failed"),
+            }
+            last_prune = Some(Instant::now());
+        }
         heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let report = {
             let mut c = core

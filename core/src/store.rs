@@ -662,3 +662,20 @@ impl Billing {
         Ok(())
     }
 }
+
+impl Billing {
+    /// Forgets mirrored tier-2 rows older than `before_ms` (tier 2's own
+    /// retention removes them there; a late change to such a row could not
+    /// be diffed any more and is treated as new). Returns the rows removed.
+    pub fn prune_mirror(&mut self, before_ms: i64) -> Result<u64, CoreError> {
+        let tx = self.write()?;
+        let n = tx
+            .execute(
+                "DELETE FROM usage_mirror WHERE bucket_ms < ?1",
+                params![before_ms],
+            )
+            .map_err(CoreError::from_sql)?;
+        tx.commit().map_err(CoreError::from_sql)?;
+        Ok(n as u64)
+    }
+}
