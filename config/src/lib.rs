@@ -11,6 +11,7 @@
 //! This crate never opens sockets, creates directories or touches state: it
 //! only reads the file and judges it.
 
+use ipnet::IpNet;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +73,20 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     pub retention: RetentionConfig,
     pub core: CoreConfig,
+    pub enforcer: EnforcerConfig,
+}
+
+/// `[enforcer]`: the default-deny nftables table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnforcerConfig {
+    /// The one `inet` table the enforcer owns.
+    pub table: String,
+    pub networks: Vec<IpNet>,
+    pub walled_garden: Vec<IpNet>,
+    pub lease: Duration,
+    pub renew: Duration,
+    pub poll_interval: Duration,
+    pub nft: PathBuf,
 }
 
 /// `[core]`: the billing daemon.
@@ -410,6 +425,7 @@ impl Config {
         let classifier = classifier::validate(&w.classifier, &exporters, &mut bad);
         let retention = classifier::validate_retention(&w.retention, &mut bad);
         let core = validate_core(&w.core, &mut bad);
+        let enforcer = validate_enforcer(&w.enforcer, &classifier.subscriber_networks, &mut bad);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -421,6 +437,7 @@ impl Config {
             classifier,
             retention,
             core,
+            enforcer,
             collector: CollectorConfig {
                 name: c.name,
                 listen,
@@ -519,5 +536,72 @@ fn validate_core(c: &wire::Core, bad: &mut impl FnMut(&str, String)) -> CoreConf
         socket_group: c.socket_group.clone(),
         cycle_interval: Duration::from_millis(c.cycle_interval_ms),
         posting,
+    }
+}
+
+fn validate_enforcer(
+    e: &wire::Enforcer,
+    subscriber_networks: &[IpNet],
+    bad: &mut impl FnMut(&str, String),
+) -> EnforcerConfig {
+    if e.table.is_empty()
+        || e.table.len() > 64
+        || !e
+            .table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bad(
+            "enforcer.table",
+            format!("1-64 letters, digits, '_' or '-', got {:?}", e.table),
+        );
+    }
+    let nets = |key: &str, list: &[String], bad: &mut dyn FnMut(&str, String)| -> Vec<IpNet> {
+        let mut v = Vec::new();
+        for (i, n) in list.iter().enumerate() {
+            match classifier::parse_net(n) {
+                Some(net) => v.push(net),
+                None => bad(
+                    &format!("{key}[{i}]"),
+                    format!("expected an address or prefix with zero host bits, got {n:?}"),
+                ),
+            }
+        }
+        v
+    };
+    let mut networks = nets("enforcer.networks", &e.networks, bad);
+    if networks.is_empty() {
+        networks = subscriber_networks.to_vec();
+    }
+    let walled_garden = nets("enforcer.walled_garden", &e.walled_garden, bad);
+    if !(2..=86_400).contains(&e.lease_s) {
+        bad(
+            "enforcer.lease_s",
+            format!("must be 2..=86400, got {}", e.lease_s),
+        );
+    }
+    if e.renew_s == 0 || e.renew_s >= e.lease_s {
+        bad(
+            "enforcer.renew_s",
+            format!(
+                "must be at least 1 and below lease_s ({}), got {}",
+                e.lease_s, e.renew_s
+            ),
+        );
+    }
+    if !(20..=10_000).contains(&e.poll_interval_ms) {
+        bad(
+            "enforcer.poll_interval_ms",
+            format!("must be 20..=10000, got {}", e.poll_interval_ms),
+        );
+    }
+    EnforcerConfig {
+        table: e.table.clone(),
+        networks,
+        walled_garden,
+        lease: Duration::from_secs(e.lease_s),
+        renew: Duration::from_secs(e.renew_s),
+        poll_interval: Duration::from_millis(e.poll_interval_ms),
+        nft: PathBuf::from(&e.nft),
     }
 }

@@ -41,6 +41,13 @@ pub const DEFAULT_CORE_SOCKET_GROUP: &str = "kopek";
 /// One rating cycle a second: blocking reacts within 2 s.
 pub const DEFAULT_CYCLE_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_POSTING: &str = "day";
+pub const DEFAULT_NFT_TABLE: &str = "kopek";
+/// Allowed-set leases: traffic stops by itself this long after the
+/// enforcer (or the core behind it) stops renewing.
+pub const DEFAULT_LEASE_S: u64 = 120;
+pub const DEFAULT_RENEW_S: u64 = 30;
+pub const DEFAULT_ENFORCER_POLL_MS: u64 = 200;
+pub const DEFAULT_NFT: &str = "/usr/sbin/nft";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +62,36 @@ pub struct File {
     pub retention: Retention,
     #[serde(default)]
     pub core: Core,
+    #[serde(default)]
+    pub enforcer: Enforcer,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enforcer {
+    pub table: String,
+    /// Subscriber address space the default deny applies to; empty: the
+    /// classifier's subscriber_networks.
+    pub networks: Vec<String>,
+    pub walled_garden: Vec<String>,
+    pub lease_s: u64,
+    pub renew_s: u64,
+    pub poll_interval_ms: u64,
+    pub nft: String,
+}
+
+impl Default for Enforcer {
+    fn default() -> Self {
+        Enforcer {
+            table: DEFAULT_NFT_TABLE.into(),
+            networks: Vec::new(),
+            walled_garden: Vec::new(),
+            lease_s: DEFAULT_LEASE_S,
+            renew_s: DEFAULT_RENEW_S,
+            poll_interval_ms: DEFAULT_ENFORCER_POLL_MS,
+            nft: DEFAULT_NFT.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

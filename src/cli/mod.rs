@@ -15,6 +15,7 @@ mod config;
 mod core;
 mod demo;
 mod demo_bill;
+mod enforcer;
 mod explain;
 mod export;
 mod r#gen;
@@ -59,6 +60,8 @@ enum Command {
     Traffic(traffic::TrafficArgs),
     /// Run the core (tier 3: rating, ledger, access decisions), or rate once.
     Core(core::CoreArgs),
+    /// The default-deny nftables enforcer.
+    Enforcer(enforcer::EnforcerArgs),
     /// Subscribers: people and organisations.
     Subscriber(subscriber::SubscriberArgs),
     /// Accounts: balance, policy, tariff, logins, blocks, freezes, promised payments.
@@ -123,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Binding(a) => binding::exec(&cli.config, a),
         Command::Traffic(a) => traffic::exec(&cli.config, a),
         Command::Core(a) => core::exec(&cli.config, a),
+        Command::Enforcer(a) => enforcer::exec(&cli.config, a),
         Command::Subscriber(a) => subscriber::exec(&cli.config, a),
         Command::Account(a) => account::exec(&cli.config, a),
         Command::Tariff(a) => tariff::exec(&cli.config, a),

@@ -27,7 +27,7 @@ pub fn require_tool(name: &str) -> PathBuf {
         }
     }
     panic!(
-        "{name} is not installed: run .ci/run (it installs softflowd and nfdump) or apt-get install -y softflowd nfdump"
+        "{name} is not installed: run .ci/run (it installs softflowd, nfdump, nftables, iputils-ping) or apt-get install -y softflowd nfdump nftables iputils-ping"
     );
 }
 

@@ -1,0 +1,244 @@
+//! The enforcer daemon (`kopek enforcer run`).
+//!
+//! Start: the table is replaced (ours only) with the allowed set the core
+//! has decided — or an empty one if the core is not alive. Then, every
+//! `poll_interval`: if the core's decisions or the bindings changed,
+//! compute the desired set and apply the difference as one batch; every
+//! `renew` interval, while the core is alive, give every allowed element a
+//! fresh lease (one batch). A failed batch, or a table someone removed,
+//! leads to a full resynchronization from the kernel's own view.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use kopek_config::Config;
+
+use crate::EnforcerError;
+use crate::desired::{desired, versions};
+use crate::nft;
+
+/// Full comparison with the kernel at least this often.
+const RESYNC_EVERY: Duration = Duration::from_secs(60);
+const WATCHDOG_PING: Duration = Duration::from_secs(5);
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The enforcer's state between polls.
+#[derive(Debug)]
+pub struct Enforcer {
+    config: Config,
+    /// What the kernel's allowed sets hold, as far as we know.
+    applied: BTreeSet<IpNet>,
+    seen: (i64, Option<i64>, i64),
+    last_renew: Instant,
+    last_resync: Instant,
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub added: usize,
+    pub removed: usize,
+    pub renewed: usize,
+    pub resynced: bool,
+}
+
+impl Enforcer {
+    fn static_file(&self) -> Option<&Path> {
+        self.config.classifier.bindings_file.as_deref()
+    }
+
+    /// The core confirms: its last cycle is younger than half a lease.
+    fn core_alive(&self, cycle_ms: Option<i64>, now: i64) -> bool {
+        let stale = (self.config.enforcer.lease.as_millis() / 2) as i64;
+        cycle_ms.is_some_and(|t| now - t < stale)
+    }
+
+    /// Installs the table with what the core allows now (nothing if the
+    /// core is not alive), replacing any earlier version of our table.
+    pub fn start(config: Config) -> Result<Enforcer, EnforcerError> {
+        let mut e = Enforcer {
+            config,
+            applied: BTreeSet::new(),
+            seen: (-1, None, -1),
+            last_renew: Instant::now(),
+            last_resync: Instant::now(),
+        };
+        e.resync(true)?;
+        Ok(e)
+    }
+
+    fn desired_now(&mut self) -> Result<(BTreeSet<IpNet>, bool), EnforcerError> {
+        let now = now_ms();
+        let d = desired(&self.config.state_dir, self.static_file(), now)?;
+        self.seen = (d.access_seq, d.core_cycle_ms, d.binding_seq);
+        let alive = self.core_alive(d.core_cycle_ms, now);
+        Ok((d.allowed, alive))
+    }
+
+    /// Rebuilds from the kernel's view: a missing table is reinstalled
+    /// whole; otherwise the kernel set is what we diff against.
+    fn resync(&mut self, replace: bool) -> Result<(), EnforcerError> {
+        let (want, alive) = self.desired_now()?;
+        let want = if alive { want } else { BTreeSet::new() };
+        let c = &self.config.enforcer;
+        let kernel = nft::kernel_allowed(c)?;
+        match kernel {
+            Some(k) if !replace => self.applied = k,
+            _ => {
+                nft::apply(c, &nft::replace_batch(c, &want, c.lease))?;
+                self.applied = want;
+                self.last_renew = Instant::now();
+            }
+        }
+        self.last_resync = Instant::now();
+        Ok(())
+    }
+
+    /// One poll.
+    pub fn step(&mut self) -> Result<Step, EnforcerError> {
+        let mut s = Step::default();
+        if self.last_resync.elapsed() >= RESYNC_EVERY {
+            self.resync(false)?;
+            s.resynced = true;
+        }
+        let v = versions(&self.config.state_dir)?;
+        let renew_due = self.last_renew.elapsed() >= self.config.enforcer.renew;
+        if v == self.seen && !renew_due {
+            return Ok(s);
+        }
+        let (want, alive) = self.desired_now()?;
+        // A dead core allows nothing new and renews nothing: its leases run
+        // out. Revocations it made before dying are still applied.
+        let add: Vec<IpNet> = if alive {
+            if renew_due {
+                want.iter().copied().collect()
+            } else {
+                want.difference(&self.applied).copied().collect()
+            }
+        } else {
+            Vec::new()
+        };
+        let remove: Vec<IpNet> = self.applied.difference(&want).copied().collect();
+        let c = &self.config.enforcer;
+        match nft::apply(c, &nft::delta_batch(c, &add, &remove, c.lease)) {
+            Ok(()) => {
+                s.removed = remove.len();
+                if renew_due && alive {
+                    s.renewed = add.len();
+                    self.last_renew = Instant::now();
+                } else {
+                    s.added = add.len();
+                }
+                for n in &remove {
+                    self.applied.remove(n);
+                }
+                self.applied.extend(add);
+                if renew_due && !alive {
+                    // Nothing renewed: what we applied will expire.
+                    self.last_renew = Instant::now();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "batch refused; resynchronizing from the kernel");
+                self.resync(false)?;
+                s.resynced = true;
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn applied(&self) -> &BTreeSet<IpNet> {
+        &self.applied
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. The table stays when it stops:
+/// the leases run out by themselves (fail-closed), and a restart replaces
+/// it.
+pub fn serve(config_path: &Path) -> Result<(), EnforcerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(config_path).map_err(|e| EnforcerError::Invalid(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| EnforcerError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })?;
+    let (mut term, mut int) = {
+        let _ctx = rt.enter();
+        let sig = |k| {
+            signal(k).map_err(|source| EnforcerError::Io {
+                what: "signal handler".into(),
+                source,
+            })
+        };
+        (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?)
+    };
+    let poll = config.enforcer.poll_interval;
+    let mut e = Enforcer::start(config)?;
+    tracing::info!(
+        allowed = e.applied().len(),
+        "enforcer ready: table installed"
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("enforcer".into())
+            .spawn(move || -> Result<(), EnforcerError> {
+                while !stop.load(Ordering::Relaxed) {
+                    match e.step() {
+                        Ok(s) if s.added + s.removed > 0 => {
+                            tracing::info!(
+                                added = s.added,
+                                removed = s.removed,
+                                allowed = e.applied().len(),
+                                "allowed set changed"
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::error!(error = %err, "enforcer step failed; retrying"),
+                    }
+                    std::thread::sleep(poll);
+                }
+                Ok(())
+            })
+            .map_err(|source| EnforcerError::Io {
+                what: "spawning the enforcer thread".into(),
+                source,
+            })?
+    };
+    let failure = rt.block_on(async {
+        let mut watchdog = tokio::time::interval(WATCHDOG_PING);
+        loop {
+            tokio::select! {
+                _ = term.recv() => return None,
+                _ = int.recv() => return None,
+                _ = watchdog.tick() => {
+                    if worker.is_finished() {
+                        return Some("the enforcer thread stopped");
+                    }
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    worker
+        .join()
+        .map_err(|_| EnforcerError::Invalid("the enforcer thread panicked".into()))??;
+    match failure {
+        Some(why) => Err(EnforcerError::Invalid(why.into())),
+        None => Ok(()),
+    }
+}

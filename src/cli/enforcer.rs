@@ -1,0 +1,69 @@
+//! `kopek enforcer run|install|status`: the default-deny nftables table.
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use kopek_enforcer::{desired, nft};
+
+#[derive(Debug, Args)]
+pub struct EnforcerArgs {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the enforcer (systemd: kopek-enforcer.service; needs CAP_NET_ADMIN).
+    Run,
+    /// Install the table with nothing allowed (the unit's ExecStartPre: traffic of
+    /// the subscriber networks is denied before anything is allowed).
+    Install,
+    /// Print the table the enforcer installs (nft syntax).
+    Ruleset,
+    /// Compare the kernel's allowed sets with what the core allows now.
+    Status,
+}
+
+pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
+    match &a.cmd {
+        Cmd::Run => Ok(kopek_enforcer::run::serve(config_path)?),
+        Cmd::Install => {
+            let config = kopek_config::Config::load(config_path)?;
+            let c = &config.enforcer;
+            nft::apply(c, &nft::replace_batch(c, &Default::default(), c.lease))?;
+            println!("table inet {} installed, nothing allowed", c.table);
+            Ok(())
+        }
+        Cmd::Ruleset => {
+            let config = super::load_config_or_defaults(config_path)?;
+            print!("{}", nft::base_table(&config.enforcer));
+            Ok(())
+        }
+        Cmd::Status => {
+            let config = super::load_config_or_defaults(config_path)?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let d = desired::desired(
+                &config.state_dir,
+                config.classifier.bindings_file.as_deref(),
+                now,
+            )?;
+            let Some(k) = nft::kernel_allowed(&config.enforcer)? else {
+                return Err(anyhow::anyhow!(
+                    "table inet {} is not installed",
+                    config.enforcer.table
+                )
+                .into());
+            };
+            let missing: Vec<_> = d.allowed.difference(&k).collect();
+            let extra: Vec<_> = k.difference(&d.allowed).collect();
+            println!(
+                "allowed by the core: {}; in the kernel: {}; missing: {:?}; extra: {:?}",
+                d.allowed.len(),
+                k.len(),
+                missing,
+                extra
+            );
+            Ok(())
+        }
+    }
+}
