@@ -252,6 +252,10 @@ impl Rater {
         }
     }
 
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     /// Attaches tier 2 (read-only) to the core's connection once it
     /// exists: the changed rows are then diffed against the mirror inside
     /// SQLite, in the cycle's own transaction and snapshot.

@@ -27,6 +27,7 @@ pub mod import;
 pub mod ledger;
 pub mod money;
 pub mod ops;
+pub mod ppp;
 pub mod rating;
 pub mod report;
 pub mod run;

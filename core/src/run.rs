@@ -55,7 +55,19 @@ impl Core {
         })
     }
 
+    /// Applies the pppd spool, then runs a rating cycle.
     pub fn cycle(&mut self, now_ms: i64) -> Result<CycleReport, CoreError> {
+        let spool = self.rater.state_dir().to_path_buf();
+        let a = self.billing.apply_ppp_spool(&spool)?;
+        if a.events > 0 {
+            tracing::debug!(
+                events = a.events,
+                bound = a.bound,
+                ended = a.ended,
+                refused = a.refused,
+                "ppp events applied"
+            );
+        }
         self.billing.cycle(&mut self.rater, now_ms)
     }
 }

@@ -165,6 +165,16 @@ CREATE TABLE IF NOT EXISTS access_events (
     previous   TEXT NOT NULL,
     detail     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ppp_events (
+    id      TEXT PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    ifname  TEXT NOT NULL,
+    login   TEXT,
+    address TEXT,
+    account TEXT,
+    outcome TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id      INTEGER PRIMARY KEY,
     ts_ms   INTEGER NOT NULL,

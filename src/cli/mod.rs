@@ -21,6 +21,7 @@ mod export;
 mod r#gen;
 mod ledger;
 mod payment;
+mod ppp;
 mod report;
 mod subscriber;
 mod tariff;
@@ -70,6 +71,8 @@ enum Command {
     Tariff(tariff::TariffArgs),
     /// Payments (idempotent by the payment system's id), imports, refunds.
     Payment(payment::PaymentArgs),
+    /// pppd hooks (ip-up, ip-down): spool the session event for the core.
+    Ppp(ppp::PppArgs),
     /// Verify the ledger; corrections and credits.
     Ledger(ledger::LedgerArgs),
     /// Billing reports: statement, usage, invoice, debtors, revenue, blocked.
@@ -131,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Account(a) => account::exec(&cli.config, a),
         Command::Tariff(a) => tariff::exec(&cli.config, a),
         Command::Payment(a) => payment::exec(&cli.config, a),
+        Command::Ppp(a) => ppp::exec(&cli.config, a),
         Command::Ledger(a) => ledger::exec(&cli.config, a),
         Command::Report(a) => report::exec(&cli.config, a),
         Command::Explain(a) => explain::exec(&cli.config, a),
