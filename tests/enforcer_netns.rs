@@ -115,6 +115,29 @@ impl Topology {
             .success()
     }
 
+    /// Waits until `addr` is (or is not) in the enforcer's allowed4 set.
+    fn wait_in_set(&self, addr: &str, want: bool, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let out = in_ns(
+                &self.rtr,
+                &["nft", "list", "set", "inet", "kopek", "allowed4"],
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let has = text
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .any(|w| w == addr);
+            if has == want {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "{addr} in set: {has} after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until ping to `dst` gives `want`; returns how long it took.
     fn wait_ping(&self, dst: &str, want: bool, timeout: Duration) -> Duration {
         let t0 = Instant::now();
@@ -217,7 +240,8 @@ nft = "{nft}"
     assert!(t.ping("192.0.2.2"), "the topology itself does not forward");
 
     let tariff = state.join("t.toml");
-    std::fs::write(&tariff, "unit = \"MB\"\n").unwrap();
+    // A monthly fee and no money yet: blocked until the payment.
+    std::fs::write(&tariff, "unit = \"MB\"\nmonthly_fee = \"30.00\"\n").unwrap();
     let off = |args: &[&str]| {
         let mut a = args.to_vec();
         a.push("--offline");
@@ -265,13 +289,37 @@ nft = "{nft}"
 
     let mut core = CoreProc::start(&config, &socket);
     let mut enforcer = EnforcerProc::start(&t.rtr, &config);
-    let took = t.wait_ping("192.0.2.2", true, Duration::from_secs(10));
-    eprintln!("allowed after start: {took:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!t.ping("192.0.2.2"), "an account without money is blocked");
+    assert!(t.ping("192.0.2.53"), "the walled garden answers");
 
-    // The operator blocks the account: traffic stops, the garden answers.
+    // A payment: the address enters the kernel set, traffic flows.
+    let t0 = Instant::now();
+    kopek(
+        &config,
+        &[
+            "payment", "add", "1001", "100.00", "--id", "p1", "--reason", "test",
+        ],
+    );
+    t.wait_in_set("10.1.0.2", true, Duration::from_secs(5));
+    let in_set = t0.elapsed();
+    let took = t.wait_ping("192.0.2.2", true, Duration::from_secs(5));
+    eprintln!(
+        "payment -> element in the kernel set {in_set:?}, ping answered {:?} after the payment",
+        t0.elapsed()
+    );
+    let _ = took;
+
+    // The operator blocks the account: the element leaves the kernel set,
+    // traffic stops, the garden still answers.
+    let t0 = Instant::now();
     kopek(&config, &["account", "block", "1001", "--reason", "test"]);
-    let took = t.wait_ping("192.0.2.2", false, Duration::from_secs(5));
-    eprintln!("blocked after {took:?}");
+    let gone = t.wait_in_set("10.1.0.2", false, Duration::from_secs(5));
+    eprintln!(
+        "block -> element gone from the kernel set after {gone:?} (command included: {:?})",
+        t0.elapsed()
+    );
+    t.wait_ping("192.0.2.2", false, Duration::from_secs(5));
     assert!(
         t.ping("192.0.2.53"),
         "the walled garden answers a blocked subscriber"

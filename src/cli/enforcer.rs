@@ -22,6 +22,10 @@ enum Cmd {
     Ruleset,
     /// Compare the kernel's allowed sets with what the core allows now.
     Status,
+    /// Benchmark helper (bench/enforcer-apply.sh): apply kopek's batch for
+    /// 100,000 addresses from scratch, 1,000 changes, or a renewal of all.
+    #[command(hide = true)]
+    BenchBatch { what: String },
 }
 
 pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
@@ -37,6 +41,40 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
         Cmd::Ruleset => {
             let config = super::load_config_or_defaults(config_path)?;
             print!("{}", nft::base_table(&config.enforcer));
+            Ok(())
+        }
+        Cmd::BenchBatch { what } => {
+            let config = kopek_config::Config::load(config_path)?;
+            let c = &config.enforcer;
+            let addr = |i: u32| -> ipnet::IpNet {
+                ipnet::IpNet::from(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                    10,
+                    (i >> 16 & 255) as u8,
+                    (i >> 8 & 255) as u8,
+                    (i & 255) as u8,
+                )))
+            };
+            let all: Vec<ipnet::IpNet> = (1..=100_000).map(addr).collect();
+            let batch = match what.as_str() {
+                "scratch" | "renew" => nft::delta_batch(c, &all, &[], c.lease),
+                "changes" => {
+                    let new: Vec<ipnet::IpNet> = (1..=500u32)
+                        .map(|i| {
+                            ipnet::IpNet::from(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                                10,
+                                200,
+                                (i >> 8) as u8,
+                                (i & 255) as u8,
+                            )))
+                        })
+                        .collect();
+                    nft::delta_batch(c, &new, &all[..500], c.lease)
+                }
+                other => {
+                    return Err(anyhow::anyhow!("scratch, changes or renew, not {other:?}").into());
+                }
+            };
+            nft::apply(c, &batch)?;
             Ok(())
         }
         Cmd::Status => {
