@@ -115,6 +115,16 @@ impl Topology {
             .success()
     }
 
+    /// One ping from the subscriber's address `src`.
+    fn ping_from(&self, src: &str, dst: &str) -> bool {
+        in_ns(
+            &self.sub,
+            &["ping", "-c", "1", "-W", "1", "-q", "-I", src, dst],
+        )
+        .status
+        .success()
+    }
+
     /// Waits until `addr` is (or is not) in the enforcer's allowed4 set.
     fn wait_in_set(&self, addr: &str, want: bool, timeout: Duration) -> Duration {
         let t0 = Instant::now();
@@ -327,6 +337,100 @@ nft = "{nft}"
     kopek(&config, &["account", "unblock", "1001", "--reason", "test"]);
     let took = t.wait_ping("192.0.2.2", true, Duration::from_secs(5));
     eprintln!("allowed again after {took:?}");
+
+    // A pppd session: bob's address comes up through the ip-up hook and is
+    // allowed once the core has applied the event; ip-down takes it away.
+    sh(&[
+        "ip",
+        "-n",
+        &t.sub,
+        "addr",
+        "add",
+        "10.1.0.3/24",
+        "dev",
+        "s0",
+    ]);
+    kopek(&config, &["subscriber", "add", "--name", "Bob"]);
+    kopek(
+        &config,
+        &[
+            "account",
+            "add",
+            "1002",
+            "--subscriber",
+            "2",
+            "--tariff",
+            "t",
+        ],
+    );
+    kopek(&config, &["account", "login", "1002", "bob"]);
+    kopek(
+        &config,
+        &[
+            "payment", "add", "1002", "50.00", "--id", "p2", "--reason", "test",
+        ],
+    );
+    assert!(!t.ping_from("10.1.0.3", "192.0.2.2"), "no session yet");
+    let hook = |kind: &str| {
+        let out = Command::new(kopek_bin())
+            .env_clear()
+            .env("PEERNAME", "bob")
+            .env("IFNAME", "ppp7")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "ppp",
+                kind,
+                "ppp7",
+                "/dev/pts/7",
+                "0",
+                "10.1.0.1",
+                "10.1.0.3",
+                "",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let t0 = Instant::now();
+    hook("ip-up");
+    t.wait_in_set("10.1.0.3", true, Duration::from_secs(5));
+    eprintln!(
+        "ip-up -> address in the kernel set after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        t.ping_from("10.1.0.3", "192.0.2.2"),
+        "the session's traffic flows"
+    );
+    hook("ip-down");
+    t.wait_in_set("10.1.0.3", false, Duration::from_secs(5));
+    assert!(
+        !t.ping_from("10.1.0.3", "192.0.2.2"),
+        "after ip-down the address is denied"
+    );
+
+    // A batch the kernel refuses changes nothing (one transaction): an
+    // element that would be allowed, then an invalid statement.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &t.rtr, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"add element inet kopek allowed4 { 10.1.0.9 timeout 60s }\nadd element inet kopek allowed4 { 999.1.1.1 }\n")
+        .unwrap();
+    assert!(!child.wait().unwrap().success());
+    t.wait_in_set("10.1.0.9", false, Duration::from_millis(10));
 
     // Leases are renewed while both run: still flowing after 3 leases.
     std::thread::sleep(Duration::from_secs(12));
