@@ -68,43 +68,34 @@ fn create_accounts(socket: &Path, dir: &Path, n: usize) {
 
 /// Plays the classifier: commits of 100 row updates with the next `seq`.
 fn classifier_writer(state: PathBuf, stop: Arc<AtomicBool>, seed: u64) -> BTreeMap<String, i64> {
-    // The classifier's own schema (with `seq` and `meta.traffic_seq`).
-    drop(kopek_classifier::store::SqliteTier2::open(&state).unwrap());
-    let mut conn = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    use kopek_classifier::store::{SimRow, write_commit};
     let mut rng = Rng(seed);
     let mut totals: BTreeMap<String, i64> = BTreeMap::new();
     let now = chrono::Utc::now().timestamp_millis();
     let base = now - now % 300_000 - 3_600_000;
     while !stop.load(Ordering::Relaxed) {
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .unwrap();
-        let seq: i64 = tx
-            .query_row(
-                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .unwrap()
-            .parse()
-            .unwrap();
-        for _ in 0..100 {
-            let acct = format!("a{}", rng.between(0, ACCOUNTS as u64 - 1));
-            let bucket = base + 300_000 * rng.between(0, 11) as i64;
-            let dir = if rng.between(0, 1) == 0 { "in" } else { "out" };
-            let bytes = rng.between(1, 50_000_000) as i64;
-            tx.execute(
-                "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
-                 VALUES (?1, ?2, 'paid', ?3, '*', 1, ?4, 1, 1, ?5)
-                 ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
-                   bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
-                rusqlite::params![bucket, acct, dir, bytes, seq],
-            )
-            .unwrap();
+        let commit: Vec<(String, i64, &str, i64)> = (0..100)
+            .map(|_| {
+                let acct = format!("a{}", rng.between(0, ACCOUNTS as u64 - 1));
+                let bucket = base + 300_000 * rng.between(0, 11) as i64;
+                let dir = if rng.between(0, 1) == 0 { "in" } else { "out" };
+                (acct, bucket, dir, rng.between(1, 50_000_000) as i64)
+            })
+            .collect();
+        let rows: Vec<SimRow<'_>> = commit
+            .iter()
+            .map(|(account, bucket_ms, direction, bytes)| SimRow {
+                bucket_ms: *bucket_ms,
+                account,
+                class: "paid",
+                direction,
+                bytes: *bytes,
+            })
+            .collect();
+        write_commit(&state, &rows).unwrap();
+        for (acct, _, _, bytes) in commit {
             *totals.entry(acct).or_default() += bytes;
         }
-        tx.commit().unwrap();
         std::thread::sleep(Duration::from_millis(5));
     }
     totals

@@ -668,3 +668,59 @@ impl Tier2 for SqliteTier2 {
         Ok(())
     }
 }
+
+/// One billed row of a simulated tier-2 commit ([`write_commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRow<'a> {
+    pub bucket_ms: i64,
+    pub account: &'a str,
+    pub class: &'a str,
+    pub direction: &'a str,
+    pub bytes: i64,
+}
+
+/// Writes one commit into tier 2 the way the classifier does — the next
+/// `traffic_seq`, every row added to and stamped with it, in one
+/// transaction — for simulations, benchmarks and tests of tier-2 readers
+/// (the core). Rows go to point `*`, billed. The classifier itself never
+/// calls this. Returns the commit's number.
+pub fn write_commit(state_dir: &Path, rows: &[SimRow<'_>]) -> Result<i64, StoreError> {
+    let mut t2 = SqliteTier2::open(state_dir)?;
+    let err = sql_error(t2.path.clone());
+    let tx = t2
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    let seq: i64 = tx
+        .query_row(
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = ?1 RETURNING value",
+            params![COMMIT_SEQ_KEY],
+            |r| r.get::<_, String>(0),
+        )
+        .map_err(&err)?
+        .parse()
+        .unwrap_or(0);
+    {
+        let mut st = tx
+            .prepare_cached(
+                "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
+                 VALUES (?1, ?2, ?3, ?4, '*', 1, ?5, 1, 1, ?6)
+                 ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
+                   bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
+            )
+            .map_err(&err)?;
+        for r in rows {
+            st.execute(params![
+                r.bucket_ms,
+                r.account,
+                r.class,
+                r.direction,
+                r.bytes,
+                seq
+            ])
+            .map_err(&err)?;
+        }
+    }
+    tx.commit().map_err(&err)?;
+    Ok(seq)
+}

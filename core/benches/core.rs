@@ -92,41 +92,22 @@ fn accounts(b: &mut Billing, n: u64, now_ms: i64) {
 
 /// One tier-2 commit touching two rows (in, out) of every account.
 fn tier2_commit(state: &Path, n: u64, bucket_ms: i64, bytes: i64) {
-    drop(kopek_classifier::store::SqliteTier2::open(state).unwrap());
-    let mut c = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
-    let tx = c.transaction().unwrap();
-    let seq: i64 = tx
-        .query_row(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
-    {
-        let mut st = tx
-            .prepare(
-                "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
-                 VALUES (?1, ?2, 'paid', ?3, '*', 1, ?4, 1, 1, ?5)
-                 ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
-                   bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
-            )
-            .unwrap();
-        for i in 0..n {
-            for dir in ["in", "out"] {
-                st.execute(params![
-                    bucket_ms,
-                    format!("a{i}"),
-                    dir,
-                    bytes + i as i64,
-                    seq
-                ])
-                .unwrap();
-            }
-        }
-    }
-    tx.commit().unwrap();
+    use kopek_classifier::store::{SimRow, write_commit};
+    let names: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
+    let rows: Vec<SimRow<'_>> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, account)| {
+            ["in", "out"].map(|direction| SimRow {
+                bucket_ms,
+                account,
+                class: "paid",
+                direction,
+                bytes: bytes + i as i64,
+            })
+        })
+        .collect();
+    write_commit(state, &rows).unwrap();
 }
 
 fn bench_cycle(n: u64, runs: usize) {

@@ -3,12 +3,12 @@
 //! written here the way the classifier writes them) in a temp dir.
 
 use chrono::TimeZone;
+use kopek_classifier::store::{SimRow, write_commit};
 use kopek_config::Posting;
 use kopek_core::cycle::Rater;
 use kopek_core::money::Money;
 use kopek_core::ops::{Command, Payment, Policy};
 use kopek_core::store::Billing;
-use rusqlite::params;
 
 const TZ: chrono_tz::Tz = chrono_tz::Europe::Moscow;
 
@@ -102,26 +102,14 @@ impl World {
 
     /// A tier-2 commit: `bytes` more in one row.
     fn usage(&self, account: &str, bucket_ms: i64, class: &str, dir: &str, bytes: i64) {
-        let mut c = rusqlite::Connection::open(self.dir.path().join("tier2.sqlite")).unwrap();
-        let tx = c.transaction().unwrap();
-        let seq: i64 = tx
-            .query_row(
-                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .unwrap()
-            .parse()
-            .unwrap();
-        tx.execute(
-            "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
-             VALUES (?1, ?2, ?3, ?4, '*', 1, ?5, 1, 1, ?6)
-             ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
-               bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
-            params![bucket_ms - bucket_ms % 300_000, account, class, dir, bytes, seq],
-        )
-        .unwrap();
-        tx.commit().unwrap();
+        let row = SimRow {
+            bucket_ms: bucket_ms - bucket_ms % 300_000,
+            account,
+            class,
+            direction: dir,
+            bytes,
+        };
+        write_commit(self.dir.path(), &[row]).unwrap();
     }
 
     fn cycle(&mut self, now: i64) -> kopek_core::cycle::CycleReport {

@@ -6,13 +6,13 @@
 //! proptest prints (and persists).
 
 use chrono::TimeZone;
+use kopek_classifier::store::{SimRow, write_commit};
 use kopek_config::Posting;
 use kopek_core::cycle::Rater;
 use kopek_core::money::Money;
 use kopek_core::ops::{Command, Payment, Policy};
 use kopek_core::store::Billing;
 use proptest::prelude::*;
-use rusqlite::params;
 use std::collections::HashMap;
 
 const TZ: chrono_tz::Tz = chrono_tz::Europe::Moscow;
@@ -58,27 +58,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn tier2_commit(dir: &std::path::Path, acct: &str, bucket: i64, dir_: &str, bytes: i64) {
-    let mut c = rusqlite::Connection::open(dir.join("tier2.sqlite")).unwrap();
-    let tx = c.transaction().unwrap();
-    let seq: i64 = tx
-        .query_row(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'traffic_seq' RETURNING value",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
-    tx.execute(
-        "INSERT INTO traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
-         VALUES (?1, ?2, 'paid', ?3, '*', 1, ?4, 1, 1, ?5)
-         ON CONFLICT (bucket_ms, account, class, direction, point, billed) DO UPDATE SET
-           bytes = traffic.bytes + excluded.bytes, seq = excluded.seq",
-        params![bucket - bucket % 300_000, acct, dir_, bytes, seq],
-    )
-    .unwrap();
-    tx.commit().unwrap();
+fn tier2_commit(dir: &std::path::Path, acct: &str, bucket: i64, direction: &str, bytes: i64) {
+    let row = SimRow {
+        bucket_ms: bucket - bucket % 300_000,
+        account: acct,
+        class: "paid",
+        direction,
+        bytes,
+    };
+    write_commit(dir, &[row]).unwrap();
 }
 
 proptest! {
