@@ -291,10 +291,9 @@ pub fn exec(args: &DemoArgs) -> super::Result {
 
     exact &= classify(&config, raw.total)?;
     exact &= super::demo_bill::bill(&config)?;
+    exact &= super::demo_bill::enforce(&config)?;
 
-    println!(
-        "\nnext: the enforcer (nftables, pppd hooks) arrives with its issue; this demo grows with it."
-    );
+    println!("\nnext: nft counters and pcap as sources, RADIUS; this demo grows with them.");
     println!(
         "try: kopek raw --state-dir {} stats --by-address",
         state_dir.display()

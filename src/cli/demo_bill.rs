@@ -211,3 +211,44 @@ pub fn bill(config: &Config) -> super::Result<bool> {
     );
     Ok(ok)
 }
+
+/// Step 9: what the enforcer would install for this state (it needs root
+/// and nft to apply it; `kopek enforcer ruleset` prints the same table).
+pub fn enforce(config: &Config) -> super::Result<bool> {
+    println!(
+        "\n9. enforcer: the default-deny table for these decisions (not applied: that needs root)"
+    );
+    let now = parse_time_in("2024-01-02 00:00:30", config.timezone).map_err(anyhow::Error::msg)?;
+    let d = kopek_enforcer::desired::desired(
+        &config.state_dir,
+        config.classifier.bindings_file.as_deref(),
+        now,
+    )?;
+    let b = kopek_core::store::Billing::open_read(&config.state_dir, config.timezone)?;
+    let blocked = b.blocked()?.len();
+    println!(
+        "   allowed set: {} prefixes of allowed accounts; {} blocked accounts have none in it",
+        d.allowed.len(),
+        blocked
+    );
+    let mut c = config.enforcer.clone();
+    if c.networks.is_empty() {
+        c.networks = config.classifier.subscriber_networks.clone();
+    }
+    let table = kopek_enforcer::nft::base_table(&c);
+    for line in table
+        .lines()
+        .filter(|l| l.contains("drop") || l.contains("set allowed4 "))
+    {
+        println!("   {}", line.trim());
+    }
+    let home000: ipnet::IpNet = "10.0.1.0/32".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let home050: ipnet::IpNet = "10.0.1.50/32".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ok = !d.allowed.contains(&home000) && d.allowed.contains(&home050);
+    println!(
+        "   home000 (10.0.1.0, unpaid) allowed: {}; home050 (10.0.1.50, paid) allowed: {}",
+        d.allowed.contains(&home000),
+        d.allowed.contains(&home050)
+    );
+    Ok(ok)
+}
