@@ -233,6 +233,7 @@ lease_s = 4
 renew_s = 1
 poll_interval_ms = 100
 nft = "{nft}"
+counters_poll_s = 1
 "#,
             s = state.display(),
             sock = socket.display(),
@@ -337,6 +338,37 @@ nft = "{nft}"
     kopek(&config, &["account", "unblock", "1001", "--reason", "test"]);
     let took = t.wait_ping("192.0.2.2", true, Duration::from_secs(5));
     eprintln!("allowed again after {took:?}");
+
+    // Counters as a tier-1 source: 20 pings of 1,028-byte IP packets each
+    // way appear in tier 1 exactly, across several read-and-reset polls.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (in0, out0) = counted(state, "10.1.0.2");
+    let out = in_ns(
+        &t.sub,
+        &[
+            "ping",
+            "-c",
+            "20",
+            "-i",
+            "0.05",
+            "-s",
+            "1000",
+            "-q",
+            "192.0.2.2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (in1, out1) = counted(state, "10.1.0.2");
+    assert_eq!(
+        (in1 - in0, out1 - out0),
+        (20 * 1_028, 20 * 1_028),
+        "nft counter records in tier 1"
+    );
 
     // A pppd session: bob's address comes up through the ip-up hook and is
     // allowed once the core has applied the event; ip-down takes it away.
@@ -454,6 +486,32 @@ nft = "{nft}"
         out.status.success() && text.contains("chain keep"),
         "{text}"
     );
+}
+
+/// Bytes the nft-counter source wrote to tier 1 for `addr`: (to it, from it).
+fn counted(state: &Path, addr: &str) -> (u64, u64) {
+    let out = Command::new(kopek_bin())
+        .args(["raw", "--state-dir"])
+        .arg(state)
+        .args(["dump", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut i, mut o) = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bytes: u64 = f[13].parse().unwrap();
+        if f[5] == addr && f[6] == "0.0.0.0" {
+            o += bytes;
+        } else if f[6] == addr && f[5] == "0.0.0.0" {
+            i += bytes;
+        }
+    }
+    (i, o)
 }
 
 fn euid() -> u32 {

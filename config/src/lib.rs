@@ -87,6 +87,8 @@ pub struct EnforcerConfig {
     pub renew: Duration,
     pub poll_interval: Duration,
     pub nft: PathBuf,
+    /// Per-subscriber counters as a tier-1 source (`None`: off).
+    pub counters_poll: Option<Duration>,
 }
 
 /// `[core]`: the billing daemon.
@@ -595,6 +597,12 @@ fn validate_enforcer(
             format!("must be 20..=10000, got {}", e.poll_interval_ms),
         );
     }
+    if e.counters_poll_s > 86_400 {
+        bad(
+            "enforcer.counters_poll_s",
+            format!("must be 0 (off) or up to 86400, got {}", e.counters_poll_s),
+        );
+    }
     EnforcerConfig {
         table: e.table.clone(),
         networks,
@@ -603,5 +611,6 @@ fn validate_enforcer(
         renew: Duration::from_secs(e.renew_s),
         poll_interval: Duration::from_millis(e.poll_interval_ms),
         nft: PathBuf::from(&e.nft),
+        counters_poll: (e.counters_poll_s > 0).then(|| Duration::from_secs(e.counters_poll_s)),
     }
 }

@@ -78,6 +78,9 @@ pub struct Enforcer {
     pub renew_s: u64,
     pub poll_interval_ms: u64,
     pub nft: String,
+    /// Per-subscriber nft counters as a tier-1 source, read and zeroed this
+    /// often; 0: off.
+    pub counters_poll_s: u64,
 }
 
 impl Default for Enforcer {
@@ -90,6 +93,7 @@ impl Default for Enforcer {
             renew_s: DEFAULT_RENEW_S,
             poll_interval_ms: DEFAULT_ENFORCER_POLL_MS,
             nft: DEFAULT_NFT.into(),
+            counters_poll_s: 0,
         }
     }
 }

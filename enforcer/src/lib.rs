@@ -16,6 +16,7 @@
 //! Never: touch another table, flush the ruleset, allow an address the core
 //! has not decided on.
 
+pub mod counters;
 pub mod desired;
 pub mod nft;
 pub mod run;
@@ -38,4 +39,9 @@ pub enum EnforcerError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Lower-case hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -108,12 +108,20 @@ pub fn base_table(c: &EnforcerConfig) -> String {
          \tset subs6 {{ type ipv6_addr; flags interval;{s6} }}\n\
          \tset garden4 {{ type ipv4_addr; flags interval;{g4} }}\n\
          \tset garden6 {{ type ipv6_addr; flags interval;{g6} }}\n\
+         \tmap cnt_in4 {{ type ipv4_addr : counter; }}\n\
+         \tmap cnt_out4 {{ type ipv4_addr : counter; }}\n\
+         \tmap cnt_in6 {{ type ipv6_addr : counter; }}\n\
+         \tmap cnt_out6 {{ type ipv6_addr : counter; }}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tip saddr @subs4 ip saddr != @allowed4 ip saddr != @allowed4net ip daddr != @garden4 counter drop\n\
          \t\tip daddr @subs4 ip daddr != @allowed4 ip daddr != @allowed4net ip saddr != @garden4 counter drop\n\
          \t\tip6 saddr @subs6 ip6 saddr != @allowed6 ip6 saddr != @allowed6net ip6 daddr != @garden6 counter drop\n\
          \t\tip6 daddr @subs6 ip6 daddr != @allowed6 ip6 daddr != @allowed6net ip6 saddr != @garden6 counter drop\n\
+         \t\tcounter name ip saddr map @cnt_out4\n\
+         \t\tcounter name ip daddr map @cnt_in4\n\
+         \t\tcounter name ip6 saddr map @cnt_out6\n\
+         \t\tcounter name ip6 daddr map @cnt_in6\n\
          \t}}\n\
          }}\n",
         t = c.table,
@@ -164,6 +172,9 @@ pub fn replace_batch(c: &EnforcerConfig, allowed: &BTreeSet<IpNet>, lease: Durat
     b.push_str(&base_table(c));
     let v: Vec<IpNet> = allowed.iter().copied().collect();
     add_lines(c, &v, lease, &mut b);
+    if c.counters_poll.is_some() {
+        crate::counters::add_lines(c, &v, &mut b);
+    }
     b
 }
 
@@ -174,6 +185,10 @@ pub fn delta_batch(c: &EnforcerConfig, add: &[IpNet], remove: &[IpNet], lease: D
     let mut b = String::new();
     delete_lines(c, remove, &mut b);
     add_lines(c, add, lease, &mut b);
+    if c.counters_poll.is_some() {
+        crate::counters::unmap_lines(c, remove, &mut b);
+        crate::counters::add_lines(c, add, &mut b);
+    }
     b
 }
 
@@ -267,6 +282,7 @@ mod tests {
             renew: Duration::from_secs(30),
             poll_interval: Duration::from_millis(200),
             nft: "/usr/sbin/nft".into(),
+            counters_poll: None,
         }
     }
 

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use kopek_config::Config;
 
 use crate::EnforcerError;
+use crate::counters;
 use crate::desired::{desired, versions};
 use crate::nft;
 
@@ -38,6 +39,8 @@ pub struct Enforcer {
     seen: (i64, Option<i64>, i64),
     last_renew: Instant,
     last_resync: Instant,
+    /// The nft-counter tier-1 source, when `counters_poll_s` is set.
+    counters: Option<counters::Source>,
 }
 
 /// What one step did.
@@ -47,6 +50,8 @@ pub struct Step {
     pub removed: usize,
     pub renewed: usize,
     pub resynced: bool,
+    /// Tier-1 records written from counters.
+    pub counted: u64,
 }
 
 impl Enforcer {
@@ -63,15 +68,54 @@ impl Enforcer {
     /// Installs the table with what the core allows now (nothing if the
     /// core is not alive), replacing any earlier version of our table.
     pub fn start(config: Config) -> Result<Enforcer, EnforcerError> {
+        let counters = match config.enforcer.counters_poll {
+            Some(_) => Some(counters::Source::open(&config.state_dir, now_ms())?),
+            None => None,
+        };
         let mut e = Enforcer {
             config,
             applied: BTreeSet::new(),
             seen: (-1, None, -1),
             last_renew: Instant::now(),
             last_resync: Instant::now(),
+            counters,
         };
         e.resync(true)?;
         Ok(e)
+    }
+
+    /// Reads and zeroes the counters, writes the deltas to tier 1, deletes
+    /// the counters of hosts no longer allowed once they read zero.
+    pub fn poll_counters(&mut self) -> Result<u64, EnforcerError> {
+        let Some(src) = self.counters.as_mut() else {
+            return Ok(0);
+        };
+        let c = &self.config.enforcer;
+        let before = src.records_written;
+        let readings = counters::reset_all(c)?;
+        let zero = src.write(&readings, now_ms())?;
+        let stale = counters::stale(&zero, &self.applied);
+        if !stale.is_empty() {
+            let batch: String = stale
+                .iter()
+                .map(|n| format!("delete counter inet {} {n}\n", c.table))
+                .collect();
+            if let Err(e) = nft::apply(c, &batch) {
+                tracing::warn!(error = %e, "could not delete stale counters (retried next poll)");
+            }
+        }
+        Ok(src.records_written - before)
+    }
+
+    /// Final counter poll and sealing of the counter segment.
+    pub fn shutdown(&mut self) -> Result<(), EnforcerError> {
+        if self.counters.is_some() {
+            self.poll_counters()?;
+        }
+        if let Some(src) = self.counters.as_mut() {
+            src.close(now_ms())?;
+        }
+        Ok(())
     }
 
     fn desired_now(&mut self) -> Result<(BTreeSet<IpNet>, bool), EnforcerError> {
@@ -92,6 +136,11 @@ impl Enforcer {
         match kernel {
             Some(k) if !replace => self.applied = k,
             _ => {
+                // Counts not yet read would go with the old table.
+                if kernel.is_some() && self.counters.is_some() {
+                    self.poll_counters()?;
+                }
+                let c = &self.config.enforcer;
                 nft::apply(c, &nft::replace_batch(c, &want, c.lease))?;
                 self.applied = want;
                 self.last_renew = Instant::now();
@@ -104,6 +153,13 @@ impl Enforcer {
     /// One poll.
     pub fn step(&mut self) -> Result<Step, EnforcerError> {
         let mut s = Step::default();
+        if self
+            .counters
+            .as_ref()
+            .is_some_and(|src| src.due(&self.config.enforcer))
+        {
+            s.counted = self.poll_counters()?;
+        }
         if self.last_resync.elapsed() >= RESYNC_EVERY {
             self.resync(false)?;
             s.resynced = true;
@@ -210,7 +266,7 @@ pub fn serve(config_path: &Path) -> Result<(), EnforcerError> {
                     }
                     std::thread::sleep(poll);
                 }
-                Ok(())
+                e.shutdown()
             })
             .map_err(|source| EnforcerError::Io {
                 what: "spawning the enforcer thread".into(),

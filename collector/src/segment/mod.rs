@@ -17,7 +17,7 @@ mod writer;
 pub use codec::MAX_BLOCK_RECORDS;
 pub use format::{BlockKind, FORMAT_VERSION, Footer, HEADER_LEN, SegmentHeader};
 pub use reader::{Block, SegmentReader, TailState};
-pub use store::{RawStore, RecoveryReport, SegmentInfo, SegmentState};
+pub use store::{RawStore, RecoveryReport, SegmentInfo, SegmentState, StoreLock};
 pub use writer::{SegmentWriter, WriterOptions};
 
 use std::path::PathBuf;
