@@ -19,6 +19,7 @@
 pub mod counters;
 pub mod desired;
 pub mod nft;
+pub mod reconcile;
 pub mod run;
 
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,7 @@ mod tariff;
 
 mod format;
 mod raw;
+mod reconcile;
 mod traffic;
 
 /// Exit code for an invalid or unreadable config (sysexits EX_CONFIG).
@@ -75,6 +76,8 @@ enum Command {
     Ppp(ppp::PppArgs),
     /// Verify the ledger; corrections and credits.
     Ledger(ledger::LedgerArgs),
+    /// nft counters against NetFlow per subscriber: flags sources that disagree.
+    Reconcile(reconcile::ReconcileArgs),
     /// Billing reports: statement, usage, invoice, debtors, revenue, blocked.
     Report(report::ReportArgs),
     /// Trace a ledger entry to the tariff, rule, tier-2 rows and tier-1 segments behind it.
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Payment(a) => payment::exec(&cli.config, a),
         Command::Ppp(a) => ppp::exec(&cli.config, a),
         Command::Ledger(a) => ledger::exec(&cli.config, a),
+        Command::Reconcile(a) => reconcile::exec(&cli.config, a),
         Command::Report(a) => report::exec(&cli.config, a),
         Command::Explain(a) => explain::exec(&cli.config, a),
         Command::Export(a) => export::exec(&cli.config, a),
