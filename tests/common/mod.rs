@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod classify;
+pub mod netns;
 pub mod pcap;
 
 use std::collections::HashMap;

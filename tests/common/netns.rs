@@ -1,0 +1,193 @@
+//! Network-namespace fixtures: a subscriber, a router running the
+//! enforcer and an "internet", wired with veth pairs; removed on drop and
+//! before creation (leftovers of a crashed run). Needs root, `ip`, `nft`
+//! and `ping`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::kopek_bin;
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Three namespaces wired sub — rtr — net; removed on drop (and before
+/// creation, if a crashed run left them).
+pub struct Topology {
+    pub sub: String,
+    pub rtr: String,
+    pub net: String,
+}
+
+impl Topology {
+    pub fn new() -> Topology {
+        let id = std::process::id() % 100_000;
+        let t = Topology {
+            sub: format!("kpk{id}s"),
+            rtr: format!("kpk{id}r"),
+            net: format!("kpk{id}n"),
+        };
+        t.remove();
+        for ns in [&t.sub, &t.rtr, &t.net] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip", "link", "add", "s0", "netns", &t.sub, "type", "veth", "peer", "name", "r0",
+            "netns", &t.rtr,
+        ]);
+        sh(&[
+            "ip", "link", "add", "r1", "netns", &t.rtr, "type", "veth", "peer", "name", "n0",
+            "netns", &t.net,
+        ]);
+        for (ns, dev, addr) in [
+            (&t.sub, "s0", "10.1.0.2/24"),
+            (&t.rtr, "r0", "10.1.0.1/24"),
+            (&t.rtr, "r1", "192.0.2.1/24"),
+            (&t.net, "n0", "192.0.2.2/24"),
+            (&t.net, "n0", "192.0.2.53/24"),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&[
+            "ip", "-n", &t.sub, "route", "add", "default", "via", "10.1.0.1",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &t.net,
+            "route",
+            "add",
+            "10.1.0.0/24",
+            "via",
+            "192.0.2.1",
+        ]);
+        let out = in_ns(&t.rtr, &["sysctl", "-w", "net.ipv4.ip_forward=1"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    pub fn remove(&self) {
+        for ns in [&self.sub, &self.rtr, &self.net] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+
+    /// One ping from the subscriber; true if answered.
+    pub fn ping(&self, dst: &str) -> bool {
+        in_ns(&self.sub, &["ping", "-c", "1", "-W", "1", "-q", dst])
+            .status
+            .success()
+    }
+
+    /// One ping from the subscriber's address `src`.
+    pub fn ping_from(&self, src: &str, dst: &str) -> bool {
+        in_ns(
+            &self.sub,
+            &["ping", "-c", "1", "-W", "1", "-q", "-I", src, dst],
+        )
+        .status
+        .success()
+    }
+
+    /// Waits until `addr` is (or is not) in the enforcer's allowed4 set.
+    pub fn wait_in_set(&self, addr: &str, want: bool, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let out = in_ns(
+                &self.rtr,
+                &["nft", "list", "set", "inet", "kopek", "allowed4"],
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let has = text
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .any(|w| w == addr);
+            if has == want {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "{addr} in set: {has} after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until ping to `dst` gives `want`; returns how long it took.
+    pub fn wait_ping(&self, dst: &str, want: bool, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if self.ping(dst) == want {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "ping {dst} still {} after {timeout:?}",
+                if want { "failing" } else { "answered" }
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+pub struct EnforcerProc(Option<Child>);
+
+impl EnforcerProc {
+    pub fn start(ns: &str, config: &Path) -> EnforcerProc {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, kopek_bin(), "--config"])
+            .arg(config)
+            .args(["enforcer", "run"])
+            .env("KOPEK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        EnforcerProc(Some(child))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for EnforcerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn euid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
