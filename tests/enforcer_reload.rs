@@ -96,7 +96,7 @@ fn a_thousand_updates_while_packets_flow() {
             .spawn()
             .unwrap()
     };
-    let paid_ping = pinger("10.1.0.2");
+    let mut paid_ping = pinger("10.1.0.2");
     let unpaid_ping = pinger("10.1.0.4");
     std::thread::sleep(Duration::from_millis(300));
     // 1,000 updates: others come and go, every 50th renews all leases,
@@ -121,13 +121,14 @@ fn a_thousand_updates_while_packets_flow() {
         };
         apply(&t.rtr, &c, &batch);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let stop = |p: std::process::Child| {
-        common::signal(p.id(), 2);
-        String::from_utf8(p.wait_with_output().unwrap().stdout).unwrap()
-    };
-    let paid_out = stop(paid_ping);
-    let unpaid_out = stop(unpaid_ping);
+    assert!(
+        paid_ping.try_wait().unwrap().is_none(),
+        "the pings ended before the updates did: raise the count"
+    );
+    let finish =
+        |p: std::process::Child| String::from_utf8(p.wait_with_output().unwrap().stdout).unwrap();
+    let paid_out = finish(paid_ping);
+    let unpaid_out = finish(unpaid_ping);
     let stats = |out: &str| -> (u64, u64) {
         let line = out
             .lines()
