@@ -373,3 +373,25 @@ fn verify_catches_edits_behind_the_ledgers_back() {
     .unwrap();
     assert!(problems(&w).contains("stored balance"), "{}", problems(&w));
 }
+
+#[test]
+fn tier2_attaches_from_a_state_dir_with_uri_characters() {
+    let dir = tempfile::Builder::new()
+        .prefix("kopek state #1 50%?")
+        .tempdir()
+        .unwrap();
+    drop(kopek_classifier::store::SqliteTier2::open(dir.path()).unwrap());
+    let mut b = Billing::open(dir.path(), TZ).unwrap();
+    let mut r = Rater::new(dir.path(), Posting::Day);
+    let t0 = at(2026, 10, 1, 0, 0);
+    let row = SimRow {
+        bucket_ms: t0,
+        account: "x",
+        class: "paid",
+        direction: "in",
+        bytes: 5,
+    };
+    write_commit(dir.path(), &[row]).unwrap();
+    let rep = b.cycle(&mut r, t0 + 1_000).unwrap();
+    assert_eq!((rep.rows, rep.rows_unrated), (1, 1));
+}
