@@ -6,15 +6,9 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use common::billing::{CoreProc, kopek_fails};
+use common::billing::{CoreProc, count, kopek_fails};
 use common::classify::kopek;
-
-fn count(state: &Path, sql: &str) -> i64 {
-    let c = rusqlite::Connection::open(state.join("core.sqlite")).unwrap();
-    c.query_row(sql, [], |r| r.get(0)).unwrap()
-}
 
 #[test]
 fn bad_billing_commands_are_refused_with_clear_errors() {
@@ -78,8 +72,8 @@ fn bad_billing_commands_are_refused_with_clear_errors() {
             "t",
         ],
     );
-    let entries_before = count(state, "SELECT count(*) FROM entries");
-    let accounts_before = count(state, "SELECT count(*) FROM accounts");
+    let entries_before = count(state, "core.sqlite", "SELECT count(*) FROM entries");
+    let accounts_before = count(state, "core.sqlite", "SELECT count(*) FROM accounts");
 
     for (args, want) in [
         (
@@ -292,15 +286,22 @@ fn bad_billing_commands_are_refused_with_clear_errors() {
         ],
     );
     assert!(e.contains("overlapping tariff versions"), "{e}");
-    assert_eq!(count(state, "SELECT count(*) FROM entries"), entries_before);
     assert_eq!(
-        count(state, "SELECT count(*) FROM accounts"),
+        count(state, "core.sqlite", "SELECT count(*) FROM entries"),
+        entries_before
+    );
+    assert_eq!(
+        count(state, "core.sqlite", "SELECT count(*) FROM accounts"),
         accounts_before
     );
-    assert_eq!(count(state, "SELECT count(*) FROM tariff_versions"), 2);
+    assert_eq!(
+        count(state, "core.sqlite", "SELECT count(*) FROM tariff_versions"),
+        2
+    );
     // Every refusal that reached the core is in the audit log with who.
     let refused = count(
         state,
+        "core.sqlite",
         "SELECT count(*) FROM audit WHERE result LIKE 'refused:%' AND who <> ''",
     );
     assert!(refused >= 15, "{refused} refusals audited");

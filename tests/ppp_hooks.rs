@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::billing::CoreProc;
+use common::billing::{CoreProc, count};
 use common::classify::kopek;
 use common::kopek_bin;
 
@@ -55,11 +55,6 @@ fn hook(config: &Path, kind: &str, i: usize, peer: bool) -> Duration {
     let status = c.status().unwrap();
     assert!(status.success(), "hook {kind} {i}: {status}");
     t.elapsed()
-}
-
-fn count(state: &Path, db: &str, sql: &str) -> i64 {
-    let c = rusqlite::Connection::open(state.join(db)).unwrap();
-    c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 #[test]

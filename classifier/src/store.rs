@@ -308,6 +308,17 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     tx.commit()
 }
 
+/// Takes the next commit number (`meta.traffic_seq`) inside `tx`: the one
+/// place the classifier's commits and [`write_commit`] number themselves.
+fn next_traffic_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, rusqlite::Error> {
+    let v: String = tx.query_row(
+        "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = ?1 RETURNING value",
+        params![COMMIT_SEQ_KEY],
+        |r| r.get(0),
+    )?;
+    Ok(v.parse().unwrap_or(0))
+}
+
 /// Maps SQLite errors to [`StoreError`]s naming `file`.
 fn sql_error(file: PathBuf) -> impl Fn(rusqlite::Error) -> StoreError {
     move |source| StoreError {
@@ -380,15 +391,7 @@ impl Tier2 for SqliteTier2 {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
         {
-            let seq: i64 = tx
-                .query_row(
-                    "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = ?1 RETURNING value",
-                    params![COMMIT_SEQ_KEY],
-                    |r| r.get::<_, String>(0),
-                )
-                .map_err(&err)?
-                .parse()
-                .unwrap_or(0);
+            let seq = next_traffic_seq(&tx).map_err(&err)?;
             upsert_traffic(
                 &tx,
                 "traffic",
@@ -691,15 +694,7 @@ pub fn write_commit(state_dir: &Path, rows: &[SimRow<'_>]) -> Result<i64, StoreE
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(&err)?;
-    let seq: i64 = tx
-        .query_row(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = ?1 RETURNING value",
-            params![COMMIT_SEQ_KEY],
-            |r| r.get::<_, String>(0),
-        )
-        .map_err(&err)?
-        .parse()
-        .unwrap_or(0);
+    let seq = next_traffic_seq(&tx).map_err(&err)?;
     {
         let mut st = tx
             .prepare_cached(

@@ -58,10 +58,6 @@ impl Access {
             Access::Admin => "blocked:admin",
         }
     }
-
-    pub fn is_allowed(self) -> bool {
-        self == Access::Allowed
-    }
 }
 
 /// What a cycle did.
@@ -888,9 +884,11 @@ impl Standing {
 
 /// Every account's standing at `now_ms` (balances, accruals and promises
 /// of its payer).
+/// `only`: just that account (its payer's sums still apply).
 pub fn standings(
     conn: &Connection,
     now_ms: i64,
+    only: Option<i64>,
 ) -> Result<Vec<(i64, String, Standing)>, CoreError> {
     let e = CoreError::from_sql;
     let accrued: HashMap<i64, i64> = conn
@@ -922,11 +920,12 @@ pub fn standings(
              FROM accounts c
              JOIN accounts p ON p.id = coalesce(c.payer_id, c.id)
              LEFT JOIN books b ON b.book = 'acct:' || p.id
+             WHERE ?2 IS NULL OR c.id = ?2
              ORDER BY c.id",
         )
         .map_err(e)?;
     let v = st
-        .query_map(params![now_ms], |r| {
+        .query_map(params![now_ms, only], |r| {
             let payer: i64 = r.get(2)?;
             let policy: String = r.get(4)?;
             Ok((
@@ -984,7 +983,7 @@ fn decide(
              ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, since_ms = excluded.since_ms, seq = excluded.seq",
         )
         .map_err(e)?;
-    for (id, number, s) in standings(tx, now_ms)? {
+    for (id, number, s) in standings(tx, now_ms, None)? {
         let state = s.decide().as_str();
         let prev = current.get(&id).map(String::as_str).unwrap_or("new");
         if prev == state {
@@ -1016,22 +1015,4 @@ fn decide(
         });
     }
     Ok(())
-}
-
-impl Billing {
-    /// The account's standing now (for reports and `kopek account show`).
-    pub fn standing(&self, number: &str, now_ms: i64) -> Result<Standing, CoreError> {
-        let id = crate::ops::account_id(&self.conn, number)?;
-        standings(&self.conn, now_ms)?
-            .into_iter()
-            .find(|(i, _, _)| *i == id)
-            .map(|(_, _, s)| s)
-            .ok_or_else(|| CoreError::NotFound(format!("unknown account {number:?}")))
-    }
-
-    /// The book balance of an account's payer.
-    pub fn balance(&self, account_id: i64) -> Result<Money, CoreError> {
-        let payer = crate::ops::payer_of(&self.conn, account_id)?;
-        crate::store::book_balance(&self.conn, &account_book(payer)).map_err(CoreError::from_sql)
-    }
 }

@@ -41,18 +41,6 @@ pub enum MoneyError {
 impl Money {
     pub const ZERO: Money = Money(0);
 
-    pub fn kopecks(self) -> i64 {
-        self.0
-    }
-
-    pub fn checked_add(self, other: Money) -> Option<Money> {
-        self.0.checked_add(other.0).map(Money)
-    }
-
-    pub fn checked_sub(self, other: Money) -> Option<Money> {
-        self.0.checked_sub(other.0).map(Money)
-    }
-
     pub fn is_negative(self) -> bool {
         self.0 < 0
     }

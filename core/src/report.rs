@@ -168,7 +168,7 @@ impl Billing {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .map_err(e)?;
-        let s = standings(&self.conn, now_ms)?
+        let s = standings(&self.conn, now_ms, Some(id))?
             .into_iter()
             .find(|(i, _, _)| *i == id)
             .map(|(_, _, s)| s)
@@ -486,7 +486,7 @@ impl Billing {
             .collect::<Result<_, _>>()
             .map_err(e)?;
         let mut out = Vec::new();
-        for (id, number, s) in standings(&self.conn, now_ms)? {
+        for (id, number, s) in standings(&self.conn, now_ms, None)? {
             let own = Money(s.balance.0 - s.accrued.0);
             if own.0 < threshold.0 && crate::ops::payer_of(&self.conn, id)? == id {
                 let (sub, state) = names.get(&id).cloned().unwrap_or_default();

@@ -452,18 +452,6 @@ pub(crate) fn post(
     Ok(ids)
 }
 
-/// Balance of a book as stored (sum of its entries, kept in `books`).
-pub(crate) fn book_balance(conn: &Connection, book: &str) -> Result<Money, rusqlite::Error> {
-    let v: Option<i64> = conn
-        .query_row(
-            "SELECT balance FROM books WHERE book = ?1",
-            params![book],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(Money(v.unwrap_or(0)))
-}
-
 /// What `kopek ledger verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {

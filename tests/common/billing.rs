@@ -191,3 +191,9 @@ pub fn apply(socket: &Path, command: serde_json::Value) -> serde_json::Value {
     assert_eq!(r["ok"], true, "{command}: {r}");
     r["outcome"].clone()
 }
+
+/// One integer from `sql` over the database file `db` in `state`.
+pub fn count(state: &Path, db: &str, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(state.join(db)).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
