@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use common::require_tool;
 use ipnet::IpNet;
 use kopek_config::EnforcerConfig;
 use kopek_enforcer::nft;
+use kopek_enforcer::shaping::Caps;
 
 /// Applies a batch inside the router namespace through the enforcer's own
 /// `nft::apply` (nft is run via `ip netns exec`).
@@ -71,7 +72,18 @@ fn a_thousand_updates_while_packets_flow() {
     };
     let paid: IpNet = "10.1.0.2/32".parse().unwrap();
     let mut allowed: BTreeSet<IpNet> = [paid].into_iter().collect();
-    apply(&t.rtr, &c, &nft::replace_batch(&c, &allowed, c.lease));
+    // The others carry speed caps too: their policers are (re)written in
+    // the same batches.
+    let cap = Caps {
+        down_kbit: Some(1_000),
+        up_kbit: Some(500),
+    };
+    let mut caps: BTreeMap<IpNet, Caps> = BTreeMap::new();
+    apply(
+        &t.rtr,
+        &c,
+        &nft::replace_batch(&c, &allowed, &caps, c.lease),
+    );
     assert!(t.ping_from("10.1.0.2", "192.0.2.2"));
     assert!(!t.ping_from("10.1.0.4", "192.0.2.2"));
 
@@ -104,20 +116,23 @@ fn a_thousand_updates_while_packets_flow() {
     for i in 0..1_000u32 {
         let other: IpNet = format!("10.1.0.{}/32", 10 + i % 200).parse().unwrap();
         let batch = if i % 100 == 99 {
-            nft::replace_batch(&c, &allowed, c.lease)
+            nft::replace_batch(&c, &allowed, &caps, c.lease)
         } else if i % 50 == 49 {
             nft::delta_batch(
                 &c,
                 &allowed.iter().copied().collect::<Vec<_>>(),
                 &[],
+                &Default::default(),
                 c.lease,
             )
         } else if allowed.contains(&other) {
             allowed.remove(&other);
-            nft::delta_batch(&c, &[], &[other], c.lease)
+            caps.remove(&other);
+            nft::delta_batch(&c, &[], &[other], &(vec![(other, cap)], vec![]), c.lease)
         } else {
             allowed.insert(other);
-            nft::delta_batch(&c, &[other], &[], c.lease)
+            caps.insert(other, cap);
+            nft::delta_batch(&c, &[other], &[], &(vec![], vec![(other, cap)]), c.lease)
         };
         apply(&t.rtr, &c, &batch);
     }

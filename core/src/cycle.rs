@@ -27,8 +27,8 @@ use crate::money::Money;
 use crate::ops::Policy;
 use crate::rating::{self, Period};
 use crate::store::{
-    Billing, META_LAST_CYCLE, META_POSTED_DAY, META_TIER2_SEQ, NewEntry, account_book, meta_i64,
-    post, set_meta,
+    Billing, META_LAST_CYCLE, META_POSTED_DAY, META_SHAPING_SEQ, META_TIER2_SEQ, NewEntry,
+    account_book, meta_i64, post, set_meta,
 };
 use crate::tariff::Tariff;
 
@@ -72,6 +72,8 @@ pub struct CycleReport {
     pub fee_days: u64,
     pub entries_posted: u64,
     pub transitions: Vec<Transition>,
+    /// Accounts whose speed caps changed (a tariff with other caps began).
+    pub shaping_changed: u64,
     pub elapsed_ms: u64,
     /// Where the time went: reading and diffing tier 2, rating, charges,
     /// fees and postings, decisions, commit (ms).
@@ -474,6 +476,7 @@ impl Billing {
         }
         lap(&mut report, 3);
         decide(&tx, tz, now_ms, &mut report)?;
+        report.shaping_changed = shape(&tx, rater, now_ms)?;
         lap(&mut report, 4);
         set_meta(&tx, META_TIER2_SEQ, new_watermark).map_err(CoreError::from_sql)?;
         set_meta(&tx, META_LAST_CYCLE, now_ms).map_err(CoreError::from_sql)?;
@@ -482,6 +485,61 @@ impl Billing {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
+}
+
+/// Brings `shaping` in line with every account's tariff at `now_ms`;
+/// bumps `meta.shaping_seq` when anything changed. Returns the number of
+/// accounts whose caps changed.
+fn shape(tx: &Transaction<'_>, rater: &mut Rater, now_ms: i64) -> Result<u64, CoreError> {
+    type Caps = (Option<u32>, Option<u32>);
+    let e = CoreError::from_sql;
+    let current: HashMap<i64, Caps> = tx
+        .prepare_cached("SELECT account_id, down_kbit, up_kbit FROM shaping")
+        .map_err(e)?
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let versions: Vec<(i64, Option<i64>)> = rater
+        .model
+        .created_ms
+        .keys()
+        .map(|&id| (id, rater.model.version_at(id, now_ms)))
+        .collect();
+    let mut want: HashMap<i64, Caps> = HashMap::new();
+    for (id, v) in versions {
+        if let Some(v) = v
+            && let Some(r) = rater.tariff(tx, v)?.rate_limit
+        {
+            want.insert(id, (r.down_kbit, r.up_kbit));
+        }
+    }
+    let mut changed = 0;
+    let mut del = tx
+        .prepare_cached("DELETE FROM shaping WHERE account_id = ?1")
+        .map_err(e)?;
+    for id in current.keys().filter(|id| !want.contains_key(id)) {
+        del.execute(params![id]).map_err(e)?;
+        changed += 1;
+    }
+    let mut up = tx
+        .prepare_cached(
+            "INSERT INTO shaping (account_id, down_kbit, up_kbit, since_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (account_id) DO UPDATE SET down_kbit = excluded.down_kbit,
+                 up_kbit = excluded.up_kbit, since_ms = excluded.since_ms",
+        )
+        .map_err(e)?;
+    for (id, caps) in &want {
+        if current.get(id) != Some(caps) {
+            up.execute(params![id, caps.0, caps.1, now_ms]).map_err(e)?;
+            changed += 1;
+        }
+    }
+    if changed > 0 {
+        let seq = meta_i64(tx, META_SHAPING_SEQ).map_err(e)?.unwrap_or(0);
+        set_meta(tx, META_SHAPING_SEQ, seq + 1).map_err(e)?;
+    }
+    Ok(changed)
 }
 
 /// Adds the changes' deltas to accrual keys (account, period, tariff

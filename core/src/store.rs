@@ -157,6 +157,15 @@ CREATE TABLE IF NOT EXISTS access (
     since_ms   INTEGER NOT NULL,
     seq        INTEGER NOT NULL
 );
+-- The speed caps of every account whose current tariff sets one; the
+-- enforcer polices its addresses to them. meta.shaping_seq moves on every
+-- change.
+CREATE TABLE IF NOT EXISTS shaping (
+    account_id INTEGER PRIMARY KEY,
+    down_kbit  INTEGER,
+    up_kbit    INTEGER,
+    since_ms   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS access_events (
     seq        INTEGER PRIMARY KEY,
     ts_ms      INTEGER NOT NULL,
@@ -189,6 +198,8 @@ CREATE TABLE IF NOT EXISTS audit (
 pub const META_TIER2_SEQ: &str = "tier2_seq";
 pub const META_POSTED_DAY: &str = "posted_through_day_ms";
 pub const META_LAST_CYCLE: &str = "last_cycle_ms";
+/// Bumped by every cycle that changed a row of `shaping`.
+pub const META_SHAPING_SEQ: &str = "shaping_seq";
 
 /// The billing database.
 pub struct Billing {

@@ -193,7 +193,23 @@ pub struct Tariff {
     pub zones: Vec<Zone>,
     /// In file order: the first match wins.
     pub rules: Vec<TrafficRule>,
+    /// Speed caps the enforcer puts on the account's addresses while the
+    /// tariff applies (`[rate_limit]`); `None`: no cap.
+    pub rate_limit: Option<RateLimit>,
 }
+
+/// Per-address speed caps in kbit/s (1 kbit = 1000 bit), each direction
+/// optional. Enforced by nftables policing (docs/enforcer.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Towards the subscriber.
+    pub down_kbit: Option<u32>,
+    /// From the subscriber.
+    pub up_kbit: Option<u32>,
+}
+
+/// Slowest and fastest cap a tariff may set, kbit/s.
+pub const RATE_LIMIT_KBIT: std::ops::RangeInclusive<u32> = 64..=100_000_000;
 
 /// A tariff file problem. Every variant but `Syntax` names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,6 +266,17 @@ mod wire {
         pub zone: Vec<Zone>,
         #[serde(default)]
         pub traffic: Vec<Traffic>,
+        #[serde(default)]
+        pub rate_limit: Option<RateLimit>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RateLimit {
+        #[serde(default)]
+        pub down_kbit: Option<u32>,
+        #[serde(default)]
+        pub up_kbit: Option<u32>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -811,11 +838,41 @@ impl Tariff {
             ix.sort_unstable();
             r.zones = ix;
         }
+        let rate_limit = match &w.rate_limit {
+            None => None,
+            Some(r) => {
+                for (key, v) in [("down_kbit", r.down_kbit), ("up_kbit", r.up_kbit)] {
+                    if let Some(v) = v
+                        && !RATE_LIMIT_KBIT.contains(&v)
+                    {
+                        return Err(bad(
+                            format!("rate_limit.{key}"),
+                            format!(
+                                "must be {}..={} kbit/s, got {v}",
+                                RATE_LIMIT_KBIT.start(),
+                                RATE_LIMIT_KBIT.end()
+                            ),
+                        ));
+                    }
+                }
+                if r.down_kbit.is_none() && r.up_kbit.is_none() {
+                    return Err(bad(
+                        "rate_limit",
+                        "names neither down_kbit nor up_kbit (leave the table out for no cap)",
+                    ));
+                }
+                Some(RateLimit {
+                    down_kbit: r.down_kbit,
+                    up_kbit: r.up_kbit,
+                })
+            }
+        };
         Ok(Tariff {
             unit,
             monthly_fee,
             zones,
             rules,
+            rate_limit,
         })
     }
 
@@ -828,6 +885,16 @@ impl Tariff {
             "unit = \"{}\"\nmonthly_fee = \"{}\"\n",
             self.unit, self.monthly_fee
         );
+        // Only when set: tariffs without a cap keep their earlier hashes.
+        if let Some(r) = self.rate_limit {
+            s.push_str("\n[rate_limit]\n");
+            if let Some(d) = r.down_kbit {
+                s.push_str(&format!("down_kbit = {d}\n"));
+            }
+            if let Some(u) = r.up_kbit {
+                s.push_str(&format!("up_kbit = {u}\n"));
+            }
+        }
         for z in &self.zones {
             // (from, to) -> days, Monday first.
             let mut groups: Vec<((u16, u16), Vec<Weekday>)> = Vec::new();
@@ -1016,6 +1083,29 @@ price = "0.000123"
     }
 
     #[test]
+    fn rate_limits_parse_and_keep_their_place_in_the_hash() {
+        let plain = parse(r#"unit = "MB""#);
+        assert_eq!(plain.rate_limit, None);
+        assert!(!plain.canonical().contains("rate_limit"));
+        let capped = parse("unit = \"MB\"\n[rate_limit]\ndown_kbit = 20000\n");
+        assert_eq!(
+            capped.rate_limit,
+            Some(RateLimit {
+                down_kbit: Some(20_000),
+                up_kbit: None
+            })
+        );
+        assert_eq!(parse(&capped.canonical()), capped);
+        assert_ne!(capped.sha256(), plain.sha256());
+        let both = parse("unit = \"MB\"\n[rate_limit]\nup_kbit = 64\ndown_kbit = 100000000\n");
+        assert_eq!(parse(&both.canonical()), both);
+        assert!(
+            both.canonical()
+                .contains("[rate_limit]\ndown_kbit = 100000000\nup_kbit = 64\n")
+        );
+    }
+
+    #[test]
     fn canonical_round_trips_and_ignores_form() {
         for text in [FULL, "unit = \"MB\"\n"] {
             let t = parse(text);
@@ -1177,6 +1267,23 @@ price = "1"
         (r#"unit = 5"#, "unit"),
         (r#"unit = "MB"; monthly_fee = "-1""#, "monthly_fee"),
         (r#"unit = "MB"; monthly_fee = "1.001""#, "monthly_fee"),
+        (r#"unit = "MB"; [rate_limit]"#, "rate_limit"),
+        (
+            r#"unit = "MB"; [rate_limit]; down_kbit = 10"#,
+            "rate_limit.down_kbit",
+        ),
+        (
+            r#"unit = "MB"; [rate_limit]; up_kbit = 100000001"#,
+            "rate_limit.up_kbit",
+        ),
+        (
+            r#"unit = "MB"; [rate_limit]; down_kbit = -5"#,
+            "rate_limit.down_kbit",
+        ),
+        (
+            r#"unit = "MB"; [rate_limit]; down_mbit = 5"#,
+            "rate_limit.down_mbit",
+        ),
         (r#"unit = "MB"; monthly_fee = 500.0"#, "monthly_fee"),
         (r#"unit = "MB"; bogus = 1"#, "bogus"),
         (r#"unit = "MB"; [traffic]; class = "p""#, "traffic"),

@@ -395,3 +395,68 @@ fn tier2_attaches_from_a_state_dir_with_uri_characters() {
     let rep = b.cycle(&mut r, t0 + 1_000).unwrap();
     assert_eq!((rep.rows, rep.rows_unrated), (1, 1));
 }
+
+#[test]
+fn speed_caps_follow_the_tariff_in_effect() {
+    let mut w = World::new(Posting::Cycle);
+    let t0 = at(2026, 10, 1, 0, 0);
+    let caps = |w: &World| -> Vec<(String, Option<u32>, Option<u32>)> {
+        w.b.conn()
+            .prepare("SELECT a.number, s.down_kbit, s.up_kbit FROM shaping s JOIN accounts a ON a.id = s.account_id ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let seq = |w: &World| w.b.meta_i64("shaping_seq").unwrap();
+    w.tariff(
+        t0,
+        "capped",
+        "unit = \"MB\"\n[rate_limit]\ndown_kbit = 20000\nup_kbit = 5000\n",
+        t0,
+    );
+    w.tariff(t0, "open", "unit = \"MB\"\n", t0);
+    w.account(t0, "1", None, "capped", t0);
+    w.account(t0, "2", None, "open", t0);
+    let r = w.cycle(t0 + 1_000);
+    assert_eq!(r.shaping_changed, 1);
+    assert_eq!(caps(&w), vec![("1".into(), Some(20_000), Some(5_000))]);
+    assert_eq!(seq(&w), Some(1));
+    // Nothing changed: no write, no new sequence number.
+    assert_eq!(w.cycle(t0 + 2_000).shaping_changed, 0);
+    assert_eq!(seq(&w), Some(1));
+
+    // A new version with only a down cap, from November; account 2 moves
+    // to the capped tariff in November too.
+    w.apply(
+        t0 + 3_000,
+        Command::TariffUpdate {
+            name: "capped".into(),
+            content: "unit = \"MB\"\n[rate_limit]\ndown_kbit = 50000\n".into(),
+            effective_ms: None,
+            why: "faster".into(),
+        },
+    );
+    w.apply(
+        t0 + 3_000,
+        Command::AccountTariff {
+            number: "2".into(),
+            tariff: "capped".into(),
+            from_ms: None,
+            why: "upgrade".into(),
+        },
+    );
+    assert_eq!(w.cycle(at(2026, 10, 31, 23, 59)).shaping_changed, 0);
+    let r = w.cycle(at(2026, 11, 1, 0, 0));
+    assert_eq!(r.shaping_changed, 2);
+    assert_eq!(
+        caps(&w),
+        vec![
+            ("1".into(), Some(50_000), None),
+            ("2".into(), Some(50_000), None)
+        ]
+    );
+    assert_eq!(seq(&w), Some(2));
+    w.verify();
+}

@@ -1,23 +1,35 @@
 //! What the kernel's allowed sets should hold now: the addresses and
 //! prefixes bound (at this moment) to accounts the core allows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use ipnet::IpNet;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::EnforcerError;
+use crate::shaping::Caps;
 
 /// The desired allowed set and what it was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub allowed: BTreeSet<IpNet>,
-    /// The core's last access event and last cycle.
+    /// Speed caps of allowed hosts whose account's tariff sets them.
+    pub caps: BTreeMap<IpNet, Caps>,
+    pub versions: Versions,
+}
+
+/// Cheap change detection: what `desired` depends on, by version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// The core's last access event.
     pub access_seq: i64,
+    /// The core's last cycle.
     pub core_cycle_ms: Option<i64>,
     /// The binding registry's last change.
     pub binding_seq: i64,
+    /// The core's last change of speed caps.
+    pub shaping_seq: i64,
 }
 
 fn open_ro(path: &Path) -> Result<Option<Connection>, EnforcerError> {
@@ -38,12 +50,11 @@ fn open_ro(path: &Path) -> Result<Option<Connection>, EnforcerError> {
     Ok(Some(c))
 }
 
-/// Cheap change detection: (last access event, last cycle, last binding
-/// change).
-pub fn versions(state_dir: &Path) -> Result<(i64, Option<i64>, i64), EnforcerError> {
+/// The versions of everything [`desired`] reads.
+pub fn versions(state_dir: &Path) -> Result<Versions, EnforcerError> {
     let core = state_dir.join("core.sqlite");
-    let (seq, cycle) = match open_ro(&core)? {
-        None => (0, None),
+    let (seq, cycle, shaping) = match open_ro(&core)? {
+        None => (0, None, None),
         Some(c) => {
             let err = |source| EnforcerError::Sql {
                 file: core.clone(),
@@ -62,7 +73,19 @@ pub fn versions(state_dir: &Path) -> Result<(i64, Option<i64>, i64), EnforcerErr
                 )
                 .optional()
                 .map_err(err)?;
-            (seq, cycle.and_then(|v| v.parse().ok()))
+            let shaping: Option<String> = c
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'shaping_seq'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            (
+                seq,
+                cycle.and_then(|v| v.parse().ok()),
+                shaping.and_then(|v| v.parse().ok()),
+            )
         }
     };
     let reg = state_dir.join("bindings.sqlite");
@@ -77,7 +100,12 @@ pub fn versions(state_dir: &Path) -> Result<(i64, Option<i64>, i64), EnforcerErr
                 source,
             })?,
     };
-    Ok((seq, cycle, bseq))
+    Ok(Versions {
+        access_seq: seq,
+        core_cycle_ms: cycle,
+        binding_seq: bseq,
+        shaping_seq: shaping.unwrap_or(0),
+    })
 }
 
 /// Computes the desired allowed set at `now_ms`.
@@ -86,11 +114,8 @@ pub fn desired(
     static_file: Option<&Path>,
     now_ms: i64,
 ) -> Result<Desired, EnforcerError> {
-    let (access_seq, core_cycle_ms, binding_seq) = versions(state_dir)?;
     let mut d = Desired {
-        access_seq,
-        core_cycle_ms,
-        binding_seq,
+        versions: versions(state_dir)?,
         ..Desired::default()
     };
     let core = state_dir.join("core.sqlite");
@@ -108,6 +133,32 @@ pub fn desired(
         .map_err(err)?
         .collect::<Result<_, _>>()
         .map_err(err)?;
+    // A core older than speed caps has no `shaping` table: no caps.
+    let has_shaping: bool = c
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'shaping'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let caps: HashMap<String, Caps> = if has_shaping {
+        c.prepare("SELECT a.number, s.down_kbit, s.up_kbit FROM shaping s JOIN accounts a ON a.id = s.account_id")
+            .map_err(err)?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    Caps {
+                        down_kbit: r.get(1)?,
+                        up_kbit: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?
+    } else {
+        HashMap::new()
+    };
     let mut bindings = Vec::new();
     if state_dir.join("bindings.sqlite").exists() {
         let reg = kopek_classifier::bindings::Registry::open(state_dir)
@@ -128,6 +179,11 @@ pub fn desired(
         let active = b.from_ms <= now_ms && b.to_ms.is_none_or(|t| now_ms < t);
         if active && allowed.contains(&b.account) {
             d.allowed.insert(b.net);
+            if let Some(k) = caps.get(&b.account)
+                && b.net.prefix_len() == b.net.max_prefix_len()
+            {
+                d.caps.insert(b.net, *k);
+            }
         }
     }
     Ok(d)

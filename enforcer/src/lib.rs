@@ -21,6 +21,7 @@ pub mod desired;
 pub mod nft;
 pub mod reconcile;
 pub mod run;
+pub mod shaping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforcerError {

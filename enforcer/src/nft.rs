@@ -14,6 +14,8 @@
 //!         ip saddr @subs4 ip saddr != @allowed4 ip saddr != @allowed4net ip daddr != @garden4 counter drop
 //!         ip daddr @subs4 ip daddr != @allowed4 ip daddr != @allowed4net ip saddr != @garden4 counter drop
 //!         (the same for ip6)
+//!         ip daddr vmap @rl_in4 ... (speed caps, crate::shaping)
+//!         counter name ip saddr map @cnt_out4 ... (crate::counters)
 //!     }
 //! }
 //! ```
@@ -29,7 +31,7 @@
 //! values (`IpNet`, integers, the validated table name) only, so nothing
 //! from outside reaches nft's parser as text.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -38,6 +40,7 @@ use ipnet::IpNet;
 use kopek_config::EnforcerConfig;
 
 use crate::EnforcerError;
+use crate::shaping::{Caps, CapsDelta};
 
 /// Elements per `add element` statement (nft handles large batches, but
 /// one huge line is slow to parse).
@@ -108,6 +111,7 @@ pub fn base_table(c: &EnforcerConfig) -> String {
          \tset subs6 {{ type ipv6_addr; flags interval;{s6} }}\n\
          \tset garden4 {{ type ipv4_addr; flags interval;{g4} }}\n\
          \tset garden6 {{ type ipv6_addr; flags interval;{g6} }}\n\
+         {rl_maps}\
          \tmap cnt_in4 {{ type ipv4_addr : counter; }}\n\
          \tmap cnt_out4 {{ type ipv4_addr : counter; }}\n\
          \tmap cnt_in6 {{ type ipv6_addr : counter; }}\n\
@@ -118,6 +122,7 @@ pub fn base_table(c: &EnforcerConfig) -> String {
          \t\tip daddr @subs4 ip daddr != @allowed4 ip daddr != @allowed4net ip saddr != @garden4 counter drop\n\
          \t\tip6 saddr @subs6 ip6 saddr != @allowed6 ip6 saddr != @allowed6net ip6 daddr != @garden6 counter drop\n\
          \t\tip6 daddr @subs6 ip6 daddr != @allowed6 ip6 daddr != @allowed6net ip6 saddr != @garden6 counter drop\n\
+         {rl_rules}\
          \t\tcounter name ip saddr map @cnt_out4\n\
          \t\tcounter name ip daddr map @cnt_in4\n\
          \t\tcounter name ip6 saddr map @cnt_out6\n\
@@ -129,6 +134,8 @@ pub fn base_table(c: &EnforcerConfig) -> String {
         s6 = elements(&s6),
         g4 = elements(&g4),
         g6 = elements(&g6),
+        rl_maps = crate::shaping::base_maps(),
+        rl_rules = crate::shaping::forward_rules(),
     )
 }
 
@@ -167,7 +174,12 @@ fn delete_lines(c: &EnforcerConfig, nets: &[IpNet], out: &mut String) {
 /// Replaces the whole table (ours only) with the base and the given
 /// allowed elements, in one transaction: at no moment is anything allowed
 /// that is not in `allowed`.
-pub fn replace_batch(c: &EnforcerConfig, allowed: &BTreeSet<IpNet>, lease: Duration) -> String {
+pub fn replace_batch(
+    c: &EnforcerConfig,
+    allowed: &BTreeSet<IpNet>,
+    caps: &BTreeMap<IpNet, Caps>,
+    lease: Duration,
+) -> String {
     let mut b = format!("add table inet {t}\ndelete table inet {t}\n", t = c.table);
     b.push_str(&base_table(c));
     let v: Vec<IpNet> = allowed.iter().copied().collect();
@@ -175,20 +187,30 @@ pub fn replace_batch(c: &EnforcerConfig, allowed: &BTreeSet<IpNet>, lease: Durat
     if c.counters_poll.is_some() {
         crate::counters::add_lines(c, &v, &mut b);
     }
+    let caps: Vec<(IpNet, Caps)> = caps.iter().map(|(n, k)| (*n, *k)).collect();
+    crate::shaping::add_lines(c, &caps, &mut b);
     b
 }
 
 /// Adds (with a lease) and removes elements in one transaction. `remove`
 /// must be in the kernel set (nft refuses to delete what is not there, and
 /// the whole batch fails: the caller then resynchronizes).
-pub fn delta_batch(c: &EnforcerConfig, add: &[IpNet], remove: &[IpNet], lease: Duration) -> String {
+pub fn delta_batch(
+    c: &EnforcerConfig,
+    add: &[IpNet],
+    remove: &[IpNet],
+    caps: &CapsDelta,
+    lease: Duration,
+) -> String {
     let mut b = String::new();
+    crate::shaping::delete_lines(c, &caps.0, &mut b);
     delete_lines(c, remove, &mut b);
     add_lines(c, add, lease, &mut b);
     if c.counters_poll.is_some() {
         crate::counters::unmap_lines(c, remove, &mut b);
         crate::counters::add_lines(c, add, &mut b);
     }
+    crate::shaping::add_lines(c, &caps.1, &mut b);
     b
 }
 
@@ -293,7 +315,7 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let b = replace_batch(&c, &allowed, Duration::from_secs(120));
+        let b = replace_batch(&c, &allowed, &BTreeMap::new(), Duration::from_secs(120));
         assert!(b.starts_with("add table inet kopek\ndelete table inet kopek\ntable inet kopek {"));
         assert!(
             b.contains("set subs4 { type ipv4_addr; flags interval; elements = { 10.1.0.0/16 }; }")
@@ -312,6 +334,7 @@ mod tests {
             &c,
             &[],
             &["10.1.0.5/32".parse().unwrap()],
+            &(vec![], vec![]),
             Duration::from_secs(9),
         );
         assert_eq!(d, "delete element inet kopek allowed4 { 10.1.0.5 }\n");

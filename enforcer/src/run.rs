@@ -8,7 +8,7 @@
 //! fresh lease (one batch). A failed batch, or a table someone removed,
 //! leads to a full resynchronization from the kernel's own view.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +19,9 @@ use kopek_config::Config;
 
 use crate::EnforcerError;
 use crate::counters;
-use crate::desired::{desired, versions};
+use crate::desired::{Desired, Versions, desired, versions};
 use crate::nft;
+use crate::shaping::{self, Caps};
 
 /// Full comparison with the kernel at least this often.
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
@@ -36,7 +37,9 @@ pub struct Enforcer {
     config: Config,
     /// What the kernel's allowed sets hold, as far as we know.
     applied: BTreeSet<IpNet>,
-    seen: (i64, Option<i64>, i64),
+    /// What the kernel's speed-cap maps hold, as far as we know.
+    applied_caps: BTreeMap<IpNet, Caps>,
+    seen: Option<Versions>,
     last_renew: Instant,
     last_resync: Instant,
     /// The nft-counter tier-1 source, when `counters_poll_s` is set.
@@ -50,6 +53,8 @@ pub struct Step {
     pub removed: usize,
     pub renewed: usize,
     pub resynced: bool,
+    /// Hosts whose speed caps were set or changed.
+    pub capped: usize,
     /// Tier-1 records written from counters.
     pub counted: u64,
 }
@@ -75,7 +80,8 @@ impl Enforcer {
         let mut e = Enforcer {
             config,
             applied: BTreeSet::new(),
-            seen: (-1, None, -1),
+            applied_caps: BTreeMap::new(),
+            seen: None,
             last_renew: Instant::now(),
             last_resync: Instant::now(),
             counters,
@@ -118,31 +124,39 @@ impl Enforcer {
         Ok(())
     }
 
-    fn desired_now(&mut self) -> Result<(BTreeSet<IpNet>, bool), EnforcerError> {
+    fn desired_now(&mut self) -> Result<(Desired, bool), EnforcerError> {
         let now = now_ms();
         let d = desired(&self.config.state_dir, self.static_file(), now)?;
-        self.seen = (d.access_seq, d.core_cycle_ms, d.binding_seq);
-        let alive = self.core_alive(d.core_cycle_ms, now);
-        Ok((d.allowed, alive))
+        self.seen = Some(d.versions);
+        let alive = self.core_alive(d.versions.core_cycle_ms, now);
+        Ok((d, alive))
     }
 
     /// Rebuilds from the kernel's view: a missing table is reinstalled
     /// whole; otherwise the kernel set is what we diff against.
     fn resync(&mut self, replace: bool) -> Result<(), EnforcerError> {
-        let (want, alive) = self.desired_now()?;
-        let want = if alive { want } else { BTreeSet::new() };
+        let (d, alive) = self.desired_now()?;
+        let (want, caps) = if alive {
+            (d.allowed, d.caps)
+        } else {
+            (BTreeSet::new(), BTreeMap::new())
+        };
         let c = &self.config.enforcer;
         let kernel = nft::kernel_allowed(c)?;
         match kernel {
-            Some(k) if !replace => self.applied = k,
+            Some(k) if !replace => {
+                self.applied = k;
+                self.applied_caps = shaping::kernel(c)?;
+            }
             _ => {
                 // Counts not yet read would go with the old table.
                 if kernel.is_some() && self.counters.is_some() {
                     self.poll_counters()?;
                 }
                 let c = &self.config.enforcer;
-                nft::apply(c, &nft::replace_batch(c, &want, c.lease))?;
+                nft::apply(c, &nft::replace_batch(c, &want, &caps, c.lease))?;
                 self.applied = want;
+                self.applied_caps = caps;
                 self.last_renew = Instant::now();
             }
         }
@@ -166,10 +180,11 @@ impl Enforcer {
         }
         let v = versions(&self.config.state_dir)?;
         let renew_due = self.last_renew.elapsed() >= self.config.enforcer.renew;
-        if v == self.seen && !renew_due {
+        if Some(v) == self.seen && !renew_due {
             return Ok(s);
         }
-        let (want, alive) = self.desired_now()?;
+        let (d, alive) = self.desired_now()?;
+        let want = d.allowed;
         // A dead core allows nothing new and renews nothing: its leases run
         // out. Revocations it made before dying are still applied.
         let add: Vec<IpNet> = if alive {
@@ -182,9 +197,23 @@ impl Enforcer {
             Vec::new()
         };
         let remove: Vec<IpNet> = self.applied.difference(&want).copied().collect();
+        // Caps follow the allowed set as it will be after this batch.
+        let mut after = self.applied.clone();
+        for n in &remove {
+            after.remove(n);
+        }
+        after.extend(add.iter().copied());
+        let want_caps: BTreeMap<IpNet, Caps> = d
+            .caps
+            .into_iter()
+            .filter(|(n, _)| after.contains(n))
+            .collect();
+        let caps = shaping::delta(&self.applied_caps, &want_caps);
         let c = &self.config.enforcer;
-        match nft::apply(c, &nft::delta_batch(c, &add, &remove, c.lease)) {
+        match nft::apply(c, &nft::delta_batch(c, &add, &remove, &caps, c.lease)) {
             Ok(()) => {
+                s.capped = caps.1.len();
+                self.applied_caps = want_caps;
                 s.removed = remove.len();
                 if renew_due && alive {
                     s.renewed = add.len();

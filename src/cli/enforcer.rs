@@ -34,7 +34,10 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
         Cmd::Install => {
             let config = kopek_config::Config::load(config_path)?;
             let c = &config.enforcer;
-            nft::apply(c, &nft::replace_batch(c, &Default::default(), c.lease))?;
+            nft::apply(
+                c,
+                &nft::replace_batch(c, &Default::default(), &Default::default(), c.lease),
+            )?;
             println!("table inet {} installed, nothing allowed", c.table);
             Ok(())
         }
@@ -56,7 +59,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
             };
             let all: Vec<ipnet::IpNet> = (1..=100_000).map(addr).collect();
             let batch = match what.as_str() {
-                "scratch" | "renew" => nft::delta_batch(c, &all, &[], c.lease),
+                "scratch" | "renew" => nft::delta_batch(c, &all, &[], &Default::default(), c.lease),
                 "changes" => {
                     let new: Vec<ipnet::IpNet> = (1..=500u32)
                         .map(|i| {
@@ -68,7 +71,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
                             )))
                         })
                         .collect();
-                    nft::delta_batch(c, &new, &all[..500], c.lease)
+                    nft::delta_batch(c, &new, &all[..500], &Default::default(), c.lease)
                 }
                 other => {
                     return Err(anyhow::anyhow!("scratch, changes or renew, not {other:?}").into());
@@ -100,6 +103,15 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
                 k.len(),
                 missing,
                 extra
+            );
+            let kc = kopek_enforcer::shaping::kernel(&config.enforcer)?;
+            let (wrong, unset) = kopek_enforcer::shaping::delta(&kc, &d.caps);
+            println!(
+                "speed caps wanted: {}; in the kernel: {}; to remove: {:?}; to set: {:?}",
+                d.caps.len(),
+                kc.len(),
+                wrong,
+                unset
             );
             Ok(())
         }

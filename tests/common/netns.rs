@@ -150,6 +150,123 @@ impl Topology {
     }
 }
 
+/// A bulk TCP transfer between two namespaces (python3's sockets: no
+/// tool of ours on either end). `serve` runs in one namespace, `connect`
+/// in the other; whoever has `bytes` to send sends them, the receiver
+/// counts what arrived and the time from the first byte to the last.
+const TCP_XFER: &str = r#"
+import socket, sys, time
+mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+src = sys.argv[5] if len(sys.argv) > 5 else None
+def pump(c):
+    if n > 0:
+        buf = b"k" * 65536
+        left = n
+        while left > 0:
+            left -= c.send(buf[:min(left, len(buf))])
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)
+    else:
+        got, t0 = 0, None
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            if t0 is None:
+                t0 = time.monotonic()
+            got += len(d)
+        print(got, time.monotonic() - (t0 or time.monotonic()))
+        sys.stdout.flush()
+if mode == "serve":
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port)); s.listen(1)
+    c, _ = s.accept(); pump(c); c.close()
+else:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            c = socket.create_connection((host, port), timeout=60,
+                                         source_address=(src, 0) if src else None); break
+        except OSError:
+            if time.monotonic() > deadline: raise
+            time.sleep(0.05)
+    pump(c); c.close()
+"#;
+
+/// Which way a [`tcp_transfer`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The server sends to the client.
+    Download,
+    /// The client sends to the server.
+    Upload,
+}
+
+/// `bytes` over one TCP connection between a client in `client_ns`
+/// (from `client_addr`) and a server in `server_ns` on
+/// `server_addr:port`. Returns (bytes received, seconds from the first
+/// byte received to the last).
+pub fn tcp_transfer(
+    client_ns: &str,
+    client_addr: &str,
+    server_ns: &str,
+    server_addr: &str,
+    port: u16,
+    way: Way,
+    bytes: u64,
+) -> (u64, f64) {
+    let python = super::require_tool("python3");
+    let n = bytes.to_string();
+    let (server_n, client_n) = match way {
+        Way::Download => (n.as_str(), "0"),
+        Way::Upload => ("0", n.as_str()),
+    };
+    let port = port.to_string();
+    let server = Command::new("ip")
+        .args(["netns", "exec", server_ns])
+        .arg(&python)
+        .args(["-c", TCP_XFER, "serve", server_addr, &port, server_n])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = Command::new("ip")
+        .args(["netns", "exec", client_ns])
+        .arg(&python)
+        .args([
+            "-c",
+            TCP_XFER,
+            "connect",
+            server_addr,
+            &port,
+            client_n,
+            client_addr,
+        ])
+        .output()
+        .unwrap();
+    let server = server.wait_with_output().unwrap();
+    for (who, out) in [("client", &client), ("server", &server)] {
+        assert!(
+            out.status.success(),
+            "tcp transfer {who}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let receiver = match way {
+        Way::Download => &client,
+        Way::Upload => &server,
+    };
+    let text = String::from_utf8_lossy(&receiver.stdout);
+    let mut f = text.split_whitespace();
+    let got = f
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("received bytes");
+    let secs = f.next().and_then(|v| v.parse().ok()).expect("seconds");
+    (got, secs)
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         self.remove();
