@@ -57,13 +57,22 @@ renew_s = 1
 poll_interval_ms = 100
 nft = "{nft}"
 counters_poll_s = 1
+counters_by_class = true
+[classifier]
+default_class = "paid"
+[[classifier.class]]
+name = "local"
+networks = ["198.51.100.0/24"]
+files = ["{local}"]
 "#,
             s = state.display(),
             sock = socket.display(),
-            nft = nft.display()
+            nft = nft.display(),
+            local = state.join("local.txt").display(),
         ),
     )
     .unwrap();
+    std::fs::write(state.join("local.txt"), "192.0.2.53/32\n").unwrap();
     let t = Topology::new();
     // A table that is not ours, in the router's namespace.
     let out = in_ns(&t.rtr, &["nft", "add", "table", "inet", "foreign"]);
@@ -163,9 +172,32 @@ counters_poll_s = 1
     eprintln!("allowed again after {took:?}");
 
     // Counters as a tier-1 source: 20 pings of 1,028-byte IP packets each
-    // way appear in tier 1 exactly, across several read-and-reset polls.
+    // way appear in tier 1 exactly, across several read-and-reset polls;
+    // 10 pings of 528-byte packets to the "local" class (mirrored into
+    // an nft set) are counted apart, under the class's representative
+    // remote address.
     std::thread::sleep(Duration::from_millis(1_500));
-    let (in0, out0) = counted(state, "10.1.0.2");
+    let (in0, out0) = counted(state, "10.1.0.2", "0.0.0.0");
+    let (lin0, lout0) = counted(state, "10.1.0.2", "192.0.2.53");
+    let out = in_ns(
+        &t.sub,
+        &[
+            "ping",
+            "-c",
+            "10",
+            "-i",
+            "0.05",
+            "-s",
+            "500",
+            "-q",
+            "192.0.2.53",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = in_ns(
         &t.sub,
         &[
@@ -186,11 +218,65 @@ counters_poll_s = 1
         String::from_utf8_lossy(&out.stdout)
     );
     std::thread::sleep(Duration::from_millis(2_500));
-    let (in1, out1) = counted(state, "10.1.0.2");
+    let (in1, out1) = counted(state, "10.1.0.2", "0.0.0.0");
     assert_eq!(
         (in1 - in0, out1 - out0),
         (20 * 1_028, 20 * 1_028),
-        "nft counter records in tier 1"
+        "nft counter records in tier 1, default class"
+    );
+    let (lin1, lout1) = counted(state, "10.1.0.2", "192.0.2.53");
+    assert_eq!(
+        (lin1 - lin0, lout1 - lout0),
+        (10 * 528, 10 * 528),
+        "nft counter records in tier 1, class local"
+    );
+
+    // The list file changes and the enforcer is told (SIGHUP, systemctl
+    // reload): 192.0.2.53 is no longer local, its pings count in the
+    // default class; the class set was swapped in one batch.
+    std::fs::write(state.join("local.txt"), "203.0.113.0/24\n").unwrap();
+    enforcer.hup();
+    let t0 = Instant::now();
+    loop {
+        let out = in_ns(
+            &t.rtr,
+            &["nft", "list", "set", "inet", "kopek", "cls4_local"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("203.0.113.0/24") && !text.contains("192.0.2.53") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "class set not reloaded: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = in_ns(
+        &t.sub,
+        &[
+            "ping",
+            "-c",
+            "5",
+            "-i",
+            "0.05",
+            "-s",
+            "500",
+            "-q",
+            "192.0.2.53",
+        ],
+    );
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(
+        counted(state, "10.1.0.2", "192.0.2.53"),
+        (lin1, lout1),
+        "nothing more counted as local"
+    );
+    assert_eq!(
+        counted(state, "10.1.0.2", "0.0.0.0"),
+        (in1 + 5 * 528, out1 + 5 * 528),
+        "the garden's pings now count in the default class"
     );
 
     // A pppd session: bob's address comes up through the ip-up hook and is
@@ -311,8 +397,9 @@ counters_poll_s = 1
     );
 }
 
-/// Bytes the nft-counter source wrote to tier 1 for `addr`: (to it, from it).
-fn counted(state: &Path, addr: &str) -> (u64, u64) {
+/// Bytes the nft-counter source wrote to tier 1 for `addr` with `remote`
+/// on the other side: (to it, from it).
+fn counted(state: &Path, addr: &str, remote: &str) -> (u64, u64) {
     let out = Command::new(kopek_bin())
         .args(["raw", "--state-dir"])
         .arg(state)
@@ -328,9 +415,9 @@ fn counted(state: &Path, addr: &str) -> (u64, u64) {
     for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let bytes: u64 = f[13].parse().unwrap();
-        if f[5] == addr && f[6] == "0.0.0.0" {
+        if f[5] == addr && f[6] == remote {
             o += bytes;
-        } else if f[6] == addr && f[5] == "0.0.0.0" {
+        } else if f[6] == addr && f[5] == remote {
             i += bytes;
         }
     }

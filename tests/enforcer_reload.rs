@@ -69,6 +69,7 @@ fn a_thousand_updates_while_packets_flow() {
         poll_interval: Duration::from_millis(100),
         nft: wrapper.clone(),
         counters_poll: None,
+        counters_by_class: false,
     };
     let paid: IpNet = "10.1.0.2/32".parse().unwrap();
     let mut allowed: BTreeSet<IpNet> = [paid].into_iter().collect();
@@ -82,7 +83,7 @@ fn a_thousand_updates_while_packets_flow() {
     apply(
         &t.rtr,
         &c,
-        &nft::replace_batch(&c, &allowed, &caps, c.lease),
+        &nft::replace_batch(&c, &allowed, &caps, None, c.lease),
     );
     assert!(t.ping_from("10.1.0.2", "192.0.2.2"));
     assert!(!t.ping_from("10.1.0.4", "192.0.2.2"));
@@ -116,23 +117,38 @@ fn a_thousand_updates_while_packets_flow() {
     for i in 0..1_000u32 {
         let other: IpNet = format!("10.1.0.{}/32", 10 + i % 200).parse().unwrap();
         let batch = if i % 100 == 99 {
-            nft::replace_batch(&c, &allowed, &caps, c.lease)
+            nft::replace_batch(&c, &allowed, &caps, None, c.lease)
         } else if i % 50 == 49 {
             nft::delta_batch(
                 &c,
                 &allowed.iter().copied().collect::<Vec<_>>(),
                 &[],
                 &Default::default(),
+                None,
                 c.lease,
             )
         } else if allowed.contains(&other) {
             allowed.remove(&other);
             caps.remove(&other);
-            nft::delta_batch(&c, &[], &[other], &(vec![(other, cap)], vec![]), c.lease)
+            nft::delta_batch(
+                &c,
+                &[],
+                &[other],
+                &(vec![(other, cap)], vec![]),
+                None,
+                c.lease,
+            )
         } else {
             allowed.insert(other);
             caps.insert(other, cap);
-            nft::delta_batch(&c, &[other], &[], &(vec![], vec![(other, cap)]), c.lease)
+            nft::delta_batch(
+                &c,
+                &[other],
+                &[],
+                &(vec![], vec![(other, cap)]),
+                None,
+                c.lease,
+            )
         };
         apply(&t.rtr, &c, &batch);
     }

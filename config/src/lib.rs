@@ -89,6 +89,8 @@ pub struct EnforcerConfig {
     pub nft: PathBuf,
     /// Per-subscriber counters as a tier-1 source (`None`: off).
     pub counters_poll: Option<Duration>,
+    /// Counters per traffic class (class lists mirrored into nft sets).
+    pub counters_by_class: bool,
 }
 
 /// `[core]`: the billing daemon.
@@ -597,6 +599,12 @@ fn validate_enforcer(
             format!("must be 20..=10000, got {}", e.poll_interval_ms),
         );
     }
+    if e.counters_by_class && e.counters_poll_s == 0 {
+        bad(
+            "enforcer.counters_by_class",
+            "needs counters: set enforcer.counters_poll_s too".into(),
+        );
+    }
     if e.counters_poll_s > 86_400 {
         bad(
             "enforcer.counters_poll_s",
@@ -612,5 +620,6 @@ fn validate_enforcer(
         poll_interval: Duration::from_millis(e.poll_interval_ms),
         nft: PathBuf::from(&e.nft),
         counters_poll: (e.counters_poll_s > 0).then(|| Duration::from_secs(e.counters_poll_s)),
+        counters_by_class: e.counters_by_class,
     }
 }

@@ -281,3 +281,15 @@ traffic_days = 30
         assert!(e.contains(frag), "missing {frag:?} in {e}");
     }
 }
+
+#[test]
+fn counting_by_class_needs_counters() {
+    let err = error_of("[enforcer]\ncounters_by_class = true\n");
+    assert!(
+        err.contains("enforcer.counters_by_class") && err.contains("counters_poll_s"),
+        "{err}"
+    );
+    let c = load("[enforcer]\ncounters_poll_s = 60\ncounters_by_class = true\n").unwrap();
+    assert!(c.enforcer.counters_by_class);
+    assert!(!load("").unwrap().enforcer.counters_by_class);
+}

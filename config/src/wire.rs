@@ -81,6 +81,9 @@ pub struct Enforcer {
     /// Per-subscriber nft counters as a tier-1 source, read and zeroed this
     /// often; 0: off.
     pub counters_poll_s: u64,
+    /// Count every traffic class apart (the class lists mirrored into nft
+    /// sets); false: everything in the default class.
+    pub counters_by_class: bool,
 }
 
 impl Default for Enforcer {
@@ -94,6 +97,7 @@ impl Default for Enforcer {
             poll_interval_ms: DEFAULT_ENFORCER_POLL_MS,
             nft: DEFAULT_NFT.into(),
             counters_poll_s: 0,
+            counters_by_class: false,
         }
     }
 }

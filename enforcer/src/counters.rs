@@ -30,24 +30,43 @@ use kopek_collector::segment::{RawStore, SegmentWriter, WriterOptions};
 use kopek_config::{Compression, Durability, EnforcerConfig};
 
 use crate::EnforcerError;
+use crate::classes::ClassMirror;
 
 /// The tier-1 collector name of the counter source.
 pub const COLLECTOR: &str = "nft";
 /// A counter segment is sealed after this long.
 const ROTATE_MS: i64 = 3_600_000;
 
-/// The counter name of a host and direction (`i`: to the subscriber).
-pub fn counter_name(addr: IpAddr, inbound: bool) -> String {
+/// The counter name of a host, direction (`i`: to the subscriber) and
+/// class (`None`: the default class, or no classes mirrored).
+pub fn counter_name(addr: IpAddr, inbound: bool, class: Option<&str>) -> String {
     let hex: String = match addr {
         IpAddr::V4(a) => crate::hex(&a.octets()),
         IpAddr::V6(a) => crate::hex(&a.octets()),
     };
-    format!("k{hex}{}", if inbound { 'i' } else { 'o' })
+    let dir = if inbound { 'i' } else { 'o' };
+    match class {
+        None => format!("k{hex}{dir}"),
+        Some(c) => format!("k{hex}{dir}_{c}"),
+    }
 }
 
-/// The host and direction a counter name stands for.
-pub fn parse_name(name: &str) -> Option<(IpAddr, bool)> {
+/// What a counter counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub addr: IpAddr,
+    pub inbound: bool,
+    pub class: Option<String>,
+}
+
+/// The host, direction and class a counter name stands for.
+pub fn parse_name(name: &str) -> Option<Counted> {
     let body = name.strip_prefix('k')?;
+    let (body, class) = match body.split_once('_') {
+        Some((b, c)) if !c.is_empty() => (b, Some(c.to_string())),
+        Some(_) => return None,
+        None => (body, None),
+    };
     let (hex, dir) = body.split_at(body.len().checked_sub(1)?);
     let inbound = match dir {
         "i" => true,
@@ -62,39 +81,79 @@ pub fn parse_name(name: &str) -> Option<(IpAddr, bool)> {
         16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?)),
         _ => return None,
     };
-    Some((addr, inbound))
+    Some(Counted {
+        addr,
+        inbound,
+        class,
+    })
 }
 
 fn host(n: &IpNet) -> Option<IpAddr> {
     (n.prefix_len() == n.max_prefix_len()).then(|| n.addr())
 }
 
-/// Lines that create and map the counters of newly allowed hosts.
-pub fn add_lines(c: &EnforcerConfig, nets: &[IpNet], out: &mut String) {
+/// The classes counted apart (besides the default), as the maps' and
+/// counters' name suffixes.
+fn class_keys(classes: Option<&ClassMirror>) -> Vec<Option<&str>> {
+    let mut v = vec![None];
+    if let Some(m) = classes {
+        v.extend(m.classes.iter().map(|c| Some(c.as_str())));
+    }
+    v
+}
+
+fn map_name(inbound: bool, fam: &str, class: Option<&str>) -> String {
+    let base = if inbound { "cnt_in" } else { "cnt_out" };
+    match class {
+        None => format!("{base}{fam}"),
+        Some(c) => format!("{base}{fam}_{c}"),
+    }
+}
+
+/// Lines that create and map the counters of newly allowed hosts (one per
+/// direction and counted class).
+pub fn add_lines(
+    c: &EnforcerConfig,
+    nets: &[IpNet],
+    classes: Option<&ClassMirror>,
+    out: &mut String,
+) {
+    let keys = class_keys(classes);
     for a in nets.iter().filter_map(host) {
         let fam = if a.is_ipv4() { "4" } else { "6" };
-        for inbound in [true, false] {
-            let name = counter_name(a, inbound);
-            let map = if inbound { "cnt_in" } else { "cnt_out" };
-            out.push_str(&format!("add counter inet {} {name}\n", c.table));
-            out.push_str(&format!(
-                "add element inet {} {map}{fam} {{ {a} : \"{name}\" }}\n",
-                c.table
-            ));
+        for class in &keys {
+            for inbound in [true, false] {
+                let name = counter_name(a, inbound, *class);
+                out.push_str(&format!("add counter inet {} {name}\n", c.table));
+                out.push_str(&format!(
+                    "add element inet {} {} {{ {a} : \"{name}\" }}\n",
+                    c.table,
+                    map_name(inbound, fam, *class)
+                ));
+            }
         }
     }
 }
 
 /// Lines that stop counting hosts leaving the allowed set (their counters
 /// stay until read).
-pub fn unmap_lines(c: &EnforcerConfig, nets: &[IpNet], out: &mut String) {
+pub fn unmap_lines(
+    c: &EnforcerConfig,
+    nets: &[IpNet],
+    classes: Option<&ClassMirror>,
+    out: &mut String,
+) {
+    let keys = class_keys(classes);
     for a in nets.iter().filter_map(host) {
         let fam = if a.is_ipv4() { "4" } else { "6" };
-        for map in ["cnt_in", "cnt_out"] {
-            out.push_str(&format!(
-                "delete element inet {} {map}{fam} {{ {a} }}\n",
-                c.table
-            ));
+        for class in &keys {
+            for inbound in [true, false] {
+                out.push_str(&format!(
+                    "delete element inet {} {} {{ {a} }}\n",
+                    c.table,
+                    map_name(inbound, fam, *class)
+                ));
+            }
         }
     }
 }
@@ -186,6 +245,7 @@ impl Source {
     pub fn write(
         &mut self,
         readings: &[Reading],
+        classes: Option<&ClassMirror>,
         now_ms: i64,
     ) -> Result<Vec<String>, EnforcerError> {
         let seg = |e: kopek_collector::segment::SegmentError| EnforcerError::Invalid(e.to_string());
@@ -193,18 +253,29 @@ impl Source {
         let mut zero = Vec::new();
         let mut records = Vec::new();
         for r in readings {
-            let Some((addr, inbound)) = parse_name(&r.name) else {
+            let Some(Counted {
+                addr,
+                inbound,
+                class,
+            }) = parse_name(&r.name)
+            else {
                 continue;
             };
             if r.bytes == 0 && r.packets == 0 {
                 zero.push(r.name.clone());
                 continue;
             }
-            let remote = if addr.is_ipv4() {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            };
+            // The class's representative (the classifier puts it in the
+            // class again); without classes, the unspecified address.
+            let remote = classes
+                .and_then(|m| {
+                    m.representative(class.as_deref().unwrap_or(&m.default), addr.is_ipv4())
+                })
+                .unwrap_or(if addr.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                });
             let (src, dst) = if inbound {
                 (remote, addr)
             } else {
@@ -277,7 +348,7 @@ impl Source {
 /// Counters of hosts no longer allowed that read zero: to delete.
 pub fn stale(zero: &[String], applied: &BTreeSet<IpNet>) -> Vec<String> {
     zero.iter()
-        .filter(|n| parse_name(n).is_some_and(|(a, _)| !applied.contains(&IpNet::from(a))))
+        .filter(|n| parse_name(n).is_some_and(|k| !applied.contains(&IpNet::from(k.addr))))
         .cloned()
         .collect()
 }
@@ -288,15 +359,32 @@ mod tests {
 
     #[test]
     fn counter_names_round_trip() {
-        for (a, inbound) in [("10.1.0.2", true), ("2001:db8::1", false)] {
+        for (a, inbound, class) in [
+            ("10.1.0.2", true, None),
+            ("2001:db8::1", false, None),
+            ("10.1.0.2", false, Some("peering_2")),
+        ] {
             let addr: IpAddr = a.parse().unwrap();
-            let n = counter_name(addr, inbound);
-            assert_eq!(parse_name(&n), Some((addr, inbound)), "{n}");
+            let n = counter_name(addr, inbound, class);
+            assert_eq!(
+                parse_name(&n),
+                Some(Counted {
+                    addr,
+                    inbound,
+                    class: class.map(Into::into)
+                }),
+                "{n}"
+            );
         }
         assert_eq!(
-            counter_name("10.1.0.2".parse().unwrap(), true),
+            counter_name("10.1.0.2".parse().unwrap(), true, None),
             "k0a010002i"
         );
+        assert_eq!(
+            counter_name("10.1.0.2".parse().unwrap(), false, Some("local")),
+            "k0a010002o_local"
+        );
+        assert_eq!(parse_name("k0a010002i_"), None);
         assert_eq!(parse_name("k0a0100i"), None);
         assert_eq!(parse_name("x"), None);
         assert_eq!(parse_name("k0a010002x"), None);

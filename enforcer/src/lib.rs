@@ -16,6 +16,7 @@
 //! Never: touch another table, flush the ruleset, allow an address the core
 //! has not decided on.
 
+pub mod classes;
 pub mod counters;
 pub mod desired;
 pub mod nft;

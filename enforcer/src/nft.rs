@@ -40,6 +40,7 @@ use ipnet::IpNet;
 use kopek_config::EnforcerConfig;
 
 use crate::EnforcerError;
+use crate::classes::ClassMirror;
 use crate::shaping::{Caps, CapsDelta};
 
 /// Elements per `add element` statement (nft handles large batches, but
@@ -98,7 +99,7 @@ fn elements(nets: &[IpNet]) -> String {
 
 /// The table with empty allowed sets (what the unit loads before the
 /// enforcer starts: nothing allowed yet).
-pub fn base_table(c: &EnforcerConfig) -> String {
+pub fn base_table(c: &EnforcerConfig, classes: Option<&ClassMirror>) -> String {
     let (s4, s6) = family_sets(&c.networks);
     let (g4, g6) = family_sets(&c.walled_garden);
     format!(
@@ -116,6 +117,7 @@ pub fn base_table(c: &EnforcerConfig) -> String {
          \tmap cnt_out4 {{ type ipv4_addr : counter; }}\n\
          \tmap cnt_in6 {{ type ipv6_addr : counter; }}\n\
          \tmap cnt_out6 {{ type ipv6_addr : counter; }}\n\
+         {cls_decls}\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tip saddr @subs4 ip saddr != @allowed4 ip saddr != @allowed4net ip daddr != @garden4 counter drop\n\
@@ -123,10 +125,7 @@ pub fn base_table(c: &EnforcerConfig) -> String {
          \t\tip6 saddr @subs6 ip6 saddr != @allowed6 ip6 saddr != @allowed6net ip6 daddr != @garden6 counter drop\n\
          \t\tip6 daddr @subs6 ip6 daddr != @allowed6 ip6 daddr != @allowed6net ip6 saddr != @garden6 counter drop\n\
          {rl_rules}\
-         \t\tcounter name ip saddr map @cnt_out4\n\
-         \t\tcounter name ip daddr map @cnt_in4\n\
-         \t\tcounter name ip6 saddr map @cnt_out6\n\
-         \t\tcounter name ip6 daddr map @cnt_in6\n\
+         {count_rules}\
          \t}}\n\
          }}\n",
         t = c.table,
@@ -136,6 +135,10 @@ pub fn base_table(c: &EnforcerConfig) -> String {
         g6 = elements(&g6),
         rl_maps = crate::shaping::base_maps(),
         rl_rules = crate::shaping::forward_rules(),
+        cls_decls = classes.map(ClassMirror::set_decls).unwrap_or_default(),
+        count_rules = classes
+            .map(ClassMirror::count_rules)
+            .unwrap_or_else(|| ClassMirror::empty_count_rules().to_string()),
     )
 }
 
@@ -178,14 +181,18 @@ pub fn replace_batch(
     c: &EnforcerConfig,
     allowed: &BTreeSet<IpNet>,
     caps: &BTreeMap<IpNet, Caps>,
+    classes: Option<&ClassMirror>,
     lease: Duration,
 ) -> String {
     let mut b = format!("add table inet {t}\ndelete table inet {t}\n", t = c.table);
-    b.push_str(&base_table(c));
+    b.push_str(&base_table(c, classes));
+    if let Some(m) = classes {
+        m.fill_lines(&c.table, false, &mut b);
+    }
     let v: Vec<IpNet> = allowed.iter().copied().collect();
     add_lines(c, &v, lease, &mut b);
     if c.counters_poll.is_some() {
-        crate::counters::add_lines(c, &v, &mut b);
+        crate::counters::add_lines(c, &v, classes, &mut b);
     }
     let caps: Vec<(IpNet, Caps)> = caps.iter().map(|(n, k)| (*n, *k)).collect();
     crate::shaping::add_lines(c, &caps, &mut b);
@@ -200,6 +207,7 @@ pub fn delta_batch(
     add: &[IpNet],
     remove: &[IpNet],
     caps: &CapsDelta,
+    classes: Option<&ClassMirror>,
     lease: Duration,
 ) -> String {
     let mut b = String::new();
@@ -207,8 +215,8 @@ pub fn delta_batch(
     delete_lines(c, remove, &mut b);
     add_lines(c, add, lease, &mut b);
     if c.counters_poll.is_some() {
-        crate::counters::unmap_lines(c, remove, &mut b);
-        crate::counters::add_lines(c, add, &mut b);
+        crate::counters::unmap_lines(c, remove, classes, &mut b);
+        crate::counters::add_lines(c, add, classes, &mut b);
     }
     crate::shaping::add_lines(c, &caps.1, &mut b);
     b
@@ -305,6 +313,7 @@ mod tests {
             poll_interval: Duration::from_millis(200),
             nft: "/usr/sbin/nft".into(),
             counters_poll: None,
+            counters_by_class: false,
         }
     }
 
@@ -315,7 +324,13 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let b = replace_batch(&c, &allowed, &BTreeMap::new(), Duration::from_secs(120));
+        let b = replace_batch(
+            &c,
+            &allowed,
+            &BTreeMap::new(),
+            None,
+            Duration::from_secs(120),
+        );
         assert!(b.starts_with("add table inet kopek\ndelete table inet kopek\ntable inet kopek {"));
         assert!(
             b.contains("set subs4 { type ipv4_addr; flags interval; elements = { 10.1.0.0/16 }; }")
@@ -335,6 +350,7 @@ mod tests {
             &[],
             &["10.1.0.5/32".parse().unwrap()],
             &(vec![], vec![]),
+            None,
             Duration::from_secs(9),
         );
         assert_eq!(d, "delete element inet kopek allowed4 { 10.1.0.5 }\n");

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use kopek_config::Config;
 
 use crate::EnforcerError;
+use crate::classes::ClassMirror;
 use crate::counters;
 use crate::desired::{Desired, Versions, desired, versions};
 use crate::nft;
@@ -44,6 +45,8 @@ pub struct Enforcer {
     last_resync: Instant,
     /// The nft-counter tier-1 source, when `counters_poll_s` is set.
     counters: Option<counters::Source>,
+    /// The class lists as nft sets, when counting by class.
+    classes: Option<ClassMirror>,
 }
 
 /// What one step did.
@@ -77,7 +80,17 @@ impl Enforcer {
             Some(_) => Some(counters::Source::open(&config.state_dir, now_ms())?),
             None => None,
         };
+        // A class list the classifier cannot read stops it too: refuse
+        // to start (the unit's table keeps denying) rather than count
+        // classes wrongly.
+        let classes = match config.enforcer.counters_poll {
+            Some(_) if config.enforcer.counters_by_class => {
+                Some(ClassMirror::load(&config.classifier)?)
+            }
+            _ => None,
+        };
         let mut e = Enforcer {
+            classes,
             config,
             applied: BTreeSet::new(),
             applied_caps: BTreeMap::new(),
@@ -99,7 +112,7 @@ impl Enforcer {
         let c = &self.config.enforcer;
         let before = src.records_written;
         let readings = counters::reset_all(c)?;
-        let zero = src.write(&readings, now_ms())?;
+        let zero = src.write(&readings, self.classes.as_ref(), now_ms())?;
         let stale = counters::stale(&zero, &self.applied);
         if !stale.is_empty() {
             let batch: String = stale
@@ -111,6 +124,38 @@ impl Enforcer {
             }
         }
         Ok(src.records_written - before)
+    }
+
+    /// Re-reads the class lists; when they changed, the counts so far are
+    /// written under the old classes and the sets are swapped in one
+    /// batch. A list that no longer reads keeps the old sets (logged).
+    pub fn reload_classes(&mut self) -> Result<bool, EnforcerError> {
+        let Some(old) = &self.classes else {
+            return Ok(false);
+        };
+        let new = match ClassMirror::load(&self.config.classifier) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "class lists unreadable; counting by the last good ones");
+                return Ok(false);
+            }
+        };
+        if new.sha256 == old.sha256 {
+            return Ok(false);
+        }
+        if new.classes != old.classes {
+            tracing::warn!(
+                "the classes themselves changed (names or the default); restart the enforcer to count them"
+            );
+            return Ok(false);
+        }
+        self.poll_counters()?;
+        let mut batch = String::new();
+        new.fill_lines(&self.config.enforcer.table, true, &mut batch);
+        nft::apply(&self.config.enforcer, &batch)?;
+        tracing::info!(sha256 = %new.sha256, "class sets updated");
+        self.classes = Some(new);
+        Ok(true)
     }
 
     /// Final counter poll and sealing of the counter segment.
@@ -154,7 +199,10 @@ impl Enforcer {
                     self.poll_counters()?;
                 }
                 let c = &self.config.enforcer;
-                nft::apply(c, &nft::replace_batch(c, &want, &caps, c.lease))?;
+                nft::apply(
+                    c,
+                    &nft::replace_batch(c, &want, &caps, self.classes.as_ref(), c.lease),
+                )?;
                 self.applied = want;
                 self.applied_caps = caps;
                 self.last_renew = Instant::now();
@@ -175,6 +223,7 @@ impl Enforcer {
             s.counted = self.poll_counters()?;
         }
         if self.last_resync.elapsed() >= RESYNC_EVERY {
+            self.reload_classes()?;
             self.resync(false)?;
             s.resynced = true;
         }
@@ -210,7 +259,8 @@ impl Enforcer {
             .collect();
         let caps = shaping::delta(&self.applied_caps, &want_caps);
         let c = &self.config.enforcer;
-        match nft::apply(c, &nft::delta_batch(c, &add, &remove, &caps, c.lease)) {
+        let batch = nft::delta_batch(c, &add, &remove, &caps, self.classes.as_ref(), c.lease);
+        match nft::apply(c, &batch) {
             Ok(()) => {
                 s.capped = caps.1.len();
                 self.applied_caps = want_caps;
@@ -257,7 +307,7 @@ pub fn serve(config_path: &Path) -> Result<(), EnforcerError> {
             what: "tokio runtime".into(),
             source,
         })?;
-    let (mut term, mut int) = {
+    let (mut term, mut int, mut hup) = {
         let _ctx = rt.enter();
         let sig = |k| {
             signal(k).map_err(|source| EnforcerError::Io {
@@ -265,7 +315,11 @@ pub fn serve(config_path: &Path) -> Result<(), EnforcerError> {
                 source,
             })
         };
-        (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?)
+        (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        )
     };
     let poll = config.enforcer.poll_interval;
     let mut e = Enforcer::start(config)?;
@@ -275,12 +329,20 @@ pub fn serve(config_path: &Path) -> Result<(), EnforcerError> {
     );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
     let worker = {
         let stop = stop.clone();
+        let reload = reload.clone();
         std::thread::Builder::new()
             .name("enforcer".into())
             .spawn(move || -> Result<(), EnforcerError> {
                 while !stop.load(Ordering::Relaxed) {
+                    if reload.swap(false, Ordering::Relaxed) {
+                        match e.reload_classes() {
+                            Ok(changed) => tracing::info!(changed, "class lists re-read"),
+                            Err(err) => tracing::error!(error = %err, "class reload failed; retried in a minute"),
+                        }
+                    }
                     match e.step() {
                         Ok(s) if s.added + s.removed > 0 => {
                             tracing::info!(
@@ -308,6 +370,7 @@ pub fn serve(config_path: &Path) -> Result<(), EnforcerError> {
             tokio::select! {
                 _ = term.recv() => return None,
                 _ = int.recv() => return None,
+                _ = hup.recv() => reload.store(true, Ordering::Relaxed),
                 _ = watchdog.tick() => {
                     if worker.is_finished() {
                         return Some("the enforcer thread stopped");

@@ -238,6 +238,7 @@ mod tests {
             poll_interval: std::time::Duration::from_millis(200),
             nft: "/usr/sbin/nft".into(),
             counters_poll: None,
+            counters_by_class: false,
         }
     }
 

@@ -235,7 +235,7 @@ pub fn enforce(config: &Config) -> super::Result<bool> {
     if c.networks.is_empty() {
         c.networks = config.classifier.subscriber_networks.clone();
     }
-    let table = kopek_enforcer::nft::base_table(&c);
+    let table = kopek_enforcer::nft::base_table(&c, None);
     for line in table
         .lines()
         .filter(|l| l.contains("drop") || l.contains("set allowed4 "))

@@ -36,14 +36,27 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
             let c = &config.enforcer;
             nft::apply(
                 c,
-                &nft::replace_batch(c, &Default::default(), &Default::default(), c.lease),
+                &nft::replace_batch(c, &Default::default(), &Default::default(), None, c.lease),
             )?;
             println!("table inet {} installed, nothing allowed", c.table);
             Ok(())
         }
         Cmd::Ruleset => {
             let config = super::load_config_or_defaults(config_path)?;
-            print!("{}", nft::base_table(&config.enforcer));
+            let c = &config.enforcer;
+            let classes = if c.counters_poll.is_some() && c.counters_by_class {
+                Some(kopek_enforcer::classes::ClassMirror::load(
+                    &config.classifier,
+                )?)
+            } else {
+                None
+            };
+            print!("{}", nft::base_table(c, classes.as_ref()));
+            if let Some(m) = &classes {
+                let mut fill = String::new();
+                m.fill_lines(&c.table, false, &mut fill);
+                print!("{fill}");
+            }
             Ok(())
         }
         Cmd::BenchBatch { what } => {
@@ -59,7 +72,9 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
             };
             let all: Vec<ipnet::IpNet> = (1..=100_000).map(addr).collect();
             let batch = match what.as_str() {
-                "scratch" | "renew" => nft::delta_batch(c, &all, &[], &Default::default(), c.lease),
+                "scratch" | "renew" => {
+                    nft::delta_batch(c, &all, &[], &Default::default(), None, c.lease)
+                }
                 "changes" => {
                     let new: Vec<ipnet::IpNet> = (1..=500u32)
                         .map(|i| {
@@ -71,7 +86,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
                             )))
                         })
                         .collect();
-                    nft::delta_batch(c, &new, &all[..500], &Default::default(), c.lease)
+                    nft::delta_batch(c, &new, &all[..500], &Default::default(), None, c.lease)
                 }
                 other => {
                     return Err(anyhow::anyhow!("scratch, changes or renew, not {other:?}").into());

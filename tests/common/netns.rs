@@ -290,6 +290,14 @@ impl EnforcerProc {
         EnforcerProc(Some(child))
     }
 
+    /// SIGHUP (`systemctl reload`): re-read the class lists. `ip netns
+    /// exec` execs the enforcer, so the child's pid is the enforcer's.
+    pub fn hup(&self) {
+        if let Some(c) = &self.0 {
+            sh(&["kill", "-HUP", &c.id().to_string()]);
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.0.take() {
             c.kill().unwrap();
