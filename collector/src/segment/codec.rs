@@ -1,11 +1,13 @@
 //! Columnar encoding of one block of records (before compression).
 //!
 //! A flow block stores its records column by column: a dictionary of export
-//! streams (exporter, domain, kind, sampling), a dictionary of addresses,
-//! timestamps as deltas, counters as LEB128 varints. Columns of similar
-//! values next to each other are what makes zstd's job easy. The exact
-//! layout is specified in docs/raw-format.md; this module is its only
-//! implementation.
+//! streams (exporter, domain, kind, sampling), a dictionary of addresses
+//! (IPv4 in byte planes), last-packet times as deltas and durations,
+//! address references that say "the next new one" for an address's first
+//! use, counters as LEB128 varints. Columns of similar values next to each
+//! other are what makes zstd's job easy. The exact layout (version 2, and
+//! version 1 which is still read) is specified in docs/raw-format.md; this
+//! module is its only implementation.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -21,6 +23,10 @@ use crate::decode::{SeqCheckpoint, SeqConvention};
 
 /// A block may not hold more records than this (bounds reader memory).
 pub const MAX_BLOCK_RECORDS: usize = 1 << 20;
+
+/// Address codes of the encoder before they are written.
+const NEW_V4: u32 = u32::MAX;
+const NEW_V6: u32 = u32::MAX - 1;
 
 /// Fixed size of one loss record in a loss block.
 pub const LOSS_RECORD_LEN: usize = 17 + 4 + 3 + 8 + 8 + 8 + 4 + 4;
@@ -68,8 +74,9 @@ pub struct FlowBlockEncoder {
     v4: Vec<u32>,
     v6: Vec<u128>,
     // Per-record dictionary indexes, before v6 indexes are shifted.
-    src_idx: Vec<u32>,
-    dst_idx: Vec<u32>,
+    /// Per record, source then destination: a dictionary index, or
+    /// [`NEW_V4`]/[`NEW_V6`] where the address enters the dictionary.
+    addr_idx: Vec<u32>,
     stream_idx: Vec<u32>,
     /// The columns after the address indexes, filled in the same single
     /// pass over the records (ten passes over 100-byte records cost more
@@ -86,13 +93,12 @@ impl FlowBlockEncoder {
         self.addrs.clear();
         self.v4.clear();
         self.v6.clear();
-        self.src_idx.clear();
-        self.dst_idx.clear();
+        self.addr_idx.clear();
         self.stream_idx.clear();
         for c in &mut self.cols {
             c.clear();
         }
-        let base_ms = records[0].first_ms;
+        let base_ms = records[0].last_ms;
         let mut prev_ms = base_ms;
 
         // One pass: dictionaries and columns. Address indexes are provisional: v4 and v6
@@ -117,7 +123,7 @@ impl FlowBlockEncoder {
             last_stream = s;
             self.stream_idx.push(s as u32);
             let [
-                first,
+                last,
                 dur,
                 sport,
                 dport,
@@ -128,8 +134,8 @@ impl FlowBlockEncoder {
                 bytes,
                 packets,
             ] = &mut self.cols;
-            put_varint(first, zigzag(r.first_ms.wrapping_sub(prev_ms)));
-            prev_ms = r.first_ms;
+            put_varint(last, zigzag(r.last_ms.wrapping_sub(prev_ms)));
+            prev_ms = r.last_ms;
             put_varint(dur, zigzag(r.last_ms.wrapping_sub(r.first_ms)));
             sport.extend_from_slice(&r.src_port.to_le_bytes());
             dport.extend_from_slice(&r.dst_port.to_le_bytes());
@@ -139,26 +145,26 @@ impl FlowBlockEncoder {
             put_varint(out_if, u64::from(r.out_if));
             put_varint(bytes, r.bytes_raw);
             put_varint(packets, r.packets_raw);
-            for (addr, idx) in [(r.src, &mut self.src_idx), (r.dst, &mut self.dst_idx)] {
+            for addr in [r.src, r.dst] {
                 let k = addr_to_u128(addr);
                 let i = match self.addrs.get(&k) {
                     Some(i) => *i,
                     None => {
-                        let i = match addr {
+                        let (i, new) = match addr {
                             IpAddr::V4(v4) => {
                                 self.v4.push(u32::from(v4));
-                                (self.v4.len() - 1) as u32
+                                ((self.v4.len() - 1) as u32, NEW_V4)
                             }
                             IpAddr::V6(v6) => {
                                 self.v6.push(u128::from(v6));
-                                (self.v6.len() - 1) as u32 | V6_TAG
+                                ((self.v6.len() - 1) as u32 | V6_TAG, NEW_V6)
                             }
                         };
                         self.addrs.insert(k, i);
-                        i
+                        new
                     }
                 };
-                idx.push(i);
+                self.addr_idx.push(i);
             }
         }
         let v4_count = self.v4.len() as u32;
@@ -180,8 +186,8 @@ impl FlowBlockEncoder {
             out.extend_from_slice(&s.sampling.to_le_bytes());
         }
         put_varint(out, self.v4.len() as u64);
-        for a in &self.v4 {
-            out.extend_from_slice(&a.to_be_bytes());
+        for shift in [24, 16, 8, 0] {
+            out.extend(self.v4.iter().map(|a| (a >> shift) as u8));
         }
         put_varint(out, self.v6.len() as u64);
         for a in &self.v6 {
@@ -193,7 +199,7 @@ impl FlowBlockEncoder {
             put_varint(out, u64::from(s));
         }
         let [
-            first,
+            last,
             dur,
             sport,
             dport,
@@ -204,13 +210,15 @@ impl FlowBlockEncoder {
             bytes,
             packets,
         ] = &self.cols;
-        out.extend_from_slice(first);
+        out.extend_from_slice(last);
         out.extend_from_slice(dur);
-        for &i in &self.src_idx {
-            put_varint(out, u64::from(fix(i)));
-        }
-        for &i in &self.dst_idx {
-            put_varint(out, u64::from(fix(i)));
+        for &i in &self.addr_idx {
+            let code = match i {
+                NEW_V4 => 0,
+                NEW_V6 => 1,
+                i => u64::from(fix(i)) + 2,
+            };
+            put_varint(out, code);
         }
         for c in [sport, dport, proto, dir, in_if, out_if, bytes, packets] {
             out.extend_from_slice(c);
@@ -220,11 +228,19 @@ impl FlowBlockEncoder {
 
 /// Decodes a flow block of `count` records, appending to `out`.
 /// Every length is checked: a corrupt payload is an error, never a panic.
+/// `version`: the segment's format version (1 or 2; they differ in the
+/// time column, the IPv4 dictionary and the address indexes).
 pub fn decode_flows(
     buf: &[u8],
     count: usize,
+    version: u8,
     out: &mut Vec<FlowRecord>,
 ) -> Result<(), SegmentError> {
+    let v1 = match version {
+        1 => true,
+        2 => false,
+        _ => return Err(corrupt("unknown format version")),
+    };
     if count == 0 || count > MAX_BLOCK_RECORDS {
         return Err(corrupt("record count out of range"));
     }
@@ -241,8 +257,21 @@ pub fn decode_flows(
     }
     let nv4 = c.varint_len(2 * count)?;
     let mut addrs: Vec<IpAddr> = Vec::with_capacity(nv4);
-    for _ in 0..nv4 {
-        addrs.push(IpAddr::V4(Ipv4Addr::from(c.array::<4>()?)));
+    let dict = c.take(4 * nv4)?;
+    if v1 {
+        for a in dict.chunks_exact(4) {
+            addrs.push(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])));
+        }
+    } else {
+        // Byte planes: every address's first byte, then every second...
+        for i in 0..nv4 {
+            addrs.push(IpAddr::V4(Ipv4Addr::new(
+                dict[i],
+                dict[nv4 + i],
+                dict[2 * nv4 + i],
+                dict[3 * nv4 + i],
+            )));
+        }
     }
     let nv6 = c.varint_len(2 * count - nv4)?;
     for _ in 0..nv6 {
@@ -264,23 +293,68 @@ pub fn decode_flows(
     }
     let recs = &mut out[start..];
     let mut prev = base_ms;
+    if v1 {
+        // First-packet times as deltas, then durations.
+        for r in recs.iter_mut() {
+            prev = prev.wrapping_add(unzigzag(c.varint()?));
+            r.first_ms = prev;
+        }
+        for r in recs.iter_mut() {
+            r.last_ms = r.first_ms.wrapping_add(unzigzag(c.varint()?));
+        }
+        for r in recs.iter_mut() {
+            r.src = *addrs
+                .get(c.varint()? as usize)
+                .ok_or_else(|| corrupt("address index out of range"))?;
+        }
+        for r in recs.iter_mut() {
+            r.dst = *addrs
+                .get(c.varint()? as usize)
+                .ok_or_else(|| corrupt("address index out of range"))?;
+        }
+        return decode_tail(&mut c, count, recs);
+    }
+    // Last-packet times as deltas (exporters send flows as they expire:
+    // nearly in order), then durations.
     for r in recs.iter_mut() {
         prev = prev.wrapping_add(unzigzag(c.varint()?));
-        r.first_ms = prev;
+        r.last_ms = prev;
     }
     for r in recs.iter_mut() {
-        r.last_ms = r.first_ms.wrapping_add(unzigzag(c.varint()?));
+        r.first_ms = r.last_ms.wrapping_sub(unzigzag(c.varint()?));
     }
+    // Source and destination per record: 0 is the next new IPv4 address
+    // of the dictionary, 1 the next new IPv6 one, n the index n - 2.
+    let (mut next4, mut next6) = (0usize, nv4);
+    let mut addr = |c: &mut Cursor<'_>| -> Result<IpAddr, SegmentError> {
+        let ix = match c.varint()? {
+            0 => {
+                next4 += 1;
+                (next4 <= nv4).then_some(next4 - 1)
+            }
+            1 => {
+                next6 += 1;
+                (next6 <= addrs.len()).then_some(next6 - 1)
+            }
+            n => usize::try_from(n - 2).ok(),
+        };
+        ix.and_then(|i| addrs.get(i).copied())
+            .ok_or_else(|| corrupt("address index out of range"))
+    };
     for r in recs.iter_mut() {
-        r.src = *addrs
-            .get(c.varint()? as usize)
-            .ok_or_else(|| corrupt("address index out of range"))?;
+        r.src = addr(&mut c)?;
+        r.dst = addr(&mut c)?;
     }
-    for r in recs.iter_mut() {
-        r.dst = *addrs
-            .get(c.varint()? as usize)
-            .ok_or_else(|| corrupt("address index out of range"))?;
-    }
+    decode_tail(&mut c, count, recs)
+}
+
+/// The columns both layouts share: ports, protocol, direction,
+/// interfaces, counters.
+fn decode_tail(
+    c: &mut Cursor<'_>,
+    count: usize,
+    recs: &mut [FlowRecord],
+) -> Result<(), SegmentError> {
     let ports = c.take(2 * count)?;
     for (r, p) in recs.iter_mut().zip(ports.chunks_exact(2)) {
         r.src_port = u16::from_le_bytes([p[0], p[1]]);
@@ -309,7 +383,7 @@ pub fn decode_flows(
     for r in recs.iter_mut() {
         r.packets_raw = c.varint()?;
     }
-    if c.pos != buf.len() {
+    if c.pos != c.buf.len() {
         return Err(corrupt("trailing bytes after the last column"));
     }
     Ok(())

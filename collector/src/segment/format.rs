@@ -4,8 +4,10 @@ use super::SegmentError;
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"KOPEKRAW";
-/// The version byte of the segment format (docs/raw-format.md).
-pub const FORMAT_VERSION: u8 = 1;
+/// The version byte of the segments this kopek writes (docs/raw-format.md).
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest version it still reads.
+pub const MIN_FORMAT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 80;
 pub const FRAME_MAGIC: &[u8; 4] = b"KBLK";
 pub const FRAME_LEN: usize = 24;
@@ -80,7 +82,7 @@ impl SegmentHeader {
         if crc != crc32c::crc32c(&h[..76]) {
             return Err(bad("header checksum mismatch"));
         }
-        if h[8] != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&h[8]) {
             return Err(SegmentError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 version: h[8],

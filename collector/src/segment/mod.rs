@@ -34,7 +34,7 @@ pub enum SegmentError {
     #[error("{path}: not a kopek segment ({why})")]
     BadHeader { path: PathBuf, why: &'static str },
     #[error(
-        "{path}: segment format version {version} is not supported (this kopek reads {FORMAT_VERSION})"
+        "{path}: segment format version {version} is not supported (this kopek reads versions 1 to {FORMAT_VERSION})"
     )]
     UnsupportedVersion { path: PathBuf, version: u8 },
     #[error("{path}: block at offset {offset} is damaged: {why}")]

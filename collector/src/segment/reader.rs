@@ -156,7 +156,7 @@ impl SegmentReader {
         let block = match frame.kind {
             BlockKind::Flows => {
                 let before = flows.len();
-                if let Err(e) = decode_flows(payload, count, flows) {
+                if let Err(e) = decode_flows(payload, count, self.header.version, flows) {
                     flows.truncate(before);
                     return Err(self.bad(&e.to_string()));
                 }

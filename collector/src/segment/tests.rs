@@ -352,3 +352,149 @@ fn checkpoints_round_trip_and_the_newest_state_wins() {
     assert_eq!(tail, TailState::Clean);
     assert!(store.last_checkpoint("other").unwrap().is_empty());
 }
+
+/// Format version 1's flow block, written the way kopek 0.1 wrote it
+/// (docs/raw-format.md, "Version 1"): first-packet times as deltas, the
+/// IPv4 dictionary address by address, plain indexes per column.
+fn encode_v1(records: &[FlowRecord]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let zz = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+    let mut streams: Vec<(SourceKind, IpAddr, u32, u32)> = Vec::new();
+    let mut v4: Vec<IpAddr> = Vec::new();
+    let mut v6: Vec<IpAddr> = Vec::new();
+    for r in records {
+        let k = (r.kind, r.exporter, r.domain, r.sampling);
+        if !streams.contains(&k) {
+            streams.push(k);
+        }
+        for a in [r.src, r.dst] {
+            let list = if a.is_ipv4() { &mut v4 } else { &mut v6 };
+            if !list.contains(&a) {
+                list.push(a);
+            }
+        }
+    }
+    let index = |a: IpAddr| -> u64 {
+        match v4.iter().position(|x| *x == a) {
+            Some(i) => i as u64,
+            None => (v4.len() + v6.iter().position(|x| *x == a).unwrap()) as u64,
+        }
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(&records[0].first_ms.to_le_bytes());
+    varint(&mut out, streams.len() as u64);
+    for (kind, exporter, domain, sampling) in &streams {
+        out.push(*kind as u8);
+        match exporter {
+            IpAddr::V4(a) => {
+                out.push(4);
+                out.extend_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                out.push(6);
+                out.extend_from_slice(&a.octets());
+            }
+        }
+        out.extend_from_slice(&domain.to_le_bytes());
+        out.extend_from_slice(&sampling.to_le_bytes());
+    }
+    varint(&mut out, v4.len() as u64);
+    for a in &v4 {
+        if let IpAddr::V4(a) = a {
+            out.extend_from_slice(&a.octets());
+        }
+    }
+    varint(&mut out, v6.len() as u64);
+    for a in &v6 {
+        if let IpAddr::V6(a) = a {
+            out.extend_from_slice(&a.octets());
+        }
+    }
+    for r in records {
+        let k = (r.kind, r.exporter, r.domain, r.sampling);
+        varint(
+            &mut out,
+            streams.iter().position(|s| *s == k).unwrap() as u64,
+        );
+    }
+    let mut prev = records[0].first_ms;
+    for r in records {
+        varint(&mut out, zz(r.first_ms - prev));
+        prev = r.first_ms;
+    }
+    for r in records {
+        varint(&mut out, zz(r.last_ms - r.first_ms));
+    }
+    for r in records {
+        varint(&mut out, index(r.src));
+    }
+    for r in records {
+        varint(&mut out, index(r.dst));
+    }
+    for r in records {
+        out.extend_from_slice(&r.src_port.to_le_bytes());
+    }
+    for r in records {
+        out.extend_from_slice(&r.dst_port.to_le_bytes());
+    }
+    out.extend(records.iter().map(|r| r.protocol));
+    out.extend(records.iter().map(|r| r.direction as u8));
+    for r in records {
+        varint(&mut out, u64::from(r.in_if));
+    }
+    for r in records {
+        varint(&mut out, u64::from(r.out_if));
+    }
+    for r in records {
+        varint(&mut out, r.bytes_raw);
+    }
+    for r in records {
+        varint(&mut out, r.packets_raw);
+    }
+    out
+}
+
+#[test]
+fn version_1_segments_are_still_read_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("old-0000000001.kseg");
+    let a = records(7, 3_000);
+    let mut file = SegmentHeader {
+        version: 1,
+        segment_id: 1,
+        created_ms: 0,
+        collector: "old".into(),
+    }
+    .encode()
+    .to_vec();
+    let payload = encode_v1(&a);
+    let mut frame = [0u8; format::FRAME_LEN];
+    format::Frame::write(
+        &mut frame,
+        BlockKind::Flows,
+        format::CODEC_NONE,
+        payload.len(),
+        a.len() as u32,
+        &payload,
+    );
+    file.extend_from_slice(&frame);
+    file.extend_from_slice(&payload);
+    std::fs::write(&p, &file).unwrap();
+    let (f, l, tail) = read_all(&p);
+    assert_eq!(f, a);
+    assert!(l.is_empty());
+    assert_eq!(tail, TailState::Clean);
+    // The same records in today's layout read back equal too.
+    let w_dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::create(w_dir.path(), "new", 1, 0, opts(Compression::None)).unwrap();
+    w.append_flows(&a).unwrap();
+    let path = w.close(1).unwrap();
+    assert_eq!(read_all(&path).0, a);
+    assert_eq!(SegmentReader::open(&path).unwrap().header().version, 2);
+}
