@@ -14,25 +14,38 @@
 //!   `root` bits of the address (2^24 entries for IPv4 with
 //!   [`Strides::FAST`], the DIR-24-8 layout; 2^16 for IPv4 with
 //!   [`Strides::COMPACT`] and for IPv6 with both).
-//! * Every **node** below the root consumes 8 more bits. Logically a node is
-//!   256 entries; prefixes shorter than a level boundary are expanded into
+//! * Every **node** below the root consumes 8 or 16 more bits. Logically a
+//!   node is 256 (or 65 536) entries; prefixes shorter than a level boundary
+//!   are expanded into
 //!   all entries they cover, a longer (more specific) prefix overwrites the
 //!   entries of the shorter one it is nested in, and a node created below an
 //!   entry inherits that entry's result as its default. Lookups therefore
 //!   never backtrack: one root read, then one step per level until an entry
 //!   is not a child pointer.
 //! * Nodes are stored **compressed** in one `Vec<u32>` arena per family, as
-//!   the runs of equal entries among the 256 (an expanded trie stores the
-//!   same entry many times in a row). A node with at most 9 runs is *sparse*:
-//!   8 run-start bytes in two words, compared with all at once by SWAR byte
-//!   arithmetic, then the run entries. A node with more runs is a *bitmap*
-//!   node: a 256-bit run-start bitmap, a word of cumulative popcounts and the
-//!   run entries; the entry index is a rank (popcount) in the bitmap. Both
-//!   keep the run entries right after their header, so a step usually
-//!   touches one or two adjacent cache lines.
+//!   the runs of equal entries (an expanded trie stores the same entry many
+//!   times in a row), in one of four kinds:
+//!   - *sparse 8-bit*, at most 9 runs: 8 run-start bytes in two words,
+//!     compared with all at once by SWAR byte arithmetic, then the run
+//!     entries;
+//!   - *bitmap 8-bit*, more runs: a 256-bit run-start bitmap, a word of
+//!     cumulative popcounts and the run entries; the entry index is a rank
+//!     (popcount) in the bitmap;
+//!   - *sparse 16-bit*, at most 17 runs over the next 16 bits: 16 run
+//!     starts in 16-bit lanes of four words (SWAR again). This is what makes
+//!     IPv6 fast: a /48 under a /32 would otherwise be a chain of two nearly
+//!     empty 8-bit nodes, two dependent cache misses instead of one;
+//!   - *bitmap 16-bit*, at least 512 runs over the next 16 bits (a /32
+//!     holding hundreds of /48s, an IPv4 /16 holding hundreds of hosts):
+//!     1024 blocks of 64 bitmap bits plus the popcount of all earlier
+//!     blocks, then the run entries, so one step replaces two 8-bit levels.
 //!
-//! An entry is a `u32`: `0` = no match; bit 31 set = child node (bit 30 says
-//! sparse or bitmap, bits 0..30 are the node's offset in the arena);
+//!   Between those (18..511 runs over 16 bits) the node is split into 8-bit
+//!   nodes. Every kind keeps the run entries right after its header, so a
+//!   step usually touches one or two cache lines.
+//!
+//! An entry is a `u32`: `0` = no match; bit 31 set = child node (bits 29..31
+//! are the node's kind, bits 0..29 its offset in the arena);
 //! otherwise a *leaf* naming the matched prefix by its slot in a side table
 //! of prefixes (sorted, deduplicated). When the slot count and the largest
 //! value fit together in 31 bits (they do for any realistic table with
@@ -50,8 +63,10 @@
 //! empty family allocates nothing) plus the nodes plus the prefix table.
 //! Node memory is bounded by the input: a prefix adds at most two run
 //! boundaries to each of the at most `(len - root) / 8 + 1` nodes on its
-//! path, so a node costs at most its header (8 or 36 bytes) plus 4 bytes per
-//! run, and never more than 36 + 1024 bytes. Measured with the benchmark's
+//! path, so a node costs at most its header plus 4 bytes per run: 8 or 36
+//! bytes for 8-bit nodes, 32 bytes for a sparse 16-bit node, and 12 KiB for
+//! a bitmap 16-bit node, which exists only with at least 512 runs (at most
+//! 24 bytes of header per run). Measured with the benchmark's
 //! synthetic BGP-like tables (500 000 IPv4 + 100 000 IPv6 prefixes): 74 MB
 //! with `FAST` (64 MiB of it the IPv4 root), 13 MB with `COMPACT`. Without
 //! the node compression (plain 256-entry nodes) the IPv6 part alone would,
@@ -65,7 +80,7 @@
 //! needs one more step for /17 and longer, yet its whole table (13 MB for
 //! the benchmark's) fits in a server's last-level cache. On the 2-vCPU AMD EPYC (32 MiB L3)
 //! this was measured on, `COMPACT` was as fast as or faster than `FAST`
-//! (40-90 M IPv4 lookups/s on one core, noisy machine). `FAST` should pay
+//! (75-90 M IPv4 lookups/s on one core). `FAST` should pay
 //! off where the last-level cache cannot hold the `COMPACT` table (small or
 //! heavily shared caches); measure on the target machine. Backing the `FAST` root with
 //! transparent huge pages (`madvise`, which would need `unsafe`) was tried
@@ -77,11 +92,11 @@
 //! The general-purpose `prefix-trie` crate (0.8, a path-compressed binary
 //! trie) was measured side by side on the same tables in `benches/lpm.rs`:
 //! it follows a chain of nodes, one per branching bit, each a likely cache
-//! miss in a full table, and managed about 1 M lookups/s for
-//! IPv4 and IPv6 alike, with a 250-350 ms build. This structure does one
-//! (IPv4 `FAST`, /24 or shorter) to six dependent reads per lookup: 40-90 M
-//! IPv4 and 15-22 M IPv6 lookups/s on one core (roughly 40-120x and 15-25x
-//! prefix-trie), a ~150 ms build for both families, and exact agreement
+//! miss in a full table, and managed 1-3.4 M lookups/s for
+//! IPv4 and IPv6 alike, with a 150-350 ms build. This structure does one
+//! (IPv4 `FAST`, /24 or shorter) to a few dependent reads per lookup: 75-90
+//! M IPv4 and 51-55 M IPv6 lookups/s on one core (roughly 25-35x and 16x
+//! prefix-trie), a 75-110 ms build for both families, and exact agreement
 //! with prefix-trie on 30 M looked-up addresses. It is also immutable and
 //! flat (a few `Vec`s), so it is cheap to share between threads and its
 //! memory is exactly accounted.
@@ -99,25 +114,46 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Entry flag: the entry points to a child node.
 const CHILD: u32 = 1 << 31;
-/// With [`CHILD`]: the child is a sparse node (else a bitmap node).
-const SPARSE: u32 = 1 << 30;
+/// With [`CHILD`]: the child's node kind is in bits 29..31.
+const KIND_SHIFT: u32 = 29;
+/// Node kind: 8-bit stride, 256-bit run-start bitmap.
+const BITMAP8: u32 = 0;
+/// Node kind: 8-bit stride, at most [`SPARSE8_MAX_BOUNDS`] run starts.
+const SPARSE8: u32 = 1;
+/// Node kind: 16-bit stride, at most [`SPARSE16_MAX_BOUNDS`] run starts.
+const SPARSE16: u32 = 2;
+/// Node kind: 16-bit stride, 65536-bit run-start bitmap in blocks.
+const BITMAP16: u32 = 3;
 /// With [`CHILD`]: the bits holding the child's offset in the node arena.
-const PTR_MASK: u32 = SPARSE - 1;
-/// Bits consumed by every node below the root.
-const NODE_BITS: u32 = 8;
-/// Logical entries per node.
-const NODE_ENTRIES: usize = 1 << NODE_BITS;
-/// Sparse node header: 8 run-start bytes in two `u32`s.
-const SPARSE_HDR: usize = 2;
-/// Most run starts (besides entry 0) a sparse node can hold.
-const SPARSE_MAX_BOUNDS: usize = 8;
-/// Bitmap node header: 256-bit bitmap in eight `u32`s plus one `u32` of
-/// cumulative popcounts (byte `w` = set bits in 64-bit words `0..w`).
-const BITMAP_HDR: usize = 9;
+const PTR_MASK: u32 = (1 << KIND_SHIFT) - 1;
+/// Sparse 8-bit node header: 8 run-start bytes in two `u32`s.
+const SPARSE8_HDR: usize = 2;
+/// Most run starts (besides entry 0) a sparse 8-bit node can hold.
+const SPARSE8_MAX_BOUNDS: usize = 8;
+/// Bitmap 8-bit node header: 256-bit bitmap in eight `u32`s plus one `u32`
+/// of cumulative popcounts (byte `w` = set bits in 64-bit words `0..w`).
+const BITMAP8_HDR: usize = 9;
+/// Sparse 16-bit node header: 8 run-start `u16`s in four `u32`s.
+const SPARSE16_HDR: usize = 8;
+/// Most run starts (besides entry 0) a sparse 16-bit node can hold.
+const SPARSE16_MAX_BOUNDS: usize = 16;
+/// Bitmap 16-bit node header: 1024 blocks of 64 entries, each three `u32`s
+/// (the block's 64 bitmap bits, then the set bits in all earlier blocks).
+const BITMAP16_HDR: usize = 3 * 1024;
+/// Fewest runs for which a 16-bit stride is stored as a bitmap node rather
+/// than split into 8-bit nodes: its 12 KiB header then costs at most six
+/// `u32`s per run.
+const BITMAP16_MIN_RUNS: usize = 512;
+/// Largest node (a bitmap 16-bit node with every entry a run), in `u32`s.
+const MAX_NODE: usize = BITMAP16_HDR + (1 << 16);
 /// `0x0101…01`: broadcasts a byte to all eight bytes of a `u64`.
 const BYTES_LO: u64 = 0x0101_0101_0101_0101;
 /// `0x8080…80`: the high bit of every byte of a `u64`.
 const BYTES_HI: u64 = 0x8080_8080_8080_8080;
+/// `0x0001_0001…`: broadcasts a `u16` to all four lanes of a `u64`.
+const LANES_LO: u64 = 0x0001_0001_0001_0001;
+/// The high bit of every 16-bit lane of a `u64`.
+const LANES_HI: u64 = 0x8000_8000_8000_8000;
 
 /// How many address bits the root table of each family consumes; every
 /// level below the root consumes 8 bits.
@@ -183,6 +219,8 @@ impl Default for Strides {
 trait Key: Copy + Ord + Hash + fmt::Debug {
     /// The stored form of a prefix of this family.
     type Net: Copy + fmt::Debug;
+    /// Address width in bits.
+    const WIDTH: u32;
 
     /// The `len` bits starting `off` bits below the most significant bit,
     /// as an index. Requires `1 <= len <= 24` and `off + len` at most the
@@ -194,6 +232,7 @@ trait Key: Copy + Ord + Hash + fmt::Debug {
 
 impl Key for u32 {
     type Net = Ipv4Net;
+    const WIDTH: u32 = 32;
 
     #[inline(always)]
     fn chunk(self, off: u32, len: u32) -> usize {
@@ -211,6 +250,7 @@ impl Key for u32 {
 
 impl Key for u128 {
     type Net = Ipv6Net;
+    const WIDTH: u32 = 128;
 
     #[inline(always)]
     fn chunk(self, off: u32, len: u32) -> usize {
@@ -226,17 +266,41 @@ impl Key for u128 {
     }
 }
 
-/// Number of bytes of `bounds` that are (unsigned) less than `c`, for all
-/// eight bytes at once (SWAR). `c` must be below 256.
+/// The high bit of each byte of `bounds` that is (unsigned) less than `c`,
+/// for all eight bytes at once (SWAR). `c` must be below 256.
 #[inline(always)]
-fn count_bytes_below(bounds: u64, c: u64) -> u32 {
+fn bytes_below(bounds: u64, c: u64) -> u64 {
     let y = c * BYTES_LO;
     // Per byte: 0x80 + low7(y) - low7(x) - 1, in 0..=0xfe, so no borrow
     // crosses into the next byte; its high bit says low7(y) > low7(x).
     let t = (y | BYTES_HI) - (bounds & !BYTES_HI) - BYTES_LO;
     // y > x: y's high bit set and x's not, or high bits equal and low7 greater.
-    let gt = ((y & !bounds) | (!(y ^ bounds) & t)) & BYTES_HI;
-    gt.count_ones()
+    ((y & !bounds) | (!(y ^ bounds) & t)) & BYTES_HI
+}
+
+/// Number of bytes of `bounds` that are (unsigned) less than `c`. The sum
+/// of the flags by one multiplication: `count_ones` is a dozen instructions
+/// on x86-64 without `popcnt`, the baseline target.
+#[inline(always)]
+fn count_bytes_below(bounds: u64, c: u64) -> u32 {
+    ((bytes_below(bounds, c) >> 7).wrapping_mul(BYTES_LO) >> 56) as u32
+}
+
+/// [`bytes_below`] for the four 16-bit lanes of `bounds` (flag = bit 15 of
+/// the lane). `c` must be below 2^16.
+#[inline(always)]
+fn lanes_below(bounds: u64, c: u64) -> u64 {
+    let y = c * LANES_LO;
+    let t = (y | LANES_HI) - (bounds & !LANES_HI) - LANES_LO;
+    ((y & !bounds) | (!(y ^ bounds) & t)) & LANES_HI
+}
+
+/// Number of 16-bit lanes in `words` (each four lanes) below `c`.
+#[inline(always)]
+fn count_lanes_below<const N: usize>(words: [u64; N], c: u64) -> u32 {
+    let flags = words.map(|w| lanes_below(w, c) >> 15);
+    // At most N per lane, summed into the top lane.
+    (flags.iter().sum::<u64>().wrapping_mul(LANES_LO) >> 48) as u32
 }
 
 /// One family's trie: root table, node arena, prefix table.
@@ -254,6 +318,9 @@ struct Trie<K: Key> {
     values: Vec<u32>,
     /// Slot → prefix, sorted by (address, length).
     prefixes: Vec<K::Net>,
+    /// Nodes built of each kind ([`BITMAP8`], [`SPARSE8`], [`SPARSE16`],
+    /// [`BITMAP16`]), for tests and the benchmark's report.
+    kinds: [usize; 4],
 }
 
 impl<K: Key> Trie<K> {
@@ -267,6 +334,7 @@ impl<K: Key> Trie<K> {
             vmask: 0,
             values: Vec::new(),
             prefixes: Vec::new(),
+            kinds: [0; 4],
         }
     }
 
@@ -280,7 +348,7 @@ impl<K: Key> Trie<K> {
         // so painting in this order lets the longer prefix win.
         items.sort_unstable_by_key(|&(k, len, _)| (k, len));
         let n = items.len() as u64;
-        assert!(n < u64::from(SPARSE), "too many prefixes for one family");
+        assert!(n < u64::from(CHILD), "too many prefixes for one family");
         let max_value = items.iter().map(|i| i.2).max().unwrap_or(0);
         let vbits = u32::BITS - max_value.leading_zeros();
         if vbits < 31 && ((n + 1) << vbits) <= 1 << 31 {
@@ -291,17 +359,34 @@ impl<K: Key> Trie<K> {
             trie.values = items.iter().map(|i| i.2).collect();
         }
         trie.prefixes = items.iter().map(|&(k, len, _)| k.net(len)).collect();
-        let mut root = vec![0u32; 1 << root_bits];
         let mut b = Build {
             items: &items,
             nodes: Vec::new(),
             packed: trie.packed,
             vbits: trie.vbits,
+            kinds: [0; 4],
         };
-        b.fill(0, items.len(), 0, root_bits, &mut root);
+        let mut runs = Vec::new();
+        b.paint(
+            &mut 0,
+            items.len(),
+            0,
+            root_bits,
+            0,
+            1 << root_bits,
+            0,
+            &mut runs,
+        );
+        let mut root = vec![0u32; 1 << root_bits];
+        let ends = runs.iter().skip(1).map(|r| r.0).chain([1 << root_bits]);
+        for (&(start, ent), end) in runs.iter().zip(ends) {
+            let e = b.entry(ent, root_bits);
+            root[start as usize..end as usize].fill(e);
+        }
         trie.root = root;
         trie.nodes = b.nodes;
         trie.nodes.shrink_to_fit();
+        trie.kinds = b.kinds;
         trie
     }
 
@@ -313,24 +398,50 @@ impl<K: Key> Trie<K> {
         };
         let mut e = root_entry;
         let mut off = self.root_bits;
+        let nodes = &self.nodes[..];
         while e & CHILD != 0 {
-            let c = key.chunk(off, NODE_BITS);
             let o = (e & PTR_MASK) as usize;
-            e = if e & SPARSE != 0 {
-                let bounds = u64::from(self.nodes[o]) | u64::from(self.nodes[o + 1]) << 32;
-                self.nodes[o + SPARSE_HDR + count_bytes_below(bounds, c as u64) as usize]
-            } else {
-                let hdr: &[u32; BITMAP_HDR] = self.nodes[o..o + BITMAP_HDR]
-                    .try_into()
-                    .expect("bitmap node header");
-                let w = c >> 6;
-                let word = u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32;
-                let before = (hdr[8] >> (8 * w)) & 0xff;
-                // Set bits at positions 0..=c; bit 0 of word 0 is always set.
-                let rank = before + (word << (63 - (c & 63))).count_ones();
-                self.nodes[o + BITMAP_HDR + rank as usize - 1]
-            };
-            off += NODE_BITS;
+            match (e >> KIND_SHIFT) & 3 {
+                SPARSE8 => {
+                    let c = key.chunk(off, 8);
+                    let bounds = u64::from(nodes[o]) | u64::from(nodes[o + 1]) << 32;
+                    e = nodes[o + SPARSE8_HDR + count_bytes_below(bounds, c as u64) as usize];
+                    off += 8;
+                }
+                BITMAP8 => {
+                    let c = key.chunk(off, 8);
+                    let hdr: &[u32; BITMAP8_HDR] = nodes[o..o + BITMAP8_HDR]
+                        .try_into()
+                        .expect("bitmap node header");
+                    let w = c >> 6;
+                    let word = u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32;
+                    let before = (hdr[8] >> (8 * w)) & 0xff;
+                    // Set bits at positions 0..=c; bit 0 of word 0 is always set.
+                    let rank = before + (word << (63 - (c & 63))).count_ones();
+                    e = nodes[o + BITMAP8_HDR + rank as usize - 1];
+                    off += 8;
+                }
+                SPARSE16 => {
+                    let c = key.chunk(off, 16);
+                    let hdr: &[u32; SPARSE16_HDR] = nodes[o..o + SPARSE16_HDR]
+                        .try_into()
+                        .expect("sparse node header");
+                    let words: [u64; SPARSE16_HDR / 2] = std::array::from_fn(|w| {
+                        u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32
+                    });
+                    e = nodes[o + SPARSE16_HDR + count_lanes_below(words, c as u64) as usize];
+                    off += 16;
+                }
+                _ => {
+                    let c = key.chunk(off, 16);
+                    let b = o + 3 * (c >> 6);
+                    let block: &[u32; 3] = nodes[b..b + 3].try_into().expect("bitmap block");
+                    let word = u64::from(block[0]) | u64::from(block[1]) << 32;
+                    let rank = block[2] + (word << (63 - (c & 63))).count_ones();
+                    e = nodes[o + BITMAP16_HDR + rank as usize - 1];
+                    off += 16;
+                }
+            }
         }
         e
     }
@@ -370,7 +481,24 @@ struct Build<'a, K> {
     nodes: Vec<u32>,
     packed: bool,
     vbits: u32,
+    /// Nodes written so far, by kind.
+    kinds: [usize; 4],
 }
+
+/// What a run of entries of a node being built holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ent {
+    /// A finished entry: `0` (no match) or a leaf.
+    Leaf(u32),
+    /// A child node still to build, for `items[lo..hi]` (all longer than
+    /// the node's end), inheriting `default`.
+    Child { lo: usize, hi: usize, default: u32 },
+}
+
+/// Runs of a node being built: (first entry index, what all entries up to
+/// the next run's start hold). The first run starts at 0; adjacent runs
+/// differ.
+type Runs = Vec<(u32, Ent)>;
 
 impl<K: Key> Build<'_, K> {
     fn leaf(&self, slot: usize) -> u32 {
@@ -382,95 +510,197 @@ impl<K: Key> Build<'_, K> {
         }
     }
 
-    /// Fill `entries` (pre-filled with the inherited default), the node at
-    /// bit offset `off` consuming `stride` bits, from `items[lo..hi]`: all
-    /// prefixes inside this node's address range with length `>= off`
-    /// (`> off` below the root), in preorder.
-    fn fill(&mut self, lo: usize, hi: usize, off: u32, stride: u32, entries: &mut [u32]) {
-        let end = off + stride;
-        // Prefixes ending in this node: expand, longer ones overwrite.
-        for slot in lo..hi {
-            let (k, len, _) = self.items[slot];
+    /// Append to `out` the runs of entries `a..b` of the node that starts at
+    /// bit `off` and ends at bit `end` (entry = the address bits `off..end`),
+    /// painting over `default` the prefixes `items[*i..hi]` that start in
+    /// `a..b` (advancing `*i` past them). Items are in preorder, so the
+    /// prefixes nested in one follow it directly; a prefix ending at or
+    /// before `end` covers a range of entries, a longer one (with all
+    /// following ones through the same entry) becomes a child entry.
+    #[allow(clippy::too_many_arguments)]
+    fn paint(
+        &self,
+        i: &mut usize,
+        hi: usize,
+        off: u32,
+        end: u32,
+        a: u32,
+        b: u32,
+        default: u32,
+        out: &mut Runs,
+    ) {
+        let stride = end - off;
+        let mut cur = a;
+        while *i < hi {
+            let (k, len, _) = self.items[*i];
+            let s = k.chunk(off, stride) as u32;
+            if s >= b {
+                break;
+            }
+            debug_assert!(s >= cur);
+            if s > cur {
+                push_run(out, cur, Ent::Leaf(default));
+            }
             let len = u32::from(len);
             if len <= end {
                 debug_assert!(len >= off);
-                let start = k.chunk(off, stride);
-                let count = 1usize << (end - len);
-                entries[start..start + count].fill(self.leaf(slot));
+                let e = s + (1 << (end - len));
+                let leaf = self.leaf(*i);
+                *i += 1;
+                push_run(out, s, Ent::Leaf(leaf));
+                self.paint(i, hi, off, end, s, e, leaf, out);
+                cur = e;
+            } else {
+                let lo = *i;
+                while *i < hi && self.items[*i].0.chunk(off, stride) as u32 == s {
+                    debug_assert!(u32::from(self.items[*i].1) > end);
+                    *i += 1;
+                }
+                push_run(
+                    out,
+                    s,
+                    Ent::Child {
+                        lo,
+                        hi: *i,
+                        default,
+                    },
+                );
+                cur = s + 1;
             }
         }
-        // Longer prefixes: grouped by the entry they pass through, which
-        // becomes a child node inheriting the entry's expanded result.
-        let mut i = lo;
-        while i < hi {
-            let (k, len, _) = self.items[i];
-            if u32::from(len) <= end {
-                i += 1;
-                continue;
-            }
-            let c = k.chunk(off, stride);
-            let mut j = i + 1;
-            // In preorder, prefixes of this entry that end in this node sort
-            // before the longer ones, so the longer ones are contiguous.
-            while j < hi && self.items[j].0.chunk(off, stride) == c {
-                debug_assert!(u32::from(self.items[j].1) > end);
-                j += 1;
-            }
-            entries[c] = self.child(i, j, end, entries[c]);
-            i = j;
+        if cur < b {
+            push_run(out, cur, Ent::Leaf(default));
+        }
+    }
+
+    /// The entry for a run: a leaf as is, a child built now at bit `off`.
+    fn entry(&mut self, ent: Ent, off: u32) -> u32 {
+        match ent {
+            Ent::Leaf(e) => e,
+            Ent::Child { lo, hi, default } => self.node(lo, hi, off, default),
         }
     }
 
     /// Build the node at bit offset `off` (below the root) for `items[lo..hi]`
-    /// (all longer than `off`), append it to the arena, return its entry.
-    fn child(&mut self, lo: usize, hi: usize, off: u32, default: u32) -> u32 {
-        let mut entries = [default; NODE_ENTRIES];
-        self.fill(lo, hi, off, NODE_BITS, &mut entries);
-        self.encode(&entries)
+    /// (all longer than `off`, all through the same parent entry), append it
+    /// (and its descendants) to the arena, return the entry pointing to it.
+    ///
+    /// The node consumes 16 bits where they hold few runs (a sparse 16-bit
+    /// node: a chain of nearly empty 8-bit nodes collapsed into one, e.g.
+    /// the /48s under a /32) or very many (a bitmap 16-bit node); otherwise
+    /// 8 bits.
+    fn node(&mut self, lo: usize, hi: usize, off: u32, default: u32) -> u32 {
+        let mut runs = Runs::new();
+        if off + 16 <= K::WIDTH {
+            self.paint(
+                &mut { lo },
+                hi,
+                off,
+                off + 16,
+                0,
+                1 << 16,
+                default,
+                &mut runs,
+            );
+            if runs.len() <= SPARSE16_MAX_BOUNDS + 1 {
+                return self.encode(SPARSE16, &runs, off + 16);
+            }
+            if runs.len() >= BITMAP16_MIN_RUNS {
+                return self.encode(BITMAP16, &runs, off + 16);
+            }
+            runs.clear();
+        }
+        self.paint(&mut { lo }, hi, off, off + 8, 0, 1 << 8, default, &mut runs);
+        let kind = if runs.len() <= SPARSE8_MAX_BOUNDS + 1 {
+            SPARSE8
+        } else {
+            BITMAP8
+        };
+        self.encode(kind, &runs, off + 8)
     }
 
-    fn encode(&mut self, entries: &[u32; NODE_ENTRIES]) -> u32 {
+    /// Write a node of `kind` holding `runs` (its entries end at bit `end`)
+    /// and then its children; return the entry pointing to it.
+    fn encode(&mut self, kind: u32, runs: &Runs, end: u32) -> u32 {
         let o = self.nodes.len();
         assert!(
-            o + BITMAP_HDR + NODE_ENTRIES <= PTR_MASK as usize,
+            o + MAX_NODE <= PTR_MASK as usize,
             "prefix map node arena full"
         );
-        let starts = (1..NODE_ENTRIES).filter(|&i| entries[i] != entries[i - 1]);
-        let bounds = starts.clone().count();
-        if bounds <= SPARSE_MAX_BOUNDS {
-            // Run starts stored as start - 1 (0..=254) so that "start <= c"
-            // becomes "byte < c"; unused bytes are 0xff, never below c.
-            let mut packed = u64::MAX;
-            for (n, s) in starts.clone().enumerate() {
-                packed &= !(0xff << (8 * n));
-                packed |= ((s - 1) as u64) << (8 * n);
+        self.kinds[kind as usize] += 1;
+        let bounds = runs[1..].iter().map(|r| r.0);
+        match kind {
+            SPARSE8 => {
+                // Run starts stored as start - 1 (0..=254) so that "start <= c"
+                // becomes "byte < c"; unused bytes are 0xff, never below c.
+                let mut packed = u64::MAX;
+                for (n, s) in bounds.enumerate() {
+                    packed &= !(0xff << (8 * n));
+                    packed |= u64::from(s - 1) << (8 * n);
+                }
+                self.nodes.extend([packed as u32, (packed >> 32) as u32]);
             }
-            self.nodes.push(packed as u32);
-            self.nodes.push((packed >> 32) as u32);
-            self.nodes.push(entries[0]);
-            self.nodes.extend(starts.map(|s| entries[s]));
-            CHILD | SPARSE | o as u32
-        } else {
-            let mut bitmap = [0u64; 4];
-            bitmap[0] = 1;
-            for s in starts.clone() {
-                bitmap[s >> 6] |= 1 << (s & 63);
+            BITMAP8 => {
+                let mut bitmap = [0u64; 4];
+                bitmap[0] = 1;
+                for s in bounds {
+                    bitmap[s as usize >> 6] |= 1 << (s & 63);
+                }
+                for w in bitmap {
+                    self.nodes.extend([w as u32, (w >> 32) as u32]);
+                }
+                let mut cum = 0u32;
+                let mut packed_cum = 0u32;
+                for (w, word) in bitmap.iter().enumerate().take(3) {
+                    cum += word.count_ones();
+                    packed_cum |= cum << (8 * (w + 1));
+                }
+                self.nodes.push(packed_cum);
             }
-            for w in bitmap {
-                self.nodes.push(w as u32);
-                self.nodes.push((w >> 32) as u32);
+            SPARSE16 => {
+                // As SPARSE8, in 16-bit lanes (start - 1 in 0..=65534).
+                let mut packed = [u64::MAX; SPARSE16_HDR / 2];
+                for (n, s) in bounds.enumerate() {
+                    let p = &mut packed[n / 4];
+                    *p &= !(0xffff << (16 * (n % 4)));
+                    *p |= u64::from(s - 1) << (16 * (n % 4));
+                }
+                for p in packed {
+                    self.nodes.extend([p as u32, (p >> 32) as u32]);
+                }
             }
-            let mut cum = 0u32;
-            let mut packed_cum = 0u32;
-            for (w, word) in bitmap.iter().enumerate().take(3) {
-                cum += word.count_ones();
-                packed_cum |= cum << (8 * (w + 1));
+            _ => {
+                let mut bitmap = vec![0u64; 1024];
+                bitmap[0] = 1;
+                for s in bounds {
+                    bitmap[s as usize >> 6] |= 1 << (s & 63);
+                }
+                let mut cum = 0u32;
+                for w in bitmap {
+                    self.nodes.extend([w as u32, (w >> 32) as u32, cum]);
+                    cum += w.count_ones();
+                }
             }
-            self.nodes.push(packed_cum);
-            self.nodes.push(entries[0]);
-            self.nodes.extend(starts.map(|s| entries[s]));
-            CHILD | o as u32
         }
+        // Reserve the entries, then build the children behind the node.
+        let first = self.nodes.len();
+        self.nodes.resize(first + runs.len(), 0);
+        for (n, &(_, ent)) in runs.iter().enumerate() {
+            self.nodes[first + n] = self.entry(ent, end);
+        }
+        CHILD | kind << KIND_SHIFT | o as u32
+    }
+}
+
+/// Append a run unless it continues the last one.
+fn push_run(out: &mut Runs, start: u32, ent: Ent) {
+    // An empty run (a prefix whose first entry leads to a child) is replaced.
+    if out.last().is_some_and(|r| r.0 == start) {
+        out.pop();
+    }
+    match out.last() {
+        Some(&(_, last)) if last == ent => {}
+        _ => out.push((start, ent)),
     }
 }
 
@@ -535,6 +765,12 @@ impl PrefixMap {
     /// Heap and inline bytes owned by the map.
     pub fn memory_bytes(&self) -> usize {
         size_of::<Self>() + self.v4.memory_bytes() + self.v6.memory_bytes()
+    }
+
+    /// How many nodes of each kind the IPv4 and the IPv6 trie hold, in the
+    /// order 8-bit bitmap, 8-bit sparse, 16-bit sparse, 16-bit bitmap.
+    pub fn node_kinds(&self) -> ([usize; 4], [usize; 4]) {
+        (self.v4.kinds, self.v6.kinds)
     }
 
     /// The strides the map was built with.
@@ -826,6 +1062,106 @@ mod tests {
         for (seed, min_len) in [(11, 0), (12, 6), (13, 40)] {
             check(&dataset(seed, 128, 2000, min_len, false), &ALL_STRIDES);
         }
+    }
+
+    /// Hand-made tables that need every node kind: a /32 holding a few
+    /// /48s (one sparse 16-bit node instead of a chain of 8-bit ones), a
+    /// /32 holding 700 /48s with /56s and /64s nested in some (a bitmap
+    /// 16-bit node), and for IPv4 with a 16-bit root a /16 holding 600
+    /// host routes; plus the 8-bit kinds below them. Checked against the
+    /// linear oracle at every prefix edge.
+    #[test]
+    fn every_node_kind_against_oracle() {
+        let mut rng = Rng(41);
+        let mut sets: Vec<(u32, Vec<(u128, u32)>)> = Vec::new();
+        let mut v6 = vec![(0x2001_0db8u128 << 96, 32), (0x2001_0db9u128 << 96, 32)];
+        for k in [3u128, 900, 40_000] {
+            v6.push((0x2001_0db8u128 << 96 | k << 80, 48));
+        }
+        for k in 0..700u128 {
+            let p48 = 0x2001_0db9u128 << 96 | (k * 93 % 65_536) << 80;
+            v6.push((p48, 48));
+            if k % 7 == 0 {
+                v6.push((p48 | (rng.below(256) as u128) << 72, 56));
+            }
+            if k % 13 == 1 {
+                // Four /56s of five /64s each: too many runs for a sparse
+                // 16-bit node, few enough 8-bit ones: a sparse 8-bit node.
+                for q in 0..4u128 {
+                    let p56 = p48 | (q * 50 + 1) << 72;
+                    v6.push((p56, 56));
+                    for j in 0..5u128 {
+                        v6.push((p56 | (j * 40) << 64, 64));
+                    }
+                }
+            }
+            if k % 11 == 0 {
+                // Many runs in one 8-bit node: a bitmap 8-bit node.
+                for j in 0..20u128 {
+                    v6.push((p48 | (j * 12) << 72 | 1 << 64, 64));
+                }
+            }
+        }
+        sets.push((128, v6));
+        let mut v4 = vec![(0x0a01_0000u128, 16), (0x0a02_0000u128, 16)];
+        for k in 0..600u128 {
+            v4.push((0x0a01_0000 | (k * 97 % 65_536), 32));
+        }
+        v4.extend([(0x0a02_0100u128, 24), (0x0a02_0180, 25), (0x0a02_0181, 32)]);
+        // 30 /24s in a /16: too many runs for a sparse 16-bit node, too few
+        // for a bitmap one, so 8-bit nodes; a /26 in one of the /24s.
+        v4.push((0x0a03_0000, 16));
+        for k in 0..30u128 {
+            v4.push((0x0a03_0000 | (k * 5) << 8, 24));
+        }
+        v4.push((0x0a03_0a40, 26));
+        sets.push((32, v4));
+        let mut kinds = [[0usize; 4]; 2];
+        for (width, prefixes) in sets {
+            let mut oracle = Oracle {
+                width,
+                prefixes: Vec::new(),
+            };
+            let mut inserts = Vec::new();
+            let mut addrs = vec![0, full(width)];
+            for (i, &(p, len)) in prefixes.iter().enumerate() {
+                let value = (i % 8) as u32;
+                oracle.prefixes.push((p, len, value));
+                inserts.push((net(width, p, len), value, true));
+                let last = p | (full(width) & !mask(width, len));
+                addrs.extend([
+                    p,
+                    last,
+                    p.wrapping_sub(1),
+                    last.wrapping_add(1) & full(width),
+                ]);
+            }
+            let ds = Dataset {
+                width,
+                inserts,
+                oracle,
+                addrs,
+            };
+            check(&ds, &[Strides::COMPACT]);
+            let mut b = PrefixMapBuilder::new(Strides::COMPACT);
+            for &(n, v, _) in &ds.inserts {
+                b.insert(n, v);
+            }
+            let (k4, k6) = b.build().node_kinds();
+            kinds[usize::from(width == 128)] = if width == 32 { k4 } else { k6 };
+        }
+        let [k4, k6] = kinds;
+        assert_eq!(k4[BITMAP16 as usize], 1, "IPv4 /16 with 600 hosts: {k4:?}");
+        assert!(k4[SPARSE16 as usize] >= 1, "IPv4 /16 with a /24: {k4:?}");
+        assert!(k4[BITMAP8 as usize] >= 1, "IPv4 /16 with 30 /24s: {k4:?}");
+        assert!(k4[SPARSE8 as usize] >= 1, "IPv4 /24 with a /26: {k4:?}");
+        assert!(
+            k6[SPARSE16 as usize] >= 1,
+            "IPv6 /32 with three /48s: {k6:?}"
+        );
+        assert!(k6[BITMAP16 as usize] >= 1, "IPv6 /32 with 700 /48s: {k6:?}");
+        assert!(k6[BITMAP8 as usize] >= 1, "IPv6 /56 with 20 /64s: {k6:?}");
+        assert!(k6[SPARSE8 as usize] >= 1, "IPv6 /48 with four /56s: {k6:?}");
     }
 
     #[test]
