@@ -18,12 +18,16 @@
 //!                        footer, fsync, rename to .kseg
 //! ```
 //!
+//! With `[collector.pcap]` a capture thread (module [`capture`]) builds
+//! flows from packets on an interface and feeds the same writer.
+//!
 //! Outputs: segment files under `<state_dir>/raw/` (format in
 //! docs/raw-format.md), a stats file readable with `kopek collector stats`.
 //!
 //! Never: bill, classify or look up accounts (that is the classifier's job);
 //! rewrite a closed segment; drop a datagram without counting why.
 
+pub mod capture;
 pub mod decode;
 pub mod generator;
 pub mod query;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kopek_config::{CollectorConfig, Config};
 use serde::Serialize;
 
+use crate::capture::{CaptureError, LiveCapture, PcapStats};
 use crate::decode::{DecodeLimits, DecodeStats, Decoder, SeqCheckpoint};
 use crate::record::{FlowRecord, LossRecord};
 use crate::segment::{RawStore, SegmentError, SegmentWriter, WriterOptions};
@@ -53,6 +54,8 @@ pub enum CollectorError {
     },
     #[error("{0}")]
     Thread(String),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
 }
 
 pub fn now_ms() -> i64 {
@@ -125,6 +128,9 @@ pub struct StatsSnapshot {
     pub socket_drops: u64,
     pub exporters: HashMap<String, ExporterStats>,
     pub decode: DecodeStats,
+    /// The capture source, when `[collector.pcap]` is configured.
+    #[serde(default)]
+    pub pcap: Option<PcapStats>,
 }
 
 /// A unit of work for the writer: records, then the sequence state of the
@@ -158,6 +164,8 @@ struct Shared {
     /// Written batches' buffers, handed back to the receivers: a fresh
     /// megabyte-sized Vec per batch costs a page fault per 4 KiB.
     spare: Mutex<Vec<Batch>>,
+    /// The capture thread's counters.
+    pcap: Mutex<Option<PcapStats>>,
 }
 
 /// Most spare batch buffers kept (bounded like everything else).
@@ -236,6 +244,12 @@ impl Collector {
         for addr in &c.listen {
             sockets.push(bind(*addr, c.socket_buffer_bytes)?);
         }
+        // Opened before anything runs: a missing interface or permission
+        // is a startup error, not a silent thread.
+        let capture = match &c.pcap {
+            Some(p) => Some(LiveCapture::open(p, started_ms)?),
+            None => None,
+        };
         let local_addrs = sockets
             .iter()
             .map(|s| s.local_addr())
@@ -253,6 +267,7 @@ impl Collector {
             writer: WriterCounters::default(),
             open_segment: Mutex::new(String::new()),
             spare: Mutex::new(Vec::new()),
+            pcap: Mutex::new(None),
         });
 
         let opts = WriterOptions {
@@ -318,6 +333,22 @@ impl Collector {
                     })
                     .map_err(|source| CollectorError::Io {
                         what: "spawn receiver".into(),
+                        source,
+                    })?,
+            );
+        }
+        if let Some(cap) = capture {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            let block_records = c.segment.block_records;
+            let block_flush = c.segment.block_flush;
+            tracing::info!(interface = %cap.stats.interface, "capturing packets");
+            receivers.push(
+                std::thread::Builder::new()
+                    .name("kopek-pcap".into())
+                    .spawn(move || capture_loop(cap, tx, &shared, block_records, block_flush))
+                    .map_err(|source| CollectorError::Io {
+                        what: "spawn capture".into(),
                         source,
                     })?,
             );
@@ -396,6 +427,7 @@ impl Collector {
             }
             s.decode.add(&r.decode);
         }
+        s.pcap = shared.pcap.lock().expect("poisoned").clone();
         s
     }
 
@@ -472,11 +504,10 @@ fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, CollectorError> {
     Ok(sock.into())
 }
 
-/// Blocks until `sock` has a datagram or `timeout` passes.
-fn wait_readable(sock: &UdpSocket, timeout: Duration) {
-    use std::os::fd::AsRawFd;
+/// Blocks until `fd` (a socket, a capture) is readable or `timeout` passes.
+pub(crate) fn wait_readable(fd: &impl std::os::fd::AsRawFd, timeout: Duration) {
     let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
+        fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -503,6 +534,62 @@ fn set_rcvbuf_force(sock: &socket2::Socket, bytes: usize) -> bool {
         )
     };
     rc == 0
+}
+
+/// How often the capture thread expires flows and reads libpcap's drops.
+const CAPTURE_TICK: Duration = Duration::from_secs(1);
+
+/// The capture thread: packets → flows → batches for the writer. On stop
+/// (or a capture error) every flow in the table is written first.
+fn capture_loop(
+    mut cap: LiveCapture,
+    tx: SyncSender<Batch>,
+    shared: &Shared,
+    block_records: usize,
+    block_flush: Duration,
+) {
+    let mut batch = shared.take_spare(block_records);
+    let mut batch_started = Instant::now();
+    let mut last_tick = Instant::now();
+    let publish = |cap: &LiveCapture| {
+        *shared.pcap.lock().expect("poisoned") = Some(cap.stats.clone());
+    };
+    publish(&cap);
+    let mut failed = None;
+    while !shared.stop.load(Ordering::Acquire) {
+        if let Err(e) = cap.read(4096, &mut batch.flows) {
+            failed = Some(e);
+            break;
+        }
+        if last_tick.elapsed() >= CAPTURE_TICK {
+            last_tick = Instant::now();
+            if let Err(e) = cap.tick(now_ms(), &mut batch.flows, &mut batch.losses) {
+                failed = Some(e);
+                break;
+            }
+            publish(&cap);
+        }
+        let full = batch.flows.len() >= block_records;
+        let due = batch_started.elapsed() >= block_flush
+            && !(batch.flows.is_empty() && batch.losses.is_empty());
+        if full || due {
+            let next = shared.take_spare(block_records);
+            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                return;
+            }
+            batch_started = Instant::now();
+        }
+    }
+    if let Err(e) = cap.finish(now_ms(), &mut batch.flows, &mut batch.losses) {
+        tracing::warn!(error = %e, "capture: last statistics unavailable");
+    }
+    publish(&cap);
+    if !(batch.flows.is_empty() && batch.losses.is_empty()) {
+        let _ = tx.send(batch);
+    }
+    if let Some(e) = failed {
+        tracing::error!(error = %e, "capture stopped; its flows were written");
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -76,6 +76,76 @@ pub struct Config {
     pub enforcer: EnforcerConfig,
 }
 
+fn validate_pcap(p: &wire::Pcap, bad: &mut dyn FnMut(&str, String)) -> PcapConfig {
+    if p.interface.is_empty()
+        || p.interface.len() > 15
+        || !p
+            .interface
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@:".contains(&b))
+    {
+        bad(
+            "collector.pcap.interface",
+            format!(
+                "expected an interface name (1-15 of letters, digits, - _ . @ :, or \"any\"), got {:?}",
+                p.interface
+            ),
+        );
+    }
+    if p.filter.len() > 4096 || p.filter.contains('\0') {
+        bad(
+            "collector.pcap.filter",
+            "must be a BPF expression of at most 4096 bytes without NUL".into(),
+        );
+    }
+    if !(64..=65_535).contains(&p.snaplen) {
+        bad(
+            "collector.pcap.snaplen",
+            format!(
+                "must be 64..=65535 bytes (headers fit in 128), got {}",
+                p.snaplen
+            ),
+        );
+    }
+    if !(64 * 1024..=1 << 31).contains(&p.buffer_bytes) {
+        bad(
+            "collector.pcap.buffer_bytes",
+            format!("must be 64 KiB..=2 GiB, got {}", p.buffer_bytes),
+        );
+    }
+    if !(1..=3_600).contains(&p.active_timeout_s) {
+        bad(
+            "collector.pcap.active_timeout_s",
+            format!("must be 1..=3600, got {}", p.active_timeout_s),
+        );
+    }
+    if p.idle_timeout_s == 0 || p.idle_timeout_s > p.active_timeout_s {
+        bad(
+            "collector.pcap.idle_timeout_s",
+            format!(
+                "must be at least 1 and at most active_timeout_s ({}), got {}",
+                p.active_timeout_s, p.idle_timeout_s
+            ),
+        );
+    }
+    if !(1_000..=50_000_000).contains(&p.max_flows) {
+        bad(
+            "collector.pcap.max_flows",
+            format!("must be 1000..=50000000, got {}", p.max_flows),
+        );
+    }
+    PcapConfig {
+        interface: p.interface.clone(),
+        filter: p.filter.clone(),
+        snaplen: p.snaplen,
+        buffer_bytes: p.buffer_bytes,
+        promiscuous: p.promiscuous,
+        active_timeout: Duration::from_secs(p.active_timeout_s),
+        idle_timeout: Duration::from_secs(p.idle_timeout_s),
+        max_flows: p.max_flows,
+    }
+}
+
 /// `[enforcer]`: the default-deny nftables table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnforcerConfig {
@@ -124,6 +194,42 @@ pub struct CollectorConfig {
     pub durability: Durability,
     pub limits: DecodeLimitsConfig,
     pub exporters: Vec<Exporter>,
+    /// `[collector.pcap]`: capture on an interface and build flows.
+    pub pcap: Option<PcapConfig>,
+}
+
+/// Packet capture as a tier-1 source (docs/pcap-source.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcapConfig {
+    pub interface: String,
+    /// BPF filter (empty: every packet; non-IP ones are counted and skipped).
+    pub filter: String,
+    pub snaplen: u32,
+    /// Kernel capture buffer.
+    pub buffer_bytes: u64,
+    pub promiscuous: bool,
+    /// A flow still going is exported at least this often.
+    pub active_timeout: Duration,
+    /// A flow with no packet for this long is exported.
+    pub idle_timeout: Duration,
+    /// Most flows held at once; when full, flows are exported early.
+    pub max_flows: usize,
+}
+
+impl Default for PcapConfig {
+    /// The documented defaults, no interface (for reading files).
+    fn default() -> PcapConfig {
+        PcapConfig {
+            interface: String::new(),
+            filter: String::new(),
+            snaplen: wire::PCAP_SNAPLEN,
+            buffer_bytes: wire::PCAP_BUFFER_BYTES,
+            promiscuous: false,
+            active_timeout: Duration::from_secs(wire::PCAP_ACTIVE_TIMEOUT_S),
+            idle_timeout: Duration::from_secs(wire::PCAP_IDLE_TIMEOUT_S),
+            max_flows: wire::PCAP_MAX_FLOWS,
+        }
+    }
 }
 
 impl CollectorConfig {
@@ -241,10 +347,10 @@ impl Config {
             );
         }
         let mut listen = Vec::new();
-        if c.listen.is_empty() {
+        if c.listen.is_empty() && c.pcap.is_none() {
             bad(
                 "collector.listen",
-                "must list at least one address:port".into(),
+                "must list at least one address:port (or configure [collector.pcap])".into(),
             );
         }
         for (i, l) in c.listen.iter().enumerate() {
@@ -426,6 +532,7 @@ impl Config {
             }
         }
 
+        let pcap = c.pcap.as_ref().map(|p| validate_pcap(p, &mut bad));
         let classifier = classifier::validate(&w.classifier, &exporters, &mut bad);
         let retention = classifier::validate_retention(&w.retention, &mut bad);
         let core = validate_core(&w.core, &mut bad);
@@ -461,6 +568,7 @@ impl Config {
                     pending_hold: Duration::from_millis(l.pending_hold_ms),
                 },
                 exporters,
+                pcap,
             },
         })
     }
@@ -488,7 +596,9 @@ impl Config {
 }
 
 /// Segment and exporter names become parts of file names and CLI filters.
-pub(crate) fn valid_name(s: &str) -> bool {
+/// A name kopek puts in file names (collectors, classes): 1-32 of a-z,
+/// 0-9, '_'.
+pub fn valid_name(s: &str) -> bool {
     (1..=32).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

@@ -293,3 +293,47 @@ fn counting_by_class_needs_counters() {
     assert!(c.enforcer.counters_by_class);
     assert!(!load("").unwrap().enforcer.counters_by_class);
 }
+
+#[test]
+fn pcap_source_parses_with_defaults() {
+    let c = load("[collector]\nlisten = []\n[collector.pcap]\ninterface = \"ppp0\"\n").unwrap();
+    assert!(c.collector.listen.is_empty());
+    let p = c.collector.pcap.expect("pcap configured");
+    assert_eq!(p.interface, "ppp0");
+    assert_eq!(
+        (p.filter.as_str(), p.snaplen, p.buffer_bytes, p.promiscuous),
+        ("", 128, 8 << 20, false)
+    );
+    assert_eq!(
+        (p.active_timeout, p.idle_timeout, p.max_flows),
+        (Duration::from_secs(60), Duration::from_secs(15), 1_000_000)
+    );
+    assert!(load("").unwrap().collector.pcap.is_none());
+}
+
+#[test]
+fn bad_pcap_values_name_their_keys() {
+    let e = error_of(
+        r#"[collector.pcap]
+interface = "eth0; rm -rf /"
+snaplen = 20
+buffer_bytes = 1024
+active_timeout_s = 10
+idle_timeout_s = 30
+max_flows = 5
+"#,
+    );
+    for key in [
+        "collector.pcap.interface",
+        "collector.pcap.snaplen",
+        "collector.pcap.buffer_bytes",
+        "collector.pcap.idle_timeout_s",
+        "collector.pcap.max_flows",
+    ] {
+        assert!(e.contains(&format!("key `{key}`")), "{key} missing in: {e}");
+    }
+    let e = error_of("[collector]\nlisten = []\n");
+    assert!(e.contains("key `collector.listen`"), "{e}");
+    let e = error_of("[collector.pcap]\ninterface = \"eth0\"\nsnaplenn = 100\n");
+    assert!(e.contains("snaplenn"), "unknown key: {e}");
+}

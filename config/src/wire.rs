@@ -149,6 +149,52 @@ pub struct Collector {
     pub durability: Durability,
     pub limits: Limits,
     pub exporter: Vec<Exporter>,
+    /// Packet capture as a source (no NetFlow exporter on this host).
+    pub pcap: Option<Pcap>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pcap {
+    pub interface: String,
+    #[serde(default)]
+    pub filter: String,
+    #[serde(default = "Pcap::default_snaplen")]
+    pub snaplen: u32,
+    #[serde(default = "Pcap::default_buffer_bytes")]
+    pub buffer_bytes: u64,
+    #[serde(default)]
+    pub promiscuous: bool,
+    #[serde(default = "Pcap::default_active_timeout_s")]
+    pub active_timeout_s: u64,
+    #[serde(default = "Pcap::default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    #[serde(default = "Pcap::default_max_flows")]
+    pub max_flows: usize,
+}
+
+pub const PCAP_SNAPLEN: u32 = 128;
+pub const PCAP_BUFFER_BYTES: u64 = 8 << 20;
+pub const PCAP_ACTIVE_TIMEOUT_S: u64 = 60;
+pub const PCAP_IDLE_TIMEOUT_S: u64 = 15;
+pub const PCAP_MAX_FLOWS: usize = 1_000_000;
+
+impl Pcap {
+    fn default_snaplen() -> u32 {
+        PCAP_SNAPLEN
+    }
+    fn default_buffer_bytes() -> u64 {
+        PCAP_BUFFER_BYTES
+    }
+    fn default_active_timeout_s() -> u64 {
+        PCAP_ACTIVE_TIMEOUT_S
+    }
+    fn default_idle_timeout_s() -> u64 {
+        PCAP_IDLE_TIMEOUT_S
+    }
+    fn default_max_flows() -> usize {
+        PCAP_MAX_FLOWS
+    }
 }
 
 impl Default for Collector {
@@ -162,6 +208,7 @@ impl Default for Collector {
             durability: Durability::default(),
             limits: Limits::default(),
             exporter: Vec::new(),
+            pcap: None,
         }
     }
 }

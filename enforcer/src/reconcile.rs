@@ -1,5 +1,6 @@
-//! `kopek reconcile`: where nft counters and NetFlow both see a
-//! subscriber, do they agree? Per subscriber address the counters cover,
+//! `kopek reconcile`: where nft counters and flow records (NetFlow v5, v9,
+//! IPFIX, or the collector's own pcap capture) both see a subscriber, do
+//! they agree? Per subscriber address the counters cover,
 //! the bytes each source put in tier 1 over a time range, each direction,
 //! and a flag when they differ by more than a threshold. Whichever source
 //! bills (the classifier's observation points decide), the other is the
@@ -70,7 +71,10 @@ pub fn reconcile(
                 }
             } else if matches!(
                 f.kind,
-                SourceKind::NetflowV5 | SourceKind::NetflowV9 | SourceKind::Ipfix
+                SourceKind::NetflowV5
+                    | SourceKind::NetflowV9
+                    | SourceKind::Ipfix
+                    | SourceKind::Pcap
             ) {
                 flows.push((f.src, f.dst, f.bytes()));
             }
@@ -149,6 +153,8 @@ mod tests {
             rec(SourceKind::NetflowV5, "203.0.113.9", "10.1.0.2", 1_000_000),
             rec(SourceKind::Ipfix, "10.1.0.2", "203.0.113.9", 400_000),
             rec(SourceKind::NetflowV9, "203.0.113.9", "10.1.0.3", 1_000_000),
+            // A host without an exporter, captured by pcap: a flow source too.
+            rec(SourceKind::Pcap, "198.51.100.1", "10.1.0.4", 500_000),
         ])
         .unwrap();
         nf.close(3_000).unwrap();
@@ -157,11 +163,12 @@ mod tests {
             rec(SourceKind::NftCounter, "0.0.0.0", "10.1.0.2", 1_010_000),
             rec(SourceKind::NftCounter, "10.1.0.2", "0.0.0.0", 400_000),
             rec(SourceKind::NftCounter, "0.0.0.0", "10.1.0.3", 1_300_000),
+            rec(SourceKind::NftCounter, "0.0.0.0", "10.1.0.4", 500_000),
         ])
         .unwrap();
         c.close(3_000).unwrap();
         let rows = reconcile(dir.path(), 0, 10_000, 50, 100_000).unwrap();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
         assert_eq!(
             (
                 rows[0].address.as_str(),
@@ -181,6 +188,14 @@ mod tests {
                 rows[1].flagged
             ),
             ("10.1.0.3", 230, true)
+        );
+        assert_eq!(
+            (
+                rows[2].address.as_str(),
+                rows[2].netflow_in,
+                rows[2].flagged
+            ),
+            ("10.1.0.4", 500_000, false)
         );
     }
 }

@@ -1,4 +1,5 @@
-//! `kopek collector [run]`, `kopek collector stats`.
+//! `kopek collector [run]`, `kopek collector stats`, `kopek collector
+//! pcap-read`.
 
 use std::path::Path;
 
@@ -23,11 +24,28 @@ enum CollectorCmd {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Build flows from a capture file (libpcap format) the way
+    /// `[collector.pcap]` does live, and write them to tier 1 under
+    /// collector NAME. Timeouts and the BPF filter come from
+    /// `[collector.pcap]` when configured, else the defaults.
+    PcapRead {
+        file: std::path::PathBuf,
+        /// Tier-1 collector name of the records.
+        #[arg(long, default_value = "pcap_import")]
+        name: String,
+        /// BPF filter (overrides `[collector.pcap] filter`).
+        #[arg(long)]
+        filter: Option<String>,
+    },
 }
 
 pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
     match args.cmd.as_ref().unwrap_or(&CollectorCmd::Run) {
         CollectorCmd::Run => Ok(serve(config_path)?),
+        CollectorCmd::PcapRead { file, name, filter } => {
+            let config = super::load_config_or_defaults(config_path)?;
+            pcap_read(&config, file, name, filter.as_deref())
+        }
         CollectorCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let path = stats_path(&config.state_dir, &config.collector.name);
@@ -116,6 +134,10 @@ fn print_stats(s: &StatsSnapshot) {
             );
         }
     }
+    if let Some(p) = &s.pcap {
+        println!("capture on {}:", p.interface);
+        print_counters("  ", &serde_json::to_value(p).unwrap_or_default());
+    }
     if !s.unknown_exporters.is_empty() {
         println!("unknown sources (dropped):");
         let mut u: Vec<_> = s.unknown_exporters.iter().collect();
@@ -124,6 +146,55 @@ fn print_stats(s: &StatsSnapshot) {
             println!("  {a:<40} {n}");
         }
     }
+}
+
+fn pcap_read(
+    config: &kopek_config::Config,
+    file: &Path,
+    name: &str,
+    filter: Option<&str>,
+) -> super::Result {
+    use kopek_collector::segment::{RawStore, SegmentWriter, WriterOptions};
+    if !kopek_config::valid_name(name) {
+        return Err(anyhow::anyhow!(
+            "--name must be 1-32 characters of a-z, 0-9, '_' (it names segment files), got {name:?}"
+        )
+        .into());
+    }
+    let mut pc = config.collector.pcap.clone().unwrap_or_default();
+    if let Some(f) = filter {
+        pc.filter = f.to_string();
+    }
+    let store = RawStore::new(config.collector.raw_dir(&config.state_dir));
+    store.create_dir()?;
+    let _lock = store.lock(name)?;
+    let now = kopek_collector::run::now_ms();
+    store.recover(name, now)?;
+    let opts = WriterOptions {
+        compression: config.collector.segment.compression,
+        durability: kopek_config::Durability::Never,
+    };
+    let mut w = SegmentWriter::create(store.dir(), name, store.next_id(name)?, now, opts)?;
+    let block = config.collector.segment.block_records;
+    let mut written = 0u64;
+    let stats = kopek_collector::capture::read_file(file, &pc, block, |recs| {
+        written += recs.len() as u64;
+        w.append_flows(recs).map_err(|e| e.to_string())
+    })
+    .map_err(anyhow::Error::msg)?;
+    let path = w.close(kopek_collector::run::now_ms())?;
+    println!(
+        "{}: {} packets, {} IP bytes -> {} flows in {}; skipped: {} not IP, {} truncated, {} malformed",
+        file.display(),
+        stats.flows.packets,
+        stats.flows.ip_bytes,
+        written,
+        path.display(),
+        stats.not_ip,
+        stats.truncated,
+        stats.malformed
+    );
+    Ok(())
 }
 
 /// Prints every non-zero number in a (nested) JSON object as `path value`.
