@@ -1,7 +1,9 @@
 //! Tier-1 write and read-back speed on one core, and bytes per flow on
 //! disk: 10 M generated flows into one segment with `SegmentWriter` (zstd
 //! level 1, and no compression), then read back block by block with
-//! `SegmentReader::next_block` into a reused vector.
+//! `SegmentReader::next_block` into a reused vector. First, the column
+//! encoding alone (`FlowBlockEncoder`, in memory, median of the runs): the
+//! collector's per-flow cost before compression and I/O.
 //!
 //! ```text
 //! cargo bench -p kopek-collector --bench readback [-- --flows N --runs N --ipv6-percent P
@@ -20,7 +22,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use kopek_collector::generator::{Encoder, FlowGen, GenProfile, IpfixConfig, IpfixEncoder};
-use kopek_collector::segment::{Block, SegmentReader, SegmentWriter, WriterOptions};
+use kopek_collector::segment::{
+    Block, FlowBlockEncoder, SegmentReader, SegmentWriter, WriterOptions,
+};
 use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::{Compression, Durability};
 
@@ -103,6 +107,27 @@ fn main() {
         o.ipv6_percent,
         t.elapsed().as_secs_f64(),
         o.runs
+    );
+    let mut encoder = FlowBlockEncoder::default();
+    let mut encoded = Vec::new();
+    let mut times = Vec::new();
+    let mut encoded_bytes = 0usize;
+    for _ in 0..o.runs + 1 {
+        let started = Instant::now();
+        encoded_bytes = 0;
+        for chunk in flows.chunks(block_records) {
+            encoder.encode(chunk, &mut encoded);
+            encoded_bytes += black_box(&encoded).len();
+        }
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.remove(0);
+    let t = median(times);
+    println!(
+        "column encoding alone: {:.1} ns/flow ({:.0} rec/s), {:.2} bytes/flow before compression",
+        t * 1e9 / flows.len() as f64,
+        flows.len() as f64 / t,
+        encoded_bytes as f64 / flows.len() as f64
     );
     println!(
         "{:<8} {:>12} {:>10} {:>14} {:>16} {:>8}",

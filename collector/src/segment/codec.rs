@@ -10,6 +10,7 @@
 //! module is its only implementation.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -50,13 +51,16 @@ impl Hasher for AddrHasher {
     fn write_u64(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
     fn write_u128(&mut self, v: u128) {
         self.write_u64(v as u64);
         self.write_u64((v >> 64) as u64);
     }
 }
 
-type AddrMap = HashMap<u128, u32, BuildHasherDefault<AddrHasher>>;
+type AddrMap<K> = HashMap<K, u32, BuildHasherDefault<AddrHasher>>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct StreamKey {
@@ -70,7 +74,10 @@ struct StreamKey {
 #[derive(Default)]
 pub struct FlowBlockEncoder {
     streams: Vec<StreamKey>,
-    addrs: AddrMap,
+    /// Per family, so that the IPv4 map (most addresses) has 8-byte
+    /// entries: a block's dictionary then stays in the L2 cache.
+    addrs_v4: AddrMap<u32>,
+    addrs_v6: AddrMap<u128>,
     v4: Vec<u32>,
     v6: Vec<u128>,
     // Per-record dictionary indexes, before v6 indexes are shifted.
@@ -90,7 +97,8 @@ impl FlowBlockEncoder {
         debug_assert!(!records.is_empty() && records.len() <= MAX_BLOCK_RECORDS);
         out.clear();
         self.streams.clear();
-        self.addrs.clear();
+        self.addrs_v4.clear();
+        self.addrs_v6.clear();
         self.v4.clear();
         self.v6.clear();
         self.addr_idx.clear();
@@ -146,23 +154,23 @@ impl FlowBlockEncoder {
             put_varint(bytes, r.bytes_raw);
             put_varint(packets, r.packets_raw);
             for addr in [r.src, r.dst] {
-                let k = addr_to_u128(addr);
-                let i = match self.addrs.get(&k) {
-                    Some(i) => *i,
-                    None => {
-                        let (i, new) = match addr {
-                            IpAddr::V4(v4) => {
-                                self.v4.push(u32::from(v4));
-                                ((self.v4.len() - 1) as u32, NEW_V4)
-                            }
-                            IpAddr::V6(v6) => {
-                                self.v6.push(u128::from(v6));
-                                ((self.v6.len() - 1) as u32 | V6_TAG, NEW_V6)
-                            }
-                        };
-                        self.addrs.insert(k, i);
-                        new
-                    }
+                let i = match addr {
+                    IpAddr::V4(v4) => match self.addrs_v4.entry(u32::from(v4)) {
+                        Entry::Occupied(e) => *e.get(),
+                        Entry::Vacant(e) => {
+                            e.insert(self.v4.len() as u32);
+                            self.v4.push(u32::from(v4));
+                            NEW_V4
+                        }
+                    },
+                    IpAddr::V6(v6) => match self.addrs_v6.entry(u128::from(v6)) {
+                        Entry::Occupied(e) => *e.get(),
+                        Entry::Vacant(e) => {
+                            e.insert(self.v6.len() as u32 | V6_TAG);
+                            self.v6.push(u128::from(v6));
+                            NEW_V6
+                        }
+                    },
                 };
                 self.addr_idx.push(i);
             }

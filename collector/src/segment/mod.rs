@@ -14,7 +14,7 @@ mod reader;
 mod store;
 mod writer;
 
-pub use codec::MAX_BLOCK_RECORDS;
+pub use codec::{FlowBlockEncoder, MAX_BLOCK_RECORDS};
 pub use format::{BlockKind, FORMAT_VERSION, Footer, HEADER_LEN, SegmentHeader};
 pub use reader::{Block, SegmentReader, TailState};
 pub use store::{RawStore, RecoveryReport, SegmentInfo, SegmentState, StoreLock};
