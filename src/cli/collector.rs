@@ -148,7 +148,7 @@ fn print_stats(s: &StatsSnapshot) {
     }
 }
 
-fn pcap_read(
+pub(super) fn pcap_read(
     config: &kopek_config::Config,
     file: &Path,
     name: &str,

@@ -292,8 +292,11 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     exact &= classify(&config, raw.total)?;
     exact &= super::demo_bill::bill(&config)?;
     exact &= super::demo_bill::enforce(&config)?;
+    exact &= super::demo_capture::capture(&config)?;
 
-    println!("\nnext: nft counters and pcap as sources, RADIUS; this demo grows with them.");
+    println!(
+        "\nnot shown (they need root): nft counters as a source (tests/enforcer_netns.rs), live capture (tests/pcap_source.rs).\nnext: RADIUS accounting; this demo grows with it."
+    );
     println!(
         "try: kopek raw --state-dir {} stats --by-address",
         state_dir.display()

@@ -15,6 +15,7 @@ mod config;
 mod core;
 mod demo;
 mod demo_bill;
+mod demo_capture;
 mod enforcer;
 mod explain;
 mod export;

@@ -233,6 +233,48 @@ fn ports(protocol: u8, l4: &[u8], v6: bool) -> (u16, u16) {
     }
 }
 
+/// An Ethernet frame carrying an IPv4 packet of `ip_len` bytes (at least
+/// 28: the IPv4 header, then a TCP, UDP or ICMP header as far as it fits,
+/// zero payload): the inverse of [`parse`], for the demo and for tests
+/// that need known packets. The IPv4 header checksum is filled in.
+/// `None` unless both addresses are IPv4.
+pub fn ethernet_ipv4_frame(p: &PacketInfo) -> Option<Vec<u8>> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (p.src, p.dst) else {
+        return None;
+    };
+    let len = p.ip_len.clamp(28, 65_535) as usize;
+    let mut f = vec![0u8; 14 + len];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = p.protocol;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = ip[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let l4 = &mut ip[20..];
+    match p.protocol {
+        1 => l4[0..2].copy_from_slice(&p.dst_port.to_be_bytes()),
+        _ => {
+            l4[0..2].copy_from_slice(&p.src_port.to_be_bytes());
+            l4[2..4].copy_from_slice(&p.dst_port.to_be_bytes());
+        }
+    }
+    if p.protocol == 17 {
+        l4[4..6].copy_from_slice(&((len - 20) as u16).to_be_bytes());
+    }
+    Some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +307,27 @@ mod tests {
         h.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
         h.extend_from_slice(rest);
         h
+    }
+
+    #[test]
+    fn built_frames_parse_back() {
+        for (protocol, sport, dport, len) in [
+            (6, 443, 50_123, 1500),
+            (17, 53, 40_000, 80),
+            (1, 0, 8 << 8, 28),
+        ] {
+            let p = PacketInfo {
+                src: "198.51.100.7".parse().unwrap(),
+                dst: "10.0.1.9".parse().unwrap(),
+                protocol,
+                src_port: sport,
+                dst_port: dport,
+                ip_len: len,
+            };
+            let f = ethernet_ipv4_frame(&p).expect("IPv4");
+            assert_eq!(f.len(), 14 + len as usize);
+            assert_eq!(parse(LINK_ETHERNET, &f), Ok(p));
+        }
     }
 
     #[test]
