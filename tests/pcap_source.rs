@@ -344,3 +344,153 @@ idle_timeout_s = 1
     assert_eq!(s["loss_records_written"], 0, "{s}");
     assert!(s["pcap"]["packets"].as_u64().unwrap() >= 60, "{s}");
 }
+
+/// Capture drops are never silent: the collector is stopped (SIGSTOP)
+/// while 20,000 datagrams cross the interface, so its 64 KiB ring must
+/// overflow; after SIGCONT, what it captured plus what the kernel says it
+/// dropped is every datagram, and the drops are a loss record in tier 1.
+#[test]
+fn capture_drops_become_loss_records() {
+    assert_eq!(
+        euid(),
+        0,
+        "this test needs root (network namespaces, packet capture); CI runs as root"
+    );
+    for tool in ["ip", "python3"] {
+        require_tool(tool);
+    }
+    let id = std::process::id() % 100_000;
+    let (a, b) = (format!("kpd{id}a"), format!("kpd{id}b"));
+    let nss = Namespaces(vec![a.clone(), b.clone()]);
+    for ns in &nss.0 {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    sh(&[
+        "ip", "link", "add", "drp0", "netns", &a, "type", "veth", "peer", "name", "drp1", "netns",
+        &b,
+    ]);
+    for (ns, dev, addr) in [(&a, "drp0", "10.9.1.1/24"), (&b, "drp1", "10.9.1.2/24")] {
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    // Static neighbours: no ARP exchange while the collector is stopped.
+    sh(&[
+        "ip",
+        "-n",
+        &a,
+        "neigh",
+        "replace",
+        "10.9.1.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "drp0",
+        "nud",
+        "permanent",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &b,
+        "link",
+        "set",
+        "drp1",
+        "address",
+        "02:00:00:00:00:02",
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kopek.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[general]
+state_dir = "{s}"
+[collector]
+name = "drops"
+listen = []
+stats_interval_ms = 100
+[collector.segment]
+block_flush_ms = 50
+[collector.pcap]
+interface = "drp0"
+filter = "udp and dst port 9"
+buffer_bytes = 65536
+idle_timeout_s = 1
+active_timeout_s = 2
+"#,
+            s = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut c = NsCollector::start(&a, &config, dir.path().join("collector-drops.stats.json"));
+    let pid = c.child.as_ref().unwrap().id().to_string();
+    sh(&["kill", "-STOP", &pid]);
+    const SENT: u64 = 20_000;
+    let send = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range({SENT}):\n    s.sendto(b'x' * 972, ('10.9.1.2', 9))\n"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &a, "python3", "-c", &send])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sh(&["kill", "-CONT", &pid]);
+
+    // Flows are written after the idle timeout, drops at the next tick.
+    let t0 = Instant::now();
+    let s = loop {
+        let s = c.stats();
+        let p = &s["pcap"];
+        let seen = p["packets"].as_u64().unwrap() + p["kernel_dropped"].as_u64().unwrap();
+        if seen >= SENT && p["loss_records"].as_u64().unwrap() >= 1
+            || t0.elapsed() > Duration::from_secs(10)
+        {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    c.stop();
+    let p = &s["pcap"];
+    let (captured, dropped) = (
+        p["packets"].as_u64().unwrap(),
+        p["kernel_dropped"].as_u64().unwrap() + p["if_dropped"].as_u64().unwrap(),
+    );
+    eprintln!("capture: {captured} packets captured, {dropped} dropped, of {SENT}");
+    assert!(
+        dropped > 0,
+        "a 64 KiB ring cannot hold 20,000 packets of 1,000 bytes: {s}"
+    );
+    assert_eq!(captured + dropped, SENT, "captured + dropped = sent: {s}");
+
+    // Tier 1: the captured packets as flows (1,000 IP bytes each), the
+    // dropped ones as loss records of this capture.
+    let t = totals(dir.path());
+    assert_eq!(
+        t.get(&"10.9.1.2".parse().unwrap()).copied(),
+        Some((captured * 1000, captured)),
+        "{t:?}"
+    );
+    let out = Command::new(kopek_bin())
+        .args(["raw", "--state-dir"])
+        .arg(dir.path())
+        .args(["stats", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lost: u64 = st["exporters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["losses"]["lost_packets"].as_u64())
+        .sum();
+    assert_eq!(lost, dropped, "loss records in tier 1: {st}");
+}
