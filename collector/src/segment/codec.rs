@@ -588,7 +588,6 @@ impl<'a> Cursor<'a> {
         Ok(self.array::<1>()?[0])
     }
 
-    #[inline]
     /// LEB128 varint. Fast path: eight bytes at once when the varint ends
     /// within them (any value below 2^56, i.e. every count and index a
     /// block holds), its 7-bit groups joined without a per-byte loop.
