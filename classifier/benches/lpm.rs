@@ -350,6 +350,48 @@ fn main() {
             cell(r.6, base.6),
         );
     }
+    // Batched lookups (eight in lockstep), COMPACT: rate and agreement
+    // with one-at-a-time lookups.
+    let batched = |f: &dyn Fn(&mut Vec<Option<u32>>)| {
+        let mut out = Vec::with_capacity(LOOKUPS);
+        let mut rates: Vec<f64> = (0..RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                f(&mut out);
+                black_box(&out);
+                out.len() as f64 / t.elapsed().as_secs_f64() / 1e6
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        (rates[RUNS / 2], out)
+    };
+    let (r4, o4) = batched(&|out| compact.lookup_v4_many(&random_v4, out));
+    let (i4, p4) = batched(&|out| compact.lookup_v4_many(&inside_v4, out));
+    let (i6, p6) = batched(&|out| compact.lookup_v6_many(&inside_v6, out));
+    for (got, addrs) in [(&o4, &random_v4), (&p4, &inside_v4)] {
+        for (g, &a) in got.iter().zip(addrs.iter()) {
+            checked += 1;
+            mismatches += usize::from(*g != compact.lookup_v4(a));
+        }
+    }
+    for (g, &a) in p6.iter().zip(inside_v6.iter()) {
+        checked += 1;
+        mismatches += usize::from(*g != compact.lookup_v6(a));
+    }
+    let (r, c) = (&rows[1], |v: f64, b: f64| format!("{v:.2} (x{:.2})", v / b));
+    println!(
+        "{:<18} {:>9} {:>10} {:>9} {:>18} {:>18} {:>18}",
+        "COMPACT, batched",
+        "",
+        "",
+        "",
+        c(r4, r.4),
+        c(i4, r.5),
+        c(i6, r.6)
+    );
+    println!(
+        "(batched: lookup_v4_many/lookup_v6_many, eight lookups in lockstep; (xN) = ratio to COMPACT one at a time)"
+    );
     println!(
         "\nverified {checked} addresses against prefix-trie (FAST and COMPACT): {mismatches} mismatches"
     );

@@ -323,6 +323,28 @@ pub struct Scratch {
     cover: Vec<(i64, i64)>,
     bytes: Vec<u64>,
     packets: Vec<u64>,
+    lookups: ClassLookups,
+}
+
+/// The remote addresses of a run of records, by family, for batched class
+/// lookups: (record index in the block, side) and the address.
+#[derive(Debug, Default)]
+struct ClassLookups {
+    at4: Vec<(u32, Side)>,
+    keys4: Vec<u32>,
+    res4: Vec<Option<u32>>,
+    at6: Vec<(u32, Side)>,
+    keys6: Vec<u128>,
+    res6: Vec<Option<u32>>,
+}
+
+/// Which remote a class lookup is for.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    /// Remote = dst: the subscriber sent (or transit).
+    Out,
+    /// Remote = src: the subscriber received.
+    In,
 }
 
 /// Adds one record to `batch`.
@@ -352,9 +374,7 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     let mut judged = std::mem::take(&mut s.judged);
     judged.clear();
     judged.extend(records.iter().map(|r| judge_sides(rules, r)));
-    for (r, j) in records.iter().zip(judged.iter_mut()) {
-        judge_classes(rules, r, j);
-    }
+    judge_classes_block(rules, records, &mut judged, &mut s.lookups);
     for (r, j) in records.iter().zip(&judged) {
         accumulate(rules, r, j, batch, s);
     }
@@ -437,6 +457,74 @@ fn judge_classes(rules: &Rules<'_>, r: &FlowRecord, j: &mut Judged) {
     j.billed_out = billed_out;
     j.class_in = class_in;
     j.billed_in = billed_in;
+}
+
+/// [`judge_classes`] for a block: per run of records under the same class
+/// table, every remote address looked up in one batch
+/// ([`ClassTable::classes_of_v4`]), whose lookups overlap in memory.
+fn judge_classes_block(
+    rules: &Rules<'_>,
+    records: &[FlowRecord],
+    judged: &mut [Judged],
+    l: &mut ClassLookups,
+) {
+    let mut start = 0;
+    while start < records.len() {
+        let (table, global) = rules.versions.at(records[start].first_ms);
+        let mut end = start + 1;
+        while end < records.len() && std::ptr::eq(rules.versions.at(records[end].first_ms).0, table)
+        {
+            end += 1;
+        }
+        l.at4.clear();
+        l.keys4.clear();
+        l.at6.clear();
+        l.keys6.clear();
+        for (i, (r, j)) in records[start..end]
+            .iter()
+            .zip(&judged[start..end])
+            .enumerate()
+        {
+            let i = (start + i) as u32;
+            let mut want = |remote: IpAddr, side: Side| match remote {
+                IpAddr::V4(a) => {
+                    l.at4.push((i, side));
+                    l.keys4.push(u32::from(a));
+                }
+                IpAddr::V6(a) => {
+                    l.at6.push((i, side));
+                    l.keys6.push(u128::from(a));
+                }
+            };
+            // As in judge_classes: the out side exists when src is a
+            // subscriber, or for transit; the in side when dst is one.
+            if j.src_sub || !j.dst_sub {
+                want(r.dst, Side::Out);
+            }
+            if j.dst_sub {
+                want(r.src, Side::In);
+            }
+        }
+        table.classes_of_v4(&l.keys4, &mut l.res4);
+        table.classes_of_v6(&l.keys6, &mut l.res6);
+        let found = l.at4.iter().zip(&l.res4).chain(l.at6.iter().zip(&l.res6));
+        for (&(i, side), &ci) in found {
+            let j = &mut judged[i as usize];
+            let ci = ci.unwrap_or(table.default);
+            let dir = match side {
+                Side::Out if j.src_sub => Dir::Out,
+                Side::Out => Dir::Transit,
+                Side::In => Dir::In,
+            };
+            let class = global[ci as usize];
+            let billed = j.point != 0 && dir.counted_by(table.classes[ci as usize].count);
+            match side {
+                Side::Out => (j.class_out, j.billed_out) = (class, billed),
+                Side::In => (j.class_in, j.billed_in) = (class, billed),
+            }
+        }
+        start = end;
+    }
 }
 
 #[inline]

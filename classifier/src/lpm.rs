@@ -396,54 +396,91 @@ impl<K: Key> Trie<K> {
         let Some(&root_entry) = self.root.get(key.chunk(0, self.root_bits)) else {
             return 0;
         };
-        let mut e = root_entry;
-        let mut off = self.root_bits;
-        let nodes = &self.nodes[..];
+        let (mut e, mut off) = (root_entry, self.root_bits);
         while e & CHILD != 0 {
-            let o = (e & PTR_MASK) as usize;
-            match (e >> KIND_SHIFT) & 3 {
-                SPARSE8 => {
-                    let c = key.chunk(off, 8);
-                    let bounds = u64::from(nodes[o]) | u64::from(nodes[o + 1]) << 32;
-                    e = nodes[o + SPARSE8_HDR + count_bytes_below(bounds, c as u64) as usize];
-                    off += 8;
-                }
-                BITMAP8 => {
-                    let c = key.chunk(off, 8);
-                    let hdr: &[u32; BITMAP8_HDR] = nodes[o..o + BITMAP8_HDR]
-                        .try_into()
-                        .expect("bitmap node header");
-                    let w = c >> 6;
-                    let word = u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32;
-                    let before = (hdr[8] >> (8 * w)) & 0xff;
-                    // Set bits at positions 0..=c; bit 0 of word 0 is always set.
-                    let rank = before + (word << (63 - (c & 63))).count_ones();
-                    e = nodes[o + BITMAP8_HDR + rank as usize - 1];
-                    off += 8;
-                }
-                SPARSE16 => {
-                    let c = key.chunk(off, 16);
-                    let hdr: &[u32; SPARSE16_HDR] = nodes[o..o + SPARSE16_HDR]
-                        .try_into()
-                        .expect("sparse node header");
-                    let words: [u64; SPARSE16_HDR / 2] = std::array::from_fn(|w| {
-                        u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32
-                    });
-                    e = nodes[o + SPARSE16_HDR + count_lanes_below(words, c as u64) as usize];
-                    off += 16;
-                }
-                _ => {
-                    let c = key.chunk(off, 16);
-                    let b = o + 3 * (c >> 6);
-                    let block: &[u32; 3] = nodes[b..b + 3].try_into().expect("bitmap block");
-                    let word = u64::from(block[0]) | u64::from(block[1]) << 32;
-                    let rank = block[2] + (word << (63 - (c & 63))).count_ones();
-                    e = nodes[o + BITMAP16_HDR + rank as usize - 1];
-                    off += 16;
-                }
-            }
+            (e, off) = self.step(key, e, off);
         }
         e
+    }
+
+    /// [`find`](Self::find) for many keys, eight at a time in lockstep:
+    /// every key's root entry, then every key's next node, and so on. The
+    /// loads of one round do not depend on each other, so their cache
+    /// misses overlap instead of queueing behind one key's chain.
+    fn find_many(&self, keys: &[K], out: &mut Vec<Option<u32>>) {
+        const LANES: usize = 8;
+        out.clear();
+        if self.root.is_empty() {
+            out.resize(keys.len(), None);
+            return;
+        }
+        for group in keys.chunks(LANES) {
+            let mut e = [0u32; LANES];
+            let mut off = [self.root_bits; LANES];
+            for (i, &k) in group.iter().enumerate() {
+                e[i] = self.root[k.chunk(0, self.root_bits)];
+            }
+            loop {
+                let mut more = false;
+                for (i, &k) in group.iter().enumerate() {
+                    if e[i] & CHILD != 0 {
+                        (e[i], off[i]) = self.step(k, e[i], off[i]);
+                        more |= e[i] & CHILD != 0;
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+            out.extend(e[..group.len()].iter().map(|&leaf| self.value(leaf)));
+        }
+    }
+
+    /// One node below the root: the child entry `e` (bit offset `off`)
+    /// followed for `key`; returns the next entry and offset.
+    #[inline(always)]
+    fn step(&self, key: K, e: u32, off: u32) -> (u32, u32) {
+        let nodes = &self.nodes[..];
+        let o = (e & PTR_MASK) as usize;
+        match (e >> KIND_SHIFT) & 3 {
+            SPARSE8 => {
+                let c = key.chunk(off, 8);
+                let bounds = u64::from(nodes[o]) | u64::from(nodes[o + 1]) << 32;
+                let n = count_bytes_below(bounds, c as u64) as usize;
+                (nodes[o + SPARSE8_HDR + n], off + 8)
+            }
+            BITMAP8 => {
+                let c = key.chunk(off, 8);
+                let hdr: &[u32; BITMAP8_HDR] = nodes[o..o + BITMAP8_HDR]
+                    .try_into()
+                    .expect("bitmap node header");
+                let w = c >> 6;
+                let word = u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32;
+                let before = (hdr[8] >> (8 * w)) & 0xff;
+                // Set bits at positions 0..=c; bit 0 of word 0 is always set.
+                let rank = before + (word << (63 - (c & 63))).count_ones();
+                (nodes[o + BITMAP8_HDR + rank as usize - 1], off + 8)
+            }
+            SPARSE16 => {
+                let c = key.chunk(off, 16);
+                let hdr: &[u32; SPARSE16_HDR] = nodes[o..o + SPARSE16_HDR]
+                    .try_into()
+                    .expect("sparse node header");
+                let words: [u64; SPARSE16_HDR / 2] = std::array::from_fn(|w| {
+                    u64::from(hdr[2 * w]) | u64::from(hdr[2 * w + 1]) << 32
+                });
+                let n = count_lanes_below(words, c as u64) as usize;
+                (nodes[o + SPARSE16_HDR + n], off + 16)
+            }
+            _ => {
+                let c = key.chunk(off, 16);
+                let b = o + 3 * (c >> 6);
+                let block: &[u32; 3] = nodes[b..b + 3].try_into().expect("bitmap block");
+                let word = u64::from(block[0]) | u64::from(block[1]) << 32;
+                let rank = block[2] + (word << (63 - (c & 63))).count_ones();
+                (nodes[o + BITMAP16_HDR + rank as usize - 1], off + 16)
+            }
+        }
     }
 
     #[inline(always)]
@@ -734,6 +771,20 @@ impl PrefixMap {
     #[inline]
     pub fn lookup_v4(&self, addr: u32) -> Option<u32> {
         self.v4.value(self.v4.find(addr))
+    }
+
+    /// [`lookup_v4`](Self::lookup_v4) for many addresses at once, the
+    /// answers in `out` (cleared first) in the same order. Faster than one
+    /// at a time where the table is larger than the caches: the lookups
+    /// run eight in lockstep, so their memory accesses overlap.
+    pub fn lookup_v4_many(&self, addrs: &[u32], out: &mut Vec<Option<u32>>) {
+        self.v4.find_many(addrs, out);
+    }
+
+    /// [`lookup_v6`](Self::lookup_v6) for many addresses, as
+    /// [`lookup_v4_many`](Self::lookup_v4_many).
+    pub fn lookup_v6_many(&self, addrs: &[u128], out: &mut Vec<Option<u32>>) {
+        self.v6.find_many(addrs, out);
     }
 
     /// [`lookup`](Self::lookup) for an IPv6 address given as
@@ -1040,6 +1091,16 @@ mod tests {
                     assert_eq!(map.lookup_v6(a), value);
                 }
             }
+            // Batched lookups give the same answers in the same order.
+            let mut out = Vec::new();
+            let want: Vec<_> = expected.iter().map(|w| w.map(|w| w.1)).collect();
+            if ds.width == 32 {
+                let keys: Vec<u32> = ds.addrs.iter().map(|&a| a as u32).collect();
+                map.lookup_v4_many(&keys, &mut out);
+            } else {
+                map.lookup_v6_many(&ds.addrs, &mut out);
+            }
+            assert_eq!(out, want, "batched {strides:?}");
         }
     }
 

@@ -88,6 +88,22 @@ fn run(w: &World, recs: &[FlowRecord]) -> Batch {
     for r in recs {
         add_record(&rules, r, &mut b, &mut s);
     }
+    // The engine's path, blocks with batched class lookups: the same.
+    for block in [1, 2, 7, recs.len().max(1)] {
+        let mut bb = Batch::default();
+        let mut s = Scratch::default();
+        for chunk in recs.chunks(block) {
+            add_block(&rules, chunk, &mut bb, &mut s);
+        }
+        assert_eq!(traffic(w, &b), traffic(w, &bb), "blocks of {block}");
+        let sorted = |m: &FastMap<UnattributedKey, Counts>| {
+            let mut v: Vec<String> = m.iter().map(|e| format!("{e:?}")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&b.unattributed), sorted(&bb.unattributed));
+        assert_eq!(b.stats, bb.stats);
+    }
     b
 }
 
