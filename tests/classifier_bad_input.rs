@@ -99,6 +99,21 @@ fn config_check_reads_the_files_it_names_and_exits_78() {
             "would count the same traffic twice",
         ),
         ("", "", "[classifier.nonsense]\n", 78, "unknown field"),
+        // The capture's BPF filter is compiled by libpcap at check time.
+        (
+            "",
+            "",
+            "[collector.pcap]\ninterface = \"eth0\"\nfilter = \"udp port 2055 or ip6\"\n",
+            0,
+            "ok (",
+        ),
+        (
+            "",
+            "",
+            "[collector.pcap]\ninterface = \"eth0\"\nfilter = \"tcp port (((\"\n",
+            78,
+            "key `collector.pcap.filter`: libpcap cannot compile",
+        ),
     ];
     for (list, bindings, extra, code, frag) in cases {
         let c = setup(dir.path(), list, bindings, extra);

@@ -35,6 +35,14 @@ pub fn exec(path: &Path, args: &ConfigArgs) -> super::Result {
             // The files the config names must parse too: class lists and
             // static bindings (the same code the classifier loads them with).
             let lists = ClassTable::load(&config.classifier).map_err(config_error)?;
+            if let Some(p) = &config.collector.pcap {
+                kopek_collector::capture::check_filter(&p.filter).map_err(|e| {
+                    config_error(format!(
+                        "{}: key `collector.pcap.filter`: libpcap cannot compile {e}",
+                        path.display()
+                    ))
+                })?;
+            }
             let statics = match &config.classifier.bindings_file {
                 Some(f) => read_static(f).map_err(config_error)?.len(),
                 None => 0,

@@ -258,6 +258,19 @@ pub fn drop_record(
     })
 }
 
+/// Compiles a BPF filter without an interface (Ethernet link type), so
+/// that `kopek config check` rejects a bad `[collector.pcap] filter`
+/// before the collector starts. An empty filter is fine.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() {
+        return Ok(());
+    }
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(|e| e.to_string())?;
+    dead.compile(filter, true)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?}: {e}"))
+}
+
 /// Writes Ethernet frames with their capture times (ms, UTC) as a pcap
 /// file, through libpcap: the demo's capture, and a capture for anyone
 /// who wants to feed [`read_file`] or softflowd known packets.
@@ -393,6 +406,14 @@ mod tests {
                 (443, 1_700_000_061_000, 1_700_000_071_000, 2000, 2),
             ]
         );
+    }
+
+    #[test]
+    fn filters_are_compiled_without_an_interface() {
+        assert_eq!(check_filter(""), Ok(()));
+        assert_eq!(check_filter("udp and dst port 9 or ip6"), Ok(()));
+        let e = check_filter("tcp port (((").unwrap_err();
+        assert!(e.contains("syntax error"), "{e}");
     }
 
     #[test]
