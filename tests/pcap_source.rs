@@ -9,49 +9,19 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::netns::{euid, sh};
-use common::{Collector, kopek_bin, pcap, require_tool, softflowd, totals_of};
-
-/// `kopek raw stats --by-address` of a state dir: address → (bytes, packets).
-fn totals(state: &Path) -> HashMap<IpAddr, (u64, u64)> {
-    let out = Command::new(kopek_bin())
-        .args(["raw", "--state-dir"])
-        .arg(state)
-        .args(["stats", "--by-address", "--format", "csv"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut m = HashMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f[0] == "address" {
-            m.insert(
-                f[1].parse().unwrap(),
-                (f[3].parse().unwrap(), f[4].parse().unwrap()),
-            );
-        }
-    }
-    m
-}
+use common::netns::{euid, sh, spawn_in_ns};
+use common::{
+    Collector, kopek_bin, pcap, raw, raw_totals_by_address, require_tool, softflowd, totals_of,
+};
 
 /// The records of a state dir as CSV rows (header skipped).
 fn dump(state: &Path) -> Vec<Vec<String>> {
-    let out = Command::new(kopek_bin())
-        .args(["raw", "--state-dir"])
-        .arg(state)
-        .args(["dump", "--format", "csv"])
-        .output()
-        .unwrap();
+    let out = raw(state, &["dump", "--format", "csv"]);
     assert!(out.status.success());
     String::from_utf8(out.stdout)
         .unwrap()
@@ -115,7 +85,7 @@ fn pcap_read_equals_softflowd_and_the_capture() {
         summary.contains(&format!("-> {} flows", flows.len() + 1)),
         "{summary}"
     );
-    let via_pcap = totals(&state);
+    let via_pcap = raw_totals_by_address(&state);
 
     assert_eq!(via_pcap.len(), truth.len(), "addresses");
     for (a, t) in &truth {
@@ -152,7 +122,7 @@ fn pcap_read_equals_softflowd_and_the_capture() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let v6 = totals(&state2);
+    let v6 = raw_totals_by_address(&state2);
     assert!(!v6.is_empty() && v6.keys().all(IpAddr::is_ipv6));
     for (a, t) in &v6 {
         assert_eq!(truth.get(a), Some(t), "{a}");
@@ -167,16 +137,7 @@ struct NsCollector {
 
 impl NsCollector {
     fn start(ns: &str, config: &Path, stats: std::path::PathBuf) -> NsCollector {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, kopek_bin(), "--config"])
-            .arg(config)
-            .args(["collector", "run"])
-            .env("KOPEK_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = spawn_in_ns(ns, config, &["collector", "run"]);
         let mut c = NsCollector {
             child: Some(child),
             stats,
@@ -228,6 +189,28 @@ impl Drop for Namespaces {
     }
 }
 
+/// Two namespaces `<tag><pid>a` and `…b` (removed on drop) joined by a
+/// veth pair, each end with its address and up.
+fn veth_pair(tag: &str, a_end: (&str, &str), b_end: (&str, &str)) -> (Namespaces, String, String) {
+    let id = std::process::id() % 100_000;
+    let (a, b) = (format!("{tag}{id}a"), format!("{tag}{id}b"));
+    let nss = Namespaces(vec![a.clone(), b.clone()]);
+    for ns in &nss.0 {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    sh(&[
+        "ip", "link", "add", a_end.0, "netns", &a, "type", "veth", "peer", "name", b_end.0,
+        "netns", &b,
+    ]);
+    for (ns, (dev, addr)) in [(&a, a_end), (&b, b_end)] {
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    (nss, a, b)
+}
+
 #[test]
 fn live_capture_counts_pings_exactly() {
     assert_eq!(
@@ -238,22 +221,7 @@ fn live_capture_counts_pings_exactly() {
     for tool in ["ip", "ping"] {
         require_tool(tool);
     }
-    let id = std::process::id() % 100_000;
-    let (a, b) = (format!("kpc{id}a"), format!("kpc{id}b"));
-    let nss = Namespaces(vec![a.clone(), b.clone()]);
-    for ns in &nss.0 {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        sh(&["ip", "netns", "add", ns]);
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
-    sh(&[
-        "ip", "link", "add", "cap0", "netns", &a, "type", "veth", "peer", "name", "cap1", "netns",
-        &b,
-    ]);
-    for (ns, dev, addr) in [(&a, "cap0", "10.9.0.1/24"), (&b, "cap1", "10.9.0.2/24")] {
-        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-    }
+    let (_nss, a, _b) = veth_pair("kpc", ("cap0", "10.9.0.1/24"), ("cap1", "10.9.0.2/24"));
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kopek.toml");
@@ -297,7 +265,7 @@ idle_timeout_s = 1
     let t0 = Instant::now();
     let want = 30 * 1028 * 2;
     loop {
-        let t = totals(dir.path());
+        let t = raw_totals_by_address(dir.path());
         if t.get(&"10.9.0.1".parse().unwrap()).map(|x| x.0) == Some(want) {
             break;
         }
@@ -318,7 +286,7 @@ idle_timeout_s = 1
         std::thread::sleep(Duration::from_millis(100));
     };
     c.stop();
-    let t = totals(dir.path());
+    let t = raw_totals_by_address(dir.path());
     assert_eq!(t.len(), 2, "only the two hosts (filter \"ip\"): {t:?}");
     for host in ["10.9.0.1", "10.9.0.2"] {
         assert_eq!(
@@ -359,22 +327,7 @@ fn capture_drops_become_loss_records() {
     for tool in ["ip", "python3"] {
         require_tool(tool);
     }
-    let id = std::process::id() % 100_000;
-    let (a, b) = (format!("kpd{id}a"), format!("kpd{id}b"));
-    let nss = Namespaces(vec![a.clone(), b.clone()]);
-    for ns in &nss.0 {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        sh(&["ip", "netns", "add", ns]);
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
-    sh(&[
-        "ip", "link", "add", "drp0", "netns", &a, "type", "veth", "peer", "name", "drp1", "netns",
-        &b,
-    ]);
-    for (ns, dev, addr) in [(&a, "drp0", "10.9.1.1/24"), (&b, "drp1", "10.9.1.2/24")] {
-        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-    }
+    let (_nss, a, b) = veth_pair("kpd", ("drp0", "10.9.1.1/24"), ("drp1", "10.9.1.2/24"));
     // Static neighbours: no ARP exchange while the collector is stopped.
     sh(&[
         "ip",
@@ -472,18 +425,13 @@ active_timeout_s = 2
 
     // Tier 1: the captured packets as flows (1,000 IP bytes each), the
     // dropped ones as loss records of this capture.
-    let t = totals(dir.path());
+    let t = raw_totals_by_address(dir.path());
     assert_eq!(
         t.get(&"10.9.1.2".parse().unwrap()).copied(),
         Some((captured * 1000, captured)),
         "{t:?}"
     );
-    let out = Command::new(kopek_bin())
-        .args(["raw", "--state-dir"])
-        .arg(dir.path())
-        .args(["stats", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = raw(dir.path(), &["stats", "--format", "json"]);
     assert!(out.status.success());
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let lost: u64 = st["exporters"]

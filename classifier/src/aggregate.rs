@@ -20,7 +20,7 @@ use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::CountRule;
 
 use crate::bindings::BindingIndex;
-use crate::classes::NetSet;
+use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
 use crate::split::{bucket_of, cover, split};
 use crate::versions::ClassVersions;
@@ -434,29 +434,40 @@ fn judge_sides(rules: &Rules<'_>, r: &FlowRecord) -> Judged {
 #[inline]
 fn judge_classes(rules: &Rules<'_>, r: &FlowRecord, j: &mut Judged) {
     let (table, global) = rules.versions.at(r.first_ms);
-    let (point, src_sub, dst_sub) = (j.point, j.src_sub, j.dst_sub);
-    let class = |remote: IpAddr, dir: Dir| {
-        let ci = table.class_of(remote);
-        (
-            global[ci as usize],
-            point != 0 && dir.counted_by(table.classes[ci as usize].count),
-        )
-    };
-    // The out side exists when src is a subscriber, or for transit.
-    let (class_out, billed_out) = if src_sub || !dst_sub {
-        class(r.dst, if src_sub { Dir::Out } else { Dir::Transit })
-    } else {
-        (NONE, false)
-    };
-    let (class_in, billed_in) = if dst_sub {
-        class(r.src, Dir::In)
-    } else {
-        (NONE, false)
-    };
-    j.class_out = class_out;
-    j.billed_out = billed_out;
-    j.class_in = class_in;
-    j.billed_in = billed_in;
+    for (remote, side) in j.remotes(r).into_iter().flatten() {
+        j.set_class(side, table.class_of(remote), table, global);
+    }
+}
+
+impl Judged {
+    /// The remote addresses whose class the record needs: dst for the out
+    /// side (src is a subscriber, or neither is: transit), src for the in
+    /// side (dst is a subscriber).
+    #[inline]
+    fn remotes(&self, r: &FlowRecord) -> [Option<(IpAddr, Side)>; 2] {
+        [
+            (self.src_sub || !self.dst_sub).then_some((r.dst, Side::Out)),
+            self.dst_sub.then_some((r.src, Side::In)),
+        ]
+    }
+
+    /// `side` has class index `ci` of `table`: its global class, and
+    /// whether it is billed (a billing point, and the class counts the
+    /// direction).
+    #[inline]
+    fn set_class(&mut self, side: Side, ci: u32, table: &ClassTable, global: &[u32]) {
+        let dir = match side {
+            Side::Out if self.src_sub => Dir::Out,
+            Side::Out => Dir::Transit,
+            Side::In => Dir::In,
+        };
+        let class = global[ci as usize];
+        let billed = self.point != 0 && dir.counted_by(table.classes[ci as usize].count);
+        match side {
+            Side::Out => (self.class_out, self.billed_out) = (class, billed),
+            Side::In => (self.class_in, self.billed_in) = (class, billed),
+        }
+    }
 }
 
 /// [`judge_classes`] for a block: per run of records under the same class
@@ -486,42 +497,24 @@ fn judge_classes_block(
             .enumerate()
         {
             let i = (start + i) as u32;
-            let mut want = |remote: IpAddr, side: Side| match remote {
-                IpAddr::V4(a) => {
-                    l.at4.push((i, side));
-                    l.keys4.push(u32::from(a));
+            for (remote, side) in j.remotes(r).into_iter().flatten() {
+                match remote {
+                    IpAddr::V4(a) => {
+                        l.at4.push((i, side));
+                        l.keys4.push(u32::from(a));
+                    }
+                    IpAddr::V6(a) => {
+                        l.at6.push((i, side));
+                        l.keys6.push(u128::from(a));
+                    }
                 }
-                IpAddr::V6(a) => {
-                    l.at6.push((i, side));
-                    l.keys6.push(u128::from(a));
-                }
-            };
-            // As in judge_classes: the out side exists when src is a
-            // subscriber, or for transit; the in side when dst is one.
-            if j.src_sub || !j.dst_sub {
-                want(r.dst, Side::Out);
-            }
-            if j.dst_sub {
-                want(r.src, Side::In);
             }
         }
         table.classes_of_v4(&l.keys4, &mut l.res4);
         table.classes_of_v6(&l.keys6, &mut l.res6);
         let found = l.at4.iter().zip(&l.res4).chain(l.at6.iter().zip(&l.res6));
         for (&(i, side), &ci) in found {
-            let j = &mut judged[i as usize];
-            let ci = ci.unwrap_or(table.default);
-            let dir = match side {
-                Side::Out if j.src_sub => Dir::Out,
-                Side::Out => Dir::Transit,
-                Side::In => Dir::In,
-            };
-            let class = global[ci as usize];
-            let billed = j.point != 0 && dir.counted_by(table.classes[ci as usize].count);
-            match side {
-                Side::Out => (j.class_out, j.billed_out) = (class, billed),
-                Side::In => (j.class_in, j.billed_in) = (class, billed),
-            }
+            judged[i as usize].set_class(side, ci.unwrap_or(table.default), table, global);
         }
         start = end;
     }

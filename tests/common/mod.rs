@@ -210,35 +210,45 @@ address = "127.0.0.1"
 
     /// Runs `kopek raw --state-dir <dir> <args>`.
     pub fn raw(&self, args: &[&str]) -> Output {
-        Command::new(kopek_bin())
-            .arg("raw")
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .args(args)
-            .output()
-            .unwrap()
+        raw(self.state_dir(), args)
     }
 
     /// Per-address totals as `kopek raw stats --by-address` reports them.
     pub fn totals_by_address(&self) -> HashMap<IpAddr, (u64, u64)> {
-        let out = self.raw(&["stats", "--by-address", "--format", "csv"]);
-        assert!(
-            out.status.success(),
-            "kopek raw stats failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut m = HashMap::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            if f[0] == "address" {
-                m.insert(
-                    f[1].parse().unwrap(),
-                    (f[3].parse().unwrap(), f[4].parse().unwrap()),
-                );
-            }
-        }
-        m
+        raw_totals_by_address(self.state_dir())
     }
+}
+
+/// Runs `kopek raw --state-dir <state> <args>`.
+pub fn raw(state: &Path, args: &[&str]) -> Output {
+    Command::new(kopek_bin())
+        .arg("raw")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `kopek raw stats --by-address` of a state dir: address → (bytes, packets).
+pub fn raw_totals_by_address(state: &Path) -> HashMap<IpAddr, (u64, u64)> {
+    let out = raw(state, &["stats", "--by-address", "--format", "csv"]);
+    assert!(
+        out.status.success(),
+        "kopek raw stats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut m = HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[0] == "address" {
+            m.insert(
+                f[1].parse().unwrap(),
+                (f[3].parse().unwrap(), f[4].parse().unwrap()),
+            );
+        }
+    }
+    m
 }
 
 impl Drop for Collector {

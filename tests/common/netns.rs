@@ -273,21 +273,27 @@ impl Drop for Topology {
     }
 }
 
+/// `kopek --config <config> <args>` inside namespace `ns`, logging warnings
+/// to the test's stderr. `ip netns exec` execs kopek, so the child's pid
+/// is kopek's.
+pub fn spawn_in_ns(ns: &str, config: &Path, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, kopek_bin(), "--config"])
+        .arg(config)
+        .args(args)
+        .env("KOPEK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
 pub struct EnforcerProc(Option<Child>);
 
 impl EnforcerProc {
     pub fn start(ns: &str, config: &Path) -> EnforcerProc {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, kopek_bin(), "--config"])
-            .arg(config)
-            .args(["enforcer", "run"])
-            .env("KOPEK_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        EnforcerProc(Some(child))
+        EnforcerProc(Some(spawn_in_ns(ns, config, &["enforcer", "run"])))
     }
 
     /// SIGHUP (`systemctl reload`): re-read the class lists. `ip netns

@@ -67,6 +67,32 @@ impl PcapStats {
     }
 }
 
+fn flow_table(c: &PcapConfig, origin: Origin) -> FlowTable {
+    FlowTable::new(
+        c.active_timeout.as_millis() as i64,
+        c.idle_timeout.as_millis() as i64,
+        c.max_flows,
+        origin,
+    )
+}
+
+/// One captured frame into the flow table (or the skip counters); returns
+/// its capture time.
+fn take_frame(
+    table: &mut FlowTable,
+    stats: &mut PcapStats,
+    link: i32,
+    p: &pcap::Packet<'_>,
+    out: &mut Vec<FlowRecord>,
+) -> i64 {
+    let t = ts_ms(p.header);
+    match packet::parse(link, p.data) {
+        Ok(info) => table.add(&info, t, out),
+        Err(s) => stats.skipped(s),
+    }
+    t
+}
+
 // `time_t` and `suseconds_t` are `i64` here but 32 bits on some targets.
 #[allow(clippy::useless_conversion)]
 fn ts_ms(h: &pcap::PacketHeader) -> i64 {
@@ -137,12 +163,7 @@ impl LiveCapture {
         Ok(LiveCapture {
             cap,
             link,
-            table: FlowTable::new(
-                c.active_timeout.as_millis() as i64,
-                c.idle_timeout.as_millis() as i64,
-                c.max_flows,
-                origin,
-            ),
+            table: flow_table(c, origin),
             stats: PcapStats {
                 interface: c.interface.clone(),
                 ..PcapStats::default()
@@ -163,12 +184,8 @@ impl LiveCapture {
             match self.cap.next_packet() {
                 Ok(p) => {
                     n += 1;
-                    let t = ts_ms(p.header);
+                    let t = take_frame(&mut self.table, &mut self.stats, self.link, &p, out);
                     self.latest_ms = self.latest_ms.max(t);
-                    match packet::parse(self.link, p.data) {
-                        Ok(info) => self.table.add(&info, t, out),
-                        Err(s) => self.stats.skipped(s),
-                    }
                 }
                 // Nothing buffered: wait once, then give the caller its turn.
                 Err(pcap::Error::TimeoutExpired) if n == 0 && !waited => {
@@ -308,12 +325,7 @@ pub fn read_file(
             .map_err(|e| format!("filter {:?}: {e}", c.filter))?;
     }
     let link = cap.get_datalink().0;
-    let mut table = FlowTable::new(
-        c.active_timeout.as_millis() as i64,
-        c.idle_timeout.as_millis() as i64,
-        c.max_flows,
-        Origin::default(),
-    );
+    let mut table = flow_table(c, Origin::default());
     let mut stats = PcapStats {
         interface: path.display().to_string(),
         ..PcapStats::default()
@@ -324,12 +336,7 @@ pub fn read_file(
     loop {
         match cap.next_packet() {
             Ok(p) => {
-                let t = ts_ms(p.header);
-                latest = latest.max(t);
-                match packet::parse(link, p.data) {
-                    Ok(info) => table.add(&info, t, &mut out),
-                    Err(s) => stats.skipped(s),
-                }
+                latest = latest.max(take_frame(&mut table, &mut stats, link, &p, &mut out));
                 // The file's own clock drives the timeouts, once a second.
                 if latest - last_expire >= 1_000 {
                     table.expire(latest, &mut out);
