@@ -338,7 +338,7 @@ pub fn read_file(
             Ok(p) => {
                 latest = latest.max(take_frame(&mut table, &mut stats, link, &p, &mut out));
                 // The file's own clock drives the timeouts, once a second.
-                if latest - last_expire >= 1_000 {
+                if latest.saturating_sub(last_expire) >= 1_000 {
                     table.expire(latest, &mut out);
                     last_expire = latest;
                 }
