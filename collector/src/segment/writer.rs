@@ -70,7 +70,7 @@ impl SegmentWriter {
         let zstd = match opts.compression {
             Compression::None => None,
             Compression::Zstd { level } => {
-                Some(zstd::bulk::Compressor::new(level).map_err(SegmentError::io(&path))?)
+                Some(block_compressor(level).map_err(SegmentError::io(&path))?)
             }
         };
         Ok(SegmentWriter {
@@ -273,4 +273,28 @@ impl SegmentWriter {
         self.footer.closed_ms = now_ms;
         store::seal(&self.dir, &self.path, &mut self.file, self.footer)
     }
+}
+
+/// zstd's window for flow blocks: 32 KiB. A block's columns are each a few
+/// tens of KiB, and zstd's internal blocks are at most one window long, so
+/// each internal block (and its Huffman table) covers about one column
+/// instead of 128 KiB of mixed columns: on generated v9 flows at level 1,
+/// 13.69 instead of 14.40 bytes per flow, and matches a window further
+/// back are rare in columnar data anyway. Readers need no setting: the
+/// window is in the frame header (and smaller needs less memory).
+const BLOCK_WINDOW_LOG: u32 = 15;
+/// Hash table of zstd's fast levels (<= 1): 2,048 entries fit the L1
+/// cache; level 1's default (8,192) costs 28 instead of 22 ns per flow for
+/// 0.01 bytes per flow less. Stronger levels keep their own tables.
+const FAST_HASH_LOG: u32 = 11;
+
+/// The zstd compressor for blocks at `level`; numbers in docs/performance.md.
+fn block_compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    use zstd::zstd_safe::CParameter;
+    let mut z = zstd::bulk::Compressor::new(level)?;
+    z.set_parameter(CParameter::WindowLog(BLOCK_WINDOW_LOG))?;
+    if level <= 1 {
+        z.set_parameter(CParameter::HashLog(FAST_HASH_LOG))?;
+    }
+    Ok(z)
 }
