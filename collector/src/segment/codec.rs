@@ -25,9 +25,14 @@ use crate::decode::{SeqCheckpoint, SeqConvention};
 /// A block may not hold more records than this (bounds reader memory).
 pub const MAX_BLOCK_RECORDS: usize = 1 << 20;
 
-/// Address codes of the encoder before they are written.
-const NEW_V4: u32 = u32::MAX;
-const NEW_V6: u32 = u32::MAX - 1;
+/// Address codes as written: "the next new IPv4 / IPv6 address", else a
+/// dictionary index plus [`ADDR_CODE_INDEX`].
+const NEW_V4: u32 = 0;
+const NEW_V6: u32 = 1;
+const ADDR_CODE_INDEX: u32 = 2;
+/// Marks a provisional IPv6 index in the encoder: IPv6 entries follow the
+/// IPv4 ones, whose number is known only at the end of the block.
+const V6_TAG: u32 = 1 << 31;
 
 /// Fixed size of one loss record in a loss block.
 pub const LOSS_RECORD_LEN: usize = 17 + 4 + 3 + 8 + 8 + 8 + 4 + 4;
@@ -81,8 +86,8 @@ pub struct FlowBlockEncoder {
     v4: Vec<u32>,
     v6: Vec<u128>,
     // Per-record dictionary indexes, before v6 indexes are shifted.
-    /// Per record, source then destination: a dictionary index, or
-    /// [`NEW_V4`]/[`NEW_V6`] where the address enters the dictionary.
+    /// Per record, source then destination: the address code as written,
+    /// except that an IPv6 index is [`V6_TAG`]ged and not yet shifted.
     addr_idx: Vec<u32>,
     stream_idx: Vec<u32>,
     /// The columns after the address indexes, filled in the same single
@@ -111,7 +116,6 @@ impl FlowBlockEncoder {
 
         // One pass: dictionaries and columns. Address indexes are provisional: v4 and v6
         // get separate counters, v6 ones are tagged and shifted after.
-        const V6_TAG: u32 = 1 << 31;
         let mut last_stream = usize::MAX;
         for r in records {
             let key = StreamKey {
@@ -158,7 +162,7 @@ impl FlowBlockEncoder {
                     IpAddr::V4(v4) => match self.addrs_v4.entry(u32::from(v4)) {
                         Entry::Occupied(e) => *e.get(),
                         Entry::Vacant(e) => {
-                            e.insert(self.v4.len() as u32);
+                            e.insert(self.v4.len() as u32 + ADDR_CODE_INDEX);
                             self.v4.push(u32::from(v4));
                             NEW_V4
                         }
@@ -166,7 +170,7 @@ impl FlowBlockEncoder {
                     IpAddr::V6(v6) => match self.addrs_v6.entry(u128::from(v6)) {
                         Entry::Occupied(e) => *e.get(),
                         Entry::Vacant(e) => {
-                            e.insert(self.v6.len() as u32 | V6_TAG);
+                            e.insert((self.v6.len() as u32 + ADDR_CODE_INDEX) | V6_TAG);
                             self.v6.push(u128::from(v6));
                             NEW_V6
                         }
@@ -176,13 +180,6 @@ impl FlowBlockEncoder {
             }
         }
         let v4_count = self.v4.len() as u32;
-        let fix = |i: u32| {
-            if i & V6_TAG != 0 {
-                (i & !V6_TAG) + v4_count
-            } else {
-                i
-            }
-        };
 
         // Header and dictionaries.
         out.extend_from_slice(&base_ms.to_le_bytes());
@@ -221,12 +218,14 @@ impl FlowBlockEncoder {
         out.extend_from_slice(last);
         out.extend_from_slice(dur);
         for &i in &self.addr_idx {
-            let code = match i {
-                NEW_V4 => 0,
-                NEW_V6 => 1,
-                i => u64::from(fix(i)) + 2,
+            // IPv6 is the rare case: this branch is predicted, where one
+            // on "new or known" would miss for about every other address.
+            let code = if i & V6_TAG != 0 {
+                (i & !V6_TAG) + v4_count
+            } else {
+                i
             };
-            put_varint(out, code);
+            put_varint(out, u64::from(code));
         }
         for c in [sport, dport, proto, dir, in_if, out_if, bytes, packets] {
             out.extend_from_slice(c);
