@@ -590,7 +590,7 @@ impl<'a> Cursor<'a> {
     /// LEB128 varint. Fast path: eight bytes at once when the varint ends
     /// within them (any value below 2^56, i.e. every count and index a
     /// block holds), its 7-bit groups joined without a per-byte loop.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, SegmentError> {
         if let Some(w) = self.buf.get(self.pos..self.pos + 8) {
             let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
