@@ -363,10 +363,12 @@ top_hosts_days = 0
             add_block(&rules, b, &mut batch, &mut scratch);
             count += b.len() as u64;
             if batch.stats.records >= 4_000_000 {
+                batch.settle();
                 black_box(batch.entries());
                 batch.clear();
             }
         });
+        batch.settle();
         class_rates.push(count as f64 / t.elapsed().as_secs_f64());
         black_box(batch.entries());
     }

@@ -732,6 +732,7 @@ impl Engine {
             classes: &self.versions,
             points: &self.points,
         };
+        self.batch.settle();
         self.store.commit(&self.batch, names, now_ms)?;
         for p in self.batch.progress.drain(..) {
             self.progress.insert((p.collector.clone(), p.segment_id), p);

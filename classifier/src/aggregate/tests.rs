@@ -95,6 +95,7 @@ fn run(w: &World, recs: &[FlowRecord]) -> Batch {
         for chunk in recs.chunks(block) {
             add_block(&rules, chunk, &mut bb, &mut s);
         }
+        bb.settle();
         assert_eq!(traffic(w, &b), traffic(w, &bb), "blocks of {block}");
         let sorted = |m: &FastMap<UnattributedKey, Counts>| {
             let mut v: Vec<String> = m.iter().map(|e| format!("{e:?}")).collect();
