@@ -22,7 +22,7 @@ use kopek_config::CountRule;
 use crate::bindings::BindingIndex;
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
-use crate::split::{bucket_of, cover, split};
+use crate::split::{BucketHint, bucket_of, cover_hinted, split};
 use crate::versions::ClassVersions;
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -359,6 +359,7 @@ pub struct Rules<'a> {
 #[derive(Debug, Default)]
 pub struct Scratch {
     judged: Vec<Judged>,
+    hint: BucketHint,
     cover: Vec<(i64, i64)>,
     bytes: Vec<u64>,
     packets: Vec<u64>,
@@ -559,7 +560,13 @@ fn accumulate(rules: &Rules<'_>, r: &FlowRecord, j: &Judged, batch: &mut Batch, 
     if j.point == 0 {
         batch.stats.unbilled_records += 1;
     }
-    if cover(r.first_ms, r.last_ms, rules.bucket_ms, &mut s.cover) {
+    if cover_hinted(
+        r.first_ms,
+        r.last_ms,
+        rules.bucket_ms,
+        &mut s.hint,
+        &mut s.cover,
+    ) {
         batch.stats.clamped_records += 1;
     }
     split(bytes, &s.cover, &mut s.bytes);
@@ -645,7 +652,13 @@ pub fn add_hosts(
     cap: usize,
     s: &mut Scratch,
 ) {
-    cover(r.first_ms, r.last_ms, rules.bucket_ms, &mut s.cover);
+    cover_hinted(
+        r.first_ms,
+        r.last_ms,
+        rules.bucket_ms,
+        &mut s.hint,
+        &mut s.cover,
+    );
     let first_hour = bucket_of(s.cover[0].0, HOUR_MS);
     let last_hour = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
     if hour_ms < first_hour || hour_ms > last_hour {

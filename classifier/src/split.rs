@@ -17,22 +17,56 @@ pub fn bucket_of(t_ms: i64, width_ms: i64) -> i64 {
     t_ms.div_euclid(width_ms) * width_ms
 }
 
+/// The last bucket found, so that the next record's (nearly always the
+/// same one: records come in time order) costs a comparison instead of a
+/// 64-bit division.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BucketHint(Option<(i64, i64)>);
+
+impl BucketHint {
+    /// [`bucket_of`], remembering the answer.
+    #[inline]
+    pub fn bucket_of(&mut self, t_ms: i64, width_ms: i64) -> i64 {
+        if let Some((start, width)) = self.0
+            && width == width_ms
+            // 0 <= t - start < width, without overflow for any i64s.
+            && (t_ms.wrapping_sub(start) as u64) < width as u64
+        {
+            return start;
+        }
+        let start = bucket_of(t_ms, width_ms);
+        self.0 = Some((start, width_ms));
+        start
+    }
+}
+
 /// The buckets `[first_ms, last_ms)` covers, with each bucket's overlap in
 /// ms, into `out` (cleared first). A flow with no duration lies in the
 /// bucket of `first_ms`. Returns whether the flow was clamped to
 /// [`MAX_FLOW_MS`].
 pub fn cover(first_ms: i64, last_ms: i64, width_ms: i64, out: &mut Vec<(i64, i64)>) -> bool {
+    cover_hinted(first_ms, last_ms, width_ms, &mut BucketHint::default(), out)
+}
+
+/// [`cover`] with the first bucket found through `hint`.
+pub fn cover_hinted(
+    first_ms: i64,
+    last_ms: i64,
+    width_ms: i64,
+    hint: &mut BucketHint,
+    out: &mut Vec<(i64, i64)>,
+) -> bool {
     out.clear();
     let mut first = first_ms;
     let clamped = last_ms.saturating_sub(first) > MAX_FLOW_MS;
     if clamped {
         first = last_ms - MAX_FLOW_MS;
     }
+    let mut b = hint.bucket_of(first, width_ms);
     if last_ms <= first {
-        out.push((bucket_of(first, width_ms), 0));
+        out.push((b, 0));
         return clamped;
     }
-    let mut b = bucket_of(first, width_ms);
     while b < last_ms {
         let lo = first.max(b);
         let hi = last_ms.min(b + width_ms);
@@ -169,5 +203,38 @@ mod tests {
         assert!(cover(0, 10 * 3_600_000, 300_000, &mut c));
         assert_eq!(c.len(), (MAX_FLOW_MS / 300_000) as usize);
         assert_eq!(c[0].0, 8 * 3_600_000);
+    }
+
+    /// A remembered bucket never changes an answer: random times (also
+    /// negative and far apart), in and out of order, and a width change.
+    #[test]
+    fn the_bucket_hint_gives_the_divisions_answer() {
+        let mut hint = BucketHint::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let (mut c1, mut c2) = (Vec::new(), Vec::new());
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let width = if i < 100_000 { 300_000 } else { 60_000 };
+            let first = match i % 4 {
+                0 => (x as i64) >> (x % 60),
+                1 => 1_700_000_000_000 + (i as i64) * 37,
+                2 => -(i as i64) * 1_000,
+                _ => i64::MIN / 2 + (x % 1_000_000) as i64,
+            };
+            let last = first.saturating_add((x % 900_000) as i64);
+            let a = cover(first, last, width, &mut c1);
+            let b = cover_hinted(first, last, width, &mut hint, &mut c2);
+            assert_eq!(
+                (a, &c1),
+                (b, &c2),
+                "first {first} last {last} width {width}"
+            );
+        }
+        assert_eq!(
+            BucketHint(Some((i64::MIN + 10, 300_000))).bucket_of(i64::MAX - 5, 300_000),
+            bucket_of(i64::MAX - 5, 300_000)
+        );
     }
 }
