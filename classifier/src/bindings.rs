@@ -464,6 +464,10 @@ pub struct BindingIndex {
     accounts: Vec<String>,
     account_ix: HashMap<String, u32>,
     slots: Vec<Slot>,
+    /// Per slot: its one span inline (account [`MULTI`] when it has none or
+    /// several), so a prefix with one binding (an IPv6 /64, the common
+    /// case) is answered without following the slot's span list.
+    only: Vec<HostEntry>,
     slot_of: HashMap<IpNet, u32>,
     hosts_v4: FastMap<u32, HostEntry>,
     hosts_v6: FastMap<u128, HostEntry>,
@@ -493,6 +497,12 @@ impl BindingIndex {
                     spans: Vec::new(),
                     parent: None,
                 });
+                self.only.push(HostEntry {
+                    slot: s,
+                    account: MULTI,
+                    from_ms: 0,
+                    to_ms: 0,
+                });
                 self.slot_of.insert(net, s);
                 match net {
                     IpNet::V4(_) => self.cover_v4.add(net),
@@ -503,20 +513,24 @@ impl BindingIndex {
             }
         };
         let to = b.to_ms.unwrap_or(i64::MAX);
-        let spans = &mut self.slots[slot as usize].spans;
-        if let Some(old_slot) = self.span_of.get(&b.id).copied() {
-            if old_slot == slot {
-                spans.retain(|s| s.3 != b.id);
-            } else {
-                self.slots[old_slot as usize].spans.retain(|s| s.3 != b.id);
-            }
+        let old_slot = self.span_of.get(&b.id).copied();
+        if let Some(old) = old_slot {
+            self.slots[old as usize].spans.retain(|s| s.3 != b.id);
         }
         let spans = &mut self.slots[slot as usize].spans;
         let at = spans.partition_point(|s| (s.0, s.3) < (b.from_ms, b.id));
         spans.insert(at, (b.from_ms, to, acc, b.id));
         self.span_of.insert(b.id, slot);
-        let spans = &self.slots[slot as usize].spans;
-        let entry = match spans.as_slice() {
+        self.refresh(slot);
+        if let Some(old) = old_slot.filter(|&o| o != slot) {
+            self.refresh(old);
+        }
+    }
+
+    /// Re-derives a slot's inline span and, for a host, its hash entry.
+    fn refresh(&mut self, slot: u32) {
+        let sl = &self.slots[slot as usize];
+        let entry = match sl.spans.as_slice() {
             [(from_ms, to_ms, account, _)] => HostEntry {
                 slot,
                 account: *account,
@@ -530,7 +544,8 @@ impl BindingIndex {
                 to_ms: 0,
             },
         };
-        match net {
+        self.only[slot as usize] = entry;
+        match sl.net {
             IpNet::V4(n) if n.prefix_len() == 32 => {
                 self.hosts_v4.insert(u32::from(n.addr()), entry);
             }
@@ -602,6 +617,10 @@ impl BindingIndex {
             None => self.nets.lookup(addr),
         };
         while let Some(s) = slot {
+            let one = &self.only[s as usize];
+            if one.account != MULTI && one.from_ms <= t_ms && t_ms < one.to_ms {
+                return Some(one.account);
+            }
             let sl = &self.slots[s as usize];
             // Latest span starting at or before t that still covers t.
             let end = sl.spans.partition_point(|x| x.0 <= t_ms);

@@ -141,3 +141,90 @@ fn static_file_lines_are_checked() {
     std::fs::write(&p, "acc 1001,198.51.100.0/28\n").unwrap();
     assert!(read_static(&p).is_err());
 }
+
+/// The index against a linear scan: most specific bound prefix holding
+/// the address with a binding covering t, and of several, the latest
+/// start (then the highest id). Bindings are added, ended later and moved
+/// to another prefix, in random order; one-span prefixes (answered
+/// inline) and many-span ones alike.
+#[test]
+fn index_agrees_with_a_linear_scan() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let nets: Vec<IpNet> = (0..40)
+        .map(|i| match i % 5 {
+            0 => net(&format!("10.0.{}.{}/32", i % 3, i % 7)),
+            1 => net(&format!("10.0.{}.0/24", i % 3)),
+            2 => net("10.0.0.0/16"),
+            3 => net(&format!("2001:db8:0:{:x}::/64", i % 4)),
+            _ => net(&format!("2001:db8:0:{:x}::{:x}/128", i % 4, i % 3)),
+        })
+        .collect();
+    let mut idx = BindingIndex::new();
+    let mut all: Vec<Binding> = Vec::new();
+    for id in 1..=300i64 {
+        let from = (rnd(1000) as i64) * 10;
+        let b = Binding {
+            id,
+            account: format!("acc{}", rnd(12)),
+            net: nets[rnd(nets.len() as u64) as usize],
+            from_ms: from,
+            to_ms: if rnd(3) == 0 {
+                None
+            } else {
+                Some(from + 10 + rnd(3000) as i64)
+            },
+            source: "cli".into(),
+            session: None,
+        };
+        idx.apply(&b);
+        all.push(b);
+        // Now and then: end or move an earlier binding (same id).
+        if rnd(4) == 0 {
+            let k = rnd(all.len() as u64) as usize;
+            let mut c = all[k].clone();
+            if rnd(2) == 0 {
+                c.to_ms = Some(c.from_ms + rnd(500) as i64);
+            } else {
+                c.net = nets[rnd(nets.len() as u64) as usize];
+            }
+            idx.apply(&c);
+            all[k] = c;
+        }
+        idx.finish();
+    }
+    let oracle = |addr: IpAddr, t: i64| -> Option<String> {
+        all.iter()
+            .filter(|b| b.net.contains(&addr) && b.from_ms <= t && t < b.to_ms.unwrap_or(i64::MAX))
+            .max_by_key(|b| (b.net.prefix_len(), b.from_ms, b.id))
+            .map(|b| b.account.clone())
+    };
+    let addrs: Vec<IpAddr> = (0..8)
+        .flat_map(|i| {
+            [
+                ip(&format!("10.0.{}.{}", i % 3, i % 7)),
+                ip(&format!("10.0.{}.200", i % 3)),
+                ip(&format!("2001:db8:0:{:x}::{:x}", i % 4, i % 3)),
+                ip(&format!("2001:db8:0:{:x}::99", i % 4)),
+            ]
+        })
+        .chain([ip("10.1.0.1"), ip("2001:db8:1::1")])
+        .collect();
+    let mut checked = 0;
+    for &a in &addrs {
+        for t in (0..14_000).step_by(37) {
+            let got = idx.lookup(a, t).map(|i| idx.account(i).to_string());
+            assert_eq!(got, oracle(a, t), "{a} at {t}");
+            checked += usize::from(got.is_some());
+        }
+    }
+    assert!(
+        checked > 1000,
+        "too few bound answers to mean anything: {checked}"
+    );
+}
