@@ -5,14 +5,20 @@
 //! bounded by the disk, not the CPU).
 //!
 //! ```text
-//! cargo bench -p kopek-classifier --bench classify [-- --flows N --runs N]
+//! cargo bench -p kopek-classifier --bench classify [-- --flows N --runs N
+//!     --skip-engine --skip-rows --uniform-remotes]
 //! ```
 //!
 //! Stages, each a median of `--runs`:
-//! - `read`: tier 1 → records (checksum, zstd, columns), warm page cache;
-//! - `classify`: read + classify + aggregate into the in-memory batch
-//!   (the per-record work; the batch is cleared every 4 M records as a
+//! - `read`: tier 1 → decoded blocks (checksum, zstd, columns), warm page
+//!   cache;
+//! - `classify`: read + classify + aggregate into the in-memory batch, the
+//!   engine's way ([`add_columns`]: each distinct address of a block judged
+//!   once, no rows built; the batch is cleared every 4 M records as a
 //!   commit would);
+//! - `rows` (unless `--skip-rows`): the same with every block turned into
+//!   `FlowRecord` rows and every record judged on its own ([`add_block`]),
+//!   for comparison;
 //! - `engine`: the real [`Engine::catch_up`] over the segments into a fresh
 //!   SQLite tier 2 (commits included), once;
 //! - `disk`: sequential read of the segment files after dropping them from
@@ -30,14 +36,16 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kopek_classifier::aggregate::{Batch, Rules, Scratch, add_block};
+use kopek_classifier::aggregate::{Batch, Rules, Scratch, add_block, add_columns};
 use kopek_classifier::bindings::{BindingIndex, read_static};
 use kopek_classifier::classes::{ClassTable, NetSet};
 use kopek_classifier::engine::Engine;
 use kopek_classifier::points::PointMatcher;
 use kopek_classifier::versions::ClassVersions;
 use kopek_collector::generator::{Encoder, FlowGen, GenProfile, IpfixConfig, IpfixEncoder};
-use kopek_collector::segment::{Block, RawStore, SegmentReader, SegmentWriter, WriterOptions};
+use kopek_collector::segment::{
+    Block, FlowColumns, FlowSink, RawStore, SegmentReader, SegmentWriter, WriterOptions,
+};
 use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::{Compression, Config, Durability};
 
@@ -71,6 +79,8 @@ struct Opts {
     /// default power-law popularity over a fixed set of hosts.
     uniform: bool,
     skip_engine: bool,
+    /// No `rows` stage (the comparison with judging every record alone).
+    skip_rows: bool,
 }
 
 fn opts() -> Opts {
@@ -79,6 +89,7 @@ fn opts() -> Opts {
         runs: DEFAULT_RUNS,
         uniform: false,
         skip_engine: false,
+        skip_rows: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -87,6 +98,7 @@ fn opts() -> Opts {
             "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--uniform-remotes" => o.uniform = true,
             "--skip-engine" => o.skip_engine = true,
+            "--skip-rows" => o.skip_rows = true,
             _ => {}
         }
     }
@@ -325,42 +337,44 @@ top_hosts_days = 0
     );
 
     let segs = segments(&raw);
-    let mut flows: Vec<FlowRecord> = Vec::with_capacity(BLOCK_RECORDS);
-    let mut losses: Vec<LossRecord> = Vec::new();
-    let read_all = |f: &mut dyn FnMut(&[FlowRecord])| {
-        let mut flows = Vec::with_capacity(BLOCK_RECORDS);
-        let mut losses = Vec::new();
-        for p in &segs {
+    // Every flow block of every segment, into `sink` (rows or columns).
+    fn read_all<F: FlowSink>(segs: &[PathBuf], sink: &mut F, f: &mut dyn FnMut(&F)) {
+        let mut losses: Vec<LossRecord> = Vec::new();
+        for p in segs {
             let mut r = SegmentReader::open(p).expect("open");
             loop {
-                flows.clear();
-                match r.next_block(&mut flows, &mut losses).expect("block") {
-                    Some(Block::Flows(_)) => f(&flows),
+                losses.clear();
+                match r.next_block(sink, &mut losses).expect("block") {
+                    Some(Block::Flows(_)) => f(sink),
                     Some(_) => {}
                     None => break,
                 }
             }
         }
-    };
-    let _ = (&mut flows, &mut losses);
+    }
 
     let mut read_rates = Vec::new();
     let mut class_rates = Vec::new();
+    let mut rows_rates = Vec::new();
+    let with_rows = !o.skip_rows;
+    let mut rows: Vec<FlowRecord> = Vec::with_capacity(BLOCK_RECORDS);
+    let mut cols = FlowColumns::default();
     for _ in 0..runs {
         let t = Instant::now();
         let mut count = 0u64;
-        read_all(&mut |b| {
+        read_all(&segs, &mut cols, &mut |b| {
             count += b.len() as u64;
             black_box(b);
         });
         read_rates.push(count as f64 / t.elapsed().as_secs_f64());
 
+        // The engine's path: columns, each distinct address judged once.
         let mut batch = Batch::default();
         let mut scratch = Scratch::default();
         let t = Instant::now();
         let mut count = 0u64;
-        read_all(&mut |b| {
-            add_block(&rules, b, &mut batch, &mut scratch);
+        read_all(&segs, &mut cols, &mut |b| {
+            add_columns(&rules, b, &mut batch, &mut scratch);
             count += b.len() as u64;
             if batch.stats.records >= 4_000_000 {
                 batch.settle();
@@ -371,9 +385,41 @@ top_hosts_days = 0
         batch.settle();
         class_rates.push(count as f64 / t.elapsed().as_secs_f64());
         black_box(batch.entries());
+
+        // For comparison: rows, every record judged on its own.
+        let mut batch = Batch::default();
+        let t = Instant::now();
+        let mut count = 0u64;
+        let mut sink = |b: &Vec<FlowRecord>| {
+            add_block(&rules, b, &mut batch, &mut scratch);
+            count += b.len() as u64;
+            if batch.stats.records >= 4_000_000 {
+                batch.settle();
+                black_box(batch.entries());
+                batch.clear();
+            }
+        };
+        for p in segs.iter().filter(|_| with_rows) {
+            let mut r = SegmentReader::open(p).expect("open");
+            let mut losses = Vec::new();
+            loop {
+                rows.clear();
+                match r.next_block(&mut rows, &mut losses).expect("block") {
+                    Some(Block::Flows(_)) => sink(&rows),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        }
+        batch.settle();
+        if with_rows {
+            rows_rates.push(count as f64 / t.elapsed().as_secs_f64());
+        }
+        black_box(batch.entries());
     }
     let read = median(read_rates);
     let classify = median(class_rates);
+    let classify_rows = if with_rows { median(rows_rates) } else { 0.0 };
 
     // The real engine into SQLite, once.
     let (mut open_s, mut engine_rate, mut hosts_rate) = (0.0, 0.0, 0.0);
@@ -436,6 +482,12 @@ top_hosts_days = 0
         } else {
             "NOT met"
         }
+    );
+    println!(
+        "{:<10} {:>16.0} {:>16.1}   (rows: every record judged on its own, for comparison)",
+        "rows",
+        classify_rows,
+        classify_rows * bytes_per_rec / 1e6
     );
     println!(
         "{:<10} {:>16.0} {:>16.1}   (tier 2 open {open_s:.2} s; commits included)",

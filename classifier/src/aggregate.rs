@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 
+use kopek_collector::segment::FlowColumns;
 use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::CountRule;
 
@@ -364,6 +365,25 @@ pub struct Scratch {
     bytes: Vec<u64>,
     packets: Vec<u64>,
     lookups: ClassLookups,
+    facts: AddrFacts,
+}
+
+/// What a block's distinct addresses are, judged once per block by
+/// [`add_columns`] instead of once per record that uses them.
+#[derive(Debug, Default)]
+struct AddrFacts {
+    /// Account holding the address over the block's whole time range
+    /// ([`NONE`]: nobody; [`VARIES`]: it may change, ask per record).
+    account: Vec<u32>,
+    /// Inside the configured subscriber networks.
+    in_subscribers: Vec<bool>,
+    /// Class index in the table of the current run, valid where
+    /// `stamp` is the run's number.
+    class: Vec<u32>,
+    stamp: Vec<u32>,
+    /// Addresses whose class the run needs, by family.
+    at4: Vec<u32>,
+    at6: Vec<u32>,
 }
 
 /// The remote addresses of a run of records, by family, for batched class
@@ -391,7 +411,7 @@ enum Side {
 #[inline]
 pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
     let j = judge(rules, r);
-    accumulate(rules, r, &j, batch, s);
+    accumulate(rules, &Flow::of(r), &j, batch, s);
     batch.settle();
 }
 
@@ -407,10 +427,180 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     judged.extend(records.iter().map(|r| judge_sides(rules, r)));
     judge_classes_block(rules, records, &mut judged, &mut s.lookups);
     for (r, j) in records.iter().zip(&judged) {
-        accumulate(rules, r, j, batch, s);
+        accumulate(rules, &Flow::of(r), j, batch, s);
     }
     batch.apply_pending(PENDING_APPLY);
     s.judged = judged;
+}
+
+/// Account index of an address whose binding may change within a block.
+const VARIES: u32 = u32::MAX - 1;
+
+/// [`add_block`] for a block as tier 1 stores it: each distinct address
+/// of the block is judged once (binding over the block's time range,
+/// subscriber networks, class per class-table run) and records only read
+/// those answers; no rows are built. Same result as [`add_record`] on
+/// each record in order, once [`Batch::settle`] has applied what is left
+/// pending.
+pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: &mut Scratch) {
+    let n = cols.len();
+    if n == 0 {
+        return;
+    }
+    let (t0, t1) = cols
+        .first_ms
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    let f = &mut s.facts;
+    f.account.clear();
+    f.in_subscribers.clear();
+    for &a in &cols.addrs {
+        f.account.push(match rules.bindings.lookup_over(a, t0, t1) {
+            Some(acc) => acc.unwrap_or(NONE),
+            None => VARIES,
+        });
+        f.in_subscribers.push(rules.subscribers.contains(a));
+    }
+    let mut judged = std::mem::take(&mut s.judged);
+    judged.clear();
+    let points: Vec<_> = cols
+        .streams
+        .iter()
+        .map(|st| rules.points.exporter(st.exporter))
+        .collect();
+    for i in 0..n {
+        let t = cols.first_ms[i];
+        let account = |ix: u32| match f.account[ix as usize] {
+            VARIES => rules
+                .bindings
+                .lookup(cols.addrs[ix as usize], t)
+                .unwrap_or(NONE),
+            a => a,
+        };
+        let (src, dst) = (cols.src[i], cols.dst[i]);
+        let (src_acc, dst_acc) = (account(src), account(dst));
+        judged.push(Judged {
+            src_acc,
+            dst_acc,
+            src_sub: src_acc != NONE || f.in_subscribers[src as usize],
+            dst_sub: dst_acc != NONE || f.in_subscribers[dst as usize],
+            point: points[cols.stream[i] as usize].point(
+                cols.direction[i],
+                cols.in_if[i],
+                cols.out_if[i],
+            ),
+            class_out: NONE,
+            class_in: NONE,
+            billed_out: false,
+            billed_in: false,
+        });
+    }
+    judge_classes_columns(rules, cols, &mut judged, f, &mut s.lookups);
+    for (i, j) in judged.iter().enumerate() {
+        let st = cols.stream_of(i);
+        let sampling = u64::from(st.sampling.max(1));
+        let flow = Flow {
+            first_ms: cols.first_ms[i],
+            last_ms: cols.last_ms[i],
+            bytes: cols.bytes_raw[i].saturating_mul(sampling),
+            packets: cols.packets_raw[i].saturating_mul(sampling),
+            src: cols.addrs[cols.src[i] as usize],
+            dst: cols.addrs[cols.dst[i] as usize],
+        };
+        accumulate(rules, &flow, j, batch, s);
+    }
+    batch.apply_pending(PENDING_APPLY);
+    s.judged = judged;
+}
+
+/// [`judge_classes_block`] for columns: per run of records under the same
+/// class table, each distinct remote address is looked up once.
+fn judge_classes_columns(
+    rules: &Rules<'_>,
+    cols: &FlowColumns,
+    judged: &mut [Judged],
+    f: &mut AddrFacts,
+    l: &mut ClassLookups,
+) {
+    f.class.clear();
+    f.class.resize(cols.addrs.len(), 0);
+    f.stamp.clear();
+    f.stamp.resize(cols.addrs.len(), 0);
+    let remotes = |j: &Judged, i: usize| {
+        [
+            (j.src_sub || !j.dst_sub).then_some((cols.dst[i], Side::Out)),
+            j.dst_sub.then_some((cols.src[i], Side::In)),
+        ]
+    };
+    let (mut start, mut run) = (0, 0u32);
+    while start < judged.len() {
+        run += 1;
+        let (table, global) = rules.versions.at(cols.first_ms[start]);
+        let mut end = start + 1;
+        while end < judged.len() && std::ptr::eq(rules.versions.at(cols.first_ms[end]).0, table) {
+            end += 1;
+        }
+        f.at4.clear();
+        f.at6.clear();
+        l.keys4.clear();
+        l.keys6.clear();
+        for (i, j) in judged.iter().enumerate().take(end).skip(start) {
+            for (ix, _) in remotes(j, i).into_iter().flatten() {
+                if f.stamp[ix as usize] == run {
+                    continue;
+                }
+                f.stamp[ix as usize] = run;
+                match cols.addrs[ix as usize] {
+                    IpAddr::V4(a) => {
+                        f.at4.push(ix);
+                        l.keys4.push(u32::from(a));
+                    }
+                    IpAddr::V6(a) => {
+                        f.at6.push(ix);
+                        l.keys6.push(u128::from(a));
+                    }
+                }
+            }
+        }
+        table.classes_of_v4(&l.keys4, &mut l.res4);
+        table.classes_of_v6(&l.keys6, &mut l.res6);
+        let found = f.at4.iter().zip(&l.res4).chain(f.at6.iter().zip(&l.res6));
+        for (&ix, &ci) in found {
+            f.class[ix as usize] = ci.unwrap_or(table.default);
+        }
+        for (i, j) in judged.iter_mut().enumerate().take(end).skip(start) {
+            for (ix, side) in remotes(j, i).into_iter().flatten() {
+                j.set_class(side, f.class[ix as usize], table, global);
+            }
+        }
+        start = end;
+    }
+}
+
+/// What [`accumulate`] needs of a record.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    first_ms: i64,
+    last_ms: i64,
+    /// Scaled by sampling ([`FlowRecord::bytes`]).
+    bytes: u64,
+    packets: u64,
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+impl Flow {
+    #[inline]
+    fn of(r: &FlowRecord) -> Flow {
+        Flow {
+            first_ms: r.first_ms,
+            last_ms: r.last_ms,
+            bytes: r.bytes(),
+            packets: r.packets(),
+            src: r.src,
+            dst: r.dst,
+        }
+    }
 }
 
 const NONE: u32 = u32::MAX;
@@ -552,9 +742,9 @@ fn judge_classes_block(
 }
 
 #[inline]
-fn accumulate(rules: &Rules<'_>, r: &FlowRecord, j: &Judged, batch: &mut Batch, s: &mut Scratch) {
-    let bytes = r.bytes();
-    let packets = r.packets();
+fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mut Scratch) {
+    let bytes = r.bytes;
+    let packets = r.packets;
     batch.stats.records += 1;
     batch.stats.bytes = batch.stats.bytes.saturating_add(bytes);
     if j.point == 0 {

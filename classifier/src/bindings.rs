@@ -634,6 +634,40 @@ impl BindingIndex {
         None
     }
 
+    /// The account holding `addr` at every time of `[t0_ms, t1_ms]`, when
+    /// that is cheap to prove (`Some`: the same answer [`Self::lookup`]
+    /// gives for any time in the interval); `None` when the answer may
+    /// change within it, so ask [`Self::lookup`] per time. Proven: an
+    /// address outside every bound prefix, and an address whose most
+    /// specific bound prefix has one binding spanning the whole interval
+    /// (static bindings, and a session bound for all of a tier-1 block).
+    #[inline]
+    pub fn lookup_over(&self, addr: IpAddr, t0_ms: i64, t1_ms: i64) -> Option<Option<u32>> {
+        let host = match addr {
+            IpAddr::V4(a) => {
+                if !self.cover_v4.may_contain(addr) {
+                    return Some(None);
+                }
+                self.hosts_v4.get(&u32::from(a))
+            }
+            IpAddr::V6(a) => {
+                if !self.cover_v6.may_contain(addr) {
+                    return Some(None);
+                }
+                self.hosts_v6.get(&u128::from(a))
+            }
+        };
+        let one = match host {
+            Some(e) => e,
+            None => match self.nets.lookup(addr) {
+                Some(s) => &self.only[s as usize],
+                None => return Some(None),
+            },
+        };
+        (one.account != MULTI && one.from_ms <= t0_ms && t1_ms < one.to_ms)
+            .then_some(Some(one.account))
+    }
+
     pub fn account(&self, ix: u32) -> &str {
         &self.accounts[ix as usize]
     }

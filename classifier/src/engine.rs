@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use kopek_collector::segment::{
-    Block, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
+    Block, FlowColumns, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
 };
 use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::Config;
 
 use crate::ClassifierError;
 use crate::aggregate::{
-    AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_block,
+    AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_columns,
     add_hosts, add_loss,
 };
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
@@ -116,7 +116,8 @@ pub struct Engine {
     batch: Batch,
     batch_started: Option<Instant>,
     scratch: Scratch,
-    flows: Vec<FlowRecord>,
+    /// The tier-1 block being classified, as stored (columns).
+    cols: FlowColumns,
     losses: Vec<LossRecord>,
     watched: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
     last_watch_ms: i64,
@@ -165,7 +166,7 @@ impl Engine {
             batch: Batch::default(),
             batch_started: None,
             scratch: Scratch::default(),
-            flows: Vec::new(),
+            cols: FlowColumns::default(),
             losses: Vec::new(),
             watched: Vec::new(),
             last_watch_ms: now_ms,
@@ -414,9 +415,9 @@ impl Engine {
                 return Ok(true);
             }
             let reader = self.readers.get_mut(key).expect("reader opened above");
-            self.flows.clear();
+            self.cols.clear();
             self.losses.clear();
-            let block = match reader.next_block(&mut self.flows, &mut self.losses) {
+            let block = match reader.next_block(&mut self.cols, &mut self.losses) {
                 Ok(b) => b,
                 Err(e) => {
                     // A block that passed its checksum but does not decode.
@@ -457,7 +458,7 @@ impl Engine {
             out.blocks += 1;
             match block {
                 Block::Flows(_) => {
-                    let (lo, hi) = time_range(&self.flows);
+                    let (lo, hi) = time_range(self.cols.first_ms.iter().copied());
                     self.ensure_versions(lo, hi)?;
                     let rules = Rules {
                         versions: &self.versions,
@@ -466,11 +467,11 @@ impl Engine {
                         points: &self.points,
                         bucket_ms,
                     };
-                    add_block(&rules, &self.flows, &mut self.batch, &mut self.scratch);
-                    for r in &self.flows {
-                        self.batch_newest_ms = self.batch_newest_ms.max(r.last_ms);
+                    add_columns(&rules, &self.cols, &mut self.batch, &mut self.scratch);
+                    if let Some(&newest) = self.cols.last_ms.iter().max() {
+                        self.batch_newest_ms = self.batch_newest_ms.max(newest);
                     }
-                    out.records += self.flows.len() as u64;
+                    out.records += self.cols.len() as u64;
                 }
                 Block::Losses(_) => {
                     for l in &self.losses {
@@ -612,7 +613,7 @@ impl Engine {
             match block {
                 Ok(Some(Block::Flows(_))) => {
                     blocks += 1;
-                    let (lo, hi) = time_range(&pass.flows);
+                    let (lo, hi) = time_range(pass.flows.iter().map(|r| r.first_ms));
                     self.ensure_versions(lo, hi)?;
                     let rules = Rules {
                         versions: &self.versions,
@@ -835,11 +836,9 @@ fn check_bucket(store: &mut SqliteTier2, config: &Config) -> Result<(), Classifi
     Ok(())
 }
 
-/// Smallest and largest first-packet time of `flows` (lo > hi when empty).
-fn time_range(flows: &[FlowRecord]) -> (i64, i64) {
-    flows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
-        (lo.min(r.first_ms), hi.max(r.first_ms))
-    })
+/// Smallest and largest of first-packet `times` (lo > hi when empty).
+fn time_range(times: impl Iterator<Item = i64>) -> (i64, i64) {
+    times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)))
 }
 
 fn file_sig(p: &std::path::Path) -> Option<(SystemTime, u64)> {

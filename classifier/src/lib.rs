@@ -8,7 +8,7 @@
 //!
 //! Data flow:
 //! ```text
-//!  tier 1 segments ──► engine (tail, per block) ──► aggregate::add_record
+//!  tier 1 segments ──► engine (tail, per block) ──► aggregate::add_columns
 //!        ▲                  │                        ├─ points: billed or not
 //!        │                  │                        ├─ bindings: address → account at time t
 //!  progress offsets         │                        ├─ versions/classes: remote address → class (LPM)
@@ -22,7 +22,7 @@
 //!   the binding registry that `kopek binding` writes.
 //! - [`points`]: billing observation points.
 //! - [`split`]: pro-rata splitting, exact in integers.
-//! - [`aggregate`]: one record → batch entries.
+//! - [`aggregate`]: records (a block's columns, or rows) → batch entries.
 //! - [`store`]: all tier-2 SQL, behind the [`store::Tier2`] trait.
 //! - [`engine`]: the tail/commit loop; [`run`]: the daemon around it;
 //!   [`report`]: the read side for `kopek traffic`.

@@ -29,6 +29,39 @@ pub struct PointMatcher {
     all: bool,
 }
 
+/// The billing points of one exporter ([`PointMatcher::exporter`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ExporterPoints<'a> {
+    /// No points configured: everything is billed under [`ALL`].
+    All,
+    /// Points configured, none for this exporter: nothing is billed.
+    None,
+    Some(&'a [(Option<u32>, PointDirection, u16)]),
+}
+
+impl ExporterPoints<'_> {
+    /// The point that bills a record of this exporter seen in `direction`
+    /// on these interfaces (0: none).
+    #[inline]
+    pub fn point(&self, direction: FlowDirection, in_if: u32, out_if: u32) -> u16 {
+        let list = match self {
+            ExporterPoints::All => return 1,
+            ExporterPoints::None => return 0,
+            ExporterPoints::Some(list) => list,
+        };
+        let (dir, iface) = match direction {
+            FlowDirection::Egress => (PointDirection::Egress, out_if),
+            FlowDirection::Ingress | FlowDirection::Unknown => (PointDirection::Ingress, in_if),
+        };
+        for &(pi, pd, ix) in list.iter() {
+            if (pd == PointDirection::Any || pd == dir) && pi.is_none_or(|i| i == iface) {
+                return ix;
+            }
+        }
+        0
+    }
+}
+
 impl PointMatcher {
     pub fn new(points: &[ObservationPoint]) -> PointMatcher {
         let mut names = vec![UNBILLED.to_string()];
@@ -54,22 +87,21 @@ impl PointMatcher {
     /// The point that bills `r` (0: none).
     #[inline]
     pub fn point_of(&self, r: &FlowRecord) -> u16 {
+        self.exporter(r.exporter)
+            .point(r.direction, r.in_if, r.out_if)
+    }
+
+    /// The points of one exporter: look it up once per export stream, then
+    /// ask [`ExporterPoints::point`] per record.
+    #[inline]
+    pub fn exporter(&self, exporter: IpAddr) -> ExporterPoints<'_> {
         if self.all {
-            return 1;
+            return ExporterPoints::All;
         }
-        let Some(list) = self.by_exporter.get(&r.exporter) else {
-            return 0;
-        };
-        let (dir, iface) = match r.direction {
-            FlowDirection::Egress => (PointDirection::Egress, r.out_if),
-            FlowDirection::Ingress | FlowDirection::Unknown => (PointDirection::Ingress, r.in_if),
-        };
-        for &(pi, pd, ix) in list {
-            if (pd == PointDirection::Any || pd == dir) && pi.is_none_or(|i| i == iface) {
-                return ix;
-            }
+        match self.by_exporter.get(&exporter) {
+            Some(list) => ExporterPoints::Some(list),
+            None => ExporterPoints::None,
         }
-        0
     }
 
     pub fn name(&self, ix: u16) -> &str {

@@ -167,6 +167,7 @@ fn index_agrees_with_a_linear_scan() {
         .collect();
     let mut idx = BindingIndex::new();
     let mut all: Vec<Binding> = Vec::new();
+    let mut proven = 0;
     for id in 1..=300i64 {
         let from = (rnd(1000) as i64) * 10;
         let b = Binding {
@@ -197,7 +198,14 @@ fn index_agrees_with_a_linear_scan() {
             all[k] = c;
         }
         idx.finish();
+        if [3, 8, 15, 30, 60, 300].contains(&id) {
+            proven += check_lookup_over(&idx, &all);
+        }
     }
+    assert!(
+        proven > 200,
+        "too few proven intervals to mean anything: {proven}"
+    );
     let oracle = |addr: IpAddr, t: i64| -> Option<String> {
         all.iter()
             .filter(|b| b.net.contains(&addr) && b.from_ms <= t && t < b.to_ms.unwrap_or(i64::MAX))
@@ -227,4 +235,45 @@ fn index_agrees_with_a_linear_scan() {
         checked > 1000,
         "too few bound answers to mean anything: {checked}"
     );
+}
+
+/// Where [`BindingIndex::lookup_over`] claims one answer for an interval,
+/// every time in it has that answer (by a linear scan of `all`). Returns
+/// how many intervals were proven.
+fn check_lookup_over(idx: &BindingIndex, all: &[Binding]) -> usize {
+    let oracle = |addr: IpAddr, t: i64| -> Option<String> {
+        all.iter()
+            .filter(|b| b.net.contains(&addr) && b.from_ms <= t && t < b.to_ms.unwrap_or(i64::MAX))
+            .max_by_key(|b| (b.net.prefix_len(), b.from_ms, b.id))
+            .map(|b| b.account.clone())
+    };
+    let addrs = [
+        "10.0.0.0",
+        "10.0.1.1",
+        "10.0.2.5",
+        "10.0.0.200",
+        "10.0.9.9",
+        "10.1.0.1",
+        "2001:db8:0:1::1",
+        "2001:db8:0:2::99",
+        "2001:db8:0:3::2",
+        "2001:db8:1::1",
+    ];
+    let mut proven = 0;
+    for a in addrs.map(ip) {
+        for t0 in (0..14_000).step_by(211) {
+            for len in [0, 5, 60, 700, 5_000] {
+                let t1 = t0 + len;
+                let Some(claim) = idx.lookup_over(a, t0, t1) else {
+                    continue;
+                };
+                proven += 1;
+                let claim = claim.map(|i| idx.account(i).to_string());
+                for t in (t0..=t1).step_by(7).chain([t1]) {
+                    assert_eq!(claim, oracle(a, t), "{a} over [{t0}, {t1}] at {t}");
+                }
+            }
+        }
+    }
+    proven
 }

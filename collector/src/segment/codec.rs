@@ -233,15 +233,164 @@ impl FlowBlockEncoder {
     }
 }
 
-/// Decodes a flow block of `count` records, appending to `out`.
-/// Every length is checked: a corrupt payload is an error, never a panic.
-/// `version`: the segment's format version (1 or 2; they differ in the
-/// time column, the IPv4 dictionary and the address indexes).
+/// One export stream of a decoded block: the dictionary entry every record
+/// of the block points to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockStream {
+    pub kind: SourceKind,
+    pub exporter: IpAddr,
+    pub domain: u32,
+    /// Never 0.
+    pub sampling: u32,
+}
+
+/// A decoded flow block as it is stored: column by column, with each
+/// record's stream and addresses as indexes into the block's dictionaries.
+/// For readers that work per column or per distinct address (the
+/// classifier judges each address of a block once, not once per record);
+/// [`FlowColumns::append_records`] gives the rows.
+///
+/// Filled by [`decode_columns`], which checks every index: `stream[i] <
+/// streams.len()`, `src[i]` and `dst[i] < addrs.len()`, and every column
+/// has [`FlowColumns::len`] entries.
+#[derive(Debug, Clone, Default)]
+pub struct FlowColumns {
+    pub streams: Vec<BlockStream>,
+    /// The block's addresses, each once: IPv4 first, then IPv6.
+    pub addrs: Vec<IpAddr>,
+    pub stream: Vec<u32>,
+    pub first_ms: Vec<i64>,
+    pub last_ms: Vec<i64>,
+    pub src: Vec<u32>,
+    pub dst: Vec<u32>,
+    pub src_port: Vec<u16>,
+    pub dst_port: Vec<u16>,
+    pub protocol: Vec<u8>,
+    pub direction: Vec<FlowDirection>,
+    pub in_if: Vec<u32>,
+    pub out_if: Vec<u32>,
+    pub bytes_raw: Vec<u64>,
+    pub packets_raw: Vec<u64>,
+}
+
+impl FlowColumns {
+    /// Records in the block.
+    pub fn len(&self) -> usize {
+        self.first_ms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first_ms.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.streams.clear();
+        self.addrs.clear();
+        self.stream.clear();
+        self.first_ms.clear();
+        self.last_ms.clear();
+        self.src.clear();
+        self.dst.clear();
+        self.src_port.clear();
+        self.dst_port.clear();
+        self.protocol.clear();
+        self.direction.clear();
+        self.in_if.clear();
+        self.out_if.clear();
+        self.bytes_raw.clear();
+        self.packets_raw.clear();
+    }
+
+    /// The stream of record `i`.
+    #[inline]
+    pub fn stream_of(&self, i: usize) -> &BlockStream {
+        &self.streams[self.stream[i] as usize]
+    }
+
+    /// Appends every record of the block to `out`, as rows.
+    pub fn append_records(&self, out: &mut Vec<FlowRecord>) {
+        out.reserve(self.len());
+        let times = self.first_ms.iter().zip(&self.last_ms);
+        let addrs = self.src.iter().zip(&self.dst);
+        let ports = self.src_port.iter().zip(&self.dst_port);
+        let kinds = self.protocol.iter().zip(&self.direction);
+        let ifs = self.in_if.iter().zip(&self.out_if);
+        let counts = self.bytes_raw.iter().zip(&self.packets_raw);
+        let cols = self
+            .stream
+            .iter()
+            .zip(times)
+            .zip(addrs)
+            .zip(ports)
+            .zip(kinds)
+            .zip(ifs)
+            .zip(counts);
+        for (
+            (((((&s, (&first_ms, &last_ms)), (&src, &dst)), (&sp, &dp)), (&p, &d)), (&i, &o)),
+            (&b, &k),
+        ) in cols
+        {
+            let st = &self.streams[s as usize];
+            out.push(FlowRecord {
+                exporter: st.exporter,
+                domain: st.domain,
+                kind: st.kind,
+                first_ms,
+                last_ms,
+                src: self.addrs[src as usize],
+                dst: self.addrs[dst as usize],
+                src_port: sp,
+                dst_port: dp,
+                protocol: p,
+                direction: d,
+                in_if: i,
+                out_if: o,
+                bytes_raw: b,
+                packets_raw: k,
+                sampling: st.sampling,
+            });
+        }
+    }
+}
+
+/// Decodes a flow block of `count` records, appending them to `out`
+/// (nothing is appended when the block is corrupt). See [`decode_columns`].
 pub fn decode_flows(
     buf: &[u8],
     count: usize,
     version: u8,
     out: &mut Vec<FlowRecord>,
+) -> Result<(), SegmentError> {
+    let mut cols = FlowColumns::default();
+    decode_columns(buf, count, version, &mut cols)?;
+    cols.append_records(out);
+    Ok(())
+}
+
+/// Decodes a flow block of `count` records into `cols` (cleared first).
+/// Every length and index is checked: a corrupt payload is an error, never
+/// a panic. `version`: the segment's format version (1 or 2; they differ
+/// in the time column, the IPv4 dictionary and the address indexes). This
+/// is the one parser of the layout in docs/raw-format.md.
+pub fn decode_columns(
+    buf: &[u8],
+    count: usize,
+    version: u8,
+    cols: &mut FlowColumns,
+) -> Result<(), SegmentError> {
+    cols.clear();
+    let res = decode_columns_into(buf, count, version, cols);
+    if res.is_err() {
+        cols.clear();
+    }
+    res
+}
+
+fn decode_columns_into(
+    buf: &[u8],
+    count: usize,
+    version: u8,
+    cols: &mut FlowColumns,
 ) -> Result<(), SegmentError> {
     let v1 = match version {
         1 => true,
@@ -254,16 +403,21 @@ pub fn decode_flows(
     let mut c = Cursor { buf, pos: 0 };
     let base_ms = i64::from_le_bytes(c.array::<8>()?);
     let nstreams = c.varint_len(count)?;
-    let mut streams = Vec::with_capacity(nstreams);
     for _ in 0..nstreams {
         let kind = SourceKind::from_u8(c.u8()?).ok_or_else(|| corrupt("unknown source kind"))?;
         let exporter = c.addr()?;
         let domain = u32::from_le_bytes(c.array::<4>()?);
         let sampling = u32::from_le_bytes(c.array::<4>()?).max(1);
-        streams.push((kind, exporter, domain, sampling));
+        cols.streams.push(BlockStream {
+            kind,
+            exporter,
+            domain,
+            sampling,
+        });
     }
     let nv4 = c.varint_len(2 * count)?;
-    let mut addrs: Vec<IpAddr> = Vec::with_capacity(nv4);
+    let addrs = &mut cols.addrs;
+    addrs.reserve(nv4);
     let dict = c.take(4 * nv4)?;
     if v1 {
         for a in dict.chunks_exact(4) {
@@ -284,75 +438,88 @@ pub fn decode_flows(
     for _ in 0..nv6 {
         addrs.push(IpAddr::V6(Ipv6Addr::from(c.array::<16>()?)));
     }
+    let naddrs = addrs.len();
 
-    let start = out.len();
-    out.reserve(count);
-    for _ in 0..count {
-        let s = c.varint()? as usize;
-        let &(kind, exporter, domain, sampling) = streams
-            .get(s)
-            .ok_or_else(|| corrupt("stream index out of range"))?;
-        let mut r = FlowRecord::empty(kind);
-        r.exporter = exporter;
-        r.domain = domain;
-        r.sampling = sampling;
-        out.push(r);
-    }
-    let recs = &mut out[start..];
+    let stream = &mut cols.stream;
+    stream.reserve(count);
+    c.varints(count, |s| {
+        if s >= nstreams as u64 {
+            return Err(corrupt("stream index out of range"));
+        }
+        stream.push(s as u32);
+        Ok(())
+    })?;
+    let (first, last) = (&mut cols.first_ms, &mut cols.last_ms);
+    first.reserve(count);
+    last.reserve(count);
     let mut prev = base_ms;
     if v1 {
         // First-packet times as deltas, then durations.
-        for r in recs.iter_mut() {
-            prev = prev.wrapping_add(unzigzag(c.varint()?));
-            r.first_ms = prev;
+        c.varints(count, |d| {
+            prev = prev.wrapping_add(unzigzag(d));
+            first.push(prev);
+            Ok(())
+        })?;
+        let mut k = 0;
+        c.varints(count, |d| {
+            last.push(first[k].wrapping_add(unzigzag(d)));
+            k += 1;
+            Ok(())
+        })?;
+        for col in [&mut cols.src, &mut cols.dst] {
+            col.reserve(count);
+            c.varints(count, |i| {
+                if i >= naddrs as u64 {
+                    return Err(corrupt("address index out of range"));
+                }
+                col.push(i as u32);
+                Ok(())
+            })?;
         }
-        for r in recs.iter_mut() {
-            r.last_ms = r.first_ms.wrapping_add(unzigzag(c.varint()?));
-        }
-        for r in recs.iter_mut() {
-            r.src = *addrs
-                .get(c.varint()? as usize)
-                .ok_or_else(|| corrupt("address index out of range"))?;
-        }
-        for r in recs.iter_mut() {
-            r.dst = *addrs
-                .get(c.varint()? as usize)
-                .ok_or_else(|| corrupt("address index out of range"))?;
-        }
-        return decode_tail(&mut c, count, recs);
+        return decode_tail(&mut c, count, cols);
     }
     // Last-packet times as deltas (exporters send flows as they expire:
     // nearly in order), then durations.
-    for r in recs.iter_mut() {
-        prev = prev.wrapping_add(unzigzag(c.varint()?));
-        r.last_ms = prev;
-    }
-    for r in recs.iter_mut() {
-        r.first_ms = r.last_ms.wrapping_sub(unzigzag(c.varint()?));
-    }
+    c.varints(count, |d| {
+        prev = prev.wrapping_add(unzigzag(d));
+        last.push(prev);
+        Ok(())
+    })?;
+    let mut k = 0;
+    c.varints(count, |d| {
+        first.push(last[k].wrapping_sub(unzigzag(d)));
+        k += 1;
+        Ok(())
+    })?;
     // Source and destination per record: 0 is the next new IPv4 address
     // of the dictionary, 1 the next new IPv6 one, n the index n - 2.
     let (mut next4, mut next6) = (0usize, nv4);
-    let mut addr = |c: &mut Cursor<'_>| -> Result<IpAddr, SegmentError> {
-        let ix = match c.varint()? {
+    let (src, dst) = (&mut cols.src, &mut cols.dst);
+    src.reserve(count);
+    dst.reserve(count);
+    let mut k = 0usize;
+    c.varints(2 * count, |code| {
+        let ix = match code {
             0 => {
                 next4 += 1;
                 (next4 <= nv4).then_some(next4 - 1)
             }
             1 => {
                 next6 += 1;
-                (next6 <= addrs.len()).then_some(next6 - 1)
+                (next6 <= naddrs).then_some(next6 - 1)
             }
-            n => usize::try_from(n - 2).ok(),
+            n => usize::try_from(n - 2).ok().filter(|&i| i < naddrs),
         };
-        ix.and_then(|i| addrs.get(i).copied())
-            .ok_or_else(|| corrupt("address index out of range"))
-    };
-    for r in recs.iter_mut() {
-        r.src = addr(&mut c)?;
-        r.dst = addr(&mut c)?;
-    }
-    decode_tail(&mut c, count, recs)
+        let ix = ix.ok_or_else(|| corrupt("address index out of range"))? as u32;
+        if k & 1 == 0 {
+            src.push(ix);
+        } else {
+            dst.push(ix);
+        }
+        k += 1;
+        Ok(())
+    })?;
+    decode_tail(&mut c, count, cols)
 }
 
 /// The columns both layouts share: ports, protocol, direction,
@@ -360,35 +527,36 @@ pub fn decode_flows(
 fn decode_tail(
     c: &mut Cursor<'_>,
     count: usize,
-    recs: &mut [FlowRecord],
+    cols: &mut FlowColumns,
 ) -> Result<(), SegmentError> {
     let ports = c.take(2 * count)?;
-    for (r, p) in recs.iter_mut().zip(ports.chunks_exact(2)) {
-        r.src_port = u16::from_le_bytes([p[0], p[1]]);
-    }
+    cols.src_port.extend(
+        ports
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]])),
+    );
     let ports = c.take(2 * count)?;
-    for (r, p) in recs.iter_mut().zip(ports.chunks_exact(2)) {
-        r.dst_port = u16::from_le_bytes([p[0], p[1]]);
+    cols.dst_port.extend(
+        ports
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]])),
+    );
+    cols.protocol.extend_from_slice(c.take(count)?);
+    cols.direction
+        .extend(c.take(count)?.iter().map(|&d| FlowDirection::from_u8(d)));
+    for col in [&mut cols.in_if, &mut cols.out_if] {
+        col.reserve(count);
+        c.varints(count, |v| {
+            col.push(u32::try_from(v).map_err(|_| corrupt("value does not fit 32 bits"))?);
+            Ok(())
+        })?;
     }
-    let protos = c.take(count)?;
-    for (r, p) in recs.iter_mut().zip(protos) {
-        r.protocol = *p;
-    }
-    let dirs = c.take(count)?;
-    for (r, d) in recs.iter_mut().zip(dirs) {
-        r.direction = FlowDirection::from_u8(*d);
-    }
-    for r in recs.iter_mut() {
-        r.in_if = c.varint_u32()?;
-    }
-    for r in recs.iter_mut() {
-        r.out_if = c.varint_u32()?;
-    }
-    for r in recs.iter_mut() {
-        r.bytes_raw = c.varint()?;
-    }
-    for r in recs.iter_mut() {
-        r.packets_raw = c.varint()?;
+    for col in [&mut cols.bytes_raw, &mut cols.packets_raw] {
+        col.reserve(count);
+        c.varints(count, |v| {
+            col.push(v);
+            Ok(())
+        })?;
     }
     if c.pos != c.buf.len() {
         return Err(corrupt("trailing bytes after the last column"));
@@ -614,6 +782,36 @@ impl<'a> Cursor<'a> {
         self.varint_slow()
     }
 
+    /// A column of `n` varints, each passed to `f` in order. Where the
+    /// next eight bytes are eight one-byte varints (small indexes, counts
+    /// and time deltas: most of some columns) they go in one step.
+    #[inline(always)]
+    fn varints(
+        &mut self,
+        n: usize,
+        mut f: impl FnMut(u64) -> Result<(), SegmentError>,
+    ) -> Result<(), SegmentError> {
+        let mut left = n;
+        while left > 0 {
+            if left >= 8
+                && let Some(w) = self.buf.get(self.pos..self.pos + 8)
+            {
+                let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                if word & 0x8080_8080_8080_8080 == 0 {
+                    for k in 0..8 {
+                        f((word >> (8 * k)) & 0x7f)?;
+                    }
+                    self.pos += 8;
+                    left -= 8;
+                    continue;
+                }
+            }
+            f(self.varint()?)?;
+            left -= 1;
+        }
+        Ok(())
+    }
+
     fn varint_slow(&mut self) -> Result<u64, SegmentError> {
         let mut v = 0u64;
         let mut shift = 0u32;
@@ -635,10 +833,6 @@ impl<'a> Cursor<'a> {
                 return Err(corrupt("varint longer than 10 bytes"));
             }
         }
-    }
-
-    fn varint_u32(&mut self) -> Result<u32, SegmentError> {
-        u32::try_from(self.varint()?).map_err(|_| corrupt("value does not fit 32 bits"))
     }
 
     /// A dictionary length, bounded by what the block could need.

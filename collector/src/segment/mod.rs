@@ -14,9 +14,11 @@ mod reader;
 mod store;
 mod writer;
 
-pub use codec::{FlowBlockEncoder, MAX_BLOCK_RECORDS};
+pub use codec::{
+    BlockStream, FlowBlockEncoder, FlowColumns, MAX_BLOCK_RECORDS, decode_columns, decode_flows,
+};
 pub use format::{BlockKind, FORMAT_VERSION, Footer, HEADER_LEN, SegmentHeader};
-pub use reader::{Block, SegmentReader, TailState};
+pub use reader::{Block, FlowSink, SegmentReader, TailState};
 pub use store::{RawStore, RecoveryReport, SegmentInfo, SegmentState, StoreLock};
 pub use writer::{SegmentWriter, WriterOptions};
 

@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::SegmentError;
-use super::codec::{decode_checkpoints, decode_flows, decode_losses};
+use super::codec::{FlowColumns, decode_checkpoints, decode_columns, decode_losses};
 use super::format::{BlockKind, CODEC_ZSTD, FRAME_LEN, Footer, Frame, HEADER_LEN, SegmentHeader};
 use crate::decode::SeqCheckpoint;
 use crate::record::{FlowRecord, LossRecord};
@@ -18,6 +18,47 @@ pub enum Block {
     Footer(Footer),
     /// A sequence checkpoint; its entries are in [`SegmentReader::checkpoint`].
     Checkpoint(usize),
+}
+
+/// Where [`SegmentReader::next_block`] puts a flow block's records.
+pub trait FlowSink {
+    /// Decodes a flow block (`scratch` is the reader's, for sinks that
+    /// build rows from the columns). On error nothing is added.
+    fn take_block(
+        &mut self,
+        payload: &[u8],
+        count: usize,
+        version: u8,
+        scratch: &mut FlowColumns,
+    ) -> Result<(), SegmentError>;
+}
+
+/// Rows, appended.
+impl FlowSink for Vec<FlowRecord> {
+    fn take_block(
+        &mut self,
+        payload: &[u8],
+        count: usize,
+        version: u8,
+        scratch: &mut FlowColumns,
+    ) -> Result<(), SegmentError> {
+        decode_columns(payload, count, version, scratch)?;
+        scratch.append_records(self);
+        Ok(())
+    }
+}
+
+/// Columns of the one block, replacing what was there.
+impl FlowSink for FlowColumns {
+    fn take_block(
+        &mut self,
+        payload: &[u8],
+        count: usize,
+        version: u8,
+        _scratch: &mut FlowColumns,
+    ) -> Result<(), SegmentError> {
+        decode_columns(payload, count, version, self)
+    }
 }
 
 /// Why the reader stopped.
@@ -48,6 +89,8 @@ pub struct SegmentReader {
     zstd: zstd::bulk::Decompressor<'static>,
     footer: Option<Footer>,
     checkpoint: Vec<SeqCheckpoint>,
+    /// Decoded columns of the last block, for [`FlowSink`]s of rows.
+    cols: FlowColumns,
 }
 
 impl SegmentReader {
@@ -67,6 +110,7 @@ impl SegmentReader {
             zstd: zstd::bulk::Decompressor::new().map_err(SegmentError::io(path))?,
             footer: None,
             checkpoint: Vec::new(),
+            cols: FlowColumns::default(),
         })
     }
 
@@ -104,12 +148,14 @@ impl SegmentReader {
         &self.checkpoint
     }
 
-    /// Reads the next block, appending its records to `flows` or `losses`.
-    /// `Ok(None)` at the end of what can be read now; see [`Self::tail`].
-    /// Calling again after `None` re-checks a growing file.
-    pub fn next_block(
+    /// Reads the next block, its records into `flows` (appended to a
+    /// `Vec<FlowRecord>`, or replacing a [`FlowColumns`]; see [`FlowSink`])
+    /// or appended to `losses`. `Ok(None)` at the end of what can be read
+    /// now; see [`Self::tail`]. Calling again after `None` re-checks a
+    /// growing file.
+    pub fn next_block<F: FlowSink + ?Sized>(
         &mut self,
-        flows: &mut Vec<FlowRecord>,
+        flows: &mut F,
         losses: &mut Vec<LossRecord>,
     ) -> Result<Option<Block>, SegmentError> {
         let io = |e| SegmentError::Io {
@@ -155,9 +201,9 @@ impl SegmentReader {
         let count = frame.count as usize;
         let block = match frame.kind {
             BlockKind::Flows => {
-                let before = flows.len();
-                if let Err(e) = decode_flows(payload, count, self.header.version, flows) {
-                    flows.truncate(before);
+                if let Err(e) =
+                    flows.take_block(payload, count, self.header.version, &mut self.cols)
+                {
                     return Err(self.bad(&e.to_string()));
                 }
                 Block::Flows(count)
