@@ -23,7 +23,7 @@ use kopek_config::CountRule;
 use crate::bindings::BindingIndex;
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
-use crate::split::{BucketHint, bucket_of, cover_hinted, split};
+use crate::split::{BucketHint, bucket_of, cover_hinted, single_bucket, split};
 use crate::versions::ClassVersions;
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -361,6 +361,7 @@ pub struct Rules<'a> {
 pub struct Scratch {
     judged: Vec<Judged>,
     hint: BucketHint,
+    hour_hint: BucketHint,
     cover: Vec<(i64, i64)>,
     bytes: Vec<u64>,
     packets: Vec<u64>,
@@ -750,26 +751,37 @@ fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mu
     if j.point == 0 {
         batch.stats.unbilled_records += 1;
     }
-    if cover_hinted(
-        r.first_ms,
-        r.last_ms,
-        rules.bucket_ms,
-        &mut s.hint,
-        &mut s.cover,
-    ) {
-        batch.stats.clamped_records += 1;
+    if let Some(b) = single_bucket(r.first_ms, r.last_ms, rules.bucket_ms, &mut s.hint) {
+        // The common case, without the lists' arithmetic (the overlap is
+        // not needed when nothing is split).
+        s.cover.clear();
+        s.cover.push((b, 0));
+        s.bytes.clear();
+        s.bytes.push(bytes);
+        s.packets.clear();
+        s.packets.push(packets);
+    } else {
+        if cover_hinted(
+            r.first_ms,
+            r.last_ms,
+            rules.bucket_ms,
+            &mut s.hint,
+            &mut s.cover,
+        ) {
+            batch.stats.clamped_records += 1;
+        }
+        split(bytes, &s.cover, &mut s.bytes);
+        split(packets, &s.cover, &mut s.packets);
+        if s.cover.len() > 1 {
+            batch.stats.split_records += 1;
+        }
     }
-    split(bytes, &s.cover, &mut s.bytes);
-    split(packets, &s.cover, &mut s.packets);
-    if s.cover.len() > 1 {
-        batch.stats.split_records += 1;
-    }
-    let hour = bucket_of(s.cover[0].0, HOUR_MS);
+    let hour = s.hour_hint.bucket_of(s.cover[0].0, HOUR_MS);
     if batch.hours.last() != Some(&hour) && !batch.hours.contains(&hour) {
         batch.hours.push(hour);
     }
     if s.cover.len() > 1 {
-        let last = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
+        let last = s.hour_hint.bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
         if !batch.hours.contains(&last) {
             batch.hours.push(last);
         }
