@@ -492,33 +492,42 @@ fn decode_columns_into(
         Ok(())
     })?;
     // Source and destination per record: 0 is the next new IPv4 address
-    // of the dictionary, 1 the next new IPv6 one, n the index n - 2.
-    let (mut next4, mut next6) = (0usize, nv4);
+    // of the dictionary, 1 the next new IPv6 one, n the index n - 2. The
+    // codes first (`src` holds both, interleaved), then resolved in place
+    // without a branch on the code: the three cases come in no order a
+    // predictor could learn.
     let (src, dst) = (&mut cols.src, &mut cols.dst);
-    src.reserve(count);
+    src.reserve(2 * count);
     dst.reserve(count);
-    let mut k = 0usize;
     c.varints(2 * count, |code| {
-        let ix = match code {
-            0 => {
-                next4 += 1;
-                (next4 <= nv4).then_some(next4 - 1)
-            }
-            1 => {
-                next6 += 1;
-                (next6 <= naddrs).then_some(next6 - 1)
-            }
-            n => usize::try_from(n - 2).ok().filter(|&i| i < naddrs),
-        };
-        let ix = ix.ok_or_else(|| corrupt("address index out of range"))? as u32;
-        if k & 1 == 0 {
-            src.push(ix);
-        } else {
-            dst.push(ix);
-        }
-        k += 1;
+        src.push(u32::try_from(code).map_err(|_| corrupt("address index out of range"))?);
         Ok(())
     })?;
+    let (mut next4, mut next6) = (0u32, nv4 as u32);
+    let mut highest = 0u32;
+    let mut resolve = |code: u32| {
+        let ix = if code >= 2 {
+            code - 2
+        } else if code == 0 {
+            next4
+        } else {
+            next6
+        };
+        next4 += u32::from(code == 0);
+        next6 += u32::from(code == 1);
+        highest = highest.max(ix);
+        ix
+    };
+    for i in 0..count {
+        // Reads 2i and 2i + 1 before writing i <= 2i: in place is safe.
+        let (s, d) = (src[2 * i], src[2 * i + 1]);
+        src[i] = resolve(s);
+        dst.push(resolve(d));
+    }
+    src.truncate(count);
+    if next4 as usize > nv4 || next6 as usize > naddrs || highest as usize >= naddrs {
+        return Err(corrupt("address index out of range"));
+    }
     decode_tail(&mut c, count, cols)
 }
 
