@@ -11,9 +11,10 @@
 //! ```text
 //!  UDP sockets ──► receiver thread: allow-list ─► decode (v5 / v9 / IPFIX,
 //!                   templates scoped per exporter+domain, sequence tracking)
-//!                        │ bounded channel of record batches
+//!                   ─► columnar blocks (each datagram's flows encoded at once)
+//!                        │ bounded channel of batches (blocks, losses, checkpoint)
 //!                        ▼
-//!                 writer thread: columnar block ─► zstd ─► frame + crc32c
+//!                 writer thread: zstd ─► frame + crc32c
 //!                        ─► segment file (.open) ─► fsync policy ─► rotate:
 //!                        footer, fsync, rename to .kseg
 //! ```

@@ -16,7 +16,10 @@ use serde::Serialize;
 use crate::capture::{CaptureError, LiveCapture, PcapStats};
 use crate::decode::{DecodeLimits, DecodeStats, Decoder, SeqCheckpoint};
 use crate::record::{FlowRecord, LossRecord};
-use crate::segment::{RawStore, SegmentError, SegmentWriter, WriterOptions};
+use crate::segment::{
+    EncodedFlows, FlowBlockEncoder, MAX_BLOCK_RECORDS, RawStore, SegmentError, SegmentWriter,
+    WriterOptions,
+};
 
 /// Batches in flight between receivers and the writer. When the writer is
 /// this far behind, receivers wait and the socket buffers absorb the burst.
@@ -140,7 +143,8 @@ pub struct StatsSnapshot {
 /// notices every datagram that was not written).
 #[derive(Default)]
 struct Batch {
-    flows: Vec<FlowRecord>,
+    /// Flow blocks, encoded by the thread that decoded them.
+    flows: EncodedFlows,
     losses: Vec<LossRecord>,
     checkpoint: Vec<SeqCheckpoint>,
 }
@@ -170,17 +174,61 @@ struct Shared {
     pcap: Mutex<Option<PcapStats>>,
 }
 
+/// A producer's records on their way into a batch: decoded into `rows`
+/// (one datagram's, or one capture read's), then encoded into the batch's
+/// blocks at once, while they are still in this core's cache. The writer
+/// only compresses, frames and writes.
+struct BlockFeed {
+    rows: Vec<FlowRecord>,
+    enc: FlowBlockEncoder,
+    block_records: usize,
+}
+
+impl BlockFeed {
+    fn new(block_records: usize) -> BlockFeed {
+        BlockFeed {
+            rows: Vec::new(),
+            enc: FlowBlockEncoder::default(),
+            block_records: block_records.clamp(1, MAX_BLOCK_RECORDS),
+        }
+    }
+
+    /// Encodes `rows` into `batch`, sealing a block whenever it holds
+    /// `block_records`.
+    fn drain_into(&mut self, batch: &mut Batch) {
+        for r in &self.rows {
+            self.enc.push(r);
+            if self.enc.len() >= self.block_records {
+                batch.flows.seal(&mut self.enc);
+            }
+        }
+        self.rows.clear();
+    }
+
+    /// At least one whole block is waiting in `batch`.
+    fn full(&self, batch: &Batch) -> bool {
+        !batch.flows.is_empty()
+    }
+
+    /// No flow is waiting, sealed or not.
+    fn no_flows(&self, batch: &Batch) -> bool {
+        batch.flows.is_empty() && self.enc.is_empty()
+    }
+
+    /// Seals the last, partial block before `batch` is sent.
+    fn seal(&mut self, batch: &mut Batch) {
+        self.drain_into(batch);
+        batch.flows.seal(&mut self.enc);
+    }
+}
+
 /// Most spare batch buffers kept (bounded like everything else).
 const SPARE_BATCHES: usize = WRITER_QUEUE_BATCHES + 4;
 
 impl Shared {
-    fn take_spare(&self, flows_capacity: usize) -> Batch {
+    fn take_spare(&self) -> Batch {
         let spare = self.spare.lock().expect("poisoned").pop();
-        spare.unwrap_or_else(|| Batch {
-            flows: Vec::with_capacity(flows_capacity),
-            losses: Vec::new(),
-            checkpoint: Vec::new(),
-        })
+        spare.unwrap_or_default()
     }
 
     fn give_back(&self, mut b: Batch) {
@@ -550,7 +598,8 @@ fn capture_loop(
     block_records: usize,
     block_flush: Duration,
 ) {
-    let mut batch = shared.take_spare(block_records);
+    let mut batch = shared.take_spare();
+    let mut feed = BlockFeed::new(block_records);
     let mut batch_started = Instant::now();
     let mut last_tick = Instant::now();
     let publish = |cap: &LiveCapture| {
@@ -559,33 +608,36 @@ fn capture_loop(
     publish(&cap);
     let mut failed = None;
     while !shared.stop.load(Ordering::Acquire) {
-        if let Err(e) = cap.read(4096, &mut batch.flows) {
+        if let Err(e) = cap.read(4096, &mut feed.rows) {
             failed = Some(e);
             break;
         }
         if last_tick.elapsed() >= CAPTURE_TICK {
             last_tick = Instant::now();
-            if let Err(e) = cap.tick(now_ms(), &mut batch.flows, &mut batch.losses) {
+            if let Err(e) = cap.tick(now_ms(), &mut feed.rows, &mut batch.losses) {
                 failed = Some(e);
                 break;
             }
             publish(&cap);
         }
-        let full = batch.flows.len() >= block_records;
+        feed.drain_into(&mut batch);
+        let full = feed.full(&batch);
         let due = batch_started.elapsed() >= block_flush
-            && !(batch.flows.is_empty() && batch.losses.is_empty());
+            && !(feed.no_flows(&batch) && batch.losses.is_empty());
         if full || due {
-            let next = shared.take_spare(block_records);
+            feed.seal(&mut batch);
+            let next = shared.take_spare();
             if tx.send(std::mem::replace(&mut batch, next)).is_err() {
                 return;
             }
             batch_started = Instant::now();
         }
     }
-    if let Err(e) = cap.finish(now_ms(), &mut batch.flows, &mut batch.losses) {
+    if let Err(e) = cap.finish(now_ms(), &mut feed.rows, &mut batch.losses) {
         tracing::warn!(error = %e, "capture: last statistics unavailable");
     }
     publish(&cap);
+    feed.seal(&mut batch);
     if !(batch.flows.is_empty() && batch.losses.is_empty()) {
         let _ = tx.send(batch);
     }
@@ -611,7 +663,8 @@ fn receive_loop(
             .recv_buffer_size()
             .unwrap_or(0),
     );
-    let mut batch = shared.take_spare(block_records);
+    let mut batch = shared.take_spare();
+    let mut feed = BlockFeed::new(block_records);
     batch.losses.extend(restore_losses);
     let mut batch_started = Instant::now();
     let mut last_tick = Instant::now();
@@ -662,7 +715,7 @@ fn receive_loop(
                                 now,
                                 entry.sampling,
                                 &buf[..n],
-                                &mut batch.flows,
+                                &mut feed.rows,
                                 &mut batch.losses,
                             ) {
                                 Ok(flows) => e.flows += flows as u64,
@@ -672,6 +725,7 @@ fn receive_loop(
                                 }
                             }
                             e.loss_records += (batch.losses.len() - losses_before) as u64;
+                            feed.drain_into(&mut batch);
                         }
                     }
                 }
@@ -720,13 +774,16 @@ fn receive_loop(
         if stopping {
             decoder.flush_gaps(&mut batch.losses);
         }
-        let full = batch.flows.len() >= block_records;
+        let full = feed.full(&batch);
         let due = clock.duration_since(batch_started) >= block_flush;
         if full || due || stopping {
-            if dirty || !batch.flows.is_empty() || !batch.losses.is_empty() {
+            if dirty || !feed.no_flows(&batch) || !batch.losses.is_empty() {
                 dirty = false;
+                // Every flow decoded so far goes with the checkpoint that
+                // says its datagrams arrived.
+                feed.seal(&mut batch);
                 decoder.checkpoint(&mut batch.checkpoint);
-                let out = std::mem::replace(&mut batch, shared.take_spare(block_records));
+                let out = std::mem::replace(&mut batch, shared.take_spare());
                 if tx.send(out).is_err() {
                     tracing::error!("writer is gone; receiver stops");
                     break;
@@ -801,7 +858,7 @@ fn write_loop(
                     }
                 }
             }
-            seg.append_batch(&b.flows, cfg.block_records, &b.losses, &changed)?;
+            seg.append_encoded(&b.flows, &b.losses, &changed)?;
             for l in &b.losses {
                 tracing::warn!(
                     exporter = %l.exporter, domain = l.domain, reason = l.reason.as_str(),
@@ -810,7 +867,7 @@ fn write_loop(
             }
             w.blocks
                 .fetch_add(seg.footer().blocks - blocks_before, Ordering::Relaxed);
-            w.flows.fetch_add(b.flows.len() as u64, Ordering::Relaxed);
+            w.flows.fetch_add(b.flows.flows(), Ordering::Relaxed);
             w.losses.fetch_add(b.losses.len() as u64, Ordering::Relaxed);
             w.bytes
                 .fetch_add(seg.len_bytes() - before, Ordering::Relaxed);

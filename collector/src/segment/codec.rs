@@ -75,25 +75,32 @@ struct StreamKey {
     sampling: u32,
 }
 
-/// Reusable encoder state; one per writer, so the hot path does not allocate.
+/// Reusable encoder state, so the hot path does not allocate. Records go
+/// in one at a time ([`Self::push`]: a receiver encodes each datagram's
+/// flows while they are still in its cache) and come out as one block
+/// ([`Self::finish`]); [`Self::encode`] does both for a slice.
 #[derive(Default)]
 pub struct FlowBlockEncoder {
     streams: Vec<StreamKey>,
+    last_stream: Option<usize>,
     /// Per family, so that the IPv4 map (most addresses) has 8-byte
     /// entries: a block's dictionary then stays in the L2 cache.
     addrs_v4: AddrMap<u32>,
     addrs_v6: AddrMap<u128>,
     v4: Vec<u32>,
     v6: Vec<u128>,
-    // Per-record dictionary indexes, before v6 indexes are shifted.
     /// Per record, source then destination: the address code as written,
     /// except that an IPv6 index is [`V6_TAG`]ged and not yet shifted.
     addr_idx: Vec<u32>,
     stream_idx: Vec<u32>,
-    /// The columns after the address indexes, filled in the same single
-    /// pass over the records (ten passes over 100-byte records cost more
-    /// memory traffic than the encoding itself).
+    /// The columns after the address indexes, filled as records come
+    /// (ten passes over 100-byte records would cost more memory traffic
+    /// than the encoding itself).
     cols: [Vec<u8>; 10],
+    base_ms: i64,
+    prev_ms: i64,
+    min_first_ms: i64,
+    max_last_ms: i64,
 }
 
 impl FlowBlockEncoder {
@@ -101,7 +108,31 @@ impl FlowBlockEncoder {
     pub fn encode(&mut self, records: &[FlowRecord], out: &mut Vec<u8>) {
         debug_assert!(!records.is_empty() && records.len() <= MAX_BLOCK_RECORDS);
         out.clear();
+        self.reset();
+        for r in records {
+            self.push(r);
+        }
+        self.finish(out);
+    }
+
+    /// Records pushed since the last [`Self::finish`].
+    pub fn len(&self) -> usize {
+        self.stream_idx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stream_idx.is_empty()
+    }
+
+    /// Smallest first-packet and largest last-packet time pushed since the
+    /// last [`Self::finish`] (`i64::MAX`, `i64::MIN` when none).
+    pub fn time_range(&self) -> (i64, i64) {
+        (self.min_first_ms, self.max_last_ms)
+    }
+
+    fn reset(&mut self) {
         self.streams.clear();
+        self.last_stream = None;
         self.addrs_v4.clear();
         self.addrs_v6.clear();
         self.v4.clear();
@@ -111,78 +142,94 @@ impl FlowBlockEncoder {
         for c in &mut self.cols {
             c.clear();
         }
-        let base_ms = records[0].last_ms;
-        let mut prev_ms = base_ms;
+        self.min_first_ms = i64::MAX;
+        self.max_last_ms = i64::MIN;
+    }
 
-        // One pass: dictionaries and columns. Address indexes are provisional: v4 and v6
-        // get separate counters, v6 ones are tagged and shifted after.
-        let mut last_stream = usize::MAX;
-        for r in records {
-            let key = StreamKey {
-                exporter: r.exporter,
-                domain: r.domain,
-                kind: r.kind,
-                sampling: r.sampling,
-            };
-            let s = if last_stream != usize::MAX && self.streams[last_stream] == key {
-                last_stream
-            } else if let Some(i) = self.streams.iter().position(|k| *k == key) {
-                i
-            } else {
-                self.streams.push(key);
-                self.streams.len() - 1
-            };
-            last_stream = s;
-            self.stream_idx.push(s as u32);
-            let [
-                last,
-                dur,
-                sport,
-                dport,
-                proto,
-                dir,
-                in_if,
-                out_if,
-                bytes,
-                packets,
-            ] = &mut self.cols;
-            put_varint(last, zigzag(r.last_ms.wrapping_sub(prev_ms)));
-            prev_ms = r.last_ms;
-            put_varint(dur, zigzag(r.last_ms.wrapping_sub(r.first_ms)));
-            sport.extend_from_slice(&r.src_port.to_le_bytes());
-            dport.extend_from_slice(&r.dst_port.to_le_bytes());
-            proto.push(r.protocol);
-            dir.push(r.direction as u8);
-            put_varint(in_if, u64::from(r.in_if));
-            put_varint(out_if, u64::from(r.out_if));
-            put_varint(bytes, r.bytes_raw);
-            put_varint(packets, r.packets_raw);
-            for addr in [r.src, r.dst] {
-                let i = match addr {
-                    IpAddr::V4(v4) => match self.addrs_v4.entry(u32::from(v4)) {
-                        Entry::Occupied(e) => *e.get(),
-                        Entry::Vacant(e) => {
-                            e.insert(self.v4.len() as u32 + ADDR_CODE_INDEX);
-                            self.v4.push(u32::from(v4));
-                            NEW_V4
-                        }
-                    },
-                    IpAddr::V6(v6) => match self.addrs_v6.entry(u128::from(v6)) {
-                        Entry::Occupied(e) => *e.get(),
-                        Entry::Vacant(e) => {
-                            e.insert((self.v6.len() as u32 + ADDR_CODE_INDEX) | V6_TAG);
-                            self.v6.push(u128::from(v6));
-                            NEW_V6
-                        }
-                    },
-                };
-                self.addr_idx.push(i);
-            }
+    /// Adds one record to the block being built. A block holds at most
+    /// [`MAX_BLOCK_RECORDS`]: the caller finishes it before.
+    #[inline]
+    pub fn push(&mut self, r: &FlowRecord) {
+        if self.stream_idx.is_empty() {
+            self.reset();
+            self.base_ms = r.last_ms;
+            self.prev_ms = r.last_ms;
         }
+        debug_assert!(self.stream_idx.len() < MAX_BLOCK_RECORDS);
+        let key = StreamKey {
+            exporter: r.exporter,
+            domain: r.domain,
+            kind: r.kind,
+            sampling: r.sampling,
+        };
+        let s = match self.last_stream {
+            Some(s) if self.streams[s] == key => s,
+            _ => match self.streams.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    self.streams.push(key);
+                    self.streams.len() - 1
+                }
+            },
+        };
+        self.last_stream = Some(s);
+        self.stream_idx.push(s as u32);
+        self.min_first_ms = self.min_first_ms.min(r.first_ms);
+        self.max_last_ms = self.max_last_ms.max(r.last_ms);
+        let [
+            last,
+            dur,
+            sport,
+            dport,
+            proto,
+            dir,
+            in_if,
+            out_if,
+            bytes,
+            packets,
+        ] = &mut self.cols;
+        put_varint(last, zigzag(r.last_ms.wrapping_sub(self.prev_ms)));
+        self.prev_ms = r.last_ms;
+        put_varint(dur, zigzag(r.last_ms.wrapping_sub(r.first_ms)));
+        sport.extend_from_slice(&r.src_port.to_le_bytes());
+        dport.extend_from_slice(&r.dst_port.to_le_bytes());
+        proto.push(r.protocol);
+        dir.push(r.direction as u8);
+        put_varint(in_if, u64::from(r.in_if));
+        put_varint(out_if, u64::from(r.out_if));
+        put_varint(bytes, r.bytes_raw);
+        put_varint(packets, r.packets_raw);
+        for addr in [r.src, r.dst] {
+            let i = match addr {
+                IpAddr::V4(v4) => match self.addrs_v4.entry(u32::from(v4)) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(e) => {
+                        e.insert(self.v4.len() as u32 + ADDR_CODE_INDEX);
+                        self.v4.push(u32::from(v4));
+                        NEW_V4
+                    }
+                },
+                IpAddr::V6(v6) => match self.addrs_v6.entry(u128::from(v6)) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(e) => {
+                        e.insert((self.v6.len() as u32 + ADDR_CODE_INDEX) | V6_TAG);
+                        self.v6.push(u128::from(v6));
+                        NEW_V6
+                    }
+                },
+            };
+            self.addr_idx.push(i);
+        }
+    }
+
+    /// Appends the block of the records pushed so far (at least one) to
+    /// `out` and starts an empty one.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        debug_assert!(!self.stream_idx.is_empty());
         let v4_count = self.v4.len() as u32;
 
         // Header and dictionaries.
-        out.extend_from_slice(&base_ms.to_le_bytes());
+        out.extend_from_slice(&self.base_ms.to_le_bytes());
         put_varint(out, self.streams.len() as u64);
         for s in &self.streams {
             out.push(s.kind as u8);
@@ -230,6 +277,66 @@ impl FlowBlockEncoder {
         for c in [sport, dport, proto, dir, in_if, out_if, bytes, packets] {
             out.extend_from_slice(c);
         }
+        self.reset();
+    }
+}
+
+/// Flow blocks encoded before they reach the writer (a receiver encodes
+/// each datagram's flows as it decodes them), waiting to be framed by
+/// [`super::SegmentWriter::append_encoded`].
+#[derive(Debug, Default)]
+pub struct EncodedFlows {
+    bytes: Vec<u8>,
+    blocks: Vec<EncodedBlock>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodedBlock {
+    pub(crate) end: usize,
+    pub(crate) count: u32,
+    pub(crate) min_first_ms: i64,
+    pub(crate) max_last_ms: i64,
+}
+
+impl EncodedFlows {
+    /// Ends the block `enc` is building (if it holds any record) and keeps
+    /// it here.
+    pub fn seal(&mut self, enc: &mut FlowBlockEncoder) {
+        if enc.is_empty() {
+            return;
+        }
+        let count = enc.len() as u32;
+        let (min_first_ms, max_last_ms) = enc.time_range();
+        enc.finish(&mut self.bytes);
+        self.blocks.push(EncodedBlock {
+            end: self.bytes.len(),
+            count,
+            min_first_ms,
+            max_last_ms,
+        });
+    }
+
+    /// Records in the sealed blocks.
+    pub fn flows(&self) -> u64 {
+        self.blocks.iter().map(|b| u64::from(b.count)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.blocks.clear();
+    }
+
+    /// Each block's metadata and payload, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&EncodedBlock, &[u8])> {
+        let starts = std::iter::once(0).chain(self.blocks.iter().map(|b| b.end));
+        self.blocks
+            .iter()
+            .zip(starts)
+            .map(|(b, start)| (b, &self.bytes[start..b.end]))
     }
 }
 

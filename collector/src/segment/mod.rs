@@ -15,7 +15,8 @@ mod store;
 mod writer;
 
 pub use codec::{
-    BlockStream, FlowBlockEncoder, FlowColumns, MAX_BLOCK_RECORDS, decode_columns, decode_flows,
+    BlockStream, EncodedFlows, FlowBlockEncoder, FlowColumns, MAX_BLOCK_RECORDS, decode_columns,
+    decode_flows,
 };
 pub use format::{BlockKind, FORMAT_VERSION, Footer, HEADER_LEN, SegmentHeader};
 pub use reader::{Block, FlowSink, SegmentReader, TailState};

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use kopek_config::{Compression, Durability};
 
-use super::codec::{FlowBlockEncoder, MAX_BLOCK_RECORDS, encode_checkpoints, encode_losses};
+use super::codec::{
+    EncodedFlows, FlowBlockEncoder, MAX_BLOCK_RECORDS, encode_checkpoints, encode_losses,
+};
 use super::format::{
     BlockKind, CODEC_NONE, CODEC_ZSTD, FORMAT_VERSION, FRAME_LEN, Footer, Frame, SegmentHeader,
 };
@@ -151,6 +153,25 @@ impl SegmentWriter {
         self.commit()
     }
 
+    /// [`Self::append_batch`] for flow blocks encoded already (by the
+    /// receiver that decoded them).
+    pub fn append_encoded(
+        &mut self,
+        flows: &EncodedFlows,
+        losses: &[LossRecord],
+        checkpoint: &[SeqCheckpoint],
+    ) -> Result<(), SegmentError> {
+        for (b, payload) in flows.iter() {
+            self.write_block(BlockKind::Flows, b.count, true, payload)?;
+            self.footer.min_first_ms = self.footer.min_first_ms.min(b.min_first_ms);
+            self.footer.max_last_ms = self.footer.max_last_ms.max(b.max_last_ms);
+            self.footer.flow_records += u64::from(b.count);
+        }
+        self.push_losses(losses)?;
+        self.push_checkpoint(checkpoint)?;
+        self.commit()
+    }
+
     /// Encodes flow blocks into the pending buffer.
     fn push_flows(
         &mut self,
@@ -158,8 +179,11 @@ impl SegmentWriter {
         block_records: usize,
     ) -> Result<(), SegmentError> {
         for chunk in records.chunks(block_records.clamp(1, MAX_BLOCK_RECORDS)) {
-            self.encoder.encode(chunk, &mut self.raw);
-            self.write_block(BlockKind::Flows, chunk.len() as u32, true)?;
+            let mut raw = std::mem::take(&mut self.raw);
+            self.encoder.encode(chunk, &mut raw);
+            let written = self.write_block(BlockKind::Flows, chunk.len() as u32, true, &raw);
+            self.raw = raw;
+            written?;
             for r in chunk {
                 self.footer.min_first_ms = self.footer.min_first_ms.min(r.first_ms);
                 self.footer.max_last_ms = self.footer.max_last_ms.max(r.last_ms);
@@ -171,8 +195,11 @@ impl SegmentWriter {
 
     fn push_losses(&mut self, records: &[LossRecord]) -> Result<(), SegmentError> {
         for chunk in records.chunks(MAX_BLOCK_RECORDS) {
-            encode_losses(chunk, &mut self.raw);
-            self.write_block(BlockKind::Losses, chunk.len() as u32, false)?;
+            let mut raw = std::mem::take(&mut self.raw);
+            encode_losses(chunk, &mut raw);
+            let written = self.write_block(BlockKind::Losses, chunk.len() as u32, false, &raw);
+            self.raw = raw;
+            written?;
             self.footer.loss_records += chunk.len() as u64;
         }
         Ok(())
@@ -180,8 +207,11 @@ impl SegmentWriter {
 
     fn push_checkpoint(&mut self, entries: &[SeqCheckpoint]) -> Result<(), SegmentError> {
         if !entries.is_empty() {
-            encode_checkpoints(entries, &mut self.raw);
-            self.write_block(BlockKind::Checkpoint, entries.len() as u32, true)?;
+            let mut raw = std::mem::take(&mut self.raw);
+            encode_checkpoints(entries, &mut raw);
+            let written = self.write_block(BlockKind::Checkpoint, entries.len() as u32, true, &raw);
+            self.raw = raw;
+            written?;
         }
         Ok(())
     }
@@ -209,22 +239,25 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Frames `raw` (compressed when that makes it smaller) into the
+    /// pending buffer.
     fn write_block(
         &mut self,
         kind: BlockKind,
         count: u32,
         compress: bool,
+        raw: &[u8],
     ) -> Result<(), SegmentError> {
         self.frame.clear();
         self.frame.resize(FRAME_LEN, 0);
         let mut codec = CODEC_NONE;
         if let (true, Some(z)) = (compress, self.zstd.as_mut()) {
-            let bound = zstd::zstd_safe::compress_bound(self.raw.len());
+            let bound = zstd::zstd_safe::compress_bound(raw.len());
             self.frame.resize(FRAME_LEN + bound, 0);
             let n = z
-                .compress_to_buffer(&self.raw, &mut self.frame[FRAME_LEN..])
+                .compress_to_buffer(raw, &mut self.frame[FRAME_LEN..])
                 .map_err(SegmentError::io(&self.path))?;
-            if n < self.raw.len() {
+            if n < raw.len() {
                 self.frame.truncate(FRAME_LEN + n);
                 codec = CODEC_ZSTD;
             } else {
@@ -232,10 +265,10 @@ impl SegmentWriter {
             }
         }
         if codec == CODEC_NONE {
-            self.frame.extend_from_slice(&self.raw);
+            self.frame.extend_from_slice(raw);
         }
         let (head, payload) = self.frame.split_at_mut(FRAME_LEN);
-        Frame::write(head, kind, codec, self.raw.len(), count, payload);
+        Frame::write(head, kind, codec, raw.len(), count, payload);
         self.pending.extend_from_slice(&self.frame);
         self.pending_blocks += 1;
         Ok(())
