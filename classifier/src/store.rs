@@ -349,14 +349,32 @@ fn upsert_traffic<'a>(
            packets = {table}.packets + excluded.packets,
            flows = {table}.flows + excluded.flows{seq_set}"
     ))?;
-    for (k, c) in rows {
+    // In the primary key's order (SQLite compares TEXT bytewise, as `str`
+    // does): each row lands next to the previous one in both indexes
+    // instead of on a random page (a commit of ~75,000 rows: 0.36-0.55 s
+    // in hash-map order).
+    let mut rows: Vec<_> = rows
+        .map(|(k, c)| {
+            let key = (
+                k.bucket_ms,
+                names.accounts.account(k.account),
+                names.classes.name(k.class),
+                k.dir.as_str(),
+                names.points.name(k.point),
+                k.billed,
+            );
+            (key, c)
+        })
+        .collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for ((bucket_ms, account, class, dir, point, billed), c) in rows {
         st.execute(params![
-            k.bucket_ms,
-            names.accounts.account(k.account),
-            names.classes.name(k.class),
-            k.dir.as_str(),
-            names.points.name(k.point),
-            k.billed,
+            bucket_ms,
+            account,
+            class,
+            dir,
+            point,
+            billed,
             c.bytes as i64,
             c.packets as i64,
             c.flows as i64
@@ -425,13 +443,28 @@ impl Tier2 for SqliteTier2 {
                        flows = unattributed.flows + excluded.flows",
                 )
                 .map_err(&err)?;
-            for (k, c) in &batch.unattributed {
+            let mut rows: Vec<_> = batch
+                .unattributed
+                .iter()
+                .map(|(k, c)| {
+                    let key = (
+                        k.bucket_ms,
+                        k.address.to_string(),
+                        names.classes.name(k.class),
+                        k.dir.as_str(),
+                        names.points.name(k.point),
+                    );
+                    (key, c)
+                })
+                .collect();
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for ((bucket_ms, address, class, dir, point), c) in rows {
                 st.execute(params![
-                    k.bucket_ms,
-                    k.address.to_string(),
-                    names.classes.name(k.class),
-                    k.dir.as_str(),
-                    names.points.name(k.point),
+                    bucket_ms,
+                    address,
+                    class,
+                    dir,
+                    point,
                     c.bytes as i64,
                     c.packets as i64,
                     c.flows as i64
