@@ -149,10 +149,10 @@ impl SegmentReader {
     }
 
     /// Reads the next block, its records into `flows` (appended to a
-    /// `Vec<FlowRecord>`, or replacing a [`FlowColumns`]; see [`FlowSink`])
-    /// or appended to `losses`. `Ok(None)` at the end of what can be read
-    /// now; see [`Self::tail`]. Calling again after `None` re-checks a
-    /// growing file.
+    /// `Vec<FlowRecord>`, or replacing what a [`FlowColumns`] held; see
+    /// [`FlowSink`]) or appended to `losses`; `flows` is only touched by a
+    /// [`Block::Flows`]. `Ok(None)` at the end of what can be read now; see
+    /// [`Self::tail`]. Calling again after `None` re-checks a growing file.
     pub fn next_block<F: FlowSink + ?Sized>(
         &mut self,
         flows: &mut F,
