@@ -33,6 +33,7 @@ pub mod decode;
 pub mod generator;
 pub mod query;
 pub mod record;
+mod recv;
 pub mod run;
 pub mod segment;
 

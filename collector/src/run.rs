@@ -2,7 +2,8 @@
 //! signals, the stats file.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::capture::{CaptureError, LiveCapture, PcapStats};
 use crate::decode::{DecodeLimits, DecodeStats, Decoder, SeqCheckpoint};
 use crate::record::{FlowRecord, LossRecord};
+use crate::recv::MultiRecv;
 use crate::segment::{
     EncodedFlows, FlowBlockEncoder, MAX_BLOCK_RECORDS, RawStore, SegmentError, SegmentWriter,
     WriterOptions,
@@ -657,7 +659,11 @@ fn receive_loop(
     block_records: usize,
     block_flush: Duration,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+    // Datagrams are taken up to 16 at a time; at stop, those taken are
+    // decoded first (what is still in the kernel's queue is not: a
+    // restart's sequence tracking records that hole as a loss).
+    let mut rx = MultiRecv::new(MAX_DATAGRAM_BYTES);
+    let fd = sock.as_raw_fd();
     let coalesce = coalesce_for(
         socket2::SockRef::from(&sock)
             .recv_buffer_size()
@@ -678,16 +684,19 @@ fn receive_loop(
 
     let mut idle_polls = 0u32;
     loop {
-        let stopping = shared.stop.load(Ordering::Acquire);
+        let stopping = shared.stop.load(Ordering::Acquire) && !rx.has_pending();
         if !stopping {
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
+            match rx.next(fd) {
+                Ok((datagram, from)) => {
                     idle_polls = 0;
                     let now = now_ms();
                     stats.datagrams += 1;
-                    let exporter = canonical(from.ip());
-                    match table.by_addr.get(&exporter) {
+                    // Only a family other than IPv4/IPv6 has no address:
+                    // never on a UDP/IP socket; counted as unknown if it were.
+                    let exporter = from.map(canonical);
+                    match exporter.and_then(|e| table.by_addr.get(&e).map(|x| (e, x))) {
                         None => {
+                            let exporter = exporter.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                             stats.unknown += 1;
                             // Bounded: an attacker spraying sources must not
                             // grow this map without end.
@@ -697,7 +706,7 @@ fn receive_loop(
                                 *stats.unknown_by_addr.entry(exporter).or_default() += 1;
                             }
                         }
-                        Some(entry) => {
+                        Some((exporter, entry)) => {
                             let e =
                                 stats
                                     .exporters
@@ -714,7 +723,7 @@ fn receive_loop(
                                 exporter,
                                 now,
                                 entry.sampling,
-                                &buf[..n],
+                                datagram,
                                 &mut feed.rows,
                                 &mut batch.losses,
                             ) {
