@@ -341,8 +341,9 @@ top_hosts_days = 0
     );
 
     let segs = segments(&raw);
-    // Every flow block of every segment, into `sink` (rows or columns).
-    fn read_all<F: FlowSink>(segs: &[PathBuf], sink: &mut F, f: &mut dyn FnMut(&F)) {
+    // Every flow block of every segment, into `sink` (rows or columns),
+    // handed to `f` (which may empty a sink of rows, which appends).
+    fn read_all<F: FlowSink>(segs: &[PathBuf], sink: &mut F, f: &mut dyn FnMut(&mut F)) {
         let mut losses: Vec<LossRecord> = Vec::new();
         for p in segs {
             let mut r = SegmentReader::open(p).expect("open");
@@ -391,35 +392,24 @@ top_hosts_days = 0
         black_box(batch.entries());
 
         // For comparison: rows, every record judged on its own.
-        let mut batch = Batch::default();
-        let t = Instant::now();
-        let mut count = 0u64;
-        let mut sink = |b: &Vec<FlowRecord>| {
-            add_block(&rules, b, &mut batch, &mut scratch);
-            count += b.len() as u64;
-            if batch.stats.records >= 4_000_000 {
-                batch.settle();
-                black_box(batch.entries());
-                batch.clear();
-            }
-        };
-        for p in segs.iter().filter(|_| with_rows) {
-            let mut r = SegmentReader::open(p).expect("open");
-            let mut losses = Vec::new();
-            loop {
-                rows.clear();
-                match r.next_block(&mut rows, &mut losses).expect("block") {
-                    Some(Block::Flows(_)) => sink(&rows),
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-        }
-        batch.settle();
         if with_rows {
+            let mut batch = Batch::default();
+            let t = Instant::now();
+            let mut count = 0u64;
+            read_all(&segs, &mut rows, &mut |b| {
+                add_block(&rules, b, &mut batch, &mut scratch);
+                count += b.len() as u64;
+                b.clear();
+                if batch.stats.records >= 4_000_000 {
+                    batch.settle();
+                    black_box(batch.entries());
+                    batch.clear();
+                }
+            });
+            batch.settle();
             rows_rates.push(count as f64 / t.elapsed().as_secs_f64());
+            black_box(batch.entries());
         }
-        black_box(batch.entries());
     }
     let read = median(read_rates);
     let classify = median(class_rates);

@@ -588,24 +588,27 @@ impl BindingIndex {
         }
     }
 
+    /// `None` when no bound prefix can contain `addr` (the coverage
+    /// bitmap says so); else its host binding entry, if it has one.
+    #[inline]
+    fn host_entry(&self, addr: IpAddr) -> Option<Option<&HostEntry>> {
+        match addr {
+            IpAddr::V4(a) => self
+                .cover_v4
+                .may_contain(addr)
+                .then(|| self.hosts_v4.get(&u32::from(a))),
+            IpAddr::V6(a) => self
+                .cover_v6
+                .may_contain(addr)
+                .then(|| self.hosts_v6.get(&u128::from(a))),
+        }
+    }
+
     /// The account holding `addr` at `t_ms`, as an index into
     /// [`Self::account`].
     #[inline]
     pub fn lookup(&self, addr: IpAddr, t_ms: i64) -> Option<u32> {
-        let host = match addr {
-            IpAddr::V4(a) => {
-                if !self.cover_v4.may_contain(addr) {
-                    return None;
-                }
-                self.hosts_v4.get(&u32::from(a))
-            }
-            IpAddr::V6(a) => {
-                if !self.cover_v6.may_contain(addr) {
-                    return None;
-                }
-                self.hosts_v6.get(&u128::from(a))
-            }
-        };
+        let host = self.host_entry(addr)?;
         let mut slot = match host {
             Some(e) if e.account != MULTI => {
                 if e.from_ms <= t_ms && t_ms < e.to_ms {
@@ -643,19 +646,8 @@ impl BindingIndex {
     /// (static bindings, and a session bound for all of a tier-1 block).
     #[inline]
     pub fn lookup_over(&self, addr: IpAddr, t0_ms: i64, t1_ms: i64) -> Option<Option<u32>> {
-        let host = match addr {
-            IpAddr::V4(a) => {
-                if !self.cover_v4.may_contain(addr) {
-                    return Some(None);
-                }
-                self.hosts_v4.get(&u32::from(a))
-            }
-            IpAddr::V6(a) => {
-                if !self.cover_v6.may_contain(addr) {
-                    return Some(None);
-                }
-                self.hosts_v6.get(&u128::from(a))
-            }
+        let Some(host) = self.host_entry(addr) else {
+            return Some(None);
         };
         let one = match host {
             Some(e) => e,

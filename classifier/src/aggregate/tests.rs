@@ -76,14 +76,34 @@ fn rec(src: &str, dst: &str, first: i64, last: i64, bytes: u64) -> FlowRecord {
     }
 }
 
-fn run(w: &World, recs: &[FlowRecord]) -> Batch {
-    let rules = Rules {
+fn rules(w: &World) -> Rules<'_> {
+    Rules {
         versions: &w.versions,
         bindings: &w.bindings,
         subscribers: &w.subscribers,
         points: &w.points,
         bucket_ms: 300_000,
-    };
+    }
+}
+
+/// `recs` in tier-1 blocks of `block` records (encoded, then decoded into
+/// columns) through [`add_columns`], settled.
+fn via_columns(rules: &Rules<'_>, recs: &[FlowRecord], block: usize) -> Batch {
+    let mut b = Batch::default();
+    let mut s = Scratch::default();
+    let mut enc = FlowBlockEncoder::default();
+    let (mut buf, mut cols) = (Vec::new(), FlowColumns::default());
+    for chunk in recs.chunks(block) {
+        enc.encode(chunk, &mut buf);
+        decode_columns(&buf, chunk.len(), FORMAT_VERSION, &mut cols).unwrap();
+        add_columns(rules, &cols, &mut b, &mut s);
+    }
+    b.settle();
+    b
+}
+
+fn run(w: &World, recs: &[FlowRecord]) -> Batch {
+    let rules = rules(w);
     let mut b = Batch::default();
     let mut s = Scratch::default();
     for r in recs {
@@ -108,16 +128,7 @@ fn run(w: &World, recs: &[FlowRecord]) -> Batch {
 
         // Tier 1's own path: blocks encoded, decoded into columns, each
         // distinct address judged once per block.
-        let mut bc = Batch::default();
-        let mut s = Scratch::default();
-        let mut enc = FlowBlockEncoder::default();
-        let (mut buf, mut cols) = (Vec::new(), FlowColumns::default());
-        for chunk in recs.chunks(block) {
-            enc.encode(chunk, &mut buf);
-            decode_columns(&buf, chunk.len(), FORMAT_VERSION, &mut cols).unwrap();
-            add_columns(&rules, &cols, &mut bc, &mut s);
-        }
-        bc.settle();
+        let bc = via_columns(&rules, recs, block);
         assert_eq!(
             traffic(w, &b),
             traffic(w, &bc),
@@ -432,22 +443,6 @@ fn columns_agree_with_rows_on_random_blocks() {
     assert!(b.stats.split_records > 100 && b.stats.unbilled_records > 100);
     assert!(b.stats.transit_records > 0 && b.stats.unattributed_records > 0);
     // Full equality (packets and flows too) for one block size.
-    let rules = Rules {
-        versions: &w.versions,
-        bindings: &w.bindings,
-        subscribers: &w.subscribers,
-        points: &w.points,
-        bucket_ms: 300_000,
-    };
-    let mut bc = Batch::default();
-    let mut s = Scratch::default();
-    let mut enc = FlowBlockEncoder::default();
-    let (mut buf, mut cols) = (Vec::new(), FlowColumns::default());
-    for chunk in recs.chunks(500) {
-        enc.encode(chunk, &mut buf);
-        decode_columns(&buf, chunk.len(), FORMAT_VERSION, &mut cols).unwrap();
-        add_columns(&rules, &cols, &mut bc, &mut s);
-    }
-    bc.settle();
+    let bc = via_columns(&rules(&w), &recs, 500);
     assert_eq!(everything(&b), everything(&bc));
 }

@@ -108,7 +108,6 @@ impl FlowBlockEncoder {
     pub fn encode(&mut self, records: &[FlowRecord], out: &mut Vec<u8>) {
         debug_assert!(!records.is_empty() && records.len() <= MAX_BLOCK_RECORDS);
         out.clear();
-        self.reset();
         for r in records {
             self.push(r);
         }
@@ -127,6 +126,9 @@ impl FlowBlockEncoder {
     /// Smallest first-packet and largest last-packet time pushed since the
     /// last [`Self::finish`] (`i64::MAX`, `i64::MIN` when none).
     pub fn time_range(&self) -> (i64, i64) {
+        if self.is_empty() {
+            return (i64::MAX, i64::MIN);
+        }
         (self.min_first_ms, self.max_last_ms)
     }
 
@@ -147,7 +149,8 @@ impl FlowBlockEncoder {
     }
 
     /// Adds one record to the block being built. A block holds at most
-    /// [`MAX_BLOCK_RECORDS`]: the caller finishes it before.
+    /// [`MAX_BLOCK_RECORDS`]: the caller finishes it before. The first
+    /// record of a block clears what the previous block left.
     #[inline]
     pub fn push(&mut self, r: &FlowRecord) {
         if self.stream_idx.is_empty() {
@@ -277,7 +280,8 @@ impl FlowBlockEncoder {
         for c in [sport, dport, proto, dir, in_if, out_if, bytes, packets] {
             out.extend_from_slice(c);
         }
-        self.reset();
+        // Empty now; the next push clears the rest.
+        self.stream_idx.clear();
     }
 }
 
