@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::TemplateProblem;
 use super::stats::DecodeStats;
-use super::wire::{be_uint, be16, be128};
+use super::wire::{be_uint, be_uint_at, be16, be128};
 use crate::record::{FlowDirection, FlowRecord, SourceKind};
 
 /// IPFIX field length meaning "variable length, prefixed in the record".
@@ -143,11 +143,22 @@ fn element(element_id: u16) -> Option<(Target, u16, u16, Preference)> {
     })
 }
 
+/// Slots of [`Vals`]: one per target (its discriminant), then the low
+/// halves of the two IPv6 addresses (an address is two 8-byte reads).
+const SRC6_LO: u8 = Target::SamplerId as u8 + 1;
+const DST6_LO: u8 = SRC6_LO + 1;
+/// A power of two above the slots, so that an index masked by it needs
+/// no bounds check.
+const SLOTS: usize = 32;
+const _: () = assert!((DST6_LO as usize) < SLOTS);
+
+/// One read of a fixed plan: `length` (1..=8) bytes at `offset` into a
+/// [`Vals`] slot.
 #[derive(Debug, Clone, Copy)]
 struct FieldOp {
     offset: u16,
-    length: u16,
-    target: Target,
+    length: u8,
+    slot: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +181,8 @@ pub(crate) struct Plan {
     variable: bool,
     /// Fixed plans: the record length; variable plans: the minimum length.
     record_bytes: usize,
+    /// The targets the plan has ([`Target::bit`]s).
+    present: u64,
     has_v4: bool,
     has_v6: bool,
     has_sampling: bool,
@@ -199,30 +212,14 @@ pub(crate) struct RecordCtx {
     pub sampling_override: Option<u32>,
 }
 
-/// Values of one record while it is being decoded.
-#[derive(Default)]
+/// Values of one record while it is being decoded: the raw big-endian
+/// integer of each target. Every record of a plan fills the same slots,
+/// so one `Vals` serves a whole set: a slot the plan lacks stays 0, and
+/// `present` (the plan's targets) tells a 0 read from a field from a
+/// field the template does not have.
 struct Vals {
-    src4: u32,
-    dst4: u32,
-    src6: u128,
-    dst6: u128,
-    src_port: u16,
-    dst_port: u16,
-    protocol: u8,
-    direction: Option<u8>,
-    in_if: u32,
-    out_if: u32,
-    octets: u64,
-    packets: u64,
-    start_ms: Option<i64>,
-    end_ms: Option<i64>,
-    start_uptime_ms: Option<u32>,
-    end_uptime_ms: Option<u32>,
-    sys_init_ms: Option<i64>,
-    sampling_interval: u32,
-    packet_interval: u32,
-    packet_space: u32,
-    sampler_id: Option<u64>,
+    v: [u64; SLOTS],
+    present: u64,
 }
 
 fn sat_u32(v: u64) -> u32 {
@@ -241,51 +238,83 @@ fn ntp_to_ms(v: u64) -> i64 {
 }
 
 impl Vals {
+    fn new(present: u64) -> Vals {
+        Vals {
+            v: [0; SLOTS],
+            present,
+        }
+    }
+
+    #[inline]
+    fn get(&self, t: Target) -> u64 {
+        self.v[t as usize]
+    }
+
+    #[inline]
+    fn has(&self, t: Target) -> bool {
+        self.present & t.bit() != 0
+    }
+
+    #[inline]
+    fn opt(&self, t: Target) -> Option<u64> {
+        self.has(t).then(|| self.get(t))
+    }
+
+    /// Stores the field `b` of a walking plan.
     #[inline]
     fn set(&mut self, target: Target, b: &[u8]) {
-        match target {
-            Target::Skip => {}
-            Target::SrcV4 => self.src4 = be_uint(b) as u32,
-            Target::DstV4 => self.dst4 = be_uint(b) as u32,
-            Target::SrcV6 => self.src6 = be128(b),
-            Target::DstV6 => self.dst6 = be128(b),
-            Target::SrcPort => self.src_port = be_uint(b) as u16,
-            Target::DstPort => self.dst_port = be_uint(b) as u16,
-            Target::Protocol => self.protocol = be_uint(b) as u8,
-            Target::InIf => self.in_if = sat_u32(be_uint(b)),
-            Target::OutIf => self.out_if = sat_u32(be_uint(b)),
-            Target::Octets => self.octets = be_uint(b),
-            Target::Packets => self.packets = be_uint(b),
-            Target::Direction => self.direction = Some(be_uint(b) as u8),
-            Target::StartMs => self.start_ms = Some(sat_i64(be_uint(b))),
-            Target::EndMs => self.end_ms = Some(sat_i64(be_uint(b))),
-            Target::StartSec => self.start_ms = Some(sat_i64(be_uint(b)) * 1000),
-            Target::EndSec => self.end_ms = Some(sat_i64(be_uint(b)) * 1000),
-            Target::StartUs | Target::StartNs => self.start_ms = Some(ntp_to_ms(be_uint(b))),
-            Target::EndUs | Target::EndNs => self.end_ms = Some(ntp_to_ms(be_uint(b))),
-            Target::StartUptime => self.start_uptime_ms = Some(be_uint(b) as u32),
-            Target::EndUptime => self.end_uptime_ms = Some(be_uint(b) as u32),
-            Target::SysInitMs => self.sys_init_ms = Some(sat_i64(be_uint(b))),
-            Target::SamplingInterval => self.sampling_interval = sat_u32(be_uint(b)),
-            Target::PacketInterval => self.packet_interval = sat_u32(be_uint(b)),
-            Target::PacketSpace => self.packet_space = sat_u32(be_uint(b)),
-            Target::SamplerId => self.sampler_id = Some(be_uint(b)),
+        let lo = match target {
+            Target::Skip => return,
+            Target::SrcV6 => SRC6_LO,
+            Target::DstV6 => DST6_LO,
+            _ => {
+                self.v[target as usize] = be_uint(b);
+                return;
+            }
+        };
+        let a = be128(b);
+        self.v[target as usize] = (a >> 64) as u64;
+        self.v[usize::from(lo)] = a as u64;
+    }
+
+    fn v6(&self, hi: Target, lo: u8) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.get(hi)) << 64 | u128::from(self.v[usize::from(lo)]))
+    }
+
+    /// The start or end time from whichever field of its group the plan
+    /// has (at most one: the others were skipped at compile time).
+    #[inline]
+    fn time(&self, ms: Target, sec: Target, us: Target, ns: Target) -> Option<i64> {
+        if self.has(ms) {
+            Some(sat_i64(self.get(ms)))
+        } else if self.has(sec) {
+            Some(sat_i64(self.get(sec)) * 1000)
+        } else if self.has(us) {
+            Some(ntp_to_ms(self.get(us)))
+        } else if self.has(ns) {
+            Some(ntp_to_ms(self.get(ns)))
+        } else {
+            None
         }
     }
 
     /// Sampling interval carried by the record itself (0 = none).
     fn own_sampling(&self) -> u32 {
-        if self.sampling_interval > 0 {
-            return self.sampling_interval;
+        // All three are at most 4 bytes long.
+        let interval = sat_u32(self.get(Target::SamplingInterval));
+        if interval > 0 {
+            return interval;
         }
-        if self.packet_interval > 0 {
-            if self.packet_space > 0 {
+        let packet_interval = sat_u32(self.get(Target::PacketInterval));
+        if packet_interval > 0 {
+            let space = self.get(Target::PacketSpace);
+            if space > 0 {
                 // PSAMP systematic count-based: `interval` selected, then
                 // `space` skipped.
-                let total = u64::from(self.packet_interval) + u64::from(self.packet_space);
-                return sat_u32(total / u64::from(self.packet_interval));
+                let total = u64::from(packet_interval) + space;
+                return sat_u32(total / u64::from(packet_interval));
             }
-            return self.packet_interval;
+            return packet_interval;
         }
         0
     }
@@ -397,11 +426,27 @@ impl Plan {
                 continue;
             }
             if *target != Target::Skip {
+                // Known elements are at most 8 bytes long, addresses 16.
+                let offset = u16::try_from(fixed_bytes).unwrap_or(u16::MAX);
+                let length = u8::try_from(f.length.min(8)).unwrap_or(8);
+                let slot = *target as u8;
                 ops.push(FieldOp {
-                    offset: u16::try_from(fixed_bytes).unwrap_or(u16::MAX),
-                    length: f.length,
-                    target: *target,
+                    offset,
+                    length,
+                    slot,
                 });
+                let lo = match target {
+                    Target::SrcV6 => Some(SRC6_LO),
+                    Target::DstV6 => Some(DST6_LO),
+                    _ => None,
+                };
+                if let Some(slot) = lo {
+                    ops.push(FieldOp {
+                        offset: offset.saturating_add(8),
+                        length: 8,
+                        slot,
+                    });
+                }
             }
             fixed_bytes += usize::from(f.length);
             if fixed_bytes > MAX_RECORD_BYTES {
@@ -437,6 +482,7 @@ impl Plan {
             steps,
             variable,
             record_bytes,
+            present: seen,
             has_v4: has(Target::SrcV4) || has(Target::DstV4),
             has_v6: has(Target::SrcV6) || has(Target::DstV6),
             has_sampling: has(Target::SamplingInterval)
@@ -515,19 +561,18 @@ impl Plan {
             return n;
         }
         let mut n = 0u32;
+        let mut v = Vals::new(self.present);
         if !self.variable {
-            let chunks = body.chunks_exact(self.record_bytes.max(1));
+            let record_bytes = self.record_bytes.max(1);
+            let records = body.len() / record_bytes;
             if !self.options {
-                flows.reserve(chunks.len());
+                flows.reserve(records);
             }
-            for rec in chunks {
-                let mut v = Vals::default();
+            for i in 0..records {
+                let at = i * record_bytes;
                 for op in &self.ops {
-                    let start = usize::from(op.offset);
-                    let b = rec
-                        .get(start..start + usize::from(op.length))
-                        .unwrap_or_default();
-                    v.set(op.target, b);
+                    let value = be_uint_at(body, at + usize::from(op.offset), op.length);
+                    v.v[usize::from(op.slot) & (SLOTS - 1)] = value;
                 }
                 self.emit(&v, ctx, opts, flows, stats);
                 n += 1;
@@ -535,7 +580,6 @@ impl Plan {
         } else {
             let mut pos = 0usize;
             while body.len().saturating_sub(pos) >= self.record_bytes {
-                let mut v = Vals::default();
                 match self.walk(body, pos, Some(&mut v)) {
                     Some(next) => pos = next,
                     None => {
@@ -576,25 +620,32 @@ impl Plan {
         opts: &StreamOptions,
         stats: &mut DecodeStats,
     ) -> FlowRecord {
-        let use_v6 = self.has_v6 && (!self.has_v4 || (v.src4 == 0 && v.dst4 == 0));
+        // IPv4 addresses are 4 bytes long.
+        let src4 = v.get(Target::SrcV4) as u32;
+        let dst4 = v.get(Target::DstV4) as u32;
+        let use_v6 = self.has_v6 && (!self.has_v4 || (src4 == 0 && dst4 == 0));
         let (src, dst) = if use_v6 {
             (
-                IpAddr::V6(Ipv6Addr::from(v.src6)),
-                IpAddr::V6(Ipv6Addr::from(v.dst6)),
+                IpAddr::V6(v.v6(Target::SrcV6, SRC6_LO)),
+                IpAddr::V6(v.v6(Target::DstV6, DST6_LO)),
             )
         } else {
             (
-                IpAddr::V4(Ipv4Addr::from(v.src4)),
-                IpAddr::V4(Ipv4Addr::from(v.dst4)),
+                IpAddr::V4(Ipv4Addr::from(src4)),
+                IpAddr::V4(Ipv4Addr::from(dst4)),
             )
         };
 
-        let mut start = v.start_ms;
-        let mut end = v.end_ms;
-        let uses_uptime = (start.is_none() && v.start_uptime_ms.is_some())
-            || (end.is_none() && v.end_uptime_ms.is_some());
+        use Target::*;
+        let mut start = v.time(StartMs, StartSec, StartUs, StartNs);
+        let mut end = v.time(EndMs, EndSec, EndUs, EndNs);
+        // Uptimes are 4 bytes long.
+        let start_uptime_ms = v.opt(StartUptime).map(|t| t as u32);
+        let end_uptime_ms = v.opt(EndUptime).map(|t| t as u32);
+        let uses_uptime = (start.is_none() && start_uptime_ms.is_some())
+            || (end.is_none() && end_uptime_ms.is_some());
         if uses_uptime {
-            let sys_init = v.sys_init_ms.or(opts.sys_init_ms);
+            let sys_init = v.opt(SysInitMs).map(sat_i64).or(opts.sys_init_ms);
             if ctx.sys_uptime_ms.is_none() && sys_init.is_none() {
                 stats.records_sys_init_unknown += 1;
             }
@@ -606,8 +657,8 @@ impl Plan {
                     None => sys_init.map(|init| init.saturating_add(i64::from(rel))),
                 }
             };
-            start = start.or_else(|| v.start_uptime_ms.and_then(from_uptime));
-            end = end.or_else(|| v.end_uptime_ms.and_then(from_uptime));
+            start = start.or_else(|| start_uptime_ms.and_then(from_uptime));
+            end = end.or_else(|| end_uptime_ms.and_then(from_uptime));
         }
         let (first_ms, mut last_ms) = match (start, end) {
             (Some(a), Some(b)) => (a, b),
@@ -634,7 +685,7 @@ impl Plan {
                 if own > 0 {
                     own
                 } else {
-                    v.sampler_id
+                    v.opt(SamplerId)
                         .and_then(|id| {
                             opts.samplers
                                 .iter()
@@ -656,16 +707,18 @@ impl Plan {
             last_ms,
             src,
             dst,
-            src_port: v.src_port,
-            dst_port: v.dst_port,
-            protocol: v.protocol,
+            // Ports are at most 2 bytes long, the protocol and the
+            // direction 1, interfaces 4.
+            src_port: v.get(SrcPort) as u16,
+            dst_port: v.get(DstPort) as u16,
+            protocol: v.get(Protocol) as u8,
             direction: v
-                .direction
-                .map_or(FlowDirection::Unknown, FlowDirection::from_u8),
-            in_if: v.in_if,
-            out_if: v.out_if,
-            bytes_raw: v.octets,
-            packets_raw: v.packets,
+                .opt(Direction)
+                .map_or(FlowDirection::Unknown, |d| FlowDirection::from_u8(d as u8)),
+            in_if: sat_u32(v.get(InIf)),
+            out_if: sat_u32(v.get(OutIf)),
+            bytes_raw: v.get(Octets),
+            packets_raw: v.get(Packets),
             sampling,
         }
     }
@@ -673,15 +726,15 @@ impl Plan {
 
 /// Stores what an options data record announces.
 fn apply_options(v: &Vals, opts: &mut StreamOptions) {
-    if let Some(init) = v.sys_init_ms {
-        opts.sys_init_ms = Some(init);
+    if let Some(init) = v.opt(Target::SysInitMs) {
+        opts.sys_init_ms = Some(sat_i64(init));
     }
     let rate = v.own_sampling();
     if rate == 0 {
         return;
     }
     opts.sampling_default = Some(rate);
-    if let Some(id) = v.sampler_id {
+    if let Some(id) = v.opt(Target::SamplerId) {
         if let Some(slot) = opts.samplers.iter_mut().find(|(sid, _)| *sid == id) {
             slot.1 = rate;
         } else {

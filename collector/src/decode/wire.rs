@@ -28,6 +28,24 @@ pub(crate) fn be_uint(b: &[u8]) -> u64 {
     }
 }
 
+/// Unsigned big-endian integer of `length` (1..=8) bytes at `at` in
+/// `b`. Where 8 bytes are left from `at`, one unaligned load shifted
+/// right (the bytes after the field fall out); else a checked read that
+/// gives 0 past the end, like [`be_uint`] of an empty slice.
+#[inline]
+pub(crate) fn be_uint_at(b: &[u8], at: usize, length: u8) -> u64 {
+    let length = length.clamp(1, 8);
+    match b.get(at..at.wrapping_add(8)) {
+        Some(w) => {
+            u64::from_be_bytes(w.try_into().unwrap_or_default()) >> (64 - 8 * u32::from(length))
+        }
+        None => be_uint(
+            b.get(at..at.saturating_add(usize::from(length)))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
 /// `u128` from exactly 16 bytes, else 0.
 #[inline]
 pub(crate) fn be128(b: &[u8]) -> u128 {
@@ -50,5 +68,18 @@ mod tests {
         assert_eq!(be_uint(&[]), 0);
         assert_eq!(be_uint(&[0xff; 8]), u64::MAX);
         assert_eq!(be128(&b), 0);
+    }
+
+    #[test]
+    fn reads_at_an_offset_equal_slice_reads() {
+        let b: Vec<u8> = (1..=20u8).map(|x| x.wrapping_mul(37)).collect();
+        for at in 0..=b.len() + 2 {
+            for length in 1..=8u8 {
+                // A field running past the end reads as 0.
+                let want = b.get(at..at + usize::from(length)).map_or(0, be_uint);
+                assert_eq!(be_uint_at(&b, at, length), want, "at {at} length {length}");
+            }
+        }
+        assert_eq!(be_uint_at(&b, usize::MAX, 4), 0);
     }
 }
