@@ -9,14 +9,15 @@
 //! checksum does not match. The byte layout is docs/raw-format.md.
 
 mod codec;
+mod dict;
 mod format;
 mod reader;
 mod store;
 mod writer;
 
 pub use codec::{
-    BlockStream, EncodedFlows, FlowBlockEncoder, FlowColumns, MAX_BLOCK_RECORDS, decode_columns,
-    decode_flows,
+    BlockStream, EncodedFlows, FlowBlockEncoder, FlowColumns, MAX_BLOCK_RECORDS, PREFETCH_RECORDS,
+    decode_columns, decode_flows,
 };
 pub use format::{BlockKind, FORMAT_VERSION, Footer, HEADER_LEN, SegmentHeader};
 pub use reader::{Block, FlowSink, SegmentReader, TailState};
