@@ -201,21 +201,19 @@ impl BlockFeed {
     /// Encodes `rows` into `batch`, sealing a block whenever it holds
     /// `block_records`.
     fn drain_into(&mut self, batch: &mut Batch) {
-        // A few datagrams' worth at a time: their dictionary lookups are
-        // prefetched together (see `FlowBlockEncoder::prefetch`).
-        let mut chunks = self.rows.chunks(PREFETCH_RECORDS).peekable();
-        if let Some(first) = chunks.peek() {
-            self.enc.prefetch(first);
-        }
-        while let Some(chunk) = chunks.next() {
-            if let Some(next) = chunks.peek() {
-                self.enc.prefetch(next);
+        // The dictionary entries of a record's addresses are asked for
+        // PREFETCH_RECORDS records before it is pushed (see
+        // `FlowBlockEncoder::prefetch`): far enough ahead for the miss to
+        // be served, few enough in flight for the CPU to keep them all.
+        let ahead = PREFETCH_RECORDS.min(self.rows.len());
+        self.enc.prefetch(&self.rows[..ahead]);
+        for (i, r) in self.rows.iter().enumerate() {
+            if let Some(later) = self.rows.get(i + PREFETCH_RECORDS) {
+                self.enc.prefetch(std::slice::from_ref(later));
             }
-            for r in chunk {
-                self.enc.push(r);
-                if self.enc.len() >= self.block_records {
-                    batch.flows.seal(&mut self.enc);
-                }
+            self.enc.push(r);
+            if self.enc.len() >= self.block_records {
+                batch.flows.seal(&mut self.enc);
             }
         }
         self.rows.clear();

@@ -35,10 +35,10 @@ const ADDR_CODE_INDEX: u32 = 2;
 /// IPv4 ones, whose number is known only at the end of the block.
 const V6_TAG: u32 = 1 << 31;
 
-/// Records whose dictionary entries [`FlowBlockEncoder::prefetch`] is
-/// best asked for at a time: about a datagram (30 v5/v9 flows), 64
-/// addresses in flight.
-pub const PREFETCH_RECORDS: usize = 32;
+/// How many records ahead of its push a record's dictionary entries are
+/// best asked for ([`FlowBlockEncoder::prefetch`]): 2 × 16 addresses in
+/// flight, about what a core's miss buffers hold.
+pub const PREFETCH_RECORDS: usize = 16;
 
 /// Fixed size of one loss record in a loss block.
 pub const LOSS_RECORD_LEN: usize = 17 + 4 + 3 + 8 + 8 + 8 + 4 + 4;
