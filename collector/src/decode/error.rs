@@ -100,8 +100,9 @@ pub enum DecodeError {
     /// its flows are dropped so that nothing is billed twice.
     #[error("duplicate datagram")]
     Duplicate,
-    /// netflow_parser refused a v5 datagram we had validated (should not happen).
-    #[error("v5 parse failed")]
+    /// A stream the decoder had just made was not there (should not
+    /// happen).
+    #[error("malformed")]
     Malformed,
     /// (template) A template record was refused.
     #[error("template refused: {0}")]

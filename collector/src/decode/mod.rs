@@ -6,7 +6,7 @@
 //! passes `now_ms`), no threads.
 //!
 //! ```text
-//!  datagram ─► version ─► v5: validate count/length ─► netflow_parser ─► records
+//!  datagram ─► version ─► v5: validate count/length ─► fixed offsets ─► records
 //!                      └► v9 / IPFIX: header ─► set structure check (all or nothing)
 //!                           ├► template sets ─► validate ─► compile Plan (once)
 //!                           ├► data sets ─► Plan over each record ─► records

@@ -1,18 +1,19 @@
-//! NetFlow v5: fixed 24-byte header and 48-byte records, parsed with
-//! `netflow_parser` after our own count/length validation.
+//! NetFlow v5: fixed 24-byte header and 48-byte records, read at their
+//! fixed offsets after the count/length validation. (Through
+//! `netflow_parser` this cost 19 instead of ~8 ns per flow: it builds a
+//! vector of its own records per datagram; it stays the oracle the tests
+//! compare this decoder with, `oracle_tests.rs`.)
 //!
 //! Inputs: one datagram whose version field is 5.
 //! Outputs: [`FlowRecord`]s (kind `NetflowV5`, direction unknown) with
 //! absolute times computed from the header's export time and uptime.
-//! Never: hands netflow_parser a datagram whose count and length disagree.
+//! Never: reads a record past the length the count declares.
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use netflow_parser::static_versions::v5::V5;
-
 use super::error::DecodeError;
 use super::sequence::DupKey;
-use super::wire::be16;
+use super::wire::{be16, be32};
 use super::{Decoder, StreamKey};
 use crate::record::{FlowDirection, FlowRecord, SourceKind};
 
@@ -59,16 +60,19 @@ impl Decoder {
         losses: &mut Vec<crate::record::LossRecord>,
     ) -> Result<usize, DecodeError> {
         let count = validate(datagram)?;
-        // parse_direct expects the 2-byte version already consumed.
-        let body = datagram.get(2..).ok_or(DecodeError::Truncated)?;
-        let (_, packet) = V5::parse_direct(body).map_err(|_| DecodeError::Malformed)?;
-        let h = packet.header;
-        if h.count != count || packet.flowsets.len() != usize::from(count) {
-            return Err(DecodeError::Malformed);
-        }
+        // The header's fields; `validate` checked that the header and
+        // `count` records are there.
+        let u32_at = |at| be32(datagram, at).ok_or(DecodeError::Truncated);
+        let sys_up_time = u32_at(4)?;
+        let unix_secs = u32_at(8)?;
+        let unix_nsecs = u32_at(12)?;
+        let flow_sequence = u32_at(16)?;
+        let engines = be16(datagram, 20).ok_or(DecodeError::Truncated)?;
+        let sampling_interval = be16(datagram, 22).ok_or(DecodeError::Truncated)?;
         self.stats.datagrams_v5 += 1;
 
-        let domain = (u32::from(h.engine_type) << 8) | u32::from(h.engine_id);
+        // engine_type << 8 | engine_id
+        let domain = u32::from(engines);
         let key = StreamKey {
             kind: SourceKind::NetflowV5,
             domain,
@@ -77,32 +81,41 @@ impl Decoder {
         let stream = super::stream_in(&mut self.exporters, exporter, key)?;
         let span = u32::from(count);
         let dup_key = DupKey {
-            seq: h.flow_sequence,
+            seq: flow_sequence,
             count: span,
-            stamp: h.sys_up_time,
+            stamp: sys_up_time,
         };
         if stream.seq.is_duplicate(dup_key) {
             self.stats.duplicates += 1;
             return Err(DecodeError::Duplicate);
         }
         stream.seq.observe(
-            h.flow_sequence,
+            flow_sequence,
             Some(span),
             dup_key,
-            Some(h.sys_up_time),
+            Some(sys_up_time),
             now_ms,
             losses,
             &mut self.stats,
         );
 
-        let export_ms = i64::from(h.unix_secs) * 1000 + i64::from(h.unix_nsecs / 1_000_000);
+        let export_ms = i64::from(unix_secs) * 1000 + i64::from(unix_nsecs / 1_000_000);
         let sampling = sampling_override
-            .unwrap_or(u32::from(h.sampling_interval & V5_SAMPLING_MASK))
+            .unwrap_or(u32::from(sampling_interval & V5_SAMPLING_MASK))
             .max(1);
-        flows.reserve(packet.flowsets.len());
-        for r in &packet.flowsets {
-            let first_ms = uptime_to_ms(export_ms, h.sys_up_time, r.first);
-            let mut last_ms = uptime_to_ms(export_ms, h.sys_up_time, r.last);
+        let records = datagram
+            .get(V5_HEADER_BYTES..)
+            .unwrap_or_default()
+            .chunks_exact(V5_RECORD_BYTES);
+        flows.reserve(records.len());
+        for r in records {
+            let Ok(r) = <&[u8; V5_RECORD_BYTES]>::try_from(r) else {
+                continue;
+            };
+            let u16_at = |at: usize| u16::from_be_bytes([r[at], r[at + 1]]);
+            let u32_at = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+            let first_ms = uptime_to_ms(export_ms, sys_up_time, u32_at(24));
+            let mut last_ms = uptime_to_ms(export_ms, sys_up_time, u32_at(28));
             if last_ms < first_ms {
                 self.stats.records_time_inverted += 1;
                 last_ms = first_ms;
@@ -113,16 +126,16 @@ impl Decoder {
                 kind: SourceKind::NetflowV5,
                 first_ms,
                 last_ms,
-                src: IpAddr::V4(Ipv4Addr::from(r.src_addr.octets())),
-                dst: IpAddr::V4(Ipv4Addr::from(r.dst_addr.octets())),
-                src_port: r.src_port,
-                dst_port: r.dst_port,
-                protocol: r.protocol_number,
+                src: IpAddr::V4(Ipv4Addr::from(u32_at(0))),
+                dst: IpAddr::V4(Ipv4Addr::from(u32_at(4))),
+                src_port: u16_at(32),
+                dst_port: u16_at(34),
+                protocol: r[38],
                 direction: FlowDirection::Unknown,
-                in_if: u32::from(r.input),
-                out_if: u32::from(r.output),
-                bytes_raw: u64::from(r.d_octets),
-                packets_raw: u64::from(r.d_pkts),
+                in_if: u32::from(u16_at(12)),
+                out_if: u32::from(u16_at(14)),
+                bytes_raw: u64::from(u32_at(20)),
+                packets_raw: u64::from(u32_at(16)),
                 sampling,
             });
         }
