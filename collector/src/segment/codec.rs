@@ -272,9 +272,14 @@ impl FlowBlockEncoder {
             out.extend_from_slice(&a.to_be_bytes());
         }
 
-        // Columns, in the order of docs/raw-format.md.
-        for &s in &self.stream_idx {
-            put_varint(out, u64::from(s));
+        // Columns, in the order of docs/raw-format.md. One stream (the
+        // usual case) is a run of one-byte zeros.
+        if self.streams.len() == 1 {
+            out.resize(out.len() + self.stream_idx.len(), 0);
+        } else {
+            for &s in &self.stream_idx {
+                put_varint(out, u64::from(s));
+            }
         }
         let [
             last,
@@ -290,6 +295,13 @@ impl FlowBlockEncoder {
         ] = &self.cols;
         out.extend_from_slice(last);
         out.extend_from_slice(dur);
+        // The address codes, written without a branch on their length
+        // (1 to 3 bytes, varying from one address to the next: a loop's
+        // exit branch mispredicted about every other code) into a zeroed
+        // stretch that is then cut to what was written.
+        let start = out.len();
+        out.resize(start + self.addr_idx.len() * 4 + 4, 0);
+        let mut pos = start;
         for &i in &self.addr_idx {
             // IPv6 is the rare case: this branch is predicted, where one
             // on "new or known" would miss for about every other address.
@@ -298,8 +310,9 @@ impl FlowBlockEncoder {
             } else {
                 i
             };
-            put_varint(out, u64::from(code));
+            pos += put_code(&mut out[pos..pos + 4], code);
         }
+        out.truncate(pos);
         for c in [sport, dport, proto, dir, in_if, out_if, bytes, packets] {
             out.extend_from_slice(c);
         }
@@ -833,6 +846,21 @@ fn corrupt(what: &'static str) -> SegmentError {
     SegmentError::CorruptBlock(what)
 }
 
+/// An address code (below 2^28: a block holds at most 2^21 addresses) as
+/// a LEB128 varint of 1 to 4 bytes into `out`, without branches; returns
+/// its length. The bytes after it in `out` are written too (zeros).
+#[inline]
+fn put_code(out: &mut [u8], code: u32) -> usize {
+    debug_assert!(code < 1 << 28);
+    let c = u64::from(code);
+    let n = 1 + usize::from(c >= 1 << 7) + usize::from(c >= 1 << 14) + usize::from(c >= 1 << 21);
+    let groups = (c & 0x7f) | (c << 1 & 0x7f00) | (c << 2 & 0x7f_0000) | (c << 3 & 0x7f00_0000);
+    // Continuation bits on every byte but the last.
+    let more = 0x8080_8080u64 & ((1u64 << (8 * (n - 1))) - 1);
+    out.copy_from_slice(&((groups | more) as u32).to_le_bytes());
+    n
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -1009,6 +1037,36 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod varint_tests {
     use super::*;
+
+    /// The branch-free address code writer gives the bytes of the varint
+    /// loop, at every length boundary and in between.
+    #[test]
+    fn codes_are_varints() {
+        let mut codes: Vec<u32> = (0..4)
+            .flat_map(|k| {
+                let b = 1u32 << (7 * k);
+                [b.saturating_sub(1), b, b + 1, b * 3]
+            })
+            .collect();
+        codes.extend([
+            (1 << 28) - 1,
+            0,
+            2,
+            127,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+        ]);
+        codes.extend((0..100_000u32).map(|i| i.wrapping_mul(2_654_435_761) >> 4));
+        for code in codes {
+            let mut want = Vec::new();
+            put_varint(&mut want, u64::from(code));
+            let mut got = [0xffu8; 4];
+            let n = put_code(&mut got, code);
+            assert_eq!(&got[..n], &want[..], "code {code}");
+        }
+    }
 
     /// The eight-byte fast path agrees with the byte loop on every length,
     /// with and without bytes after the varint, and on truncation.
