@@ -747,9 +747,9 @@ fn receive_loop(
                             }
                             e.loss_records += (batch.losses.len() - losses_before) as u64;
                             // The flows of the datagrams one recvmmsg(2)
-                            // call took are encoded together: their
-                            // dictionary lookups are then prefetched a
-                            // chunk ahead (see `BlockFeed::drain_into`).
+                            // call took are encoded together, so that
+                            // their dictionary lookups can be prefetched
+                            // ahead of use (see `BlockFeed::drain_into`).
                             if !rx.has_pending() || feed.rows.len() >= DRAIN_ROWS {
                                 feed.drain_into(&mut batch);
                             }

@@ -103,15 +103,12 @@ impl Decoder {
         let sampling = sampling_override
             .unwrap_or(u32::from(sampling_interval & V5_SAMPLING_MASK))
             .max(1);
-        let records = datagram
+        let (records, _) = datagram
             .get(V5_HEADER_BYTES..)
             .unwrap_or_default()
-            .chunks_exact(V5_RECORD_BYTES);
+            .as_chunks::<V5_RECORD_BYTES>();
         flows.reserve(records.len());
         for r in records {
-            let Ok(r) = <&[u8; V5_RECORD_BYTES]>::try_from(r) else {
-                continue;
-            };
             let u16_at = |at: usize| u16::from_be_bytes([r[at], r[at + 1]]);
             let u32_at = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
             let first_ms = uptime_to_ms(export_ms, sys_up_time, u32_at(24));
