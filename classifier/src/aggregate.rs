@@ -23,6 +23,7 @@ use kopek_config::CountRule;
 use crate::bindings::BindingIndex;
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
+use crate::probe::ProbeMap;
 use crate::split::{BucketHint, bucket_of, cover_hinted, single_bucket, split};
 use crate::versions::ClassVersions;
 
@@ -230,81 +231,113 @@ pub struct Progress {
     pub done: bool,
 }
 
-/// The per-account aggregates are split into this many maps by account, so
-/// that one map is small enough to stay in a core's L2 cache while a block's
-/// updates for it are applied (one big map costs a cache and TLB miss per
-/// update: measured ~300 ns of the record's budget).
-pub const TRAFFIC_PARTITIONS: usize = 16;
+/// Per-account updates between learning a sum's key (and prefetching its
+/// slot) and adding to it: enough records' work to hide a miss to memory,
+/// few enough to stay in the L1 cache.
+const UPDATE_DISTANCE: usize = 16;
 
-/// Updates a partition collects before they are applied to its map. A
-/// partition's map (~300 KB at 10,000 accounts) is mostly out of the L2
-/// cache when its turn comes: applied after every block (~2,000 updates a
-/// partition), nearly every update missed; 32,768 at a time reuse each
-/// loaded line several times (classify bench +9-12 %,
-/// docs/performance.md). Bounds the pending memory to 16 × 32,768 × 48
-/// bytes = 25 MB.
-const PENDING_APPLY: usize = 32_768;
+/// What a per-account sum is kept under besides the account, interned per
+/// batch so that the sum's key is one `u64` ([`ProbeMap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Combo {
+    bucket_ms: i64,
+    class: u32,
+    dir: Dir,
+    point: u16,
+    billed: bool,
+}
 
 /// Aggregates not yet committed.
 #[derive(Debug)]
 pub struct Batch {
-    /// Partitioned by `account % TRAFFIC_PARTITIONS`; see [`Batch::traffic`].
-    pub traffic_parts: Vec<FastMap<TrafficKey, Counts>>,
+    /// Per-account sums by `account << 32 | combo index`; see
+    /// [`Batch::traffic`].
+    traffic: ProbeMap<Counts>,
+    combos: Vec<Combo>,
+    combo_ix: FastMap<Combo, u32>,
+    /// Updates whose slot is being fetched, oldest at `ring_head`.
+    ring: [(u64, Counts); UPDATE_DISTANCE],
+    ring_head: usize,
+    ring_len: usize,
     pub unattributed: FastMap<UnattributedKey, Counts>,
     pub losses: FastMap<LossKey, u64>,
     /// Hours with new records: their top-hosts detail must be (re)computed.
     pub hours: Vec<i64>,
     pub progress: Vec<Progress>,
     pub stats: AggStats,
-    /// Per-account updates not yet in `traffic_parts`, by partition; see
-    /// [`Batch::settle`].
-    pending: Vec<Vec<(TrafficKey, Counts)>>,
 }
 
 impl Default for Batch {
     fn default() -> Self {
         Batch {
-            traffic_parts: (0..TRAFFIC_PARTITIONS)
-                .map(|_| FastMap::default())
-                .collect(),
+            traffic: ProbeMap::default(),
+            combos: Vec::new(),
+            combo_ix: FastMap::default(),
+            ring: [(0, Counts::default()); UPDATE_DISTANCE],
+            ring_head: 0,
+            ring_len: 0,
             unattributed: FastMap::default(),
             losses: FastMap::default(),
             hours: Vec::new(),
             progress: Vec::new(),
             stats: AggStats::default(),
-            pending: (0..TRAFFIC_PARTITIONS).map(|_| Vec::new()).collect(),
         }
     }
 }
 
 impl Batch {
     /// Every per-account aggregate of the batch. Call [`Batch::settle`]
-    /// first: [`add_block`] leaves updates pending.
-    pub fn traffic(&self) -> impl Iterator<Item = (&TrafficKey, &Counts)> {
-        debug_assert!(
-            self.pending.iter().all(Vec::is_empty),
-            "Batch::traffic before Batch::settle"
-        );
-        self.traffic_parts.iter().flat_map(|m| m.iter())
+    /// first: the last few updates wait in a queue.
+    pub fn traffic(&self) -> impl Iterator<Item = (TrafficKey, Counts)> + '_ {
+        debug_assert!(self.ring_len == 0, "Batch::traffic before Batch::settle");
+        self.traffic.iter().map(|(key, c)| {
+            let k = &self.combos[key as u32 as usize];
+            let key = TrafficKey {
+                bucket_ms: k.bucket_ms,
+                account: (key >> 32) as u32,
+                class: k.class,
+                dir: k.dir,
+                point: k.point,
+                billed: k.billed,
+            };
+            (key, *c)
+        })
     }
 
-    /// Applies every pending per-account update (before a commit reads
-    /// the batch).
-    pub fn settle(&mut self) {
-        self.apply_pending(0);
-    }
-
-    /// Applies the pending updates of every partition holding at least
-    /// `min` of them.
-    fn apply_pending(&mut self, min: usize) {
-        for (updates, map) in self.pending.iter_mut().zip(&mut self.traffic_parts) {
-            if updates.is_empty() || updates.len() < min {
-                continue;
+    /// Adds `c` to the sum of (`account`, `combo`): its slot is
+    /// prefetched now and added to [`UPDATE_DISTANCE`] updates later.
+    #[inline]
+    fn add_traffic(&mut self, account: u32, combo: Combo, c: Counts) {
+        let ix = match self.combo_ix.get(&combo) {
+            Some(&ix) => ix,
+            None => {
+                let ix = self.combos.len() as u32;
+                self.combos.push(combo);
+                self.combo_ix.insert(combo, ix);
+                ix
             }
-            for (k, c) in updates.drain(..) {
-                map.entry(k).or_default().add(c.bytes, c.packets, c.flows);
-            }
+        };
+        let key = u64::from(account) << 32 | u64::from(ix);
+        self.traffic.prefetch(key);
+        if self.ring_len == UPDATE_DISTANCE {
+            let (k, old) = std::mem::replace(&mut self.ring[self.ring_head], (key, c));
+            self.traffic.entry(k).add(old.bytes, old.packets, old.flows);
+            self.ring_head = (self.ring_head + 1) % UPDATE_DISTANCE;
+        } else {
+            self.ring[(self.ring_head + self.ring_len) % UPDATE_DISTANCE] = (key, c);
+            self.ring_len += 1;
         }
+    }
+
+    /// Adds every queued per-account update (before a commit reads the
+    /// batch).
+    pub fn settle(&mut self) {
+        for i in 0..self.ring_len {
+            let (k, c) = self.ring[(self.ring_head + i) % UPDATE_DISTANCE];
+            self.traffic.entry(k).add(c.bytes, c.packets, c.flows);
+        }
+        self.ring_head = 0;
+        self.ring_len = 0;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -313,19 +346,15 @@ impl Batch {
 
     /// Entries held: the batch is committed before this grows past a bound.
     pub fn entries(&self) -> usize {
-        self.traffic_parts.iter().map(|m| m.len()).sum::<usize>()
-            + self.pending.iter().map(Vec::len).sum::<usize>()
-            + self.unattributed.len()
-            + self.losses.len()
+        self.traffic.len() + self.ring_len + self.unattributed.len() + self.losses.len()
     }
 
     pub fn clear(&mut self) {
-        for m in &mut self.traffic_parts {
-            m.clear();
-        }
-        for p in &mut self.pending {
-            p.clear();
-        }
+        self.traffic.clear();
+        self.combos.clear();
+        self.combo_ix.clear();
+        self.ring_head = 0;
+        self.ring_len = 0;
         self.unattributed.clear();
         self.hours.clear();
         self.losses.clear();
@@ -430,9 +459,12 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     for (r, j) in records.iter().zip(&judged) {
         accumulate(rules, &Flow::of(r), j, batch, s);
     }
-    batch.apply_pending(PENDING_APPLY);
     s.judged = judged;
 }
+
+/// How far ahead of its binding lookup an address's hash slot is
+/// prefetched.
+const PREFETCH_ADDRS: usize = 16;
 
 /// Account index of an address whose binding may change within a block.
 const VARIES: u32 = u32::MAX - 1;
@@ -455,7 +487,10 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
     let f = &mut s.facts;
     f.account.clear();
     f.in_subscribers.clear();
-    for &a in &cols.addrs {
+    for (i, &a) in cols.addrs.iter().enumerate() {
+        if let Some(&ahead) = cols.addrs.get(i + PREFETCH_ADDRS) {
+            rules.bindings.prefetch(ahead);
+        }
         f.account.push(match rules.bindings.lookup_over(a, t0, t1) {
             Some(acc) => acc.unwrap_or(NONE),
             None => VARIES,
@@ -510,7 +545,6 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
         };
         accumulate(rules, &flow, j, batch, s);
     }
-    batch.apply_pending(PENDING_APPLY);
     s.judged = judged;
 }
 
@@ -787,26 +821,29 @@ fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mu
         }
     }
 
+    if (j.src_sub && j.src_acc == NONE) || (j.dst_sub && j.dst_acc == NONE) {
+        batch.stats.unattributed_records += 1;
+    }
+    if !j.src_sub && !j.dst_sub {
+        batch.stats.transit_records += 1;
+    }
     let point = j.point;
     let mut side = |subject: IpAddr, account: u32, dir: Dir, class: u32, billed: bool| {
         if account != NONE {
-            let pending = &mut batch.pending[account as usize % TRAFFIC_PARTITIONS];
             for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
-                pending.push((
-                    TrafficKey {
-                        bucket_ms,
-                        account,
-                        class,
-                        dir,
-                        point,
-                        billed,
-                    },
-                    Counts {
-                        bytes: s.bytes[i],
-                        packets: s.packets[i],
-                        flows: u64::from(i == 0),
-                    },
-                ));
+                let combo = Combo {
+                    bucket_ms,
+                    class,
+                    dir,
+                    point,
+                    billed,
+                };
+                let counts = Counts {
+                    bytes: s.bytes[i],
+                    packets: s.packets[i],
+                    flows: u64::from(i == 0),
+                };
+                batch.add_traffic(account, combo, counts);
             }
         } else {
             for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
@@ -830,11 +867,7 @@ fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mu
     if j.dst_sub {
         side(r.dst, j.dst_acc, Dir::In, j.class_in, j.billed_in);
     }
-    if (j.src_sub && j.src_acc == NONE) || (j.dst_sub && j.dst_acc == NONE) {
-        batch.stats.unattributed_records += 1;
-    }
     if !j.src_sub && !j.dst_sub {
-        batch.stats.transit_records += 1;
         side(r.src, NONE, Dir::Transit, j.class_out, false);
     }
 }

@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::aggregate::FastMap;
 use crate::lpm::{PrefixMap, PrefixMapBuilder, Strides};
+use crate::probe::{self, ProbeMap};
 
 /// The registry file name inside the state dir.
 pub const REGISTRY_FILE: &str = "bindings.sqlite";
@@ -409,11 +410,11 @@ struct Slot {
     parent: Option<u32>,
 }
 
-/// A host binding as the hash map holds it: when the address has exactly
-/// one binding, its span and account are right here (one memory access
-/// per lookup, the common case); otherwise `account` is [`MULTI`] and the
+/// A bound prefix as the hash maps hold it: when it has exactly one
+/// binding, its span and account are right here (one memory access per
+/// lookup, the common case); otherwise `account` is [`MULTI`] and the
 /// slot has the list.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct HostEntry {
     slot: u32,
     account: u32,
@@ -469,8 +470,13 @@ pub struct BindingIndex {
     /// case) is answered without following the slot's span list.
     only: Vec<HostEntry>,
     slot_of: HashMap<IpNet, u32>,
-    hosts_v4: FastMap<u32, HostEntry>,
+    hosts_v4: ProbeMap<HostEntry>,
     hosts_v6: FastMap<u128, HostEntry>,
+    /// Bound IPv6 /64s (the usual delegation to a subscriber) by their
+    /// upper 64 bits: answered without a walk down the trie, while no
+    /// longer non-host IPv6 prefix is bound (`v6_below_64`).
+    v6_64: ProbeMap<HostEntry>,
+    v6_below_64: bool,
     cover_v4: Coverage,
     cover_v6: Coverage,
     /// Non-host prefixes; rebuilt when the set of such prefixes changes.
@@ -506,7 +512,10 @@ impl BindingIndex {
                 self.slot_of.insert(net, s);
                 match net {
                     IpNet::V4(_) => self.cover_v4.add(net),
-                    IpNet::V6(_) => self.cover_v6.add(net),
+                    IpNet::V6(n) => {
+                        self.cover_v6.add(net);
+                        self.v6_below_64 |= n.prefix_len() > 64 && n.prefix_len() < 128;
+                    }
                 }
                 self.nets_dirty = true;
                 s
@@ -547,10 +556,17 @@ impl BindingIndex {
         self.only[slot as usize] = entry;
         match sl.net {
             IpNet::V4(n) if n.prefix_len() == 32 => {
-                self.hosts_v4.insert(u32::from(n.addr()), entry);
+                self.hosts_v4.insert(u64::from(u32::from(n.addr())), entry);
             }
             IpNet::V6(n) if n.prefix_len() == 128 => {
                 self.hosts_v6.insert(u128::from(n.addr()), entry);
+            }
+            IpNet::V6(n) if n.prefix_len() == 64 => {
+                let upper = (u128::from(n.addr()) >> 64) as u64;
+                // The one /64 whose key is the empty marker takes the trie.
+                if upper != probe::EMPTY {
+                    self.v6_64.insert(upper, entry);
+                }
             }
             _ => {}
         }
@@ -588,19 +604,58 @@ impl BindingIndex {
         }
     }
 
-    /// `None` when no bound prefix can contain `addr` (the coverage
-    /// bitmap says so); else its host binding entry, if it has one.
+    /// The entry of the most specific bound prefix containing `addr`
+    /// (its host binding, its /64, or the trie's answer); `None` when
+    /// there is none. Most remote addresses are answered by the coverage
+    /// bitmap alone.
     #[inline]
-    fn host_entry(&self, addr: IpAddr) -> Option<Option<&HostEntry>> {
+    fn entry_of(&self, addr: IpAddr) -> Option<&HostEntry> {
         match addr {
-            IpAddr::V4(a) => self
-                .cover_v4
-                .may_contain(addr)
-                .then(|| self.hosts_v4.get(&u32::from(a))),
-            IpAddr::V6(a) => self
-                .cover_v6
-                .may_contain(addr)
-                .then(|| self.hosts_v6.get(&u128::from(a))),
+            IpAddr::V4(a) => {
+                if !self.cover_v4.may_contain(addr) {
+                    return None;
+                }
+                let a = u32::from(a);
+                if let Some(e) = self.hosts_v4.get(u64::from(a)) {
+                    return Some(e);
+                }
+                self.nets.lookup_v4(a).map(|s| &self.only[s as usize])
+            }
+            IpAddr::V6(a) => {
+                if !self.cover_v6.may_contain(addr) {
+                    return None;
+                }
+                let a = u128::from(a);
+                if !self.hosts_v6.is_empty()
+                    && let Some(e) = self.hosts_v6.get(&a)
+                {
+                    return Some(e);
+                }
+                let upper = (a >> 64) as u64;
+                if !self.v6_below_64
+                    && upper != probe::EMPTY
+                    && let Some(e) = self.v6_64.get(upper)
+                {
+                    return Some(e);
+                }
+                self.nets.lookup_v6(a).map(|s| &self.only[s as usize])
+            }
+        }
+    }
+
+    /// Asks the CPU to bring what [`Self::lookup`] of `addr` reads first
+    /// into the cache (a caller that knows its next addresses early); no
+    /// effect on the index.
+    #[inline]
+    pub fn prefetch(&self, addr: IpAddr) {
+        match addr {
+            IpAddr::V4(a) if self.cover_v4.may_contain(addr) => {
+                self.hosts_v4.prefetch(u64::from(u32::from(a)));
+            }
+            IpAddr::V6(a) if !self.v6_below_64 && self.cover_v6.may_contain(addr) => {
+                self.v6_64.prefetch((u128::from(a) >> 64) as u64);
+            }
+            _ => {}
         }
     }
 
@@ -608,16 +663,14 @@ impl BindingIndex {
     /// [`Self::account`].
     #[inline]
     pub fn lookup(&self, addr: IpAddr, t_ms: i64) -> Option<u32> {
-        let host = self.host_entry(addr)?;
-        let mut slot = match host {
-            Some(e) if e.account != MULTI => {
-                if e.from_ms <= t_ms && t_ms < e.to_ms {
-                    return Some(e.account);
-                }
-                self.slots[e.slot as usize].parent
-            }
-            Some(e) => Some(e.slot),
-            None => self.nets.lookup(addr),
+        let e = self.entry_of(addr)?;
+        if e.account != MULTI && e.from_ms <= t_ms && t_ms < e.to_ms {
+            return Some(e.account);
+        }
+        // One binding, not at t: the next less specific prefix decides.
+        let mut slot = match e.account {
+            MULTI => Some(e.slot),
+            _ => self.slots[e.slot as usize].parent,
         };
         while let Some(s) = slot {
             let one = &self.only[s as usize];
@@ -646,15 +699,8 @@ impl BindingIndex {
     /// (static bindings, and a session bound for all of a tier-1 block).
     #[inline]
     pub fn lookup_over(&self, addr: IpAddr, t0_ms: i64, t1_ms: i64) -> Option<Option<u32>> {
-        let Some(host) = self.host_entry(addr) else {
+        let Some(one) = self.entry_of(addr) else {
             return Some(None);
-        };
-        let one = match host {
-            Some(e) => e,
-            None => match self.nets.lookup(addr) {
-                Some(s) => &self.only[s as usize],
-                None => return Some(None),
-            },
         };
         (one.account != MULTI && one.from_ms <= t0_ms && t1_ms < one.to_ms)
             .then_some(Some(one.account))

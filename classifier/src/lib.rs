@@ -22,6 +22,8 @@
 //!   the binding registry that `kopek binding` writes.
 //! - [`points`]: billing observation points.
 //! - [`split`]: pro-rata splitting, exact in integers.
+//! - [`probe`]: the `u64`-keyed hash map with prefetch the per-record
+//!   tables use (a batch's sums, host bindings).
 //! - [`aggregate`]: records (a block's columns, or rows) → batch entries.
 //! - [`store`]: all tier-2 SQL, behind the [`store::Tier2`] trait.
 //! - [`engine`]: the tail/commit loop; [`run`]: the daemon around it;
@@ -40,6 +42,7 @@ pub mod classes;
 pub mod engine;
 pub mod lpm;
 pub mod points;
+pub mod probe;
 pub mod report;
 pub mod run;
 pub mod split;

@@ -98,10 +98,38 @@ pub fn single_bucket(
 /// Splits `total` by the overlaps of `cover` into `parts` (same order).
 pub fn split(total: u64, cover: &[(i64, i64)], parts: &mut Vec<u64>) {
     parts.clear();
-    if cover.len() == 1 {
-        parts.push(total);
-        return;
+    match *cover {
+        [_] => {
+            parts.push(total);
+            return;
+        }
+        [(_, o0), (_, o1)] if o0 > 0 && o1 > 0 => {
+            // The common split (a flow across one boundary), with one
+            // division: the second part is what the first leaves, and the
+            // one unit left over (when the division has a remainder r)
+            // goes to the first bucket iff r is at least the second's
+            // remainder, d - r (ties: the earlier bucket).
+            let d = (o0 + o1) as u64;
+            let (q, r) = match total.checked_mul(o0 as u64) {
+                Some(num) => (num / d, num % d),
+                None => {
+                    let num = u128::from(total) * o0 as u128;
+                    ((num / d as u128) as u64, (num % d as u128) as u64)
+                }
+            };
+            let first = q + u64::from(r > 0 && 2 * r >= d);
+            parts.push(first);
+            parts.push(total - first);
+            return;
+        }
+        _ => {}
     }
+    split_largest_remainder(total, cover, parts);
+}
+
+/// [`split`] for any cover: each part rounded down, then the units left
+/// over one each by largest remainder.
+fn split_largest_remainder(total: u64, cover: &[(i64, i64)], parts: &mut Vec<u64>) {
     let duration: u64 = cover.iter().map(|c| c.1 as u64).sum();
     // total × overlap fits in u64 for any flow under 2.5 TB at the longest
     // duration (2 h): then no 128-bit division (a library call) is needed.
@@ -213,6 +241,43 @@ mod tests {
             let p = parts(total, first, last, width);
             assert_eq!(p.iter().map(|x| x.1 as u128).sum::<u128>(), total as u128);
             assert!(p.windows(2).all(|w| w[1].0 == w[0].0 + width));
+        }
+    }
+
+    /// The one-division split of two buckets gives the general rule's
+    /// parts: random overlaps (also 1 ms and equal ones) and totals (also
+    /// ones whose product with the overlap needs 128 bits).
+    #[test]
+    fn two_bucket_split_is_the_largest_remainder_rule() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut fast, mut general) = (Vec::new(), Vec::new());
+        for k in 0..200_000u64 {
+            let o0 = match k % 5 {
+                0 => 1,
+                _ => 1 + (next() % 300_000) as i64,
+            };
+            let o1 = match k % 7 {
+                0 => o0,
+                1 => 1,
+                _ => 1 + (next() % 300_000) as i64,
+            };
+            let total = match k % 4 {
+                0 => next(),
+                1 => next() % 10,
+                2 => u64::MAX - next() % 3,
+                _ => next() % 1_000_000_000,
+            };
+            let cover = [(0, o0), (300_000, o1)];
+            split(total, &cover, &mut fast);
+            general.clear();
+            split_largest_remainder(total, &cover, &mut general);
+            assert_eq!(fast, general, "{total} over {o0} + {o1}");
         }
     }
 

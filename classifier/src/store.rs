@@ -329,11 +329,11 @@ fn sql_error(file: PathBuf) -> impl Fn(rusqlite::Error) -> StoreError {
 
 /// Adds per-account counts into `table` (`traffic` or `traffic_hourly`,
 /// whose time column is `time_col`).
-fn upsert_traffic<'a>(
+fn upsert_traffic(
     tx: &rusqlite::Transaction<'_>,
     table: &str,
     time_col: &str,
-    rows: impl Iterator<Item = (&'a TrafficKey, &'a Counts)>,
+    rows: impl Iterator<Item = (TrafficKey, Counts)>,
     names: Names<'_>,
     seq: Option<i64>,
 ) -> Result<(), rusqlite::Error> {
@@ -426,13 +426,20 @@ impl Tier2 for SqliteTier2 {
                 hourly
                     .entry(TrafficKey {
                         bucket_ms: bucket_of(k.bucket_ms, HOUR_MS),
-                        ..*k
+                        ..k
                     })
                     .or_default()
                     .add(c.bytes, c.packets, c.flows);
             }
-            upsert_traffic(&tx, "traffic_hourly", "hour_ms", hourly.iter(), names, None)
-                .map_err(&err)?;
+            upsert_traffic(
+                &tx,
+                "traffic_hourly",
+                "hour_ms",
+                hourly.into_iter(),
+                names,
+                None,
+            )
+            .map_err(&err)?;
             let mut st = tx
                 .prepare_cached(
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)

@@ -31,6 +31,7 @@
 pub mod capture;
 pub mod decode;
 pub mod generator;
+pub mod mem;
 pub mod query;
 pub mod record;
 mod recv;

@@ -146,9 +146,29 @@ fn static_file_lines_are_checked() {
 /// the address with a binding covering t, and of several, the latest
 /// start (then the highest id). Bindings are added, ended later and moved
 /// to another prefix, in random order; one-span prefixes (answered
-/// inline) and many-span ones alike.
+/// inline) and many-span ones alike. Twice: IPv6 /64s and hosts only
+/// (the /64 shortcut), then with a /48 above them and /96s inside them
+/// (the trie decides).
 #[test]
 fn index_agrees_with_a_linear_scan() {
+    for deep in [false, true] {
+        let nets: Vec<IpNet> = (0..40)
+            .map(|i| match (i % 7, deep) {
+                (0, _) => net(&format!("10.0.{}.{}/32", i % 3, i % 7)),
+                (1, _) => net(&format!("10.0.{}.0/24", i % 3)),
+                (2, _) => net("10.0.0.0/16"),
+                (3 | 5, false) => net(&format!("2001:db8:0:{:x}::/64", i % 4)),
+                (5, true) => net(&format!("2001:db8:0:{:x}::/96", i % 4)),
+                (6, true) => net("2001:db8::/48"),
+                (3, true) => net(&format!("2001:db8:0:{:x}::/64", i % 4)),
+                _ => net(&format!("2001:db8:0:{:x}::{:x}/128", i % 4, i % 3)),
+            })
+            .collect();
+        agrees_with_a_linear_scan(&nets);
+    }
+}
+
+fn agrees_with_a_linear_scan(nets: &[IpNet]) {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = move |n: u64| {
         x ^= x << 13;
@@ -156,15 +176,6 @@ fn index_agrees_with_a_linear_scan() {
         x ^= x << 17;
         x % n
     };
-    let nets: Vec<IpNet> = (0..40)
-        .map(|i| match i % 5 {
-            0 => net(&format!("10.0.{}.{}/32", i % 3, i % 7)),
-            1 => net(&format!("10.0.{}.0/24", i % 3)),
-            2 => net("10.0.0.0/16"),
-            3 => net(&format!("2001:db8:0:{:x}::/64", i % 4)),
-            _ => net(&format!("2001:db8:0:{:x}::{:x}/128", i % 4, i % 3)),
-        })
-        .collect();
     let mut idx = BindingIndex::new();
     let mut all: Vec<Binding> = Vec::new();
     let mut proven = 0;
@@ -219,6 +230,7 @@ fn index_agrees_with_a_linear_scan() {
                 ip(&format!("10.0.{}.200", i % 3)),
                 ip(&format!("2001:db8:0:{:x}::{:x}", i % 4, i % 3)),
                 ip(&format!("2001:db8:0:{:x}::99", i % 4)),
+                ip(&format!("2001:db8:0:{:x}:1::5", i % 4)),
             ]
         })
         .chain([ip("10.1.0.1"), ip("2001:db8:1::1")])

@@ -48,17 +48,7 @@ impl V4Dict {
     /// on the contents.
     #[inline]
     pub(crate) fn prefetch(&self, addr: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let slot = self.slots.as_ptr().wrapping_add(self.home(addr));
-            // SAFETY: SSE is part of x86_64; a prefetch never faults and
-            // does not dereference for the program (the address is in
-            // bounds anyway).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(slot.cast::<i8>()) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = addr;
+        crate::mem::prefetch(self.slots.as_ptr().wrapping_add(self.home(addr)));
     }
 
     /// The code of `addr` if it is in the dictionary; else inserts it with

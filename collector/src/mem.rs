@@ -1,0 +1,18 @@
+//! Memory hints shared by the hot loops of the collector and the classifier.
+
+/// Asks the CPU to bring the cache line holding `p` into the L1 cache, so
+/// that a lookup issued a little later (a hash table's slot, found from a
+/// key known early) does not wait on memory. No effect on the program's
+/// state: a prefetch never faults, whatever `p` is.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of x86_64; PREFETCHT0 does not dereference
+        // for the program and never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
