@@ -402,18 +402,25 @@ pub struct Scratch {
 /// [`add_columns`] instead of once per record that uses them.
 #[derive(Debug, Default)]
 struct AddrFacts {
-    /// Account holding the address over the block's whole time range
-    /// ([`NONE`]: nobody; [`VARIES`]: it may change, ask per record).
-    account: Vec<u32>,
-    /// Inside the configured subscriber networks.
-    in_subscribers: Vec<bool>,
-    /// Class index in the table of the current run, valid where
-    /// `stamp` is the run's number.
-    class: Vec<u32>,
-    stamp: Vec<u32>,
+    /// By address index: one 16-byte entry, so that a record's look at
+    /// its two addresses costs two cache lines, not eight.
+    of: Vec<AddrFact>,
     /// Addresses whose class the run needs, by family.
     at4: Vec<u32>,
     at6: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AddrFact {
+    /// Account holding the address over the block's whole time range
+    /// ([`NONE`]: nobody; [`VARIES`]: it may change, ask per record).
+    account: u32,
+    /// Class index in the table of the current run, valid where `stamp`
+    /// is the run's number.
+    class: u32,
+    stamp: u32,
+    /// Inside the configured subscriber networks.
+    in_subscribers: bool,
 }
 
 /// The remote addresses of a run of records, by family, for batched class
@@ -441,7 +448,14 @@ enum Side {
 #[inline]
 pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
     let j = judge(rules, r);
-    accumulate(rules, &Flow::of(r), &j, batch, s);
+    accumulate(
+        rules,
+        &Flow::of(r),
+        &|src| if src { r.src } else { r.dst },
+        &j,
+        batch,
+        s,
+    );
     batch.settle();
 }
 
@@ -457,7 +471,14 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     judged.extend(records.iter().map(|r| judge_sides(rules, r)));
     judge_classes_block(rules, records, &mut judged, &mut s.lookups);
     for (r, j) in records.iter().zip(&judged) {
-        accumulate(rules, &Flow::of(r), j, batch, s);
+        accumulate(
+            rules,
+            &Flow::of(r),
+            &|src| if src { r.src } else { r.dst },
+            j,
+            batch,
+            s,
+        );
     }
     s.judged = judged;
 }
@@ -485,17 +506,20 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
         .iter()
         .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
     let f = &mut s.facts;
-    f.account.clear();
-    f.in_subscribers.clear();
+    f.of.clear();
     for (i, &a) in cols.addrs.iter().enumerate() {
         if let Some(&ahead) = cols.addrs.get(i + PREFETCH_ADDRS) {
             rules.bindings.prefetch(ahead);
         }
-        f.account.push(match rules.bindings.lookup_over(a, t0, t1) {
-            Some(acc) => acc.unwrap_or(NONE),
-            None => VARIES,
+        f.of.push(AddrFact {
+            account: match rules.bindings.lookup_over(a, t0, t1) {
+                Some(acc) => acc.unwrap_or(NONE),
+                None => VARIES,
+            },
+            class: 0,
+            stamp: 0,
+            in_subscribers: rules.subscribers.contains(a),
         });
-        f.in_subscribers.push(rules.subscribers.contains(a));
     }
     let mut judged = std::mem::take(&mut s.judged);
     judged.clear();
@@ -505,21 +529,20 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
         .map(|st| rules.points.exporter(st.exporter))
         .collect();
     for i in 0..n {
-        let t = cols.first_ms[i];
-        let account = |ix: u32| match f.account[ix as usize] {
+        let (src, dst) = (f.of[cols.src[i] as usize], f.of[cols.dst[i] as usize]);
+        let account = |fact: AddrFact, ix: u32| match fact.account {
             VARIES => rules
                 .bindings
-                .lookup(cols.addrs[ix as usize], t)
+                .lookup(cols.addrs[ix as usize], cols.first_ms[i])
                 .unwrap_or(NONE),
             a => a,
         };
-        let (src, dst) = (cols.src[i], cols.dst[i]);
-        let (src_acc, dst_acc) = (account(src), account(dst));
+        let (src_acc, dst_acc) = (account(src, cols.src[i]), account(dst, cols.dst[i]));
         judged.push(Judged {
             src_acc,
             dst_acc,
-            src_sub: src_acc != NONE || f.in_subscribers[src as usize],
-            dst_sub: dst_acc != NONE || f.in_subscribers[dst as usize],
+            src_sub: src_acc != NONE || src.in_subscribers,
+            dst_sub: dst_acc != NONE || dst.in_subscribers,
             point: points[cols.stream[i] as usize].point(
                 cols.direction[i],
                 cols.in_if[i],
@@ -531,7 +554,7 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
             billed_in: false,
         });
     }
-    judge_classes_columns(rules, cols, &mut judged, f, &mut s.lookups);
+    judge_classes_columns(rules, cols, (t0, t1), &mut judged, f, &mut s.lookups);
     for (i, j) in judged.iter().enumerate() {
         let st = cols.stream_of(i);
         let sampling = u64::from(st.sampling.max(1));
@@ -540,38 +563,43 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
             last_ms: cols.last_ms[i],
             bytes: cols.bytes_raw[i].saturating_mul(sampling),
             packets: cols.packets_raw[i].saturating_mul(sampling),
-            src: cols.addrs[cols.src[i] as usize],
-            dst: cols.addrs[cols.dst[i] as usize],
         };
-        accumulate(rules, &flow, j, batch, s);
+        // The addresses themselves only for what no account holds (most
+        // records never read them: a cache miss each saved).
+        let address = |src: bool| cols.addrs[if src { cols.src[i] } else { cols.dst[i] } as usize];
+        accumulate(rules, &flow, &address, j, batch, s);
     }
     s.judged = judged;
 }
 
 /// [`judge_classes_block`] for columns: per run of records under the same
-/// class table, each distinct remote address is looked up once.
+/// class table (nearly always the whole block), each distinct remote
+/// address is looked up once.
 fn judge_classes_columns(
     rules: &Rules<'_>,
     cols: &FlowColumns,
+    (t0, t1): (i64, i64),
     judged: &mut [Judged],
     f: &mut AddrFacts,
     l: &mut ClassLookups,
 ) {
-    f.class.clear();
-    f.class.resize(cols.addrs.len(), 0);
-    f.stamp.clear();
-    f.stamp.resize(cols.addrs.len(), 0);
     let remotes = |j: &Judged, i: usize| {
         [
             (j.src_sub || !j.dst_sub).then_some((cols.dst[i], Side::Out)),
             j.dst_sub.then_some((cols.src[i], Side::In)),
         ]
     };
+    // One table for the block's whole time range [t0, t1] (the tables'
+    // order is the times' order): one run, without asking per record.
+    let whole = std::ptr::eq(rules.versions.at(t0).0, rules.versions.at(t1).0);
     let (mut start, mut run) = (0, 0u32);
     while start < judged.len() {
         run += 1;
         let (table, global) = rules.versions.at(cols.first_ms[start]);
         let mut end = start + 1;
+        if whole {
+            end = judged.len();
+        }
         while end < judged.len() && std::ptr::eq(rules.versions.at(cols.first_ms[end]).0, table) {
             end += 1;
         }
@@ -581,10 +609,11 @@ fn judge_classes_columns(
         l.keys6.clear();
         for (i, j) in judged.iter().enumerate().take(end).skip(start) {
             for (ix, _) in remotes(j, i).into_iter().flatten() {
-                if f.stamp[ix as usize] == run {
+                let fact = &mut f.of[ix as usize];
+                if fact.stamp == run {
                     continue;
                 }
-                f.stamp[ix as usize] = run;
+                fact.stamp = run;
                 match cols.addrs[ix as usize] {
                     IpAddr::V4(a) => {
                         f.at4.push(ix);
@@ -601,11 +630,11 @@ fn judge_classes_columns(
         table.classes_of_v6(&l.keys6, &mut l.res6);
         let found = f.at4.iter().zip(&l.res4).chain(f.at6.iter().zip(&l.res6));
         for (&ix, &ci) in found {
-            f.class[ix as usize] = ci.unwrap_or(table.default);
+            f.of[ix as usize].class = ci.unwrap_or(table.default);
         }
         for (i, j) in judged.iter_mut().enumerate().take(end).skip(start) {
             for (ix, side) in remotes(j, i).into_iter().flatten() {
-                j.set_class(side, f.class[ix as usize], table, global);
+                j.set_class(side, f.of[ix as usize].class, table, global);
             }
         }
         start = end;
@@ -620,8 +649,6 @@ struct Flow {
     /// Scaled by sampling ([`FlowRecord::bytes`]).
     bytes: u64,
     packets: u64,
-    src: IpAddr,
-    dst: IpAddr,
 }
 
 impl Flow {
@@ -632,8 +659,6 @@ impl Flow {
             last_ms: r.last_ms,
             bytes: r.bytes(),
             packets: r.packets(),
-            src: r.src,
-            dst: r.dst,
         }
     }
 }
@@ -777,7 +802,16 @@ fn judge_classes_block(
 }
 
 #[inline]
-fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mut Scratch) {
+/// Adds the record `r` judged `j` to `batch`; `address(true)` is its
+/// source address, `address(false)` its destination.
+fn accumulate(
+    rules: &Rules<'_>,
+    r: &Flow,
+    address: &dyn Fn(bool) -> IpAddr,
+    j: &Judged,
+    batch: &mut Batch,
+    s: &mut Scratch,
+) {
     let bytes = r.bytes;
     let packets = r.packets;
     batch.stats.records += 1;
@@ -828,7 +862,7 @@ fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mu
         batch.stats.transit_records += 1;
     }
     let point = j.point;
-    let mut side = |subject: IpAddr, account: u32, dir: Dir, class: u32, billed: bool| {
+    let mut side = |src: bool, account: u32, dir: Dir, class: u32, billed: bool| {
         if account != NONE {
             for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
                 let combo = Combo {
@@ -851,7 +885,7 @@ fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mu
                     .unattributed
                     .entry(UnattributedKey {
                         bucket_ms,
-                        address: subject,
+                        address: address(src),
                         class,
                         dir,
                         point,
@@ -862,13 +896,13 @@ fn accumulate(rules: &Rules<'_>, r: &Flow, j: &Judged, batch: &mut Batch, s: &mu
         }
     };
     if j.src_sub {
-        side(r.src, j.src_acc, Dir::Out, j.class_out, j.billed_out);
+        side(true, j.src_acc, Dir::Out, j.class_out, j.billed_out);
     }
     if j.dst_sub {
-        side(r.dst, j.dst_acc, Dir::In, j.class_in, j.billed_in);
+        side(false, j.dst_acc, Dir::In, j.class_in, j.billed_in);
     }
     if !j.src_sub && !j.dst_sub {
-        side(r.src, NONE, Dir::Transit, j.class_out, false);
+        side(true, NONE, Dir::Transit, j.class_out, false);
     }
 }
 
