@@ -505,20 +505,49 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
         .first_ms
         .iter()
         .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    // One class table for the block's whole time range [t0, t1] (the
+    // tables' order is the times' order): then the likely remote IPv4
+    // addresses are classified right here, their trie paths prefetched
+    // a few dozen addresses ahead, instead of in a batch of cold lookups
+    // after the records are judged.
+    let table = rules.versions.at(t0).0;
+    let whole = std::ptr::eq(table, rules.versions.at(t1).0);
     let f = &mut s.facts;
     f.of.clear();
+    let v4_at = |i: usize| match cols.addrs.get(i) {
+        Some(IpAddr::V4(a)) => Some(u32::from(*a)),
+        _ => None,
+    };
     for (i, &a) in cols.addrs.iter().enumerate() {
         if let Some(&ahead) = cols.addrs.get(i + PREFETCH_ADDRS) {
             rules.bindings.prefetch(ahead);
         }
+        if whole {
+            if let Some(k) = v4_at(i + 2 * PREFETCH_ADDRS) {
+                table.prefetch_v4(k, false);
+            }
+            if let Some(k) = v4_at(i + PREFETCH_ADDRS) {
+                table.prefetch_v4(k, true);
+            }
+        }
+        let account = match rules.bindings.lookup_over(a, t0, t1) {
+            Some(acc) => acc.unwrap_or(NONE),
+            None => VARIES,
+        };
+        let in_subscribers = rules.subscribers.contains(a);
+        // Stamped for the block's one class run (run 1 of
+        // `judge_classes_columns`), which then skips it.
+        let (class, stamp) = match a {
+            IpAddr::V4(v4) if whole && account == NONE && !in_subscribers => {
+                (table.class_of_v4(u32::from(v4)), 1)
+            }
+            _ => (0, 0),
+        };
         f.of.push(AddrFact {
-            account: match rules.bindings.lookup_over(a, t0, t1) {
-                Some(acc) => acc.unwrap_or(NONE),
-                None => VARIES,
-            },
-            class: 0,
-            stamp: 0,
-            in_subscribers: rules.subscribers.contains(a),
+            account,
+            class,
+            stamp,
+            in_subscribers,
         });
     }
     let mut judged = std::mem::take(&mut s.judged);
@@ -554,7 +583,7 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
             billed_in: false,
         });
     }
-    judge_classes_columns(rules, cols, (t0, t1), &mut judged, f, &mut s.lookups);
+    judge_classes_columns(rules, cols, whole, &mut judged, f, &mut s.lookups);
     for (i, j) in judged.iter().enumerate() {
         let st = cols.stream_of(i);
         let sampling = u64::from(st.sampling.max(1));
@@ -573,12 +602,13 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
 }
 
 /// [`judge_classes_block`] for columns: per run of records under the same
-/// class table (nearly always the whole block), each distinct remote
-/// address is looked up once.
+/// class table (`whole`: one table for the block, one run), each distinct
+/// remote address is looked up once — unless [`add_columns`] already did
+/// (stamped with run 1).
 fn judge_classes_columns(
     rules: &Rules<'_>,
     cols: &FlowColumns,
-    (t0, t1): (i64, i64),
+    whole: bool,
     judged: &mut [Judged],
     f: &mut AddrFacts,
     l: &mut ClassLookups,
@@ -589,9 +619,6 @@ fn judge_classes_columns(
             j.dst_sub.then_some((cols.src[i], Side::In)),
         ]
     };
-    // One table for the block's whole time range [t0, t1] (the tables'
-    // order is the times' order): one run, without asking per record.
-    let whole = std::ptr::eq(rules.versions.at(t0).0, rules.versions.at(t1).0);
     let (mut start, mut run) = (0, 0u32);
     while start < judged.len() {
         run += 1;

@@ -182,6 +182,18 @@ impl ClassTable {
         self.map.lookup(addr).unwrap_or(self.default)
     }
 
+    /// The class index of an IPv4 address (`u32::from(Ipv4Addr)`).
+    #[inline]
+    pub fn class_of_v4(&self, addr: u32) -> u32 {
+        self.map.lookup_v4(addr).unwrap_or(self.default)
+    }
+
+    /// See [`PrefixMap::prefetch_v4`].
+    #[inline]
+    pub fn prefetch_v4(&self, addr: u32, near: bool) {
+        self.map.prefetch_v4(addr, near);
+    }
+
     /// The class index of each IPv4 address (`u32::from(Ipv4Addr)`) in
     /// `out`, in order; `None` means the default class. Batched: faster
     /// than [`Self::class_of`] one at a time on a full table.

@@ -403,6 +403,24 @@ impl<K: Key> Trie<K> {
         e
     }
 
+    /// A pipelined lookup's early stages, for a caller that knows its
+    /// next keys: `near == false` asks for `key`'s root entry; `near`
+    /// (later, once that entry has arrived) for the first node it points
+    /// to, its first two cache lines. Neither changes anything.
+    #[inline(always)]
+    fn prefetch(&self, key: K, near: bool) {
+        let Some(e) = self.root.get(key.chunk(0, self.root_bits)) else {
+            return;
+        };
+        if !near {
+            kopek_collector::mem::prefetch(e);
+        } else if *e & CHILD != 0 {
+            let node = self.nodes.as_ptr().wrapping_add((*e & PTR_MASK) as usize);
+            kopek_collector::mem::prefetch(node);
+            kopek_collector::mem::prefetch(node.wrapping_add(16));
+        }
+    }
+
     /// [`find`](Self::find) for many keys, eight at a time in lockstep:
     /// every key's root entry, then every key's next node, and so on. The
     /// loads of one round do not depend on each other, so their cache
@@ -771,6 +789,16 @@ impl PrefixMap {
     #[inline]
     pub fn lookup_v4(&self, addr: u32) -> Option<u32> {
         self.v4.value(self.v4.find(addr))
+    }
+
+    /// For a caller that looks up a stream of IPv4 addresses one by one:
+    /// ask for an address's root entry some way ahead (`near == false`),
+    /// then, closer to its lookup, for the node that entry points to
+    /// (`near`), so that the lookup itself finds its path in the cache.
+    /// Changes nothing.
+    #[inline]
+    pub fn prefetch_v4(&self, addr: u32, near: bool) {
+        self.v4.prefetch(addr, near);
     }
 
     /// [`lookup_v4`](Self::lookup_v4) for many addresses at once, the
