@@ -506,7 +506,7 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
         .iter()
         .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
     // One class table for the block's whole time range [t0, t1] (the
-    // tables' order is the times' order): then the likely remote IPv4
+    // tables' order is the times' order): then the likely remote
     // addresses are classified right here, their trie paths prefetched
     // a few dozen addresses ahead, instead of in a batch of cold lookups
     // after the records are judged.
@@ -514,21 +514,18 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
     let whole = std::ptr::eq(table, rules.versions.at(t1).0);
     let f = &mut s.facts;
     f.of.clear();
-    let v4_at = |i: usize| match cols.addrs.get(i) {
-        Some(IpAddr::V4(a)) => Some(u32::from(*a)),
-        _ => None,
+    let prefetch_class = |i: usize, near: bool| match cols.addrs.get(i) {
+        Some(IpAddr::V4(a)) => table.prefetch_v4(u32::from(*a), near),
+        Some(IpAddr::V6(a)) => table.prefetch_v6(u128::from(*a), near),
+        None => {}
     };
     for (i, &a) in cols.addrs.iter().enumerate() {
         if let Some(&ahead) = cols.addrs.get(i + PREFETCH_ADDRS) {
             rules.bindings.prefetch(ahead);
         }
         if whole {
-            if let Some(k) = v4_at(i + 2 * PREFETCH_ADDRS) {
-                table.prefetch_v4(k, false);
-            }
-            if let Some(k) = v4_at(i + PREFETCH_ADDRS) {
-                table.prefetch_v4(k, true);
-            }
+            prefetch_class(i + 2 * PREFETCH_ADDRS, false);
+            prefetch_class(i + PREFETCH_ADDRS, true);
         }
         let account = match rules.bindings.lookup_over(a, t0, t1) {
             Some(acc) => acc.unwrap_or(NONE),
@@ -538,10 +535,9 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
         // Stamped for the block's one class run (run 1 of
         // `judge_classes_columns`), which then skips it.
         let (class, stamp) = match a {
-            IpAddr::V4(v4) if whole && account == NONE && !in_subscribers => {
-                (table.class_of_v4(u32::from(v4)), 1)
-            }
-            _ => (0, 0),
+            _ if !whole || account != NONE || in_subscribers => (0, 0),
+            IpAddr::V4(a) => (table.class_of_v4(u32::from(a)), 1),
+            IpAddr::V6(a) => (table.class_of_v6(u128::from(a)), 1),
         };
         f.of.push(AddrFact {
             account,

@@ -194,6 +194,18 @@ impl ClassTable {
         self.map.prefetch_v4(addr, near);
     }
 
+    /// The class index of an IPv6 address (`u128::from(Ipv6Addr)`).
+    #[inline]
+    pub fn class_of_v6(&self, addr: u128) -> u32 {
+        self.map.lookup_v6(addr).unwrap_or(self.default)
+    }
+
+    /// See [`PrefixMap::prefetch_v6`].
+    #[inline]
+    pub fn prefetch_v6(&self, addr: u128, near: bool) {
+        self.map.prefetch_v6(addr, near);
+    }
+
     /// The class index of each IPv4 address (`u32::from(Ipv4Addr)`) in
     /// `out`, in order; `None` means the default class. Batched: faster
     /// than [`Self::class_of`] one at a time on a full table.

@@ -801,6 +801,12 @@ impl PrefixMap {
         self.v4.prefetch(addr, near);
     }
 
+    /// [`prefetch_v4`](Self::prefetch_v4) for IPv6 (`u128::from(Ipv6Addr)`).
+    #[inline]
+    pub fn prefetch_v6(&self, addr: u128, near: bool) {
+        self.v6.prefetch(addr, near);
+    }
+
     /// [`lookup_v4`](Self::lookup_v4) for many addresses at once, the
     /// answers in `out` (cleared first) in the same order. Faster than one
     /// at a time where the table is larger than the caches: the lookups
