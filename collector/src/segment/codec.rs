@@ -650,27 +650,29 @@ fn decode_columns_into(
         src.push(u32::try_from(code).map_err(|_| corrupt("address index out of range"))?);
         Ok(())
     })?;
-    let (mut next4, mut next6) = (0u32, nv4 as u32);
-    let mut highest = 0u32;
-    let mut resolve = |code: u32| {
+    // [next IPv4 index, next IPv6 index, highest index]
+    let mut at = [0u32, nv4 as u32, 0];
+    #[inline(always)]
+    fn resolve(code: u32, at: &mut [u32; 3]) -> u32 {
         let ix = if code >= 2 {
             code - 2
         } else if code == 0 {
-            next4
+            at[0]
         } else {
-            next6
+            at[1]
         };
-        next4 += u32::from(code == 0);
-        next6 += u32::from(code == 1);
-        highest = highest.max(ix);
+        at[0] += u32::from(code == 0);
+        at[1] += u32::from(code == 1);
+        at[2] = at[2].max(ix);
         ix
-    };
+    }
     for i in 0..count {
         // Reads 2i and 2i + 1 before writing i <= 2i: in place is safe.
         let (s, d) = (src[2 * i], src[2 * i + 1]);
-        src[i] = resolve(s);
-        dst.push(resolve(d));
+        src[i] = resolve(s, &mut at);
+        dst.push(resolve(d, &mut at));
     }
+    let [next4, next6, highest] = at;
     src.truncate(count);
     if next4 as usize > nv4 || next6 as usize > naddrs || highest as usize >= naddrs {
         return Err(corrupt("address index out of range"));
@@ -970,44 +972,52 @@ impl<'a> Cursor<'a> {
     ) -> Result<(), SegmentError> {
         const ENDS: u64 = 0x8080_8080_8080_8080;
         let mut left = n;
+        // The values of one word, then handed to `f` from one call site
+        // (so that the compiler inlines `f` into this loop).
+        let mut vals = [0u64; 8];
         while left > 0 {
-            let Some(w) = self.buf.get(self.pos..self.pos + 8) else {
-                break;
-            };
-            let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-            let mut stops = !word & ENDS;
-            if stops == ENDS && left >= 8 {
-                for k in 0..8 {
-                    f((word >> (8 * k)) & 0x7f)?;
+            let mut m = 0;
+            match self.buf.get(self.pos..self.pos + 8) {
+                None => {
+                    vals[0] = self.varint()?;
+                    m = 1;
                 }
-                self.pos += 8;
-                left -= 8;
-                continue;
+                Some(w) => {
+                    let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                    let mut stops = !word & ENDS;
+                    if stops == ENDS && left >= 8 {
+                        for (k, v) in vals.iter_mut().enumerate() {
+                            *v = (word >> (8 * k)) & 0x7f;
+                        }
+                        self.pos += 8;
+                        m = 8;
+                    } else if stops == 0 {
+                        // A varint of nine or ten bytes starts here.
+                        vals[0] = self.varint()?;
+                        m = 1;
+                    } else {
+                        // Bit offset in `word` where the next varint starts.
+                        let mut start = 0u32;
+                        while stops != 0 && m < left {
+                            let end = stops.trailing_zeros() + 1;
+                            let mut x = (word >> start) & (u64::MAX >> (64 - (end - start)));
+                            x &= 0x7f7f_7f7f_7f7f_7f7f;
+                            x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+                            x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+                            x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+                            vals[m] = x;
+                            m += 1;
+                            start = end;
+                            stops &= stops - 1;
+                        }
+                        self.pos += (start / 8) as usize;
+                    }
+                }
             }
-            if stops == 0 {
-                // A varint of nine or ten bytes starts here.
-                f(self.varint()?)?;
-                left -= 1;
-                continue;
+            for &v in &vals[..m] {
+                f(v)?;
             }
-            // Bit offset in `word` where the next varint starts.
-            let mut start = 0u32;
-            while stops != 0 && left > 0 {
-                let end = stops.trailing_zeros() + 1;
-                let mut x = (word >> start) & (u64::MAX >> (64 - (end - start)));
-                x &= 0x7f7f_7f7f_7f7f_7f7f;
-                x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
-                x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
-                x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
-                f(x)?;
-                left -= 1;
-                start = end;
-                stops &= stops - 1;
-            }
-            self.pos += (start / 8) as usize;
-        }
-        for _ in 0..left {
-            f(self.varint()?)?;
+            left -= m;
         }
         Ok(())
     }
