@@ -863,6 +863,17 @@ fn put_code(out: &mut [u8], code: u32) -> usize {
     n
 }
 
+/// The value of a LEB128 varint of at most eight bytes, given as those
+/// bytes (little-endian, nothing after them): the 7-bit groups joined
+/// without a per-byte loop.
+#[inline(always)]
+fn join_groups(bytes: u64) -> u64 {
+    let mut x = bytes & 0x7f7f_7f7f_7f7f_7f7f;
+    x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+    x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+    (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -939,17 +950,13 @@ impl<'a> Cursor<'a> {
             if stops != 0 {
                 let bits = stops.trailing_zeros() + 1; // through the last byte's high bit
                 let len = bits.div_ceil(8);
-                let mut x = if len == 8 {
+                let bytes = if len == 8 {
                     word
                 } else {
                     word & ((1u64 << (8 * len)) - 1)
                 };
-                x &= 0x7f7f_7f7f_7f7f_7f7f;
-                x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
-                x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
-                x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
                 self.pos += len as usize;
-                return Ok(x);
+                return Ok(join_groups(bytes));
             }
         }
         self.varint_slow()
@@ -1000,12 +1007,8 @@ impl<'a> Cursor<'a> {
                         let mut start = 0u32;
                         while stops != 0 && m < left {
                             let end = stops.trailing_zeros() + 1;
-                            let mut x = (word >> start) & (u64::MAX >> (64 - (end - start)));
-                            x &= 0x7f7f_7f7f_7f7f_7f7f;
-                            x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
-                            x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
-                            x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
-                            vals[m] = x;
+                            let bytes = (word >> start) & (u64::MAX >> (64 - (end - start)));
+                            vals[m] = join_groups(bytes);
                             m += 1;
                             start = end;
                             stops &= stops - 1;
