@@ -20,7 +20,9 @@
 //!   `FlowRecord` rows and every record judged on its own ([`add_block`]),
 //!   for comparison;
 //! - `engine`: the real [`Engine::catch_up`] over the segments into a fresh
-//!   SQLite tier 2 (commits included), once;
+//!   SQLite tier 2 (commits included), once with `classifier.threads = 1`
+//!   and once (`engine xN`) with one worker thread per CPU, each reading
+//!   its own sealed segment;
 //! - `disk`: sequential read of the segment files after dropping them from
 //!   the page cache (`posix_fadvise(DONTNEED)`), i.e. what the disk gives.
 //!
@@ -415,24 +417,41 @@ top_hosts_days = 0
     let classify = median(class_rates);
     let classify_rows = if with_rows { median(rows_rates) } else { 0.0 };
 
-    // The real engine into SQLite, once.
+    // The real engine into a fresh SQLite tier 2, once reading the
+    // segments in turn, once with a worker thread per segment
+    // (`classifier.threads`, one per CPU).
     let (mut open_s, mut engine_rate, mut hosts_rate) = (0.0, 0.0, 0.0);
+    let mut parallel = (0, 0.0);
     if !o.skip_engine {
-        let t = Instant::now();
-        let mut engine = Engine::open(config, 0).expect("engine");
-        open_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let done = engine.catch_up(0).expect("catch up");
-        let engine_s = t.elapsed().as_secs_f64();
-        assert_eq!(done.records, n, "the engine counted every record");
-        engine_rate = n as f64 / engine_s;
-        // The top-hosts pass of every hour, off the hot path.
-        if !o.skip_hosts {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for threads in [1, cpus] {
+            for f in std::fs::read_dir(&state).expect("state dir").flatten() {
+                if f.file_name().to_string_lossy().starts_with("tier2.") {
+                    std::fs::remove_file(f.path()).expect("fresh tier 2");
+                }
+            }
+            let mut config = config.clone();
+            config.classifier.threads = threads;
             let t = Instant::now();
-            engine
-                .finish_hosts(chrono::Utc::now().timestamp_millis())
-                .expect("hosts");
-            hosts_rate = n as f64 / t.elapsed().as_secs_f64();
+            let mut engine = Engine::open(config, 0).expect("engine");
+            let open = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let done = engine.catch_up(0).expect("catch up");
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            assert_eq!(done.records, n, "the engine counted every record");
+            if threads > 1 {
+                parallel = (threads, rate);
+                continue;
+            }
+            (open_s, engine_rate) = (open, rate);
+            // The top-hosts pass of every hour, off the hot path.
+            if !o.skip_hosts {
+                let t = Instant::now();
+                engine
+                    .finish_hosts(chrono::Utc::now().timestamp_millis())
+                    .expect("hosts");
+                hosts_rate = n as f64 / t.elapsed().as_secs_f64();
+            }
         }
     }
 
@@ -490,6 +509,13 @@ top_hosts_days = 0
         "engine", engine_rate, engine_mb_s
     );
     println!(
+        "{:<10} {:>16.0} {:>16.1}   ({} threads, one sealed segment each)",
+        format!("engine x{}", parallel.0),
+        parallel.1,
+        parallel.1 * bytes_per_rec / 1e6,
+        parallel.0
+    );
+    println!(
         "{:<10} {:>16.0} {:>16.1}   (top-hosts pass over all hours, separate)",
         "hosts",
         hosts_rate,
@@ -502,8 +528,10 @@ top_hosts_days = 0
         disk_mb_s
     );
     println!(
-        "re-aggregation CPU rate / disk rate: classify {:.2}x, engine {:.2}x (>= 1: bounded by the disk)",
+        "re-aggregation CPU rate / disk rate: classify {:.2}x, engine {:.2}x, engine x{} {:.2}x (>= 1: bounded by the disk)",
         classify_mb_s / disk_mb_s,
-        engine_mb_s / disk_mb_s
+        engine_mb_s / disk_mb_s,
+        parallel.0,
+        parallel.1 * bytes_per_rec / 1e6 / disk_mb_s
     );
 }

@@ -362,6 +362,44 @@ impl Batch {
         self.stats = AggStats::default();
     }
 
+    /// Moves everything `other` holds into this batch (a parallel reader's
+    /// batch into the engine's) and leaves `other` empty. Every part of a
+    /// batch is a sum, a union or a per-segment position, so batches filled
+    /// from different segments and merged commit the same tier 2 as one
+    /// reader going through the segments in turn.
+    pub fn absorb(&mut self, other: &mut Batch) {
+        other.settle();
+        for (k, c) in other.traffic() {
+            let combo = Combo {
+                bucket_ms: k.bucket_ms,
+                class: k.class,
+                dir: k.dir,
+                point: k.point,
+                billed: k.billed,
+            };
+            self.add_traffic(k.account, combo, c);
+        }
+        for (k, c) in other.unattributed.drain() {
+            self.unattributed
+                .entry(k)
+                .or_default()
+                .add(c.bytes, c.packets, c.flows);
+        }
+        for (k, n) in other.losses.drain() {
+            *self.losses.entry(k).or_default() += n;
+        }
+        for h in other.hours.drain(..) {
+            if !self.hours.contains(&h) {
+                self.hours.push(h);
+            }
+        }
+        for p in other.progress.drain(..) {
+            self.set_progress(p);
+        }
+        self.stats.add(&other.stats);
+        other.clear();
+    }
+
     /// Sets the read position of a segment (the latest wins).
     pub fn set_progress(&mut self, p: Progress) {
         match self

@@ -7,8 +7,14 @@
 //! those offsets in one transaction. After kill -9 the engine starts again
 //! from the committed offsets: every record is counted once.
 //!
-//! The engine is synchronous and owns no threads; the daemon ([`crate::run`])
-//! drives it on a timer, tests and benchmarks call it directly.
+//! When it is behind by two or more sealed segments (a backlog after
+//! downtime, or tier 2 rebuilt from tier 1), a step reads up to
+//! `classifier.threads` of them at once, one scoped worker thread per
+//! segment, each into its own batch; the batches are merged into the
+//! engine's before the commit, so the transaction and the exactly-once
+//! rule are the same. Otherwise the engine is synchronous; the daemon
+//! ([`crate::run`]) drives it on a timer, tests and benchmarks call it
+//! directly.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -100,6 +106,121 @@ struct HostPass {
     losses: Vec<LossRecord>,
 }
 
+/// A batch being filled and the buffers of the thread filling it: the
+/// engine's own, and one per worker of a parallel catch-up.
+#[derive(Debug)]
+struct Lane {
+    batch: Batch,
+    scratch: Scratch,
+    /// The tier-1 block being classified, as stored (columns).
+    cols: FlowColumns,
+    losses: Vec<LossRecord>,
+    /// Newest last-packet time in `batch`.
+    newest_ms: i64,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Lane {
+            batch: Batch::default(),
+            scratch: Scratch::default(),
+            cols: FlowColumns::default(),
+            losses: Vec::new(),
+            newest_ms: i64::MIN,
+        }
+    }
+}
+
+/// Why [`read_blocks`] stopped.
+#[derive(Debug)]
+enum Stop {
+    /// The lane's batch reached its cap.
+    Full,
+    /// Nothing more to read now; `done`: the sealed segment is read to its
+    /// end (its position says so).
+    End { done: bool },
+    /// The next block needs class versions that are not loaded; the
+    /// reader stands before it again.
+    NeedVersions { lo: i64, hi: i64 },
+    /// The segment cannot be read past `offset`.
+    Damaged { offset: u64, why: String },
+}
+
+/// Reads blocks of one segment into `lane` until its batch holds `cap`
+/// (records, entries), the segment has nothing more, or a block needs
+/// something only the engine can do. The position after each block is
+/// recorded in the batch, so a batch never holds part of a block.
+fn read_blocks(
+    rules: &Rules<'_>,
+    key: &SegKey,
+    reader: &mut SegmentReader,
+    sealed: bool,
+    lane: &mut Lane,
+    cap: (u64, usize),
+    out: &mut StepOutcome,
+) -> Stop {
+    let position = |offset, done| Progress {
+        collector: key.0.clone(),
+        segment_id: key.1,
+        offset,
+        done,
+    };
+    loop {
+        if lane.batch.stats.records >= cap.0 || lane.batch.entries() >= cap.1 {
+            return Stop::Full;
+        }
+        let before = reader.offset();
+        lane.cols.clear();
+        lane.losses.clear();
+        let block = match reader.next_block(&mut lane.cols, &mut lane.losses) {
+            Ok(Some(b)) => b,
+            // A block that passed its checksum but does not decode.
+            Err(e) => {
+                return Stop::Damaged {
+                    offset: reader.offset(),
+                    why: e.to_string(),
+                };
+            }
+            Ok(None) => {
+                return match reader.tail().clone() {
+                    TailState::Damaged { offset, why } => Stop::Damaged { offset, why },
+                    TailState::Incomplete { offset, bytes } if sealed => Stop::Damaged {
+                        offset,
+                        why: format!("sealed segment ends inside a block ({bytes} bytes)"),
+                    },
+                    _ if sealed => {
+                        lane.batch.set_progress(position(reader.offset(), true));
+                        Stop::End { done: true }
+                    }
+                    _ => Stop::End { done: false },
+                };
+            }
+        };
+        match block {
+            Block::Flows(_) => {
+                let (lo, hi) = time_range(lane.cols.first_ms.iter().copied());
+                if !rules.versions.loaded(lo, hi) {
+                    reader.seek(before);
+                    return Stop::NeedVersions { lo, hi };
+                }
+                add_columns(rules, &lane.cols, &mut lane.batch, &mut lane.scratch);
+                if let Some(&newest) = lane.cols.last_ms.iter().max() {
+                    lane.newest_ms = lane.newest_ms.max(newest);
+                }
+                out.records += lane.cols.len() as u64;
+            }
+            Block::Losses(_) => {
+                for l in &lane.losses {
+                    add_loss(rules.bucket_ms, l, &mut lane.batch);
+                }
+            }
+            Block::Checkpoint(_) | Block::Footer(_) => {}
+        }
+        out.blocks += 1;
+        lane.batch.set_progress(position(reader.offset(), false));
+    }
+}
+
 pub struct Engine {
     config: Config,
     store: SqliteTier2,
@@ -113,16 +234,14 @@ pub struct Engine {
     progress: HashMap<SegKey, Progress>,
     readers: HashMap<SegKey, SegmentReader>,
     damaged_open: HashSet<SegKey>,
-    batch: Batch,
+    /// The batch being filled, and the buffers of the reading thread.
+    lane: Lane,
+    /// One per worker of a parallel catch-up ([`Engine::parallel_step`]).
+    lanes: Vec<Lane>,
     batch_started: Option<Instant>,
-    scratch: Scratch,
-    /// The tier-1 block being classified, as stored (columns).
-    cols: FlowColumns,
-    losses: Vec<LossRecord>,
     watched: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
     last_watch_ms: i64,
     stats: EngineStats,
-    batch_newest_ms: i64,
     host_pass: Option<HostPass>,
     /// Directory mtime and time of the last listing, and what it found.
     listed: (Option<SystemTime>, i64),
@@ -163,15 +282,12 @@ impl Engine {
             progress: HashMap::new(),
             readers: HashMap::new(),
             damaged_open: HashSet::new(),
-            batch: Batch::default(),
+            lane: Lane::default(),
+            lanes: Vec::new(),
             batch_started: None,
-            scratch: Scratch::default(),
-            cols: FlowColumns::default(),
-            losses: Vec::new(),
             watched: Vec::new(),
             last_watch_ms: now_ms,
             stats: EngineStats::default(),
-            batch_newest_ms: i64::MIN,
             host_pass: None,
             listed: (None, i64::MIN),
             listed_segments: Vec::new(),
@@ -330,25 +446,16 @@ impl Engine {
             ..Default::default()
         };
         let segments = self.segments(now_ms)?;
+        if let Some(o) = self.parallel_step(&segments)? {
+            if o.records > 0 && self.batch_started.is_none() {
+                self.batch_started = Some(Instant::now());
+            }
+            return Ok(o);
+        }
         let mut pending = 0;
         for seg in segments {
             let key = (seg.collector.clone(), seg.id);
-            // Where this segment stands: the uncommitted batch's position
-            // if it has one (never re-read what the batch already holds),
-            // else the committed one.
-            let prog = self
-                .batch
-                .progress
-                .iter()
-                .find(|p| p.collector == key.0 && p.segment_id == key.1)
-                .or_else(|| self.progress.get(&key))
-                .cloned()
-                .unwrap_or(Progress {
-                    collector: seg.collector.clone(),
-                    segment_id: seg.id,
-                    offset: 0,
-                    done: false,
-                });
+            let prog = self.position(&key);
             if prog.done {
                 self.readers.remove(&key);
                 continue;
@@ -407,87 +514,172 @@ impl Engine {
         sealed: bool,
         out: &mut StepOutcome,
     ) -> Result<bool, ClassifierError> {
-        let bucket_ms = self.config.classifier.bucket_ms();
         loop {
-            if self.batch.stats.records >= MAX_BATCH_RECORDS
-                || self.batch.entries() >= MAX_BATCH_ENTRIES
-            {
-                return Ok(true);
-            }
             let reader = self.readers.get_mut(key).expect("reader opened above");
-            self.cols.clear();
-            self.losses.clear();
-            let block = match reader.next_block(&mut self.cols, &mut self.losses) {
-                Ok(b) => b,
-                Err(e) => {
-                    // A block that passed its checksum but does not decode.
-                    let at = reader.offset();
-                    return self.damaged(key, sealed, at, &e.to_string()).map(|_| false);
-                }
+            let rules = Rules {
+                versions: &self.versions,
+                bindings: &self.bindings,
+                subscribers: &self.subscribers,
+                points: &self.points,
+                bucket_ms: self.config.classifier.bucket_ms(),
             };
-            let Some(block) = block else {
-                let tail = reader.tail().clone();
-                let at = reader.offset();
-                match tail {
-                    TailState::Damaged { offset, why } => {
-                        return self.damaged(key, sealed, offset, &why).map(|_| false);
+            let cap = (MAX_BATCH_RECORDS, MAX_BATCH_ENTRIES);
+            match read_blocks(&rules, key, reader, sealed, &mut self.lane, cap, out) {
+                Stop::Full => return Ok(true),
+                Stop::End { done } => {
+                    if done {
+                        self.readers.remove(key);
                     }
-                    TailState::Clean | TailState::Incomplete { .. } | TailState::Reading => {
-                        if sealed {
-                            if let TailState::Incomplete { offset, bytes } = tail {
-                                self.damaged(
-                                    key,
-                                    sealed,
-                                    offset,
-                                    &format!("sealed segment ends inside a block ({bytes} bytes)"),
-                                )?;
-                                return Ok(false);
-                            }
-                            self.batch.set_progress(Progress {
-                                collector: key.0.clone(),
-                                segment_id: key.1,
-                                offset: at,
-                                done: true,
-                            });
-                            self.readers.remove(key);
-                        }
-                        return Ok(false);
-                    }
+                    return Ok(false);
                 }
-            };
-            out.blocks += 1;
-            match block {
-                Block::Flows(_) => {
-                    let (lo, hi) = time_range(self.cols.first_ms.iter().copied());
-                    self.ensure_versions(lo, hi)?;
-                    let rules = Rules {
-                        versions: &self.versions,
-                        bindings: &self.bindings,
-                        subscribers: &self.subscribers,
-                        points: &self.points,
-                        bucket_ms,
-                    };
-                    add_columns(&rules, &self.cols, &mut self.batch, &mut self.scratch);
-                    if let Some(&newest) = self.cols.last_ms.iter().max() {
-                        self.batch_newest_ms = self.batch_newest_ms.max(newest);
-                    }
-                    out.records += self.cols.len() as u64;
+                Stop::NeedVersions { lo, hi } => self.ensure_versions(lo, hi)?,
+                Stop::Damaged { offset, why } => {
+                    self.damaged(key, sealed, offset, &why)?;
+                    return Ok(false);
                 }
-                Block::Losses(_) => {
-                    for l in &self.losses {
-                        add_loss(bucket_ms, l, &mut self.batch);
-                    }
-                }
-                Block::Checkpoint(_) | Block::Footer(_) => {}
             }
-            let offset = self.readers[key].offset();
-            self.batch.set_progress(Progress {
+        }
+    }
+
+    /// Catch-up over several sealed segments at once, one worker thread
+    /// per segment (`classifier.threads`), each into its own batch; the
+    /// batches are then merged into the engine's ([`Batch::absorb`]) and
+    /// committed as one, with every segment's position. `None` when there
+    /// are not two such segments to read (then [`Self::step`] reads in
+    /// turn): a classifier that keeps up reads one growing segment.
+    fn parallel_step(
+        &mut self,
+        segments: &[SegmentInfo],
+    ) -> Result<Option<StepOutcome>, ClassifierError> {
+        let threads = self.config.classifier.threads;
+        let held = &self.lane.batch;
+        if threads < 2
+            || held.stats.records >= MAX_BATCH_RECORDS / 2
+            || held.entries() >= MAX_BATCH_ENTRIES / 2
+        {
+            return Ok(None);
+        }
+        let mut jobs = Vec::new();
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for seg in segments {
+            if seg.state != SegmentState::Closed {
+                continue;
+            }
+            let key = (seg.collector.clone(), seg.id);
+            let pos = self.position(&key);
+            if pos.done {
+                continue;
+            }
+            // The footer bounds the segment's times: the class versions
+            // they need are loaded before the workers share them.
+            let Some(footer) = seg.read_footer()? else {
+                continue;
+            };
+            if footer.flow_records > 0 {
+                lo = lo.min(footer.min_first_ms);
+                hi = hi.max(footer.max_last_ms);
+            }
+            let reader = match self.readers.remove(&key) {
+                Some(r) => r,
+                None => {
+                    let mut r = SegmentReader::open(&seg.path)?;
+                    r.seek(pos.offset);
+                    r
+                }
+            };
+            jobs.push((key, reader));
+            if jobs.len() == threads {
+                break;
+            }
+        }
+        if jobs.len() < 2 {
+            for (key, reader) in jobs {
+                self.readers.insert(key, reader);
+            }
+            return Ok(None);
+        }
+        self.ensure_versions(lo, hi)?;
+        let n = jobs.len();
+        let cap = (
+            (MAX_BATCH_RECORDS - self.lane.batch.stats.records) / n as u64,
+            (MAX_BATCH_ENTRIES - self.lane.batch.entries()) / n,
+        );
+        self.lanes.resize_with(n, Lane::default);
+        let rules = Rules {
+            versions: &self.versions,
+            bindings: &self.bindings,
+            subscribers: &self.subscribers,
+            points: &self.points,
+            bucket_ms: self.config.classifier.bucket_ms(),
+        };
+        let lanes = &mut self.lanes;
+        let stops: Vec<std::io::Result<(Stop, StepOutcome)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = jobs
+                .iter_mut()
+                .zip(lanes.iter_mut())
+                .map(|((key, reader), lane)| {
+                    let (key, rules) = (&*key, &rules);
+                    std::thread::Builder::new()
+                        .name("kopek-classify".into())
+                        .spawn_scoped(scope, move || {
+                            let mut out = StepOutcome::default();
+                            let stop = read_blocks(rules, key, reader, true, lane, cap, &mut out);
+                            (stop, out)
+                        })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+                .collect()
+        });
+        let mut out = StepOutcome::default();
+        for (((key, reader), done), i) in jobs.into_iter().zip(stops).zip(0..) {
+            let lane = &mut self.lanes[i];
+            let (stop, o) = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    // It read nothing; the segment is read by a later step.
+                    tracing::warn!(error = %e, "cannot start a classifier thread");
+                    (Stop::End { done: false }, StepOutcome::default())
+                }
+            };
+            self.lane.batch.absorb(&mut lane.batch);
+            self.lane.newest_ms = self.lane.newest_ms.max(lane.newest_ms);
+            lane.newest_ms = i64::MIN;
+            out.records += o.records;
+            out.blocks += o.blocks;
+            match stop {
+                Stop::End { done: true } => {}
+                Stop::Full | Stop::End { done: false } | Stop::NeedVersions { .. } => {
+                    self.readers.insert(key, reader);
+                }
+                Stop::Damaged { offset, why } => self.damaged(&key, true, offset, &why)?,
+            }
+        }
+        // Whatever is left is found by the next step.
+        out.caught_up = false;
+        self.stats.segments_pending = segments.len() as u64;
+        Ok(Some(out))
+    }
+
+    /// Where reading `key` stands: the uncommitted batch's position if it
+    /// has one (never re-read what the batch already holds), else the
+    /// committed one.
+    fn position(&self, key: &SegKey) -> Progress {
+        self.lane
+            .batch
+            .progress
+            .iter()
+            .find(|p| p.collector == key.0 && p.segment_id == key.1)
+            .or_else(|| self.progress.get(key))
+            .cloned()
+            .unwrap_or(Progress {
                 collector: key.0.clone(),
                 segment_id: key.1,
-                offset,
+                offset: 0,
                 done: false,
-            });
-        }
+            })
     }
 
     /// Damage in a sealed segment: what follows it cannot be read; count it,
@@ -511,7 +703,7 @@ impl Engine {
         tracing::error!(segment = %name, "damaged tier-1 segment: records after the damage are not counted");
         self.stats.damaged_segments.push(name);
         self.readers.remove(key);
-        self.batch.set_progress(Progress {
+        self.lane.batch.set_progress(Progress {
             collector: key.0.clone(),
             segment_id: key.1,
             offset,
@@ -630,7 +822,7 @@ impl Engine {
                             &mut pass.hosts,
                             &mut pass.overflow,
                             MAX_HOST_PAIRS,
-                            &mut self.scratch,
+                            &mut self.lane.scratch,
                         );
                     }
                 }
@@ -712,12 +904,12 @@ impl Engine {
 
     /// Whether the batch should be committed now.
     pub fn commit_due(&self, caught_up: bool) -> bool {
-        if self.batch.is_empty() {
+        if self.lane.batch.is_empty() {
             return false;
         }
         caught_up
-            || self.batch.stats.records >= MAX_BATCH_RECORDS
-            || self.batch.entries() >= MAX_BATCH_ENTRIES
+            || self.lane.batch.stats.records >= MAX_BATCH_RECORDS
+            || self.lane.batch.entries() >= MAX_BATCH_ENTRIES
             || self
                 .batch_started
                 .is_some_and(|t| t.elapsed() >= self.config.classifier.commit_interval)
@@ -725,7 +917,7 @@ impl Engine {
 
     /// Writes the batch and the read positions in one transaction.
     pub fn commit(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
-        if self.batch.is_empty() {
+        if self.lane.batch.is_empty() {
             return Ok(());
         }
         let names = Names {
@@ -733,16 +925,16 @@ impl Engine {
             classes: &self.versions,
             points: &self.points,
         };
-        self.batch.settle();
-        self.store.commit(&self.batch, names, now_ms)?;
-        for p in self.batch.progress.drain(..) {
+        self.lane.batch.settle();
+        self.store.commit(&self.lane.batch, names, now_ms)?;
+        for p in self.lane.batch.progress.drain(..) {
             self.progress.insert((p.collector.clone(), p.segment_id), p);
         }
-        self.stats.committed.add(&self.batch.stats);
+        self.stats.committed.add(&self.lane.batch.stats);
         self.stats.commits += 1;
         self.stats.last_commit_ms = now_ms;
-        self.stats.newest_record_ms = self.stats.newest_record_ms.max(self.batch_newest_ms);
-        self.batch.clear();
+        self.stats.newest_record_ms = self.stats.newest_record_ms.max(self.lane.newest_ms);
+        self.lane.batch.clear();
         self.batch_started = None;
         Ok(())
     }

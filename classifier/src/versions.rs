@@ -117,6 +117,15 @@ impl ClassVersions {
             .collect()
     }
 
+    /// Whether every version needed for times in `[min_ms, max_ms]` is
+    /// built in memory (then [`Self::at`] gives the right one for each).
+    pub fn loaded(&self, min_ms: i64, max_ms: i64) -> bool {
+        self.versions.is_empty()
+            || self.versions[self.index_at(min_ms)..=self.index_at(max_ms)]
+                .iter()
+                .all(|v| v.table.is_some())
+    }
+
     /// Supplies the built table of version `id`.
     pub fn provide(&mut self, id: i64, table: Arc<ClassTable>) {
         if let Some(i) = self.versions.iter().position(|v| v.id == id) {

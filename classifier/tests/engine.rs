@@ -241,3 +241,135 @@ fn the_bucket_width_of_an_existing_tier2_cannot_change() {
     // The same width opens fine.
     Engine::open(config(dir.path()), 0).unwrap();
 }
+
+/// Every row of the tier-2 tables a catch-up writes, sorted, without the
+/// columns that count commits (`seq`, generations, update times): those
+/// depend on how the work was cut into batches, the sums must not.
+fn tier2_dump(state: &Path) -> Vec<String> {
+    let c = SqliteTier2::open_read(state).unwrap();
+    let mut rows = Vec::new();
+    for (table, cols) in [
+        (
+            "traffic",
+            "bucket_ms, account, class, direction, point, billed, bytes, packets, flows",
+        ),
+        (
+            "traffic_hourly",
+            "hour_ms, account, class, direction, point, billed, bytes, packets, flows",
+        ),
+        (
+            "unattributed",
+            "bucket_ms, address, class, direction, point, bytes, packets, flows",
+        ),
+        (
+            "top_hosts",
+            "hour_ms, account, remote, class, bytes_in, bytes_out, flows",
+        ),
+        ("losses", "bucket_ms, exporter, domain, reason, unit, count"),
+        ("progress", "collector, segment_id, next_offset, done"),
+    ] {
+        let mut st = c.prepare(&format!("SELECT {cols} FROM {table}")).unwrap();
+        let n = st.column_count();
+        let mut q = st.query([]).unwrap();
+        while let Some(r) = q.next().unwrap() {
+            let vals: Vec<String> = (0..n)
+                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                .collect();
+            rows.push(format!("{table}: {}", vals.join(" ")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Tier 1 for the parallel tests: `segments` sealed segments of 2,000
+/// flows with a loss record each, two bound accounts (the rest of the
+/// subscribers unattributed), and segment 3 damaged in its middle.
+fn backlog(state: &Path, segments: u64) -> (u64, u64) {
+    let (n, bytes) = tier1(state, segments, 2_000);
+    let raw = state.join("raw");
+    let opts = WriterOptions {
+        compression: Compression::None,
+        durability: Durability::Never,
+    };
+    let mut w = SegmentWriter::create(&raw, "loss", 1, 0, opts).unwrap();
+    for s in 0..segments {
+        w.append_losses(&[kopek_collector::LossRecord {
+            exporter: "127.0.0.1".parse().unwrap(),
+            domain: 7,
+            kind: SourceKind::Ipfix,
+            reason: kopek_collector::LossReason::Gap,
+            unit: kopek_collector::LossUnit::Flows,
+            count: 10 + s,
+            from_ms: 1_700_000_000_000 + s as i64 * MIN,
+            to_ms: 1_700_000_000_000 + s as i64 * MIN + 5,
+            expected_seq: 1,
+            received_seq: 11,
+        }])
+        .unwrap();
+    }
+    w.close(0).unwrap();
+    let seg3 = raw.join("main-0000000003.kseg");
+    let mut b = std::fs::read(&seg3).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(&seg3, b).unwrap();
+    let mut reg = kopek_classifier::bindings::Registry::open(state).unwrap();
+    let forever = kopek_classifier::bindings::FOREVER_START_MS;
+    for (acc, net) in [("acme", "10.0.0.0/28"), ("bolt", "10.0.0.16/28")] {
+        reg.add(acc, net.parse().unwrap(), forever, None, "test", None)
+            .unwrap();
+    }
+    (n, bytes)
+}
+
+#[test]
+fn a_parallel_catch_up_commits_exactly_what_one_reader_does() {
+    let run = |threads: usize, crash_after_first_step: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        backlog(dir.path(), 7);
+        let mut cfg = config(dir.path());
+        cfg.classifier.threads = threads;
+        if crash_after_first_step {
+            // A batch read by the workers and lost: counted once later.
+            let mut e = Engine::open(cfg.clone(), 0).unwrap();
+            let o = e.step(0).unwrap();
+            assert!(o.records > 0);
+        }
+        let mut e = Engine::open(cfg, 0).unwrap();
+        let first = e.step(0).unwrap();
+        e.commit(0).unwrap();
+        e.catch_up(0).unwrap();
+        e.finish_hosts(i64::MAX / 2).unwrap();
+        let damaged = e.stats().damaged_segments.clone();
+        let records = e.stats().committed.records;
+        drop(e);
+        (first, tier2_dump(dir.path()), damaged, records)
+    };
+    let (first, one, damaged, records) = run(1, false);
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert!(
+        damaged[0].starts_with("main-0000000003 at offset"),
+        "{damaged:?}"
+    );
+    assert!(records > 6 * 2_000 && records < 7 * 2_000, "{records}");
+    assert!(one.iter().any(|r| r.starts_with("top_hosts: ")));
+    assert_eq!(one.iter().filter(|r| r.starts_with("losses: ")).count(), 7);
+    // One reader takes every segment in turn in its first step; several
+    // read `threads` segments at once per step (the loss segment, listed
+    // first, and `threads - 1` of the flow segments), all 8 in one.
+    assert_eq!(first.records, records);
+    for threads in [2, 3, 8] {
+        let (first, many, damaged_many, records_many) = run(threads, false);
+        if threads < 8 {
+            assert!(first.records > 0 && first.records <= (threads as u64 - 1) * 2_000);
+        } else {
+            assert_eq!(first.records, records);
+        }
+        assert_eq!(many, one, "{threads} threads");
+        assert_eq!(damaged_many, damaged);
+        assert_eq!(records_many, records);
+        let (_, crashed, _, _) = run(threads, true);
+        assert_eq!(crashed, one, "{threads} threads after a lost batch");
+    }
+}

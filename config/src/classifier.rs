@@ -88,9 +88,17 @@ pub struct ClassifierConfig {
     pub top_hosts_per_hour: usize,
     pub poll_interval: Duration,
     pub commit_interval: Duration,
+    /// Threads that read sealed tier-1 segments in parallel when the
+    /// classifier is behind (a backlog, re-aggregation); 1 reads them in
+    /// turn. `threads = 0` in the file: one per CPU the process may use,
+    /// at most [`MAX_AUTO_THREADS`].
+    pub threads: usize,
     /// Empty: every record is billed (one router, one export per packet).
     pub points: Vec<ObservationPoint>,
 }
+
+/// The most threads `classifier.threads = 0` (automatic) chooses.
+pub const MAX_AUTO_THREADS: usize = 8;
 
 impl ClassifierConfig {
     pub fn bucket_ms(&self) -> i64 {
@@ -206,6 +214,12 @@ pub(crate) fn validate(
             format!("must be 10..=60000, got {}", c.poll_interval_ms),
         );
     }
+    if c.threads > 64 {
+        bad(
+            "classifier.threads",
+            format!("must be 0 (one per CPU) ..= 64, got {}", c.threads),
+        );
+    }
     if !(10..=60_000).contains(&c.commit_interval_ms) {
         bad(
             "classifier.commit_interval_ms",
@@ -299,6 +313,12 @@ pub(crate) fn validate(
         top_hosts_per_hour: c.top_hosts_per_hour,
         poll_interval: Duration::from_millis(c.poll_interval_ms),
         commit_interval: Duration::from_millis(c.commit_interval_ms),
+        threads: match c.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_AUTO_THREADS),
+            n => n as usize,
+        },
         points,
     }
 }

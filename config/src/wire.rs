@@ -305,6 +305,7 @@ pub struct Classifier {
     pub top_hosts_per_hour: usize,
     pub poll_interval_ms: u64,
     pub commit_interval_ms: u64,
+    pub threads: u32,
     pub class: Vec<Class>,
     pub observation_point: Vec<ObservationPoint>,
 }
@@ -319,6 +320,7 @@ impl Default for Classifier {
             top_hosts_per_hour: DEFAULT_TOP_HOSTS_PER_HOUR,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
             commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
+            threads: 0,
             class: Vec::new(),
             observation_point: Vec::new(),
         }
