@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Instant, SystemTime};
 
 use kopek_collector::segment::{
@@ -35,7 +35,7 @@ use crate::aggregate::{
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
-use crate::store::{HostDetail, Names, OTHER_HOSTS, SqliteTier2, Tier2};
+use crate::store::{CommitRows, HostDetail, Names, OTHER_HOSTS, SqliteTier2, StoreError, Tier2};
 use crate::versions::ClassVersions;
 
 /// Records read into one batch before it is committed.
@@ -221,6 +221,88 @@ fn read_blocks(
     }
 }
 
+/// A commit handed to the [`Committer`], and what becomes true of the
+/// engine when it is written.
+#[derive(Debug)]
+struct InFlight {
+    progress: Vec<Progress>,
+    stats: AggStats,
+    newest_ms: i64,
+    now_ms: i64,
+}
+
+/// The thread that writes commits ([`SqliteTier2::write_rows`]) on a
+/// connection of its own, one at a time, while the engine reads and
+/// classifies the next batch: a catch-up then costs the larger of the two,
+/// not their sum.
+struct Committer {
+    jobs: Option<mpsc::SyncSender<(CommitRows, i64)>>,
+    outcomes: mpsc::Receiver<Result<(), StoreError>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(state_dir: &std::path::Path) -> Result<Committer, ClassifierError> {
+        let mut store = SqliteTier2::open(state_dir)?;
+        let (jobs, todo) = mpsc::sync_channel::<(CommitRows, i64)>(1);
+        let (done, outcomes) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kopek-commit".into())
+            .spawn(move || {
+                for (rows, now_ms) in todo {
+                    if done.send(store.write_rows(&rows, now_ms)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|source| ClassifierError::Io {
+                what: "starting the tier-2 commit thread".into(),
+                source,
+            })?;
+        Ok(Committer {
+            jobs: Some(jobs),
+            outcomes,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, rows: CommitRows, now_ms: i64) -> Result<(), ClassifierError> {
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send((rows, now_ms)).ok())
+            .ok_or_else(|| ClassifierError::Invalid("the tier-2 commit thread has ended".into()))
+    }
+
+    /// The outcome of the commit sent last: waited for (`block`), or
+    /// `None` while it is being written.
+    fn outcome(&self, block: bool) -> Option<Result<(), ClassifierError>> {
+        let r = if block {
+            self.outcomes.recv().map_err(|_| ())
+        } else {
+            match self.outcomes.try_recv() {
+                Err(mpsc::TryRecvError::Empty) => return None,
+                r => r.map_err(|_| ()),
+            }
+        };
+        Some(match r {
+            Ok(written) => written.map_err(ClassifierError::from),
+            Err(()) => Err(ClassifierError::Invalid(
+                "the tier-2 commit thread has ended".into(),
+            )),
+        })
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the commit it holds.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub struct Engine {
     config: Config,
     store: SqliteTier2,
@@ -239,6 +321,10 @@ pub struct Engine {
     /// One per worker of a parallel catch-up ([`Engine::parallel_step`]).
     lanes: Vec<Lane>,
     batch_started: Option<Instant>,
+    /// Writes commits on its own connection ([`Engine::commit`]).
+    committer: Committer,
+    /// The commit being written.
+    in_flight: Option<InFlight>,
     watched: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
     last_watch_ms: i64,
     stats: EngineStats,
@@ -285,6 +371,8 @@ impl Engine {
             lane: Lane::default(),
             lanes: Vec::new(),
             batch_started: None,
+            committer: Committer::start(&state)?,
+            in_flight: None,
             watched: Vec::new(),
             last_watch_ms: now_ms,
             stats: EngineStats::default(),
@@ -376,7 +464,7 @@ impl Engine {
             Some(p) => read_static(p)?,
             None => Vec::new(),
         };
-        self.commit(now_ms)?;
+        self.flush(now_ms)?;
         // A host pass in progress holds account indices of the old binding
         // index: start it again (the hour stays pending).
         self.host_pass = None;
@@ -433,6 +521,7 @@ impl Engine {
 
     /// Reads what tier 1 has now, up to the batch bounds.
     pub fn step(&mut self, now_ms: i64) -> Result<StepOutcome, ClassifierError> {
+        self.finish_commit(false)?;
         if self.files_changed(now_ms) {
             tracing::info!("a list or bindings file changed: reloading");
             let cfg = self.config.clone();
@@ -663,15 +752,21 @@ impl Engine {
         Ok(Some(out))
     }
 
-    /// Where reading `key` stands: the uncommitted batch's position if it
-    /// has one (never re-read what the batch already holds), else the
-    /// committed one.
+    /// Where reading `key` stands: the batch's position if it has one
+    /// (never re-read what the batch already holds), else the position of
+    /// the commit being written, else the committed one.
     fn position(&self, key: &SegKey) -> Progress {
         self.lane
             .batch
             .progress
             .iter()
             .find(|p| p.collector == key.0 && p.segment_id == key.1)
+            .or_else(|| {
+                let f = self.in_flight.as_ref()?;
+                f.progress
+                    .iter()
+                    .find(|p| p.collector == key.0 && p.segment_id == key.1)
+            })
             .or_else(|| self.progress.get(key))
             .cloned()
             .unwrap_or(Progress {
@@ -733,6 +828,8 @@ impl Engine {
     /// whether there was work. Call when caught up (the pass reads only
     /// what is committed).
     pub fn hosts_step(&mut self, now_ms: i64) -> Result<bool, ClassifierError> {
+        // The pass reads what is committed: nothing in the air.
+        self.finish_commit(true)?;
         if self.host_pass.is_none() {
             let pending = self
                 .store
@@ -915,8 +1012,12 @@ impl Engine {
                 .is_some_and(|t| t.elapsed() >= self.config.classifier.commit_interval)
     }
 
-    /// Writes the batch and the read positions in one transaction.
+    /// Hands the batch, with the read positions, to the commit thread,
+    /// which writes them in one transaction while the engine fills the
+    /// next batch; first waits for the commit before it (one at a time).
+    /// [`Self::flush`] also waits for this one.
     pub fn commit(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
+        self.finish_commit(true)?;
         if self.lane.batch.is_empty() {
             return Ok(());
         }
@@ -926,16 +1027,51 @@ impl Engine {
             points: &self.points,
         };
         self.lane.batch.settle();
-        self.store.commit(&self.lane.batch, names, now_ms)?;
-        for p in self.lane.batch.progress.drain(..) {
+        let rows = CommitRows::of(&self.lane.batch, names);
+        let batch = &mut self.lane.batch;
+        self.in_flight = Some(InFlight {
+            progress: std::mem::take(&mut batch.progress),
+            stats: batch.stats,
+            newest_ms: self.lane.newest_ms,
+            now_ms,
+        });
+        batch.clear();
+        self.batch_started = None;
+        self.committer.send(rows, now_ms)
+    }
+
+    /// Commits the batch and waits until it is written.
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
+        self.commit(now_ms)?;
+        self.finish_commit(true)
+    }
+
+    /// Takes the outcome of the commit being written, if any: waiting for
+    /// it (`block`), or only if it is already done. Written: its positions
+    /// become the committed ones. Failed: the batch filled since (read
+    /// past the failed one's positions) is dropped and every segment is
+    /// read again from the committed positions; the error is returned.
+    fn finish_commit(&mut self, block: bool) -> Result<(), ClassifierError> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        let Some(result) = self.committer.outcome(block) else {
+            return Ok(());
+        };
+        let f = self.in_flight.take().expect("checked above");
+        if let Err(e) = result {
+            self.lane.batch.clear();
+            self.batch_started = None;
+            self.readers.clear();
+            return Err(e);
+        }
+        for p in f.progress {
             self.progress.insert((p.collector.clone(), p.segment_id), p);
         }
-        self.stats.committed.add(&self.lane.batch.stats);
+        self.stats.committed.add(&f.stats);
         self.stats.commits += 1;
-        self.stats.last_commit_ms = now_ms;
-        self.stats.newest_record_ms = self.stats.newest_record_ms.max(self.lane.newest_ms);
-        self.lane.batch.clear();
-        self.batch_started = None;
+        self.stats.last_commit_ms = f.now_ms;
+        self.stats.newest_record_ms = self.stats.newest_record_ms.max(f.newest_ms);
         Ok(())
     }
 
@@ -949,6 +1085,7 @@ impl Engine {
                 break;
             }
         }
+        self.finish_commit(true)?;
         let mut d = self.stats.committed;
         d.records -= before.records;
         d.bytes -= before.bytes;
@@ -957,7 +1094,7 @@ impl Engine {
 
     /// Retention and hosts compaction; run about hourly.
     pub fn maintain(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
-        self.commit(now_ms)?;
+        self.flush(now_ms)?;
         let r = self.config.retention;
         let cut = |days: u32| (days > 0).then(|| now_ms - i64::from(days) * DAY_MS);
         let pruned = self

@@ -211,7 +211,7 @@ fn work(
             std::thread::sleep(poll);
         }
     }
-    engine.commit(now_ms())?;
+    engine.flush(now_ms())?;
     write_stats(state_dir, engine.stats())?;
     tracing::info!(
         records = engine.stats().committed.records,

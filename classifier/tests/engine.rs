@@ -373,3 +373,51 @@ fn a_parallel_catch_up_commits_exactly_what_one_reader_does() {
         assert_eq!(crashed, one, "{threads} threads after a lost batch");
     }
 }
+
+#[test]
+fn a_failed_commit_drops_what_was_read_after_it_and_counts_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let opts = WriterOptions {
+        compression: Compression::Zstd { level: 1 },
+        durability: Durability::Never,
+    };
+    // One growing segment: the commit that fails covers its first half,
+    // the batch read while it was being written covers the second.
+    let mut w = SegmentWriter::create(&raw, "main", 1, 0, opts).unwrap();
+    let flows: Vec<_> = (0..2_000).map(flow).collect();
+    let bytes: u64 = flows.iter().map(|f| f.bytes()).sum();
+    for b in flows[..1_000].chunks(100) {
+        w.append_flows(b).unwrap();
+    }
+    let mut cfg = config(dir.path());
+    cfg.classifier.threads = 1;
+    let mut e = Engine::open(cfg, 0).unwrap();
+    assert_eq!(e.step(0).unwrap().records, 1_000);
+    // Hold tier 2's write lock, and take away a table the commit writes:
+    // the commit thread waits for the lock, then fails.
+    let sabotage = rusqlite::Connection::open(dir.path().join("tier2.sqlite")).unwrap();
+    sabotage
+        .execute_batch("BEGIN IMMEDIATE; ALTER TABLE traffic_hourly RENAME TO gone;")
+        .unwrap();
+    e.commit(0).unwrap();
+    for b in flows[1_000..].chunks(100) {
+        w.append_flows(b).unwrap();
+    }
+    // Read while the commit waits: the segment's second half.
+    assert_eq!(e.step(0).unwrap().records, 1_000);
+    sabotage.execute_batch("COMMIT").unwrap();
+    let err = e.commit(0).unwrap_err().to_string();
+    assert!(err.contains("traffic_hourly"), "{err}");
+    assert_eq!(e.stats().committed.records, 0);
+    sabotage
+        .execute_batch("ALTER TABLE gone RENAME TO traffic_hourly")
+        .unwrap();
+    // Both halves again, each once.
+    w.close(0).unwrap();
+    e.catch_up(0).unwrap();
+    assert_eq!(e.stats().committed.records, 2_000);
+    drop(e);
+    assert_eq!(tier2_totals(dir.path()), (2_000, bytes));
+}

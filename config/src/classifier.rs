@@ -90,8 +90,9 @@ pub struct ClassifierConfig {
     pub commit_interval: Duration,
     /// Threads that read sealed tier-1 segments in parallel when the
     /// classifier is behind (a backlog, re-aggregation); 1 reads them in
-    /// turn. `threads = 0` in the file: one per CPU the process may use,
-    /// at most [`MAX_AUTO_THREADS`].
+    /// turn. `threads = 0` in the file: one per CPU the process may use
+    /// but one (which the commit thread needs), at least 1, at most
+    /// [`MAX_AUTO_THREADS`].
     pub threads: usize,
     /// Empty: every record is billed (one router, one export per packet).
     pub points: Vec<ObservationPoint>,
@@ -314,9 +315,11 @@ pub(crate) fn validate(
         poll_interval: Duration::from_millis(c.poll_interval_ms),
         commit_interval: Duration::from_millis(c.commit_interval_ms),
         threads: match c.threads {
+            // One CPU is left to the commit thread.
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
-                .min(MAX_AUTO_THREADS),
+                .saturating_sub(1)
+                .clamp(1, MAX_AUTO_THREADS),
             n => n as usize,
         },
         points,
