@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo bench -p kopek-classifier --bench classify [-- --flows N --runs N
-//!     --skip-engine --skip-rows --skip-hosts --uniform-remotes]
+//!     --skip-engine --skip-rows --skip-hosts --uniform-remotes --flows-per-s N]
 //! ```
 //!
 //! Stages, each a median of `--runs`:
@@ -80,6 +80,11 @@ struct Opts {
     /// a new host: the worst case for the per-host detail), instead of the
     /// default power-law popularity over a fixed set of hosts.
     uniform: bool,
+    /// Flows per second of generated traffic time: how densely the
+    /// records fill the buckets, i.e. how many tier-2 rows a commit writes
+    /// per record (100,000/s: 12 M flows in one 5-minute bucket; a
+    /// mid-size ISP's month, 3 billion flows, is ~1,200/s).
+    rate: u64,
     skip_engine: bool,
     /// No `rows` stage (the comparison with judging every record alone).
     skip_rows: bool,
@@ -92,6 +97,7 @@ fn opts() -> Opts {
         flows: DEFAULT_FLOWS,
         runs: DEFAULT_RUNS,
         uniform: false,
+        rate: 100_000,
         skip_engine: false,
         skip_rows: false,
         skip_hosts: false,
@@ -102,6 +108,12 @@ fn opts() -> Opts {
             "--flows" => o.flows = args.next().and_then(|v| v.parse().ok()).expect("--flows N"),
             "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--uniform-remotes" => o.uniform = true,
+            "--flows-per-s" => {
+                o.rate = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--flows-per-s N")
+            }
             "--skip-engine" => o.skip_engine = true,
             "--skip-rows" => o.skip_rows = true,
             "--skip-hosts" => o.skip_hosts = true,
@@ -180,12 +192,12 @@ fn write_bindings(dir: &Path) -> PathBuf {
 }
 
 /// Writes `n` generated flows into tier-1 segments under `raw`.
-fn write_tier1(raw: &Path, n: u64, v4: &[(u32, u8)], v6: &[(u128, u8)], uniform: bool) -> u64 {
+fn write_tier1(raw: &Path, n: u64, v4: &[(u32, u8)], v6: &[(u128, u8)], o: &Opts) -> u64 {
     std::fs::create_dir_all(raw).expect("raw dir");
     let profile = GenProfile {
         subscribers: ACCOUNTS,
         ipv6_share_percent: 10,
-        flows_per_s: 100_000,
+        flows_per_s: o.rate,
         ..GenProfile::default()
     };
     let mut flow_gen = FlowGen::new(7, profile).expect("profile");
@@ -224,7 +236,7 @@ fn write_tier1(raw: &Path, n: u64, v4: &[(u32, u8)], v6: &[(u128, u8)], uniform:
                 let f = flow_gen.next_flow();
                 let mut r = enc.expected(&f, EXPORTER).expect("flow");
                 // Redraw the remote side from inside a listed prefix.
-                let remote = match (r.src, uniform) {
+                let remote = match (r.src, o.uniform) {
                     (IpAddr::V4(_), true) => IpAddr::V4(draw4(&mut rng)),
                     (IpAddr::V6(_), true) => IpAddr::V6(draw6(&mut rng)),
                     (IpAddr::V4(_), false) => IpAddr::V4(hosts4[pick(&mut rng, hosts4.len())]),
@@ -278,7 +290,7 @@ fn main() {
     let bindings = write_bindings(dir.path());
     let state = dir.path().join("state");
     let raw = state.join("raw");
-    let tier1_bytes = write_tier1(&raw, n, &v4, &v6, o.uniform);
+    let tier1_bytes = write_tier1(&raw, n, &v4, &v6, &o);
     println!(
         "classify ({} remotes): {n} flows in {} segments ({:.1} MB, {:.1} B/flow), {ACCOUNTS} accounts, {V4_PREFIXES} IPv4 + {V6_PREFIXES} IPv6 prefixes; setup {:.1} s",
         if o.uniform { "uniform" } else { "power-law" },
