@@ -13,7 +13,6 @@
 //! tier 2 in one transaction together with how far tier 1 was read.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 
 use kopek_collector::segment::FlowColumns;
@@ -131,63 +130,11 @@ pub struct LossKey {
     pub unit: &'static str,
 }
 
-/// FxHash-style multiplicative hasher: the keys are small integers and
-/// addresses from our own tier 1, not attacker-chosen strings, and SipHash
-/// costs a third of the per-record budget. Collisions only cost speed.
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    #[inline]
-    fn write_u128(&mut self, i: u128) {
-        self.write_u64(i as u64);
-        self.write_u64((i >> 64) as u64);
-    }
-    #[inline]
-    fn write_i64(&mut self, i: i64) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-}
-
-impl std::fmt::Debug for FastHasher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FastHasher")
-    }
-}
-
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// Hash maps of the per-record paths: foldhash (a folded multiply per
+/// word, about FxHash's speed) with a per-process random seed, because some
+/// keys hold remote addresses, which whoever sends the packets chooses.
+/// SipHash would cost a third of the per-record budget.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Counters of what the classifier did, for the stats file and the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

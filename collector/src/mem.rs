@@ -1,4 +1,5 @@
-//! Memory hints shared by the hot loops of the collector and the classifier.
+//! Memory hints and hash multipliers shared by the hot loops of the
+//! collector and the classifier.
 
 /// Asks the CPU to bring the cache line holding `p` into the L1 cache, so
 /// that a lookup issued a little later (a hash table's slot, found from a
@@ -15,4 +16,20 @@ pub fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// A random odd 64-bit multiplier for multiply-shift hashing, different in
+/// every call (from the standard library's randomly keyed SipHash). Tables
+/// keyed by addresses that arrive in flow records (any sender on the
+/// Internet chooses its source address) hash with one of these instead of
+/// a public constant: with a constant, addresses chosen to share a home
+/// slot turn linear probing quadratic; with a secret odd multiplier,
+/// multiply-shift is universal (two given keys collide with probability
+/// about 2 / slots).
+pub fn random_odd_multiplier() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        | 1
 }

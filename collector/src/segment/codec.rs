@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::record::{
@@ -43,35 +42,9 @@ pub const PREFETCH_RECORDS: usize = 16;
 /// Fixed size of one loss record in a loss block.
 pub const LOSS_RECORD_LEN: usize = 17 + 4 + 3 + 8 + 8 + 8 + 4 + 4;
 
-/// Multiply-shift hasher for the address dictionary: addresses are already
-/// well spread and the dictionary is private, so SipHash buys nothing here.
-#[derive(Default, Clone, Copy)]
-pub struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-}
-
-type AddrMap<K> = HashMap<K, u32, BuildHasherDefault<AddrHasher>>;
+/// IPv6 addresses of a block: foldhash with a per-process random seed
+/// (the addresses are chosen by whoever sends the packets).
+type AddrMap<K> = HashMap<K, u32, foldhash::fast::RandomState>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct StreamKey {
