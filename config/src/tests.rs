@@ -154,6 +154,16 @@ fn classifier_defaults() {
     assert_eq!(c.classifier.bucket, Duration::from_secs(300));
     assert_eq!(c.classifier.default_class, "paid");
     assert!(c.classifier.points.is_empty());
+    // Automatic: one reader per CPU but the commit thread's, at least 1.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c.classifier.threads, (cpus - 1).clamp(1, 8));
+    assert_eq!(
+        load("[classifier]\nthreads = 3")
+            .unwrap()
+            .classifier
+            .threads,
+        3
+    );
     assert_eq!(c.timezone, chrono_tz::Tz::UTC);
     assert_eq!(c.retention.raw_days, 400);
 }
@@ -255,6 +265,7 @@ timezone = "Mars/Olympus"
 [classifier]
 bucket_s = 7
 subscriber_networks = ["10.1.2.3/8", "banana"]
+threads = 65
 [[classifier.class]]
 name = "Local"
 count = "sideways"
@@ -272,6 +283,7 @@ traffic_days = 30
         "key `classifier.bucket_s`: must divide 900",
         "key `classifier.subscriber_networks[0]`",
         "key `classifier.subscriber_networks[1]`",
+        "key `classifier.threads`: must be 0 (one per CPU) ..= 64, got 65",
         "key `classifier.class[0].name`",
         "key `classifier.class[0].count`",
         "key `classifier.class[0].files[0]`: must be an absolute path",
