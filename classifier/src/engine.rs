@@ -231,7 +231,7 @@ struct InFlight {
     now_ms: i64,
 }
 
-/// The thread that writes commits ([`SqliteTier2::write_rows`]) on a
+/// The thread that writes commits ([`Tier2::write_rows`]) on a
 /// connection of its own, one at a time, while the engine reads and
 /// classifies the next batch: a catch-up then costs the larger of the two,
 /// not their sum.
@@ -270,26 +270,25 @@ impl Committer {
         self.jobs
             .as_ref()
             .and_then(|j| j.send((rows, now_ms)).ok())
-            .ok_or_else(|| ClassifierError::Invalid("the tier-2 commit thread has ended".into()))
+            .ok_or_else(Self::ended)
     }
 
     /// The outcome of the commit sent last: waited for (`block`), or
     /// `None` while it is being written.
     fn outcome(&self, block: bool) -> Option<Result<(), ClassifierError>> {
-        let r = if block {
-            self.outcomes.recv().map_err(|_| ())
+        let written = if block {
+            self.outcomes.recv().ok()
         } else {
             match self.outcomes.try_recv() {
                 Err(mpsc::TryRecvError::Empty) => return None,
-                r => r.map_err(|_| ()),
+                r => r.ok(),
             }
         };
-        Some(match r {
-            Ok(written) => written.map_err(ClassifierError::from),
-            Err(()) => Err(ClassifierError::Invalid(
-                "the tier-2 commit thread has ended".into(),
-            )),
-        })
+        Some(written.map_or_else(|| Err(Self::ended()), |w| w.map_err(ClassifierError::from)))
+    }
+
+    fn ended() -> ClassifierError {
+        ClassifierError::Invalid("the tier-2 commit thread has ended".into())
     }
 }
 

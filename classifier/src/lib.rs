@@ -13,7 +13,7 @@
 //!        │                  │                        ├─ bindings: address → account at time t
 //!  progress offsets         │                        ├─ versions/classes: remote address → class (LPM)
 //!  committed with           ▼                        └─ split: pro-rata over buckets
-//!  the aggregates ◄── store::Tier2::commit (one transaction)
+//!  the aggregates ◄── store::Tier2::write_rows (commit thread, one transaction)
 //! ```
 //! - [`lpm`]: the longest-prefix-match structure (IPv4 and IPv6).
 //! - [`classes`], [`versions`]: class lists, one version per content hash,

@@ -5,7 +5,7 @@
 //! confined to [`SqliteTier2::open`] (pragmas).
 //!
 //! The classifier is the only writer (its engine's connection, and the
-//! commit thread's for batches: [`SqliteTier2::write_rows`]). Every write
+//! commit thread's for batches: [`Tier2::write_rows`]). Every write
 //! transaction is `BEGIN IMMEDIATE`; the aggregates of a batch and how far tier 1 was read
 //! commit together, which is what makes counting exactly-once. The schema is
 //! documented in docs/tier2-schema.md.
@@ -83,8 +83,9 @@ pub struct Pruned {
 pub trait Tier2 {
     /// Read positions of every segment seen so far.
     fn progress(&self) -> Result<Vec<Progress>, StoreError>;
-    /// Writes the batch's aggregates and read positions in one transaction.
-    fn commit(&mut self, batch: &Batch, names: Names<'_>, now_ms: i64) -> Result<(), StoreError>;
+    /// Writes one commit's rows (a batch's aggregates, built by
+    /// [`CommitRows::of`]) and read positions in one transaction.
+    fn write_rows(&mut self, rows: &CommitRows, now_ms: i64) -> Result<(), StoreError>;
     fn class_versions(&self) -> Result<Vec<StoredVersion>, StoreError>;
     fn class_version_content(&self, id: i64) -> Result<Option<String>, StoreError>;
     fn add_class_version(
@@ -447,9 +448,26 @@ fn upsert_traffic(
     Ok(())
 }
 
-impl SqliteTier2 {
-    /// Writes one commit's rows and read positions in one transaction.
-    pub fn write_rows(&mut self, rows: &CommitRows, now_ms: i64) -> Result<(), StoreError> {
+impl Tier2 for SqliteTier2 {
+    fn progress(&self) -> Result<Vec<Progress>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT collector, segment_id, next_offset, done FROM progress")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Progress {
+                    collector: r.get(0)?,
+                    segment_id: r.get::<_, i64>(1)? as u64,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    done: r.get::<_, i64>(3)? != 0,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn write_rows(&mut self, rows: &CommitRows, now_ms: i64) -> Result<(), StoreError> {
         let err = sql_error(self.path.clone());
         let tx = self
             .conn
@@ -535,30 +553,6 @@ impl SqliteTier2 {
             }
         }
         tx.commit().map_err(&err)
-    }
-}
-
-impl Tier2 for SqliteTier2 {
-    fn progress(&self) -> Result<Vec<Progress>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT collector, segment_id, next_offset, done FROM progress")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Progress {
-                    collector: r.get(0)?,
-                    segment_id: r.get::<_, i64>(1)? as u64,
-                    offset: r.get::<_, i64>(2)? as u64,
-                    done: r.get::<_, i64>(3)? != 0,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
-    }
-
-    fn commit(&mut self, batch: &Batch, names: Names<'_>, now_ms: i64) -> Result<(), StoreError> {
-        self.write_rows(&CommitRows::of(batch, names), now_ms)
     }
 
     fn class_versions(&self) -> Result<Vec<StoredVersion>, StoreError> {

@@ -19,13 +19,13 @@ pub fn prefetch<T>(p: *const T) {
 }
 
 /// A random odd 64-bit multiplier for multiply-shift hashing, different in
-/// every call (from the standard library's randomly keyed SipHash). Tables
-/// keyed by addresses that arrive in flow records (any sender on the
-/// Internet chooses its source address) hash with one of these instead of
-/// a public constant: with a constant, addresses chosen to share a home
-/// slot turn linear probing quadratic; with a secret odd multiplier,
+/// every call (from the standard library's randomly keyed SipHash). With a
+/// public constant, addresses chosen to share a home slot (any sender on
+/// the Internet chooses the source addresses that arrive in flow records)
+/// turn linear probing quadratic; with a secret odd multiplier,
 /// multiply-shift is universal (two given keys collide with probability
-/// about 2 / slots).
+/// about 2 / slots). The collector's IPv4 dictionary switches to one when
+/// it sees such probes.
 pub fn random_odd_multiplier() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
