@@ -320,14 +320,23 @@ const BLOCK_WINDOW_LOG: u32 = 15;
 /// cache; level 1's default (8,192) costs 28 instead of 22 ns per flow for
 /// 0.01 bytes per flow less. Stronger levels keep their own tables.
 const FAST_HASH_LOG: u32 = 11;
+/// Level 1's match finder skips ahead faster (zstd's "acceleration"), and
+/// its literals stay Huffman-coded (zstd turns that off by itself once the
+/// search is accelerated). Most columns are either constant (any search
+/// finds them) or high-entropy numbers where matches are rare and Huffman
+/// coding is the whole gain: on generated v5 flows 13.90 instead of 13.69
+/// bytes per flow for 30 % less compression time (21 vs 30 ns per flow).
+const FAST_TARGET_LENGTH: u32 = 32;
 
 /// The zstd compressor for blocks at `level`; numbers in docs/performance.md.
 fn block_compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>> {
-    use zstd::zstd_safe::CParameter;
+    use zstd::zstd_safe::{CParameter, ParamSwitch};
     let mut z = zstd::bulk::Compressor::new(level)?;
     z.set_parameter(CParameter::WindowLog(BLOCK_WINDOW_LOG))?;
     if level <= 1 {
         z.set_parameter(CParameter::HashLog(FAST_HASH_LOG))?;
+        z.set_parameter(CParameter::TargetLength(FAST_TARGET_LENGTH))?;
+        z.set_parameter(CParameter::LiteralCompressionMode(ParamSwitch::Enable))?;
     }
     Ok(z)
 }
