@@ -97,6 +97,20 @@ def proc_status_kb(pid, key):
     return None
 
 
+def proc_run_ns(pid):
+    """CPU time (user + system, ns) of every live thread of `pid`, from
+    /proc/PID/task/*/schedstat: nanosecond resolution, unlike the 10 ms
+    ticks of /proc/PID/stat."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def cpu_ticks():
     """(busy, total, user-mode) jiffies of all CPUs, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -259,6 +273,9 @@ def run_one(kopek, coll, version, rate, flows, workroot, gen_extra=(), rss_serie
     t0s = os.times()
     coll.start(workdir)
     rb = socket_rcvbuf(PORT)
+    # Steady state: the collector's CPU from here (started, sockets bound)
+    # to the drained socket below, without its start-up and shutdown.
+    run_ns0 = proc_run_ns(coll.proc.pid)
     cmd = [kopek, "gen", "--target", TARGET, "--version", version, "--flows", str(flows),
            "--rate", str(rate), "--seed", str(SEED), "--write-expected", expected_path] + list(gen_extra)
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -291,6 +308,7 @@ def run_one(kopek, coll, version, rate, flows, workroot, gen_extra=(), rss_serie
         time.sleep(0.02)
     time.sleep(0.3)
     drops = (udp_socket_line(PORT) or (0, 0))[1]
+    stream_cpu_s = (proc_run_ns(coll.proc.pid) - run_ns0) / 1e9
     hwm_kb = proc_status_kb(coll.proc.pid, "VmHWM")
     if rss_series:
         series.append((round(time.time() - t0, 1), proc_status_kb(coll.proc.pid, "VmRSS"), hwm_kb))
@@ -317,6 +335,8 @@ def run_one(kopek, coll, version, rate, flows, workroot, gen_extra=(), rss_serie
         "waited_for_quiet_s": quiet,
         "vmhwm_kb": hwm_kb, "maxrss_kb": maxrss_kb, "rcvbuf": rb,
         "cpu_s_per_mflow": cpu_s / (sent["flows"] / 1e6),
+        "stream_cpu_s": stream_cpu_s,
+        "stream_cpu_s_per_mflow": stream_cpu_s / (sent["flows"] / 1e6),
         "user_s_per_mflow": coll.user_s / (sent["flows"] / 1e6),
         "sys_s_per_mflow": coll.sys_s / (sent["flows"] / 1e6),
         "disk_bytes_per_flow": stored["disk_bytes"] / stored["flows"] if stored["flows"] else None,
@@ -423,6 +443,16 @@ def render(info, args, results, best, reasons, multi):
                                           for x, u, y in zip(vals, us, ss))
                  + f" | {ratio(vals[0], vals[2])} |")
 
+    L.append(f"\n## CPU seconds per million flows at {args.fixed_rate/1e6:.2f} M flows/s, steady state "
+             f"(the same runs, the collector's threads from just before the sender starts until its socket is "
+             f"drained, from /proc/PID/task/*/schedstat: start-up and shutdown left out; median of {args.fixed_runs})\n")
+    L.append("| version | " + " | ".join(labels) + " | kopek zstd / nfcapd |")
+    L.append("|---|" + "---|" * (len(labels) + 1))
+    for v in args.versions:
+        vals = [median_of(results, l, v, "stream_cpu_s_per_mflow") for l in labels]
+        L.append(f"| {v} | " + " | ".join("n/a" if x is None else f"{x:.3f}" for x in vals)
+                 + f" | {ratio(vals[0], vals[2])} |")
+
     L.append("\n## Bytes on disk per flow (same runs)\n")
     L.append("| version | " + " | ".join(labels) + " | kopek zstd / nfcapd lz4 |")
     L.append("|---|" + "---|" * (len(labels) + 1))
@@ -470,14 +500,14 @@ def render(info, args, results, best, reasons, multi):
              f"than {NOISY_USER_S} s of other processes' user CPU is marked `noisy`, not counted, and repeated "
              f"(both collectors alike, whatever the outcome): {noisy} such run(s). Worst counted run: "
              f"{worst:.2f} s.\n")
-    L.append("| phase | collector | version | rate asked | achieved | flows expected | stored | drops | exact | CPU s (user/sys) | sender CPU s | foreign CPU s (user) | VmHWM KiB | bytes/flow |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| phase | collector | version | rate asked | achieved | flows expected | stored | drops | exact | CPU s (user/sys) | steady-state CPU s | sender CPU s | foreign CPU s (user) | VmHWM KiB | bytes/flow |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         bpf = r["disk_bytes_per_flow"]
         L.append(f"| {r.get('phase')} | {r['collector']} | {r['version']} | {r['rate']/1e6:.2f}M | "
                  f"{r['achieved_rate']/1e6:.3f}M | {r['expected']['flows']} | {r['stored']['flows']} | "
                  f"{r['socket_drops']} | {r['exact']} | {r['cpu_s']:.2f} ({r['user_s']:.2f}/{r['sys_s']:.2f}) | "
-                 f"{r['sender_cpu_s']:.2f} | {r['foreign_cpu_s']:.2f} ({r['foreign_user_s']:.2f}) | {r['vmhwm_kb']} | "
+                 f"{r.get('stream_cpu_s', float('nan')):.3f} | {r['sender_cpu_s']:.2f} | {r['foreign_cpu_s']:.2f} ({r['foreign_user_s']:.2f}) | {r['vmhwm_kb']} | "
                  f"{'n/a' if bpf is None else f'{bpf:.2f}'} |")
     return "\n".join(L) + "\n"
 
