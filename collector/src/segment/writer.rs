@@ -34,7 +34,6 @@ pub struct SegmentWriter {
     opts: WriterOptions,
     encoder: FlowBlockEncoder,
     raw: Vec<u8>,
-    frame: Vec<u8>,
     /// Whole frames not yet written: one `write` per commit.
     pending: Vec<u8>,
     pending_blocks: u64,
@@ -85,7 +84,6 @@ impl SegmentWriter {
             opts,
             encoder: FlowBlockEncoder::default(),
             raw: Vec::with_capacity(1 << 20),
-            frame: Vec::with_capacity(1 << 20),
             pending: Vec::with_capacity(1 << 20),
             pending_blocks: 0,
             zstd,
@@ -240,7 +238,9 @@ impl SegmentWriter {
     }
 
     /// Frames `raw` (compressed when that makes it smaller) into the
-    /// pending buffer.
+    /// pending buffer. zstd writes straight into the pending buffer's spare
+    /// capacity, after a header left blank until the payload is known (no
+    /// zeroed scratch frame to copy over).
     fn write_block(
         &mut self,
         kind: BlockKind,
@@ -248,28 +248,29 @@ impl SegmentWriter {
         compress: bool,
         raw: &[u8],
     ) -> Result<(), SegmentError> {
-        self.frame.clear();
-        self.frame.resize(FRAME_LEN, 0);
+        let start = self.pending.len();
+        let payload_at = start + FRAME_LEN;
+        self.pending.resize(payload_at, 0);
         let mut codec = CODEC_NONE;
         if let (true, Some(z)) = (compress, self.zstd.as_mut()) {
-            let bound = zstd::zstd_safe::compress_bound(raw.len());
-            self.frame.resize(FRAME_LEN + bound, 0);
-            let n = z
-                .compress_to_buffer(raw, &mut self.frame[FRAME_LEN..])
-                .map_err(SegmentError::io(&self.path))?;
-            if n < raw.len() {
-                self.frame.truncate(FRAME_LEN + n);
-                codec = CODEC_ZSTD;
-            } else {
-                self.frame.truncate(FRAME_LEN);
+            self.pending
+                .reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            let mut out = std::io::Cursor::new(&mut self.pending);
+            out.set_position(payload_at as u64);
+            match z.compress_to_buffer(raw, &mut out) {
+                Ok(n) if n < raw.len() => codec = CODEC_ZSTD,
+                Ok(_) => self.pending.truncate(payload_at),
+                Err(e) => {
+                    self.pending.truncate(start);
+                    return Err(SegmentError::io(&self.path)(e));
+                }
             }
         }
         if codec == CODEC_NONE {
-            self.frame.extend_from_slice(raw);
+            self.pending.extend_from_slice(raw);
         }
-        let (head, payload) = self.frame.split_at_mut(FRAME_LEN);
+        let (head, payload) = self.pending[start..].split_at_mut(FRAME_LEN);
         Frame::write(head, kind, codec, raw.len(), count, payload);
-        self.pending.extend_from_slice(&self.frame);
         self.pending_blocks += 1;
         Ok(())
     }
