@@ -140,6 +140,40 @@ fn zstd_makes_blocks_smaller_even_for_high_entropy_records() {
     assert!(sizes[1] * 4 < sizes[0] * 3, "sizes {sizes:?}");
 }
 
+/// The generated v5 stream of the benchmark (docs/performance.md: 13.9
+/// bytes a flow). Guards the compressor's settings: accelerated without
+/// Huffman-coded literals it stores ~17.5.
+#[test]
+fn generated_v5_traffic_takes_under_fifteen_bytes_a_flow() {
+    use crate::generator::{Encoder, FlowGen, GenProfile, V5Config, V5Encoder};
+    let profile = GenProfile {
+        ipv6_share_percent: 0,
+        flows_per_s: 500_000,
+        ..GenProfile::default()
+    };
+    let mut flow_gen = FlowGen::new(1, profile).unwrap();
+    let v5 = V5Encoder::new(V5Config::default()).unwrap();
+    let exporter: IpAddr = "192.0.2.1".parse().unwrap();
+    let mut recs = Vec::new();
+    while recs.len() < 4 * 16_384 {
+        if let Some(r) = v5.expected(&flow_gen.next_flow(), exporter) {
+            recs.push(r);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut w =
+        SegmentWriter::create(dir.path(), "m", 1, 0, opts(Compression::Zstd { level: 1 })).unwrap();
+    let empty = w.len_bytes();
+    for block in recs.chunks(16_384) {
+        w.append_flows(block).unwrap();
+    }
+    let per_flow = (w.len_bytes() - empty) as f64 / recs.len() as f64;
+    assert!(
+        (5.0..15.0).contains(&per_flow),
+        "{per_flow:.2} bytes a flow"
+    );
+}
+
 #[test]
 fn a_torn_tail_is_truncated_and_every_whole_block_is_kept() {
     let recs = records(3, 3_000);

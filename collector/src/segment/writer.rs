@@ -336,8 +336,13 @@ fn block_compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'stati
     z.set_parameter(CParameter::WindowLog(BLOCK_WINDOW_LOG))?;
     if level <= 1 {
         z.set_parameter(CParameter::HashLog(FAST_HASH_LOG))?;
-        z.set_parameter(CParameter::TargetLength(FAST_TARGET_LENGTH))?;
-        z.set_parameter(CParameter::LiteralCompressionMode(ParamSwitch::Enable))?;
+        // An experimental zstd parameter: a libzstd without it gets no
+        // acceleration either (which alone would store the literals raw).
+        if z.set_parameter(CParameter::LiteralCompressionMode(ParamSwitch::Enable))
+            .is_ok()
+        {
+            z.set_parameter(CParameter::TargetLength(FAST_TARGET_LENGTH))?;
+        }
     }
     Ok(z)
 }
