@@ -24,6 +24,11 @@ use crate::versions::ClassVersions;
 /// The tier-2 database file inside the state dir.
 pub const TIER2_FILE: &str = "tier2.sqlite";
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Page cache of a writer's connection, KiB (SQLite's default is 2 MB).
+/// A commit adds a bucket's rows for every active account: each lands at
+/// that account's end of `traffic_by_account`, one leaf page per account,
+/// so the leaves being written are ~4 KB × accounts (40 MB at 10,000).
+const CACHE_KIB: i64 = 256 * 1024;
 pub const SCHEMA_VERSION: i64 = 2;
 /// `meta` key of the number of the last commit that changed `traffic`:
 /// every row a commit adds to or changes carries it in `seq`, so a reader
@@ -235,6 +240,8 @@ impl SqliteTier2 {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn).map_err(err)?;
