@@ -507,7 +507,7 @@ def render(info, args, results, best, reasons, multi):
         L.append(f"| {r.get('phase')} | {r['collector']} | {r['version']} | {r['rate']/1e6:.2f}M | "
                  f"{r['achieved_rate']/1e6:.3f}M | {r['expected']['flows']} | {r['stored']['flows']} | "
                  f"{r['socket_drops']} | {r['exact']} | {r['cpu_s']:.2f} ({r['user_s']:.2f}/{r['sys_s']:.2f}) | "
-                 f"{r.get('stream_cpu_s', float('nan')):.3f} | {r['sender_cpu_s']:.2f} | {r['foreign_cpu_s']:.2f} ({r['foreign_user_s']:.2f}) | {r['vmhwm_kb']} | "
+                 f"{r['stream_cpu_s']:.3f} | {r['sender_cpu_s']:.2f} | {r['foreign_cpu_s']:.2f} ({r['foreign_user_s']:.2f}) | {r['vmhwm_kb']} | "
                  f"{'n/a' if bpf is None else f'{bpf:.2f}'} |")
     return "\n".join(L) + "\n"
 
