@@ -33,3 +33,10 @@ pub fn random_odd_multiplier() -> u64 {
         .finish()
         | 1
 }
+
+/// A hash map for the per-datagram lookups (exporter, export stream,
+/// template): foldhash, several times cheaper than the standard SipHash
+/// for these small keys, with a per-process random seed. Their keys are
+/// bounded by configuration and limits (allowed exporters, streams and
+/// templates per exporter), so a sender cannot grow them at will.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

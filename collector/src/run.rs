@@ -16,11 +16,12 @@ use serde::Serialize;
 
 use crate::capture::{CaptureError, LiveCapture, PcapStats};
 use crate::decode::{DecodeLimits, DecodeStats, Decoder, SeqCheckpoint};
+use crate::mem::FastMap;
 use crate::record::{FlowRecord, LossRecord};
 use crate::recv::MultiRecv;
 use crate::segment::{
-    EncodedFlows, FlowBlockEncoder, MAX_BLOCK_RECORDS, PREFETCH_RECORDS, RawStore, SegmentError,
-    SegmentWriter, WriterOptions,
+    EncodedFlows, FlowBlockEncoder, MAX_BLOCK_RECORDS, RawStore, SegmentError, SegmentWriter,
+    WriterOptions,
 };
 
 /// Batches in flight between receivers and the writer. When the writer is
@@ -78,7 +79,7 @@ pub fn now_ms() -> i64 {
 /// The allow-list as the receivers see it; replaced whole on reload.
 #[derive(Debug, Default)]
 pub struct ExporterTable {
-    by_addr: HashMap<IpAddr, ExporterEntry>,
+    by_addr: FastMap<IpAddr, ExporterEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,17 +202,12 @@ impl BlockFeed {
     /// Encodes `rows` into `batch`, sealing a block whenever it holds
     /// `block_records`.
     fn drain_into(&mut self, batch: &mut Batch) {
-        // The dictionary entries of a record's addresses are asked for
-        // PREFETCH_RECORDS records before it is pushed (see
-        // `FlowBlockEncoder::prefetch`): far enough ahead for the miss to
-        // be served, few enough in flight for the CPU to keep them all.
-        let ahead = PREFETCH_RECORDS.min(self.rows.len());
-        self.enc.prefetch(&self.rows[..ahead]);
-        for (i, r) in self.rows.iter().enumerate() {
-            if let Some(later) = self.rows.get(i + PREFETCH_RECORDS) {
-                self.enc.prefetch(std::slice::from_ref(later));
-            }
-            self.enc.push(r);
+        let mut rows = &self.rows[..];
+        while !rows.is_empty() {
+            // `enc` holds fewer than `block_records`: a full one is sealed.
+            let take = (self.block_records - self.enc.len()).min(rows.len());
+            self.enc.push_rows(&rows[..take]);
+            rows = &rows[take..];
             if self.enc.len() >= self.block_records {
                 batch.flows.seal(&mut self.enc);
             }
@@ -260,8 +256,8 @@ impl Shared {
 struct ReceiverStats {
     datagrams: u64,
     unknown: u64,
-    unknown_by_addr: HashMap<IpAddr, u64>,
-    exporters: HashMap<IpAddr, ExporterStats>,
+    unknown_by_addr: FastMap<IpAddr, u64>,
+    exporters: FastMap<IpAddr, ExporterStats>,
     decode: DecodeStats,
 }
 
@@ -695,13 +691,19 @@ fn receive_loop(
     let mut dirty = false;
 
     let mut idle_polls = 0u32;
+    // Arrival time of the datagrams one recvmmsg(2) call took: read once
+    // per call, not per datagram (they came within moments of each other).
+    let mut now = now_ms();
     loop {
         let stopping = shared.stop.load(Ordering::Acquire) && !rx.has_pending();
         if !stopping {
+            let fresh = !rx.has_pending();
             match rx.next(fd) {
                 Ok((datagram, from)) => {
                     idle_polls = 0;
-                    let now = now_ms();
+                    if fresh {
+                        now = now_ms();
+                    }
                     stats.datagrams += 1;
                     // Only a family other than IPv4/IPv6 has no address:
                     // never on a UDP/IP socket; counted as unknown if it were.
@@ -749,7 +751,7 @@ fn receive_loop(
                             // The flows of the datagrams one recvmmsg(2)
                             // call took are encoded together, so that
                             // their dictionary lookups can be prefetched
-                            // ahead of use (see `BlockFeed::drain_into`).
+                            // ahead of use (see `FlowBlockEncoder::push_rows`).
                             if !rx.has_pending() || feed.rows.len() >= DRAIN_ROWS {
                                 feed.drain_into(&mut batch);
                             }
@@ -779,6 +781,11 @@ fn receive_loop(
             }
         }
 
+        // The timers and the reload flag are looked at between recvmmsg(2)
+        // calls, not between the datagrams one call took.
+        if rx.has_pending() && !stopping {
+            continue;
+        }
         let g = shared.generation.load(Ordering::Acquire);
         if g != generation {
             generation = g;

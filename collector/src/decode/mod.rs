@@ -47,7 +47,9 @@ pub(crate) mod testpkt;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::mem::FastMap;
 use std::net::IpAddr;
 
 pub use error::{DecodeError, LimitScope, TemplateProblem};
@@ -154,7 +156,7 @@ impl HeldSet {
 #[derive(Debug)]
 pub(crate) struct Stream {
     seq: SeqTracker,
-    templates: HashMap<u16, Plan>,
+    templates: FastMap<u16, Plan>,
     opts: StreamOptions,
     held: VecDeque<HeldSet>,
     last_seen_ms: i64,
@@ -162,7 +164,7 @@ pub(crate) struct Stream {
 
 #[derive(Debug, Default)]
 pub(crate) struct ExporterState {
-    streams: HashMap<StreamKey, Stream>,
+    streams: FastMap<StreamKey, Stream>,
     /// Templates of all streams of this exporter.
     template_count: usize,
     /// Charged bytes of held sets of all streams of this exporter.
@@ -175,13 +177,13 @@ pub(crate) struct ExporterState {
 pub struct Decoder {
     limits: DecodeLimits,
     stats: DecodeStats,
-    exporters: HashMap<IpAddr, ExporterState>,
+    exporters: FastMap<IpAddr, ExporterState>,
     fields_scratch: Vec<FieldSpec>,
     learned_scratch: Vec<u16>,
 }
 
 pub(crate) fn stream_in(
-    exporters: &mut HashMap<IpAddr, ExporterState>,
+    exporters: &mut FastMap<IpAddr, ExporterState>,
     exporter: IpAddr,
     key: StreamKey,
 ) -> Result<&mut Stream, DecodeError> {
@@ -197,7 +199,7 @@ impl Decoder {
         Decoder {
             limits,
             stats: DecodeStats::default(),
-            exporters: HashMap::new(),
+            exporters: FastMap::default(),
             fields_scratch: Vec::new(),
             learned_scratch: Vec::new(),
         }
@@ -414,7 +416,7 @@ impl Decoder {
         }
         let stream = Stream {
             seq: SeqTracker::new(exporter, key.domain, key.kind),
-            templates: HashMap::new(),
+            templates: FastMap::default(),
             opts: StreamOptions::default(),
             held: VecDeque::new(),
             last_seen_ms: now_ms,

@@ -9,7 +9,9 @@
 //! data beyond the pending byte limits; lets one template exceed the
 //! template caps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::mem::FastMap;
 use std::net::IpAddr;
 
 use super::error::{DecodeError, LimitScope};
@@ -130,7 +132,7 @@ impl<'a> Iterator for Sets<'a> {
 
 /// Records the data sets of a message will yield with the templates known
 /// now, or `None` if some data set has no template yet.
-fn count_known_records(templates: &HashMap<u16, Plan>, body: &[u8]) -> Option<u32> {
+fn count_known_records(templates: &FastMap<u16, Plan>, body: &[u8]) -> Option<u32> {
     let mut n = 0u32;
     for (id, set) in Sets::new(body) {
         if id >= MIN_DATA_SET_ID {
@@ -143,7 +145,7 @@ fn count_known_records(templates: &HashMap<u16, Plan>, body: &[u8]) -> Option<u3
 /// Applies one template event to a stream's template table.
 fn apply_template_event(
     ev: TemplateEvent<'_>,
-    templates: &mut HashMap<u16, Plan>,
+    templates: &mut FastMap<u16, Plan>,
     exporter_templates: &mut usize,
     stats: &mut DecodeStats,
     limits: &DecodeLimits,
@@ -278,7 +280,7 @@ fn resolve_held(
     exporter: IpAddr,
     key: StreamKey,
     learned: &[u16],
-    templates: &HashMap<u16, Plan>,
+    templates: &FastMap<u16, Plan>,
     opts: &mut StreamOptions,
     held: &mut VecDeque<HeldSet>,
     exporter_pending: &mut usize,
