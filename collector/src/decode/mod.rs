@@ -48,9 +48,9 @@ pub(crate) mod testpkt;
 mod tests;
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use crate::mem::FastMap;
-use std::net::IpAddr;
 
 pub use error::{DecodeError, LimitScope, TemplateProblem};
 pub use stats::{DecodeStats, DropCounts, TemplateRejectCounts};

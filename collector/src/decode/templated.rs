@@ -10,9 +10,9 @@
 //! template caps.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use crate::mem::FastMap;
-use std::net::IpAddr;
 
 use super::error::{DecodeError, LimitScope};
 use super::plan::{Plan, RecordCtx, StreamOptions};

@@ -135,9 +135,9 @@ impl FlowBlockEncoder {
     /// record of a block clears what the previous block left.
     ///
     /// The columns are written through cursors held in registers for the
-    /// whole slice, each value with one unaligned store into room made
-    /// beforehand ([`Col`]); the dictionary entries of a record's
-    /// addresses are asked for [`PREFETCH_RECORDS`] records ahead.
+    /// whole slice, into room made beforehand ([`Col`]); the dictionary
+    /// entries of a record's addresses are asked for [`PREFETCH_RECORDS`]
+    /// records ahead.
     pub fn push_rows(&mut self, rows: &[FlowRecord]) {
         let Some(first) = rows.first() else {
             return;
@@ -148,7 +148,7 @@ impl FlowBlockEncoder {
             self.prev_ms = first.last_ms;
         }
         debug_assert!(self.stream_idx.len() + rows.len() <= MAX_BLOCK_RECORDS);
-        self.prefetch(&rows[..PREFETCH_RECORDS.min(rows.len())]);
+        prefetch_slots(&self.addrs_v4, &rows[..PREFETCH_RECORDS.min(rows.len())]);
         self.stream_idx.reserve(rows.len());
         self.addr_idx.reserve(2 * rows.len());
         for c in &mut self.cols {
@@ -184,11 +184,7 @@ impl FlowBlockEncoder {
             (self.prev_ms, self.min_first_ms, self.max_last_ms);
         for (i, r) in rows.iter().enumerate() {
             if let Some(later) = rows.get(i + PREFETCH_RECORDS) {
-                for addr in [later.src, later.dst] {
-                    if let IpAddr::V4(v4) = addr {
-                        self.addrs_v4.prefetch(u32::from(v4));
-                    }
-                }
+                prefetch_slots(&self.addrs_v4, std::slice::from_ref(later));
             }
             let key = StreamKey {
                 exporter: r.exporter,
@@ -247,20 +243,6 @@ impl FlowBlockEncoder {
             }
         }
         (self.prev_ms, self.min_first_ms, self.max_last_ms) = (prev_ms, min_first, max_last);
-    }
-
-    /// Asks the CPU for the dictionary entries of the IPv4 addresses of
-    /// `records`, which are about to be pushed: their cache misses then
-    /// overlap. Changes nothing.
-    #[inline]
-    pub fn prefetch(&self, records: &[FlowRecord]) {
-        for r in records {
-            for addr in [r.src, r.dst] {
-                if let IpAddr::V4(v4) = addr {
-                    self.addrs_v4.prefetch(u32::from(v4));
-                }
-            }
-        }
     }
 
     /// Appends the block of the records pushed so far (at least one) to
@@ -863,13 +845,28 @@ fn corrupt(what: &'static str) -> SegmentError {
     SegmentError::CorruptBlock(what)
 }
 
+/// Asks the CPU for the dictionary slots of the IPv4 addresses of
+/// `records`, which are about to be pushed: their cache misses then
+/// overlap. Changes nothing. (A free function: `push_rows` calls it while
+/// its column writers borrow the encoder.)
+#[inline]
+fn prefetch_slots(dict: &V4Dict, records: &[FlowRecord]) {
+    for r in records {
+        for addr in [r.src, r.dst] {
+            if let IpAddr::V4(v4) = addr {
+                dict.prefetch(u32::from(v4));
+            }
+        }
+    }
+}
+
 /// Longest LEB128 varint of a `u64`.
 const MAX_VARINT_BYTES: usize = 10;
 
 /// One column of the block being built: `buf` only grows, and its bytes
-/// past `len` are scratch, so that a value is stored with one unaligned
-/// eight-byte write into room made for a whole slice of records
-/// ([`Col::make_room`]), without a capacity check per byte. No memset per
+/// past `len` are scratch, so that values are stored into room made for a
+/// whole slice of records ([`Col::make_room`]) without a capacity check
+/// per byte (a four-byte write may run past its value). No memset per
 /// block: `len` goes back to 0.
 #[derive(Default)]
 struct Col {
@@ -1185,6 +1182,16 @@ impl<'a> Cursor<'a> {
 mod varint_tests {
     use super::*;
 
+    /// A deterministic stream of test values.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// The branch-free address code writer gives the bytes of the varint
     /// loop, at every length boundary and in between.
     #[test]
@@ -1221,16 +1228,10 @@ mod varint_tests {
     /// spoils the one before.
     #[test]
     fn column_writer_varints_equal_the_byte_loop() {
-        let mut seed = 0x5eed_cafe_f00d_beefu64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x5eed_cafe_f00d_beefu64);
         let values: Vec<u64> = (0..=64u32)
-            .flat_map(|bits| (0..20).map(move |k| (bits, k)))
-            .map(|(bits, _)| if bits == 0 { 0 } else { next() >> (64 - bits) })
+            .flat_map(|bits| std::iter::repeat_n(bits, 20))
+            .map(|bits| if bits == 0 { 0 } else { next() >> (64 - bits) })
             .chain([
                 127,
                 128,
@@ -1270,13 +1271,7 @@ mod varint_tests {
     /// way).
     #[test]
     fn columns_read_by_word_equal_one_by_one() {
-        let mut seed = 0x0ddc_0ffe_e0dd_f00du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x0ddc_0ffe_e0dd_f00du64);
         for round in 0..3_000 {
             let n = (next() % 40) as usize;
             let values: Vec<u64> = (0..n)
@@ -1315,13 +1310,7 @@ mod varint_tests {
     /// with and without bytes after the varint, and on truncation.
     #[test]
     fn fast_varint_equals_the_byte_loop() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def0u64);
         for bits in 0..=64u32 {
             for _ in 0..200 {
                 let v = if bits == 0 { 0 } else { next() >> (64 - bits) };
