@@ -35,7 +35,7 @@ const ADDR_CODE_INDEX: u32 = 2;
 const V6_TAG: u32 = 1 << 31;
 
 /// How many records ahead of its push a record's dictionary entries are
-/// best asked for ([`FlowBlockEncoder::prefetch`]): 2 × 16 addresses in
+/// best asked for (in [`FlowBlockEncoder::push_rows`]): 2 × 16 addresses in
 /// flight, about what a core's miss buffers hold.
 pub const PREFETCH_RECORDS: usize = 16;
 
