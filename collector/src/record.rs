@@ -133,6 +133,42 @@ impl FlowRecord {
     }
 }
 
+/// A run of flow records as the block encoder takes them
+/// ([`crate::segment::FlowBlockEncoder::push_rows`]): records in memory,
+/// or a view that builds each one where it is used, from the bytes it was
+/// decoded from (NetFlow v5's fixed records: no [`FlowRecord`] is stored
+/// and read back between the datagram and the block's columns).
+pub trait FlowRows: Copy {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `i` (< `len()`).
+    fn row(&self, i: usize) -> FlowRecord;
+
+    /// The first `mid` records and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+impl FlowRows for &[FlowRecord] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[FlowRecord]>::len(self)
+    }
+
+    #[inline(always)]
+    fn row(&self, i: usize) -> FlowRecord {
+        self[i]
+    }
+
+    #[inline]
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        <[FlowRecord]>::split_at(self, mid)
+    }
+}
+
 /// Why a loss record was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

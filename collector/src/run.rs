@@ -15,9 +15,9 @@ use kopek_config::{CollectorConfig, Config};
 use serde::Serialize;
 
 use crate::capture::{CaptureError, LiveCapture, PcapStats};
-use crate::decode::{DecodeLimits, DecodeStats, Decoder, SeqCheckpoint};
+use crate::decode::{DecodeLimits, DecodeSink, DecodeStats, Decoder, SeqCheckpoint, V5Rows};
 use crate::mem::FastMap;
-use crate::record::{FlowRecord, LossRecord};
+use crate::record::{FlowRecord, FlowRows, LossRecord};
 use crate::recv::MultiRecv;
 use crate::segment::{
     EncodedFlows, FlowBlockEncoder, MAX_BLOCK_RECORDS, RawStore, SegmentError, SegmentWriter,
@@ -202,20 +202,28 @@ impl BlockFeed {
         }
     }
 
-    /// Encodes `rows` into `batch`, sealing a block whenever it holds
-    /// `block_records`.
-    fn drain_into(&mut self, batch: &mut Batch) {
-        let mut rows = &self.rows[..];
+    /// Encodes the waiting `rows` into `flows`, sealing a block whenever
+    /// it holds `block_records`.
+    fn drain(&mut self, flows: &mut EncodedFlows) {
+        let rows = std::mem::take(&mut self.rows);
+        self.push_split(flows, &rows[..]);
+        self.rows = rows;
+        self.rows.clear();
+    }
+
+    /// Encodes `rows` after everything before, sealing a block whenever
+    /// it holds `block_records`.
+    fn push_split<R: FlowRows>(&mut self, flows: &mut EncodedFlows, mut rows: R) {
         while !rows.is_empty() {
             // `enc` holds fewer than `block_records`: a full one is sealed.
             let take = (self.block_records - self.enc.len()).min(rows.len());
-            self.enc.push_rows(&rows[..take]);
-            rows = &rows[take..];
+            let (now, rest) = rows.split_at(take);
+            self.enc.push_rows(now);
+            rows = rest;
             if self.enc.len() >= self.block_records {
-                batch.flows.seal(&mut self.enc);
+                flows.seal(&mut self.enc);
             }
         }
-        self.rows.clear();
     }
 
     /// At least one whole block is waiting in `batch`.
@@ -230,8 +238,28 @@ impl BlockFeed {
 
     /// Seals the last, partial block before `batch` is sent.
     fn seal(&mut self, batch: &mut Batch) {
-        self.drain_into(batch);
+        self.drain(&mut batch.flows);
         batch.flows.seal(&mut self.enc);
+    }
+}
+
+/// The decoder's sink in a receiver: v9/IPFIX records wait in the feed's
+/// rows (encoded a recvmmsg(2) call's worth at a time); a v5 datagram's
+/// records go into the block from the datagram itself, after the rows
+/// waiting before them.
+struct FeedSink<'a> {
+    feed: &'a mut BlockFeed,
+    flows: &'a mut EncodedFlows,
+}
+
+impl DecodeSink for FeedSink<'_> {
+    fn records(&mut self) -> &mut Vec<FlowRecord> {
+        &mut self.feed.rows
+    }
+
+    fn v5(&mut self, rows: V5Rows<'_>) {
+        self.feed.drain(self.flows);
+        self.feed.push_split(self.flows, rows);
     }
 }
 
@@ -633,7 +661,7 @@ fn capture_loop(
             }
             publish(&cap);
         }
-        feed.drain_into(&mut batch);
+        feed.drain(&mut batch.flows);
         let full = feed.full(&batch);
         let due = batch_started.elapsed() >= block_flush
             && !(feed.no_flows(&batch) && batch.losses.is_empty());
@@ -742,7 +770,10 @@ fn receive_loop(
                                 now,
                                 entry.sampling,
                                 datagram,
-                                &mut feed.rows,
+                                &mut FeedSink {
+                                    feed: &mut feed,
+                                    flows: &mut batch.flows,
+                                },
                                 &mut batch.losses,
                             ) {
                                 Ok(flows) => e.flows += flows as u64,
@@ -757,7 +788,7 @@ fn receive_loop(
                             // their dictionary lookups can be prefetched
                             // ahead of use (see `FlowBlockEncoder::push_rows`).
                             if !rx.has_pending() || feed.rows.len() >= DRAIN_ROWS {
-                                feed.drain_into(&mut batch);
+                                feed.drain(&mut batch.flows);
                             }
                         }
                     }
@@ -1154,5 +1185,68 @@ mod coalesce_tests {
             n.next();
         }
         assert_eq!(n.nap, Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+    use crate::decode::testpkt::{Flow, V5};
+    use crate::record::SourceKind;
+    use crate::segment::{FORMAT_VERSION, FlowColumns, decode_columns};
+
+    /// Records waiting in the feed, then a v5 datagram's (encoded straight
+    /// from the datagram), then more: the blocks hold them in that order,
+    /// split at `block_records`, equal to what the decoder builds.
+    #[test]
+    fn v5_rows_keep_their_place_among_built_ones() {
+        let exporter: IpAddr = "192.0.2.9".parse().unwrap();
+        let now = 1_700_000_100_000;
+        let mut flows: Vec<Flow> = (0..30).map(Flow::v4).collect();
+        // A broken exporter: last packet before the first.
+        flows[4].last_uptime_ms = flows[4].first_uptime_ms - 1;
+        let datagram = V5::new(0).build(&flows);
+        let built = |i: u32| FlowRecord {
+            exporter,
+            src_port: i as u16,
+            ..FlowRecord::empty(SourceKind::NetflowV9)
+        };
+
+        let mut expected: Vec<FlowRecord> = (0..3).map(built).collect();
+        let mut oracle = Decoder::new(DecodeLimits::default());
+        let mut losses = Vec::new();
+        oracle
+            .decode(exporter, now, None, &datagram, &mut expected, &mut losses)
+            .unwrap();
+        expected.push(built(3));
+        assert_eq!(expected[3 + 4].last_ms, expected[3 + 4].first_ms);
+
+        let mut decoder = Decoder::new(DecodeLimits::default());
+        let mut feed = BlockFeed::new(7);
+        let mut batch = Batch::default();
+        let mut sink = FeedSink {
+            feed: &mut feed,
+            flows: &mut batch.flows,
+        };
+        sink.records().extend((0..3).map(built));
+        let n = decoder
+            .decode(exporter, now, None, &datagram, &mut sink, &mut batch.losses)
+            .unwrap();
+        assert_eq!(n, 30);
+        sink.records().push(built(3));
+        feed.seal(&mut batch);
+        assert_eq!(decoder.stats().records_time_inverted, 1);
+        assert_eq!(oracle.stats().records_time_inverted, 1);
+
+        let mut got = Vec::new();
+        let mut cols = FlowColumns::default();
+        let mut sizes = Vec::new();
+        for (block, payload) in batch.flows.iter() {
+            decode_columns(payload, block.count as usize, FORMAT_VERSION, &mut cols).unwrap();
+            cols.append_records(&mut got);
+            sizes.push(block.count);
+        }
+        assert_eq!(sizes, [7, 7, 7, 7, 6]);
+        assert_eq!(got, expected);
     }
 }

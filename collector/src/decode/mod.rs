@@ -58,6 +58,7 @@ pub use stats::{DecodeStats, DropCounts, TemplateRejectCounts};
 use plan::{FieldSpec, Plan, StreamOptions};
 use sequence::SeqTracker;
 pub use sequence::{SeqCheckpoint, SeqConvention};
+pub use v5::V5Rows;
 
 use crate::record::{FlowRecord, LossReason, LossRecord, LossUnit, SourceKind};
 
@@ -194,6 +195,30 @@ pub(crate) fn stream_in(
         .ok_or(DecodeError::Malformed)
 }
 
+/// Where [`Decoder::decode`] puts the flows of a datagram: v9 and IPFIX
+/// records are built into [`DecodeSink::records`]; a v5 datagram's records
+/// are handed over as a view of the datagram ([`V5Rows`]), which the
+/// receivers encode straight into a block's columns. A plain
+/// `Vec<FlowRecord>` is a sink that builds every record.
+pub trait DecodeSink {
+    /// Where built records are appended.
+    fn records(&mut self) -> &mut Vec<FlowRecord>;
+
+    /// Takes the records of one v5 datagram, after those appended before.
+    fn v5(&mut self, rows: V5Rows<'_>) {
+        use crate::record::FlowRows;
+        let out = self.records();
+        out.reserve(rows.len());
+        out.extend((0..rows.len()).map(|i| rows.row(i)));
+    }
+}
+
+impl DecodeSink for Vec<FlowRecord> {
+    fn records(&mut self) -> &mut Vec<FlowRecord> {
+        self
+    }
+}
+
 impl Decoder {
     pub fn new(limits: DecodeLimits) -> Decoder {
         Decoder {
@@ -226,7 +251,7 @@ impl Decoder {
         now_ms: i64,
         sampling_override: Option<u32>,
         datagram: &[u8],
-        flows: &mut Vec<FlowRecord>,
+        flows: &mut impl DecodeSink,
         losses: &mut Vec<LossRecord>,
     ) -> Result<usize, DecodeError> {
         let result = match wire::be16(datagram, 0) {
@@ -238,7 +263,7 @@ impl Decoder {
                 now_ms,
                 sampling_override,
                 datagram,
-                flows,
+                flows.records(),
                 losses,
             ),
             Some(10) => self.decode_templated(
@@ -247,7 +272,7 @@ impl Decoder {
                 now_ms,
                 sampling_override,
                 datagram,
-                flows,
+                flows.records(),
                 losses,
             ),
             Some(v) => Err(DecodeError::WrongVersion(v)),

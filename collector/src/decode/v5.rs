@@ -5,8 +5,10 @@
 //! compare this decoder with, `oracle_tests.rs`.)
 //!
 //! Inputs: one datagram whose version field is 5.
-//! Outputs: [`FlowRecord`]s (kind `NetflowV5`, direction unknown) with
-//! absolute times computed from the header's export time and uptime.
+//! Outputs: [`V5Rows`], a view that gives each record as a [`FlowRecord`]
+//! (kind `NetflowV5`, direction unknown) with absolute times computed from
+//! the header's export time and uptime, built where it is used: the
+//! receivers' block encoder reads the columns straight from the datagram.
 //! Never: reads a record past the length the count declares.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::error::DecodeError;
 use super::sequence::DupKey;
 use super::wire::{be16, be32};
-use super::{Decoder, StreamKey};
-use crate::record::{FlowDirection, FlowRecord, SourceKind};
+use super::{DecodeSink, Decoder, StreamKey};
+use crate::record::{FlowDirection, FlowRecord, FlowRows, SourceKind};
 
 pub(crate) const V5_HEADER_BYTES: usize = 24;
 pub(crate) const V5_RECORD_BYTES: usize = 48;
@@ -49,6 +51,70 @@ pub(crate) fn validate(datagram: &[u8]) -> Result<u16, DecodeError> {
     Ok(count)
 }
 
+/// The records of one validated v5 datagram, read at their fixed offsets
+/// when asked for: the header's values every record needs, and the
+/// 48-byte records.
+#[derive(Debug, Clone, Copy)]
+pub struct V5Rows<'a> {
+    records: &'a [[u8; V5_RECORD_BYTES]],
+    exporter: IpAddr,
+    domain: u32,
+    export_ms: i64,
+    sys_up_time: u32,
+    sampling: u32,
+}
+
+impl V5Rows<'_> {
+    /// First and last packet times of record `r`; a last before the first
+    /// (a broken exporter) is the first.
+    #[inline(always)]
+    fn times(&self, r: &[u8; V5_RECORD_BYTES]) -> (i64, i64, bool) {
+        let u32_at = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+        let first_ms = uptime_to_ms(self.export_ms, self.sys_up_time, u32_at(24));
+        let last_ms = uptime_to_ms(self.export_ms, self.sys_up_time, u32_at(28));
+        (first_ms, last_ms.max(first_ms), last_ms < first_ms)
+    }
+}
+
+impl FlowRows for V5Rows<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    #[inline(always)]
+    fn row(&self, i: usize) -> FlowRecord {
+        let r = &self.records[i];
+        let u16_at = |at: usize| u16::from_be_bytes([r[at], r[at + 1]]);
+        let u32_at = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+        let (first_ms, last_ms, _) = self.times(r);
+        FlowRecord {
+            exporter: self.exporter,
+            domain: self.domain,
+            kind: SourceKind::NetflowV5,
+            first_ms,
+            last_ms,
+            src: IpAddr::V4(Ipv4Addr::from(u32_at(0))),
+            dst: IpAddr::V4(Ipv4Addr::from(u32_at(4))),
+            src_port: u16_at(32),
+            dst_port: u16_at(34),
+            protocol: r[38],
+            direction: FlowDirection::Unknown,
+            in_if: u32::from(u16_at(12)),
+            out_if: u32::from(u16_at(14)),
+            bytes_raw: u64::from(u32_at(20)),
+            packets_raw: u64::from(u32_at(16)),
+            sampling: self.sampling,
+        }
+    }
+
+    #[inline]
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (a, b) = self.records.split_at(mid);
+        (V5Rows { records: a, ..self }, V5Rows { records: b, ..self })
+    }
+}
+
 impl Decoder {
     pub(super) fn decode_v5(
         &mut self,
@@ -56,7 +122,7 @@ impl Decoder {
         now_ms: i64,
         sampling_override: Option<u32>,
         datagram: &[u8],
-        flows: &mut Vec<FlowRecord>,
+        flows: &mut impl DecodeSink,
         losses: &mut Vec<crate::record::LossRecord>,
     ) -> Result<usize, DecodeError> {
         let count = validate(datagram)?;
@@ -107,35 +173,17 @@ impl Decoder {
             .get(V5_HEADER_BYTES..)
             .unwrap_or_default()
             .as_chunks::<V5_RECORD_BYTES>();
-        flows.reserve(records.len());
-        for r in records {
-            let u16_at = |at: usize| u16::from_be_bytes([r[at], r[at + 1]]);
-            let u32_at = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
-            let first_ms = uptime_to_ms(export_ms, sys_up_time, u32_at(24));
-            let mut last_ms = uptime_to_ms(export_ms, sys_up_time, u32_at(28));
-            if last_ms < first_ms {
-                self.stats.records_time_inverted += 1;
-                last_ms = first_ms;
-            }
-            flows.push(FlowRecord {
-                exporter,
-                domain,
-                kind: SourceKind::NetflowV5,
-                first_ms,
-                last_ms,
-                src: IpAddr::V4(Ipv4Addr::from(u32_at(0))),
-                dst: IpAddr::V4(Ipv4Addr::from(u32_at(4))),
-                src_port: u16_at(32),
-                dst_port: u16_at(34),
-                protocol: r[38],
-                direction: FlowDirection::Unknown,
-                in_if: u32::from(u16_at(12)),
-                out_if: u32::from(u16_at(14)),
-                bytes_raw: u64::from(u32_at(20)),
-                packets_raw: u64::from(u32_at(16)),
-                sampling,
-            });
-        }
+        let rows = V5Rows {
+            records,
+            exporter,
+            domain,
+            export_ms,
+            sys_up_time,
+            sampling,
+        };
+        self.stats.records_time_inverted +=
+            records.iter().filter(|r| rows.times(r).2).count() as u64;
+        flows.v5(rows);
         self.stats.flows_decoded += u64::from(count);
         Ok(usize::from(count))
     }

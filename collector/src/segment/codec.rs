@@ -14,8 +14,8 @@ use std::collections::hash_map::Entry;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::record::{
-    FlowDirection, FlowRecord, LossReason, LossRecord, LossUnit, SourceKind, addr_to_u128,
-    u128_to_addr,
+    FlowDirection, FlowRecord, FlowRows, LossReason, LossRecord, LossUnit, SourceKind,
+    addr_to_u128, u128_to_addr,
 };
 
 use super::SegmentError;
@@ -138,17 +138,18 @@ impl FlowBlockEncoder {
     /// whole slice, into room made beforehand ([`Col`]); the dictionary
     /// entries of a record's addresses are asked for [`PREFETCH_RECORDS`]
     /// records ahead.
-    pub fn push_rows(&mut self, rows: &[FlowRecord]) {
-        let Some(first) = rows.first() else {
+    pub fn push_rows<R: FlowRows>(&mut self, rows: R) {
+        if rows.is_empty() {
             return;
-        };
+        }
         if self.stream_idx.is_empty() {
             self.reset();
-            self.base_ms = first.last_ms;
-            self.prev_ms = first.last_ms;
+            let first = rows.row(0).last_ms;
+            self.base_ms = first;
+            self.prev_ms = first;
         }
         debug_assert!(self.stream_idx.len() + rows.len() <= MAX_BLOCK_RECORDS);
-        prefetch_slots(&self.addrs_v4, &rows[..PREFETCH_RECORDS.min(rows.len())]);
+        prefetch_slots(&self.addrs_v4, rows, 0..PREFETCH_RECORDS.min(rows.len()));
         self.stream_idx.reserve(rows.len());
         self.addr_idx.reserve(2 * rows.len());
         for c in &mut self.cols {
@@ -182,10 +183,12 @@ impl FlowBlockEncoder {
         );
         let (mut prev_ms, mut min_first, mut max_last) =
             (self.prev_ms, self.min_first_ms, self.max_last_ms);
-        for (i, r) in rows.iter().enumerate() {
-            if let Some(later) = rows.get(i + PREFETCH_RECORDS) {
-                prefetch_slots(&self.addrs_v4, std::slice::from_ref(later));
+        for i in 0..rows.len() {
+            if i + PREFETCH_RECORDS < rows.len() {
+                let later = i + PREFETCH_RECORDS;
+                prefetch_slots(&self.addrs_v4, rows, later..later + 1);
             }
+            let r = &rows.row(i);
             let key = StreamKey {
                 exporter: r.exporter,
                 domain: r.domain,
@@ -849,9 +852,10 @@ fn corrupt(what: &'static str) -> SegmentError {
 /// `records`, which are about to be pushed: their cache misses then
 /// overlap. Changes nothing. (A free function: `push_rows` calls it while
 /// its column writers borrow the encoder.)
-#[inline]
-fn prefetch_slots(dict: &V4Dict, records: &[FlowRecord]) {
-    for r in records {
+#[inline(always)]
+fn prefetch_slots<R: FlowRows>(dict: &V4Dict, records: R, range: std::ops::Range<usize>) {
+    for i in range {
+        let r = records.row(i);
         for addr in [r.src, r.dst] {
             if let IpAddr::V4(v4) = addr {
                 dict.prefetch(u32::from(v4));
