@@ -205,25 +205,8 @@ impl BlockFeed {
     /// Encodes the waiting `rows` into `flows`, sealing a block whenever
     /// it holds `block_records`.
     fn drain(&mut self, flows: &mut EncodedFlows) {
-        let rows = std::mem::take(&mut self.rows);
-        self.push_split(flows, &rows[..]);
-        self.rows = rows;
+        push_split(&mut self.enc, self.block_records, flows, &self.rows[..]);
         self.rows.clear();
-    }
-
-    /// Encodes `rows` after everything before, sealing a block whenever
-    /// it holds `block_records`.
-    fn push_split<R: FlowRows>(&mut self, flows: &mut EncodedFlows, mut rows: R) {
-        while !rows.is_empty() {
-            // `enc` holds fewer than `block_records`: a full one is sealed.
-            let take = (self.block_records - self.enc.len()).min(rows.len());
-            let (now, rest) = rows.split_at(take);
-            self.enc.push_rows(now);
-            rows = rest;
-            if self.enc.len() >= self.block_records {
-                flows.seal(&mut self.enc);
-            }
-        }
     }
 
     /// At least one whole block is waiting in `batch`.
@@ -243,6 +226,26 @@ impl BlockFeed {
     }
 }
 
+/// Encodes `rows` into `enc` after what it holds, sealing a block into
+/// `flows` whenever it holds `block_records`.
+fn push_split<R: FlowRows>(
+    enc: &mut FlowBlockEncoder,
+    block_records: usize,
+    flows: &mut EncodedFlows,
+    mut rows: R,
+) {
+    while !rows.is_empty() {
+        // `enc` holds fewer than `block_records`: a full one is sealed.
+        let take = (block_records - enc.len()).min(rows.len());
+        let (now, rest) = rows.split_at(take);
+        enc.push_rows(now);
+        rows = rest;
+        if enc.len() >= block_records {
+            flows.seal(enc);
+        }
+    }
+}
+
 /// The decoder's sink in a receiver: v9/IPFIX records wait in the feed's
 /// rows (encoded a recvmmsg(2) call's worth at a time); a v5 datagram's
 /// records go into the block from the datagram itself, after the rows
@@ -258,8 +261,9 @@ impl DecodeSink for FeedSink<'_> {
     }
 
     fn v5(&mut self, rows: V5Rows<'_>) {
-        self.feed.drain(self.flows);
-        self.feed.push_split(self.flows, rows);
+        let feed = &mut *self.feed;
+        feed.drain(self.flows);
+        push_split(&mut feed.enc, feed.block_records, self.flows, rows);
     }
 }
 

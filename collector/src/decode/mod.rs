@@ -207,9 +207,7 @@ pub trait DecodeSink {
     /// Takes the records of one v5 datagram, after those appended before.
     fn v5(&mut self, rows: V5Rows<'_>) {
         use crate::record::FlowRows;
-        let out = self.records();
-        out.reserve(rows.len());
-        out.extend((0..rows.len()).map(|i| rows.row(i)));
+        self.records().extend((0..rows.len()).map(|i| rows.row(i)));
     }
 }
 
@@ -237,13 +235,14 @@ impl Decoder {
     /// Decode one UDP datagram from `exporter`, received at `now_ms` (ms UTC).
     ///
     /// `sampling_override`: `Some(n)` = config says this exporter samples
-    /// 1:n (wins over the export's own fields). Appends decoded flows to
-    /// `flows` and finished loss records to `losses`; returns the number of
-    /// flows appended, which includes flows of earlier held data sets whose
-    /// template arrived in this datagram.
+    /// 1:n (wins over the export's own fields). Hands decoded flows to
+    /// `flows` ([`DecodeSink`]) and appends finished loss records to
+    /// `losses`; returns the number of flows handed over, which includes
+    /// flows of earlier held data sets whose template arrived in this
+    /// datagram.
     ///
     /// On `Err` the datagram was dropped whole and counted in
-    /// [`DecodeStats::dropped`]; nothing was appended to `flows`, and the
+    /// [`DecodeStats::dropped`]; nothing was handed to `flows`, and the
     /// stream's sequence state is untouched (so the loss shows as a gap).
     pub fn decode(
         &mut self,
