@@ -150,6 +150,22 @@ pub trait FlowRows: Copy {
 
     /// The first `mid` records and the rest.
     fn split_at(self, mid: usize) -> (Self, Self);
+
+    /// Whether every row has the same exporter, domain, kind and sampling
+    /// (the rows of one datagram), so that a consumer may compare them once.
+    fn one_stream(&self) -> bool {
+        false
+    }
+
+    /// Source and destination of record `i` when both are IPv4.
+    #[inline(always)]
+    fn v4_pair(&self, i: usize) -> Option<[u32; 2]> {
+        let r = self.row(i);
+        match (r.src, r.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Some([u32::from(s), u32::from(d)]),
+            _ => None,
+        }
+    }
 }
 
 impl FlowRows for &[FlowRecord] {

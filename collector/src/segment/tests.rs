@@ -614,3 +614,36 @@ fn blocks_encoded_before_the_writer_equal_the_writers_own() {
     flows.seal(&mut enc);
     assert!(flows.is_empty());
 }
+
+/// The encoder writes IPv4 address codes as it goes and switches to
+/// provisional indexes at a block's first IPv6 address: a block whose
+/// first IPv6 address comes late (as a destination after an IPv4 source,
+/// in the middle of a pushed slice), one without any, and one that starts
+/// with one all decode to what went in, and the block after a mixed one
+/// is IPv4-only again.
+#[test]
+fn a_late_first_ipv6_address_keeps_every_code_exact() {
+    let mut recs = records(17, 4_000);
+    let v4 = |i: u32| IpAddr::V4((0x0a00_0000 | (i % 3_000)).into());
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.src = v4(i as u32 * 7);
+        r.dst = v4(i as u32 * 13 + 1);
+    }
+    recs[2_500].dst = "2001:db8::77".parse().unwrap();
+    recs[2_600].src = "2001:db8::78".parse().unwrap();
+    let mut enc = FlowBlockEncoder::default();
+    let mut check = |block_recs: &[FlowRecord]| {
+        let mut block = Vec::new();
+        for piece in block_recs.chunks(333) {
+            enc.push_rows(piece);
+        }
+        enc.finish(&mut block);
+        let mut out = Vec::new();
+        codec::decode_flows(&block, block_recs.len(), FORMAT_VERSION, &mut out).unwrap();
+        assert_eq!(out, block_recs);
+    };
+    check(&recs[..2_000]);
+    check(&recs);
+    check(&recs[2_500..]);
+    check(&recs[..1_000]);
+}
