@@ -78,7 +78,6 @@ struct State {
     last_arrival_ms: i64,
     gaps: VecDeque<Gap>,
     recent: [DupKey; RECENT_DATAGRAMS],
-    recent_len: usize,
     recent_next: usize,
     /// Late datagrams that filled no gap: (next sequence, run length).
     stray: Option<(u32, u32)>,
@@ -92,7 +91,6 @@ impl State {
             last_arrival_ms: now_ms,
             gaps: VecDeque::new(),
             recent: [DupKey::default(); RECENT_DATAGRAMS],
-            recent_len: 0,
             recent_next: 0,
             stray: None,
         }
@@ -106,7 +104,6 @@ impl State {
             *slot = key;
         }
         self.recent_next = (self.recent_next + 1) % RECENT_DATAGRAMS;
-        self.recent_len = (self.recent_len + 1).min(RECENT_DATAGRAMS);
     }
 }
 
@@ -372,7 +369,13 @@ impl SeqTracker {
     /// Same sequence number, record count and stamp as a recent datagram.
     pub(crate) fn is_duplicate(&self, key: DupKey) -> bool {
         let Some(st) = &self.state else { return false };
-        key.count > 0 && st.recent.iter().take(st.recent_len).any(|&r| r == key)
+        // Every slot is compared, without an early exit, so that the loop
+        // runs as vector compares: a slot never filled has a count of 0,
+        // which no key that can be a duplicate has.
+        key.count > 0
+            && st.recent.iter().fold(false, |hit, r| {
+                hit | ((r.seq == key.seq) & (r.count == key.count) & (r.stamp == key.stamp))
+            })
     }
 
     /// Pending gaps (for tests and gauges).
