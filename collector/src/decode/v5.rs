@@ -74,9 +74,7 @@ impl V5Rows<'_> {
         let last_ms = uptime_to_ms(self.export_ms, self.sys_up_time, u32_at(28));
         (first_ms, last_ms.max(first_ms), last_ms < first_ms)
     }
-}
 
-impl V5Rows<'_> {
     /// Whether record `r`'s last packet is stamped before its first (what
     /// [`Self::times`] reports), from the uptimes alone: the later stamp is
     /// the one nearer the export uptime.
