@@ -270,8 +270,11 @@ impl FlowBlockEncoder {
                 i += 1;
             }
         }
-        if i < n && !self.addr_mixed {
-            self.go_mixed(2 * (n - i));
+        if i < n {
+            if !self.addr_mixed {
+                self.go_mixed();
+            }
+            self.addr_idx.reserve(2 * (n - i));
         }
         for i in i..n {
             if i + PREFETCH_RECORDS < n {
@@ -298,15 +301,15 @@ impl FlowBlockEncoder {
     }
 
     /// The block's first IPv6 address: its codes so far, all final IPv4
-    /// ones, move from the written column to `addr_idx`, with room for
-    /// `more`.
+    /// ones, move from the written column to `addr_idx`.
     #[cold]
-    fn go_mixed(&mut self, more: usize) {
+    fn go_mixed(&mut self) {
         let mut codes = Cursor {
             buf: self.addr_codes.bytes(),
             pos: 0,
         };
-        self.addr_idx.reserve(2 * self.records + more);
+        // Room for every code of the block so far, this slice's included.
+        self.addr_idx.reserve(2 * self.records);
         while codes.pos < codes.buf.len() {
             let code = codes.varint().expect("the encoder wrote these codes");
             self.addr_idx.push(code as u32);
@@ -1003,7 +1006,7 @@ impl ColWriter<'_> {
         self.pos += N;
     }
 
-    /// An address code, see [`put_code`].
+    /// A value below 2^28 (an address code), see [`put_code`].
     #[inline(always)]
     fn code(&mut self, code: u32) {
         let at = self.pos;
@@ -1031,8 +1034,7 @@ impl ColWriter<'_> {
     #[inline(always)]
     fn varint_mixed(&mut self, v: u64) {
         if v < 1 << 28 {
-            let at = self.pos;
-            self.pos += put_code(&mut self.buf[at..at + 4], v as u32);
+            self.code(v as u32);
         } else {
             self.varint(v);
         }
