@@ -34,6 +34,13 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// every row a commit adds to or changes carries it in `seq`, so a reader
 /// (the core) finds what changed since it last looked.
 pub const COMMIT_SEQ_KEY: &str = "traffic_seq";
+/// `meta` key of this tier 2's identity: 32 random hex digits drawn when
+/// the file is created (or first opened by a classifier that knows the
+/// key). Commit numbers count within one file only; a reader that finds
+/// another identity than last time (tier 2 rebuilt from tier 1, restored
+/// from a backup, replaced by hand) must not trust its old position in
+/// `seq` (the core then compares every row with what it saw).
+pub const TIER2_ID_KEY: &str = "tier2_id";
 /// Remote-host key of the row that sums an account's hosts beyond the top N.
 pub const OTHER_HOSTS: &str = "";
 
@@ -277,6 +284,45 @@ impl SqliteTier2 {
         &self.path
     }
 
+    /// Replaces everything in `state_dir`'s tier 2 with the database at
+    /// `source` (a tier 2 rebuilt from tier 1), through SQLite's online
+    /// backup in one write transaction on the live file: connections that
+    /// hold it open (the core's attachment, reports) see the old content or
+    /// the new, never a mix, and the old file's WAL never meets the new
+    /// content (as it would after a rename over a database in WAL mode).
+    /// The new content brings its own `tier2_id`, so readers that count in
+    /// `seq` know to start over.
+    pub fn install(state_dir: &Path, source: &Path) -> Result<(), StoreError> {
+        let src = Connection::open_with_flags(
+            source,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_error(source.to_path_buf()))?;
+        let mut dest = SqliteTier2::open(state_dir)?;
+        let err = sql_error(dest.path.clone());
+        {
+            use rusqlite::backup::{Backup, StepResult};
+            let backup = Backup::new(&src, &mut dest.conn).map_err(&err)?;
+            let waited = std::time::Instant::now();
+            loop {
+                // -1: every page in one step, i.e. one transaction.
+                match backup.step(-1).map_err(&err)? {
+                    StepResult::Done => break,
+                    _ if waited.elapsed() > BUSY_TIMEOUT => {
+                        return Err(err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                            Some("tier 2 stayed locked: is a classifier writing it?".into()),
+                        )));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        dest.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(&err)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError {
         sql_error(self.path.clone())
     }
@@ -313,6 +359,11 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     tx.execute(
         "INSERT INTO meta (key, value) VALUES (?1, '0') ON CONFLICT (key) DO NOTHING",
         params![COMMIT_SEQ_KEY],
+    )?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, lower(hex(randomblob(16))))
+         ON CONFLICT (key) DO NOTHING",
+        params![TIER2_ID_KEY],
     )?;
     tx.commit()
 }

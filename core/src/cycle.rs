@@ -27,8 +27,8 @@ use crate::money::Money;
 use crate::ops::Policy;
 use crate::rating::{self, Period};
 use crate::store::{
-    Billing, META_LAST_CYCLE, META_POSTED_DAY, META_SHAPING_SEQ, META_TIER2_SEQ, NewEntry,
-    account_book, meta_i64, post, set_meta,
+    Billing, META_LAST_CYCLE, META_POSTED_DAY, META_SHAPING_SEQ, META_TIER2_ID, META_TIER2_SEQ,
+    NewEntry, account_book, meta_i64, meta_text, post, set_meta, set_meta_text,
 };
 use crate::tariff::Tariff;
 
@@ -66,6 +66,10 @@ pub struct CycleReport {
     pub now_ms: i64,
     pub tier2_seq_from: i64,
     pub tier2_seq_to: i64,
+    /// Tier 2 had another identity than in the last cycle (rebuilt,
+    /// restored, replaced): this cycle read it from its first commit on,
+    /// comparing every row with the mirror.
+    pub tier2_replaced: bool,
     pub rows: u64,
     pub rows_unrated: u64,
     pub accruals_touched: u64,
@@ -389,6 +393,29 @@ fn changes(tx: &Transaction<'_>, watermark: i64) -> Result<(Vec<Change>, i64, u6
     Ok((v, hi, n as u64))
 }
 
+/// Whether the attached tier 2 is the one the watermark counts in: `None`
+/// when either side has no identity yet (a tier 2 or a core of an older
+/// version: kept as before). Records tier 2's identity in `meta`.
+fn same_tier2(tx: &Transaction<'_>) -> Result<Option<bool>, CoreError> {
+    let e = CoreError::from_sql;
+    let id: Option<String> = tx
+        .query_row(
+            "SELECT value FROM t2.meta WHERE key = ?1",
+            params![kopek_classifier::store::TIER2_ID_KEY],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(e)?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let seen = meta_text(tx, META_TIER2_ID).map_err(e)?;
+    if seen.as_deref() != Some(id.as_str()) {
+        set_meta_text(tx, META_TIER2_ID, &id).map_err(e)?;
+    }
+    Ok(seen.map(|s| s == id))
+}
+
 /// Local date label (`2026-10-05`) of the day containing `ms`.
 pub fn day_label(tz: chrono_tz::Tz, ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -415,7 +442,7 @@ impl Billing {
     fn cycle_in(&mut self, rater: &mut Rater, now_ms: i64) -> Result<CycleReport, CoreError> {
         let started = Instant::now();
         let tz = self.timezone;
-        let watermark = self.meta_i64(META_TIER2_SEQ)?.unwrap_or(-1);
+        let mut watermark = self.meta_i64(META_TIER2_SEQ)?.unwrap_or(-1);
         if let Some(last) = self.meta_i64(META_LAST_CYCLE)?
             && now_ms < last
         {
@@ -429,6 +456,14 @@ impl Billing {
         let posting = rater.posting;
         let tx = self.write()?;
         rater.refresh_model(&tx)?;
+        let replaced = attached && same_tier2(&tx)?.is_some_and(|same| !same);
+        if replaced {
+            tracing::warn!(
+                "tier 2 has another identity than in the last cycle (rebuilt, restored or replaced): \
+                 comparing all of it with the usage already rated (watermark {watermark} dropped)"
+            );
+            watermark = -1;
+        }
         let (rows, new_watermark, read) = if attached {
             changes(&tx, watermark)?
         } else {
@@ -438,6 +473,7 @@ impl Billing {
             now_ms,
             tier2_seq_from: watermark,
             tier2_seq_to: new_watermark,
+            tier2_replaced: replaced,
             rows: read,
             ..Default::default()
         };

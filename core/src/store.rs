@@ -196,6 +196,9 @@ CREATE TABLE IF NOT EXISTS audit (
 
 /// `meta` keys.
 pub const META_TIER2_SEQ: &str = "tier2_seq";
+/// The identity of the tier 2 that `tier2_seq` counts in (its
+/// `meta.tier2_id`): another one means the watermark means nothing there.
+pub const META_TIER2_ID: &str = "tier2_id";
 pub const META_POSTED_DAY: &str = "posted_through_day_ms";
 pub const META_LAST_CYCLE: &str = "last_cycle_ms";
 /// Bumped by every cycle that changed a row of `shaping`.
@@ -339,19 +342,29 @@ pub(crate) fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> CoreError + use<> 
 }
 
 pub(crate) fn meta_i64(conn: &Connection, key: &str) -> Result<Option<i64>, rusqlite::Error> {
-    let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()))
+    Ok(meta_text(conn, key)?.and_then(|v| v.parse().ok()))
 }
 
 pub(crate) fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), rusqlite::Error> {
+    set_meta_text(conn, key, &value.to_string())
+}
+
+pub(crate) fn meta_text(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+pub(crate) fn set_meta_text(
+    conn: &Connection,
+    key: &str,
+    value: &str,
+) -> Result<(), rusqlite::Error> {
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value.to_string()],
+        params![key, value],
     )?;
     Ok(())
 }

@@ -460,3 +460,63 @@ fn speed_caps_follow_the_tariff_in_effect() {
     assert_eq!(seq(&w), Some(2));
     w.verify();
 }
+
+#[test]
+fn a_replaced_tier2_is_compared_row_by_row_not_skipped() {
+    let mut w = World::new(Posting::Cycle);
+    let t0 = at(2026, 10, 1, 0, 0);
+    let mb = 1_000_000;
+    w.tariff(
+        t0,
+        "m",
+        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
+        t0,
+    );
+    w.account(t0, "1", None, "m", t0);
+    w.pay(t0, "1", 1_000_000, "p");
+    let (a, b, c) = (t0 + 600_000, t0 + 1_200_000, t0 + 1_800_000);
+    w.usage("1", a, "paid", "in", 100 * mb);
+    w.usage("1", b, "paid", "in", 50 * mb);
+    w.usage("1", b, "paid", "in", 50 * mb);
+    let r = w.cycle(t0 + 3_600_000);
+    assert!(!r.tier2_replaced);
+    assert_eq!(r.tier2_seq_to, 3);
+    assert_eq!(w.balance("1"), 1_000_000 - 20_000);
+
+    // Tier 2 rebuilt elsewhere in one commit (its numbers start again at
+    // 1, below the core's watermark of 3): bucket a as before, b with
+    // 30 MB more, a new bucket c; installed into the live file.
+    let rebuilt = tempfile::tempdir().unwrap();
+    let row = |bucket_ms, bytes| SimRow {
+        bucket_ms,
+        account: "1",
+        class: "paid",
+        direction: "in",
+        bytes,
+    };
+    write_commit(
+        rebuilt.path(),
+        &[row(a, 100 * mb), row(b, 130 * mb), row(c, 10 * mb)],
+    )
+    .unwrap();
+    kopek_classifier::store::SqliteTier2::install(
+        w.dir.path(),
+        &rebuilt.path().join(kopek_classifier::store::TIER2_FILE),
+    )
+    .unwrap();
+
+    let r = w.cycle(t0 + 7_200_000);
+    assert!(r.tier2_replaced);
+    assert_eq!((r.tier2_seq_from, r.tier2_seq_to, r.rows), (-1, 1, 3));
+    // Only the differences are charged: 30 + 10 MB.
+    assert_eq!(w.balance("1"), 1_000_000 - 20_000 - 4_000);
+    let r = w.cycle(t0 + 10_800_000);
+    assert!(!r.tier2_replaced);
+    assert_eq!(r.rows, 0);
+    // The next commit of the new tier 2 is read as usual.
+    w.usage("1", c, "paid", "in", 5 * mb);
+    let r = w.cycle(t0 + 14_400_000);
+    assert_eq!((r.tier2_seq_from, r.tier2_seq_to, r.rows), (1, 2, 1));
+    assert_eq!(w.balance("1"), 1_000_000 - 20_000 - 4_000 - 500);
+    w.verify();
+}
