@@ -271,6 +271,33 @@ fn tier2_equals_an_independent_classification_of_tier1_byte_for_byte() {
     check_top_hosts(&g, &nf);
     classifier.stop();
 
+    // Tier 2 computed again from tier 1 (`kopek classifier rebuild`), the
+    // daemon stopped: the same answers, checked against the same oracle.
+    let dry = kopek_json(
+        &g.config,
+        &["classifier", "rebuild", "--dry-run", "--format", "json"],
+    );
+    assert_eq!(
+        (u(&dry["records"]), &dry["installed"], &dry["changes"]),
+        (total, &serde_json::json!(false), &serde_json::json!([])),
+        "{dry}"
+    );
+    let rebuilt = kopek_json(&g.config, &["classifier", "rebuild", "--format", "json"]);
+    assert_eq!(
+        (
+            u(&rebuilt["records"]),
+            &rebuilt["installed"],
+            &rebuilt["changes"]
+        ),
+        (total, &serde_json::json!(true), &serde_json::json!([])),
+        "{rebuilt}"
+    );
+    assert_eq!(check_totals(&g, handover.addr), want);
+    check_reports(&g, &want);
+    check_buckets(&g);
+    check_handover(&g, &handover);
+    check_top_hosts(&g, &nf);
+
     let bytes: u64 = want.values().map(|s| s.bytes).sum();
     eprintln!(
         "golden: {} records ({crossing} generated ones over a bucket boundary), {} tier-2 keys, {bytes} bytes, {:?}",

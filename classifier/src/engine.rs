@@ -35,7 +35,9 @@ use crate::aggregate::{
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
-use crate::store::{CommitRows, HostDetail, Names, OTHER_HOSTS, SqliteTier2, StoreError, Tier2};
+use crate::store::{
+    CommitRows, HostDetail, Names, OTHER_HOSTS, RAW_REMOVED_KEY, SqliteTier2, StoreError, Tier2,
+};
 use crate::versions::ClassVersions;
 
 /// Records read into one batch before it is committed.
@@ -346,11 +348,24 @@ impl Engine {
     /// new version when their content changed) and the committed progress.
     pub fn open(config: Config, now_ms: i64) -> Result<Engine, ClassifierError> {
         let state = config.state_dir.clone();
-        std::fs::create_dir_all(&state).map_err(|source| ClassifierError::Io {
-            what: format!("creating {}", state.display()),
-            source,
-        })?;
-        let mut store = SqliteTier2::open(&state)?;
+        Engine::open_at(config, &state, now_ms)
+    }
+
+    /// As [`Self::open`], with tier 2 in `tier2_dir` instead of the state
+    /// dir (a rebuild); tier 1 and the bindings are the state dir's.
+    pub fn open_at(
+        config: Config,
+        tier2_dir: &std::path::Path,
+        now_ms: i64,
+    ) -> Result<Engine, ClassifierError> {
+        let state = config.state_dir.clone();
+        for dir in [&state, tier2_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| ClassifierError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        let mut store = SqliteTier2::open(tier2_dir)?;
         check_bucket(&mut store, &config)?;
         let registry = Registry::open(&state)?;
         let raw = RawStore::new(config.collector.raw_dir(&state));
@@ -370,7 +385,7 @@ impl Engine {
             lane: Lane::default(),
             lanes: Vec::new(),
             batch_started: None,
-            committer: Committer::start(&state)?,
+            committer: Committer::start(tier2_dir)?,
             in_flight: None,
             watched: Vec::new(),
             last_watch_ms: now_ms,
@@ -1111,6 +1126,17 @@ impl Engine {
                     continue;
                 };
                 if footer.closed_ms < cut && footer.max_last_ms < cut {
+                    // Noted before the file goes: a rebuild of tier 2 must
+                    // keep the rows of this time (an interrupted removal
+                    // only makes it keep a little more).
+                    let noted = self
+                        .store
+                        .meta(RAW_REMOVED_KEY)?
+                        .and_then(|v| v.parse::<i64>().ok());
+                    if noted.is_none_or(|n| n < footer.max_last_ms) {
+                        self.store
+                            .set_meta(RAW_REMOVED_KEY, &footer.max_last_ms.to_string())?;
+                    }
                     std::fs::remove_file(&seg.path).map_err(|source| ClassifierError::Io {
                         what: format!("removing {}", seg.path.display()),
                         source,

@@ -27,7 +27,8 @@
 //! - [`aggregate`]: records (a block's columns, or rows) → batch entries.
 //! - [`store`]: all tier-2 SQL, behind the [`store::Tier2`] trait.
 //! - [`engine`]: the tail/commit loop; [`run`]: the daemon around it;
-//!   [`report`]: the read side for `kopek traffic`.
+//!   [`report`]: the read side for `kopek traffic`; [`rebuild`]: tier 2
+//!   computed again from tier 1 and swapped in (`kopek classifier rebuild`).
 //!
 //! Invariants: the classifier is the only writer of tier 2 and never writes
 //! tier 1 (except deleting sealed, fully counted segments past their
@@ -43,6 +44,7 @@ pub mod engine;
 pub mod lpm;
 pub mod points;
 pub mod probe;
+pub mod rebuild;
 pub mod report;
 pub mod run;
 pub mod split;

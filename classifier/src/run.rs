@@ -61,9 +61,17 @@ fn write_stats(state_dir: &Path, s: &EngineStats) -> Result<(), ClassifierError>
 }
 
 /// Takes the per-state-dir lock: one classifier writes tier 2.
-fn lock(state_dir: &Path) -> Result<File, ClassifierError> {
-    let p = state_dir.join(LOCK_FILE);
-    let f = File::create(&p).map_err(|source| ClassifierError::Io {
+pub(crate) fn lock(state_dir: &Path) -> Result<File, ClassifierError> {
+    flock(
+        &state_dir.join(LOCK_FILE),
+        "another classifier holds it (one writer per tier 2)",
+    )
+}
+
+/// Takes an exclusive lock on `p` (created), held while the file lives;
+/// `busy` says why it may be held.
+pub(crate) fn flock(p: &Path, busy: &str) -> Result<File, ClassifierError> {
+    let f = File::create(p).map_err(|source| ClassifierError::Io {
         what: format!("creating {}", p.display()),
         source,
     })?;
@@ -71,7 +79,7 @@ fn lock(state_dir: &Path) -> Result<File, ClassifierError> {
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         return Err(ClassifierError::Invalid(format!(
-            "another classifier holds {} (one writer per tier 2)",
+            "{} is locked: {busy}",
             p.display()
         )));
     }

@@ -41,6 +41,10 @@ pub const COMMIT_SEQ_KEY: &str = "traffic_seq";
 /// from a backup, replaced by hand) must not trust its old position in
 /// `seq` (the core then compares every row with what it saw).
 pub const TIER2_ID_KEY: &str = "tier2_id";
+/// `meta` key: every record of every tier-1 segment retention has removed
+/// ended before this time (ms). Tier 2 before it cannot be computed again
+/// from tier 1; a rebuild keeps those rows as they are.
+pub const RAW_REMOVED_KEY: &str = "raw_removed_through_ms";
 /// Remote-host key of the row that sums an account's hosts beyond the top N.
 pub const OTHER_HOSTS: &str = "";
 
@@ -58,6 +62,30 @@ pub struct Names<'a> {
     pub accounts: &'a BindingIndex,
     pub classes: &'a ClassVersions,
     pub points: &'a PointMatcher,
+}
+
+/// Billed bytes of one account, class and direction before and after a
+/// rebuild (account `""`: unattributed traffic).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BilledChange {
+    pub account: String,
+    pub class: String,
+    pub direction: String,
+    pub before: i64,
+    pub after: i64,
+}
+
+/// An SQLite URI opening `path` read-only (characters with a meaning in a
+/// URI percent-encoded), for `ATTACH`.
+pub fn read_only_uri(path: &Path) -> String {
+    let mut enc = String::new();
+    for ch in path.display().to_string().chars() {
+        match ch {
+            '%' | '?' | '#' | ' ' => enc.push_str(&format!("%{:02X}", ch as u32)),
+            c => enc.push(c),
+        }
+    }
+    format!("file:{enc}?mode=ro")
 }
 
 /// A stored class-list version (without its content).
@@ -282,6 +310,150 @@ impl SqliteTier2 {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Prepares a new tier 2 for a rebuild from `live`: its bucket width,
+    /// what retention removed from tier 1, and (`versions`) every class-list
+    /// version, so that old records get the lists of their time.
+    pub fn seed_from(&mut self, live: &Path, versions: bool) -> Result<(), StoreError> {
+        let err = sql_error(self.path.clone());
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
+            .map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO main.meta (key, value)
+             SELECT key, value FROM old.meta WHERE key IN ('bucket_ms', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![RAW_REMOVED_KEY],
+        )
+        .map_err(&err)?;
+        if versions {
+            tx.execute(
+                "INSERT INTO main.class_versions (id, valid_from_ms, sha256, prefixes, content)
+                 SELECT id, valid_from_ms, sha256, prefixes, content FROM old.class_versions ORDER BY id",
+                [],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
+        Ok(())
+    }
+
+    /// Replaces this tier 2's rows before `cutoff_ms` (a whole hour) with
+    /// `live`'s, in one commit of their own number: the time whose tier 1
+    /// retention removed. Returns the number of rows taken over.
+    pub fn keep_before(&mut self, live: &Path, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let err = sql_error(self.path.clone());
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
+            .map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let seq = next_traffic_seq(&tx).map_err(&err)?;
+        let mut kept = 0;
+        for (table, time, cols) in [
+            (
+                "traffic",
+                "bucket_ms",
+                "bucket_ms, account, class, direction, point, billed, bytes, packets, flows",
+            ),
+            (
+                "traffic_hourly",
+                "hour_ms",
+                "hour_ms, account, class, direction, point, billed, bytes, packets, flows",
+            ),
+            (
+                "unattributed",
+                "bucket_ms",
+                "bucket_ms, address, class, direction, point, bytes, packets, flows",
+            ),
+            (
+                "losses",
+                "bucket_ms",
+                "bucket_ms, exporter, domain, reason, unit, count",
+            ),
+            (
+                "top_hosts",
+                "hour_ms",
+                "hour_ms, account, remote, class, bytes_in, bytes_out, flows",
+            ),
+            (
+                "hosts_hours",
+                "hour_ms",
+                "hour_ms, gen_pending, gen_done, updated_ms",
+            ),
+        ] {
+            tx.execute(
+                &format!("DELETE FROM main.{table} WHERE {time} < ?1"),
+                params![cutoff_ms],
+            )
+            .map_err(&err)?;
+            let (into, select) = if table == "traffic" {
+                (format!("{cols}, seq"), format!("{cols}, {seq}"))
+            } else {
+                (cols.to_string(), cols.to_string())
+            };
+            kept += tx
+                .execute(
+                    &format!(
+                        "INSERT INTO main.{table} ({into}) SELECT {select} FROM old.{table} WHERE {time} < ?1"
+                    ),
+                    params![cutoff_ms],
+                )
+                .map_err(&err)? as u64;
+        }
+        tx.commit().map_err(&err)?;
+        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
+        Ok(kept)
+    }
+
+    /// Billed bytes per account, class and direction (all of tier 2) where
+    /// this tier 2 and `live` differ; unattributed traffic as account `""`.
+    pub fn billed_changes(&self, live: &Path) -> Result<Vec<BilledChange>, StoreError> {
+        let err = sql_error(self.path.clone());
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
+            .map_err(&err)?;
+        let sums = |db: &str| {
+            format!(
+                "SELECT account, class, direction, SUM(bytes) AS b FROM {db}.traffic WHERE billed = 1
+                 GROUP BY account, class, direction
+                 UNION ALL
+                 SELECT '', class, direction, SUM(bytes) FROM {db}.unattributed GROUP BY class, direction"
+            )
+        };
+        let changes = self
+            .conn
+            .prepare(&format!(
+                "SELECT account, class, direction, coalesce(o.b, 0), coalesce(n.b, 0)
+                 FROM ({}) n FULL OUTER JOIN ({}) o USING (account, class, direction)
+                 WHERE coalesce(o.b, 0) <> coalesce(n.b, 0)
+                 ORDER BY account, class, direction",
+                sums("main"),
+                sums("old")
+            ))
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(BilledChange {
+                        account: r.get(0)?,
+                        class: r.get(1)?,
+                        direction: r.get(2)?,
+                        before: r.get(3)?,
+                        after: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(&err);
+        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
+        changes
     }
 
     /// Replaces everything in `state_dir`'s tier 2 with the database at

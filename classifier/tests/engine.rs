@@ -421,3 +421,202 @@ fn a_failed_commit_drops_what_was_read_after_it_and_counts_everything_once() {
     drop(e);
     assert_eq!(tier2_totals(dir.path()), (2_000, bytes));
 }
+
+/// Runs a daemon's worth of work over what tier 1 holds now: every record
+/// committed, every hour's host detail done.
+fn classify_all(state: &Path, cfg: Config, now_ms: i64) {
+    let mut e = Engine::open(cfg, now_ms).unwrap();
+    e.catch_up(now_ms).unwrap();
+    e.flush(now_ms).unwrap();
+    e.finish_hosts(now_ms).unwrap();
+    drop(e);
+    assert!(state.join(kopek_classifier::store::TIER2_FILE).exists());
+}
+
+fn rebuild(cfg: Config, dry_run: bool) -> kopek_classifier::rebuild::RebuildReport {
+    use kopek_classifier::rebuild::{Lists, RebuildOptions};
+    let opts = RebuildOptions {
+        lists: Lists::Recorded,
+        dry_run,
+    };
+    kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
+}
+
+fn tier2_id(state: &Path) -> String {
+    SqliteTier2::open_read(state)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [kopek_classifier::store::TIER2_ID_KEY],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Long after the generated flows (2023): every hour's host detail is due.
+const NOW_MS: i64 = 1_800_000_000_000;
+
+#[test]
+fn a_rebuild_with_nothing_new_gives_the_same_tier2_under_a_new_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, _) = backlog(dir.path(), 4);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let before = tier2_dump(dir.path());
+    let id = tier2_id(dir.path());
+    let r = rebuild(config(dir.path()), false);
+    // The damaged segment 3 is read up to its damage, as by the daemon.
+    assert!(r.records > n / 2 && r.records < n, "{}", r.records);
+    assert!(r.installed);
+    assert_eq!(r.changes, vec![]);
+    assert_eq!(r.kept_before_ms, None);
+    assert_eq!(tier2_dump(dir.path()), before);
+    assert_ne!(tier2_id(dir.path()), id);
+    assert_eq!(tier2_id(dir.path()), r.tier2_id);
+    assert!(
+        !dir.path()
+            .join(kopek_classifier::rebuild::REBUILD_DIR)
+            .exists()
+    );
+    // The daemon goes on from the rebuilt positions: nothing read twice.
+    let mut e = Engine::open(config(dir.path()), NOW_MS).unwrap();
+    e.catch_up(NOW_MS).unwrap();
+    assert_eq!(e.stats().committed.records, 0);
+}
+
+#[test]
+fn a_session_recorded_late_moves_its_traffic_in_a_rebuild_only() {
+    let dir = tempfile::tempdir().unwrap();
+    backlog(dir.path(), 4);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let unattributed = |state: &Path| -> i64 {
+        SqliteTier2::open_read(state)
+            .unwrap()
+            .query_row(
+                "SELECT coalesce(sum(bytes), 0) FROM unattributed WHERE address = '10.0.0.40'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let moved = unattributed(dir.path());
+    assert!(moved > 0);
+    let totals = tier2_totals(dir.path());
+    // The session of 10.0.0.40, recorded after its traffic was counted.
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.add(
+        "late",
+        "10.0.0.40/32".parse().unwrap(),
+        1_600_000_000_000,
+        Some(1_900_000_000_000),
+        "radius",
+        Some("s1"),
+    )
+    .unwrap();
+    drop(reg);
+    // A dry run shows it and changes nothing.
+    let before = tier2_dump(dir.path());
+    let r = rebuild(config(dir.path()), true);
+    assert!(!r.installed);
+    assert_eq!(tier2_dump(dir.path()), before);
+    let late: i64 = r
+        .changes
+        .iter()
+        .filter(|c| c.account == "late")
+        .map(|c| c.after - c.before)
+        .sum();
+    let left: i64 = r
+        .changes
+        .iter()
+        .filter(|c| c.account.is_empty())
+        .map(|c| c.after - c.before)
+        .sum();
+    assert_eq!((late, left), (moved, -moved));
+    // The rebuild itself.
+    let r2 = rebuild(config(dir.path()), false);
+    assert_eq!(r2.changes, r.changes);
+    assert_eq!(unattributed(dir.path()), 0);
+    let late_bytes: i64 = SqliteTier2::open_read(dir.path())
+        .unwrap()
+        .query_row(
+            "SELECT sum(bytes) FROM traffic WHERE account = 'late'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(late_bytes, moved);
+    assert_eq!(tier2_totals(dir.path()), totals);
+}
+
+#[test]
+fn a_rebuild_keeps_the_rows_of_time_whose_tier1_retention_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    // Segments 1-2 (the first 2,000 s of flows), counted, then removed by
+    // retention; segment 3 (the next 1,000 s) arrives afterwards.
+    tier1(state, 2, 1_000);
+    let mut cfg = config(state);
+    cfg.retention.raw_days = 1;
+    classify_all(state, cfg.clone(), NOW_MS);
+    let mut e = Engine::open(cfg.clone(), NOW_MS).unwrap();
+    e.maintain(NOW_MS).unwrap();
+    drop(e);
+    let raw = state.join("raw");
+    assert_eq!(std::fs::read_dir(&raw).unwrap().count(), 0);
+    let mut w = SegmentWriter::create(
+        &raw,
+        "main",
+        3,
+        0,
+        WriterOptions {
+            compression: Compression::None,
+            durability: Durability::Never,
+        },
+    )
+    .unwrap();
+    let flows: Vec<_> = (2_000..3_000).map(flow).collect();
+    w.append_flows(&flows).unwrap();
+    w.close(0).unwrap();
+    classify_all(state, cfg.clone(), NOW_MS);
+    let before: Vec<String> = tier2_dump(state)
+        .into_iter()
+        .filter(|r| !r.starts_with("progress"))
+        .collect();
+    let r = rebuild(cfg, false);
+    assert_eq!(r.records, 1_000);
+    let newest_removed = flow(1_999).last_ms;
+    let cut = r.kept_before_ms.expect("retention removed tier 1");
+    assert!(cut > newest_removed && cut - newest_removed <= 3_600_000);
+    assert!(r.rows_kept > 0);
+    assert_eq!(r.changes, vec![]);
+    let after: Vec<String> = tier2_dump(state)
+        .into_iter()
+        .filter(|r| !r.starts_with("progress"))
+        .collect();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn a_rebuild_refuses_while_the_classifier_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    tier1(dir.path(), 1, 100);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let lock = std::fs::File::create(dir.path().join(kopek_classifier::run::LOCK_FILE)).unwrap();
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(rc, 0);
+    use kopek_classifier::rebuild::{Lists, RebuildOptions};
+    let opts = RebuildOptions {
+        lists: Lists::Recorded,
+        dry_run: false,
+    };
+    let err = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap_err();
+    assert!(
+        err.to_string().contains("classifier.lock is locked"),
+        "{err}"
+    );
+}

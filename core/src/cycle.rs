@@ -267,15 +267,7 @@ impl Rater {
             if !path.exists() {
                 return Ok(false);
             }
-            // A URI: characters with a meaning there are percent-encoded.
-            let mut enc = String::new();
-            for ch in path.display().to_string().chars() {
-                match ch {
-                    '%' | '?' | '#' | ' ' => enc.push_str(&format!("%{:02X}", ch as u32)),
-                    c => enc.push(c),
-                }
-            }
-            let uri = format!("file:{enc}?mode=ro");
+            let uri = kopek_classifier::store::read_only_uri(&path);
             conn.execute("ATTACH DATABASE ?1 AS t2", params![uri])
                 .map_err(crate::store::sql(&path))?;
             self.attached = true;

@@ -1,4 +1,4 @@
-//! `kopek classifier [run]`, `kopek classifier stats`.
+//! `kopek classifier [run]`, `kopek classifier stats|explain|rebuild`.
 
 use std::path::Path;
 
@@ -31,12 +31,43 @@ enum ClassifierCmd {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Compute tier 2 again from tier 1 with what is known now (sessions
+    /// recorded late, corrected observation points or lists) and replace
+    /// it; the core then charges only the differences. Stop the
+    /// classifier daemon first (`--dry-run` may run beside it).
+    Rebuild {
+        /// Class lists for old records: `recorded` (the version valid at
+        /// each record's time) or `current` (today's lists applied to the
+        /// past on purpose).
+        #[arg(long, value_enum, default_value_t = ListsArg::Recorded)]
+        lists: ListsArg,
+        /// Build and show what would change; leave tier 2 as it is.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
+        #[arg(long, default_value_t = 1024, value_parser = super::traffic::unit_base)]
+        unit_base: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ListsArg {
+    Recorded,
+    Current,
 }
 
 pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
     match args.cmd.as_ref().unwrap_or(&ClassifierCmd::Run) {
         ClassifierCmd::Run => Ok(serve(config_path)?),
         ClassifierCmd::Explain { addr, at } => explain(config_path, *addr, at.as_deref()),
+        ClassifierCmd::Rebuild {
+            lists,
+            dry_run,
+            format,
+            unit_base,
+        } => rebuild(config_path, *lists, *dry_run, *format, *unit_base),
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let s = read_stats(&config.state_dir)?;
@@ -154,6 +185,105 @@ fn explain(config_path: &Path, addr: std::net::IpAddr, at: Option<&str>) -> supe
                 "not a subscriber address"
             }
         ),
+    }
+    Ok(())
+}
+
+fn rebuild(
+    config_path: &Path,
+    lists: ListsArg,
+    dry_run: bool,
+    format: OutputFormat,
+    units: u64,
+) -> super::Result {
+    use kopek_classifier::rebuild::{Lists, RebuildOptions, rebuild};
+
+    let config = kopek_config::Config::load(config_path)?;
+    let tz = config.timezone;
+    let opts = RebuildOptions {
+        lists: match lists {
+            ListsArg::Recorded => Lists::Recorded,
+            ListsArg::Current => Lists::Current,
+        },
+        dry_run,
+    };
+    let r = rebuild(config, opts, chrono::Utc::now().timestamp_millis())?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            w.write_record([
+                "account",
+                "class",
+                "direction",
+                "before_bytes",
+                "after_bytes",
+            ])?;
+            for c in &r.changes {
+                w.write_record([
+                    c.account.as_str(),
+                    &c.class,
+                    &c.direction,
+                    &c.before.to_string(),
+                    &c.after.to_string(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        OutputFormat::Table => {
+            println!(
+                "{} tier 2 from {} tier-1 records in {:.1} s{}",
+                if r.installed {
+                    "rebuilt"
+                } else {
+                    "built (dry run, not installed)"
+                },
+                human_count(r.records),
+                r.seconds,
+                match r.kept_before_ms {
+                    Some(t) => format!(
+                        "; before {} tier 1 is gone (retention): {} rows kept as they were",
+                        super::format::time_in(t, tz),
+                        human_count(r.rows_kept)
+                    ),
+                    None => String::new(),
+                }
+            );
+            if r.changes.is_empty() {
+                println!("billed traffic: no account changes");
+            } else {
+                println!(
+                    "{:<20} {:<12} {:<4} {:>14} {:>14} {:>14}",
+                    "account", "class", "dir", "before", "after", "difference"
+                );
+                for c in &r.changes {
+                    let diff = c.after - c.before;
+                    println!(
+                        "{:<20} {:<12} {:<4} {:>14} {:>14} {:>14}",
+                        if c.account.is_empty() {
+                            "(unattributed)"
+                        } else {
+                            &c.account
+                        },
+                        c.class,
+                        c.direction,
+                        human_bytes(c.before.max(0) as u64, units),
+                        human_bytes(c.after.max(0) as u64, units),
+                        format!(
+                            "{}{}",
+                            if diff < 0 { "-" } else { "+" },
+                            human_bytes(diff.unsigned_abs(), units)
+                        )
+                    );
+                }
+            }
+            if r.installed {
+                println!(
+                    "tier 2 {} installed; the core charges the differences at its next cycle",
+                    r.tier2_id
+                );
+            }
+        }
     }
     Ok(())
 }

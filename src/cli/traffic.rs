@@ -55,7 +55,7 @@ enum By {
     Total,
 }
 
-fn unit_base(s: &str) -> Result<u64, String> {
+pub(super) fn unit_base(s: &str) -> Result<u64, String> {
     match s {
         "1000" => Ok(1000),
         "1024" => Ok(1024),

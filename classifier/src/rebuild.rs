@@ -1,0 +1,161 @@
+//! `kopek classifier rebuild`: tier 2 computed again from tier 1.
+//!
+//! What a rebuild is for: a session binding recorded after its records were
+//! classified (a late RADIUS Stop, a forgotten pppd hook), a corrected
+//! observation point, class lists applied to the past on purpose. The
+//! classifier never moves committed traffic by itself; a rebuild computes
+//! all of tier 2 again with what is known now, and the core, seeing a tier
+//! 2 of another identity, charges only the differences (`tier2_id`,
+//! docs/tier2-schema.md).
+//!
+//! How: a new tier 2 in `<state_dir>/rebuild.tmp/` is filled by the same
+//! [`Engine`] the daemon runs (same splitting, bindings, points, versions),
+//! reading every segment tier 1 still has; the time whose segments
+//! retention has removed keeps the old rows (`meta.raw_removed_through_ms`,
+//! rounded up to a whole hour); then the new content replaces the old in
+//! one transaction on the live file ([`SqliteTier2::install`]). The
+//! classifier daemon must be stopped (its lock is taken); the collector may
+//! go on writing: the rebuild reads what is there and the daemon, started
+//! again, goes on from there. A rebuild that stops half-way leaves the live
+//! tier 2 untouched.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use kopek_config::Config;
+
+use crate::ClassifierError;
+use crate::aggregate::HOUR_MS;
+use crate::engine::Engine;
+use crate::store::{BilledChange, RAW_REMOVED_KEY, SqliteTier2, TIER2_FILE, TIER2_ID_KEY, Tier2};
+
+/// Where the new tier 2 is built, inside the state dir (same filesystem).
+pub const REBUILD_DIR: &str = "rebuild.tmp";
+/// One rebuild at a time per state dir.
+pub const REBUILD_LOCK: &str = "rebuild.lock";
+
+/// Which class lists judge old records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lists {
+    /// Each record by the version valid at its time (reproduces the past).
+    Recorded,
+    /// Every record by the lists the config names now (the correction
+    /// applied to the past; the old versions are not kept).
+    Current,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildOptions {
+    pub lists: Lists,
+    /// Build and compare, but leave the live tier 2 as it is.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RebuildReport {
+    /// Tier-1 records counted into the new tier 2.
+    pub records: u64,
+    pub seconds: f64,
+    /// Rows before this time are the old ones (tier 1 of that time was
+    /// removed by retention); `None`: all of tier 2 was computed again.
+    pub kept_before_ms: Option<i64>,
+    pub rows_kept: u64,
+    /// Billed bytes that differ, per account, class and direction.
+    pub changes: Vec<BilledChange>,
+    pub installed: bool,
+    /// The identity of the new tier 2.
+    pub tier2_id: String,
+}
+
+/// Rebuilds `config`'s tier 2 from its tier 1 (see the module docs).
+pub fn rebuild(
+    config: Config,
+    opts: RebuildOptions,
+    now_ms: i64,
+) -> Result<RebuildReport, ClassifierError> {
+    let started = Instant::now();
+    let state = config.state_dir.clone();
+    let live = state.join(TIER2_FILE);
+    if !live.exists() {
+        return Err(ClassifierError::Invalid(format!(
+            "{}: no tier 2 to rebuild (`kopek classifier run` builds the first one)",
+            live.display()
+        )));
+    }
+    // A dry run writes nothing live and may run beside the daemon; a real
+    // one replaces what the daemon writes.
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(crate::run::lock(&state)?)
+    };
+    let _rebuilding = crate::run::flock(
+        &state.join(REBUILD_LOCK),
+        "another rebuild of this tier 2 is running",
+    )?;
+    let work = Workspace::create(state.join(REBUILD_DIR))?;
+    {
+        let mut fresh = SqliteTier2::open(&work.0)?;
+        fresh.seed_from(&live, opts.lists == Lists::Recorded)?;
+    }
+    let records = {
+        let mut engine = Engine::open_at(config, &work.0, now_ms)?;
+        let counted = engine.catch_up(now_ms)?;
+        engine.flush(now_ms)?;
+        engine.finish_hosts(now_ms)?;
+        counted.records
+    };
+    let mut fresh = SqliteTier2::open(&work.0)?;
+    let kept_before_ms = fresh
+        .meta(RAW_REMOVED_KEY)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
+    let rows_kept = match kept_before_ms {
+        Some(cut) => fresh.keep_before(&live, cut)?,
+        None => 0,
+    };
+    let changes = fresh.billed_changes(&live)?;
+    let tier2_id = fresh.meta(TIER2_ID_KEY)?.unwrap_or_default();
+    drop(fresh);
+    if !opts.dry_run {
+        SqliteTier2::install(&state, &work.0.join(TIER2_FILE))?;
+        tracing::info!(
+            records,
+            tier2_id,
+            "tier 2 rebuilt from tier 1 and installed"
+        );
+    }
+    Ok(RebuildReport {
+        records,
+        seconds: started.elapsed().as_secs_f64(),
+        kept_before_ms,
+        rows_kept,
+        changes,
+        installed: !opts.dry_run,
+        tier2_id,
+    })
+}
+
+/// The rebuild's directory: emptied when created (a rebuild that stopped
+/// half-way left it), removed when done or failed.
+struct Workspace(PathBuf);
+
+impl Workspace {
+    fn create(dir: PathBuf) -> Result<Workspace, ClassifierError> {
+        let io = |what: &str, dir: &Path, source| ClassifierError::Io {
+            what: format!("{what} {}", dir.display()),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io("removing", &dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+        Ok(Workspace(dir))
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
