@@ -282,7 +282,10 @@ fn tier2_equals_an_independent_classification_of_tier1_byte_for_byte() {
         (total, &serde_json::json!(false), &serde_json::json!([])),
         "{dry}"
     );
-    let rebuilt = kopek_json(&g.config, &["classifier", "rebuild", "--format", "json"]);
+    let rebuilt = kopek_json(
+        &g.config,
+        &["classifier", "rebuild", "--with-hosts", "--format", "json"],
+    );
     assert_eq!(
         (
             u(&rebuilt["records"]),

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! cargo bench -p kopek-classifier --bench classify [-- --flows N --runs N
-//!     --skip-engine --skip-rows --skip-hosts --uniform-remotes --flows-per-s N]
+//!     --skip-engine --skip-rows --skip-hosts --skip-rebuild --rebuild-hosts
+//!     --uniform-remotes --flows-per-s N]
 //! ```
 //!
 //! Stages, each a median of `--runs`:
@@ -23,6 +24,12 @@
 //!   SQLite tier 2 (commits included), once with `classifier.threads = 1`
 //!   and once (`engine xN`) with one worker thread per CPU, each reading
 //!   its own sealed segment;
+//! - `rebuild` (unless `--skip-rebuild`): `kopek classifier rebuild` over
+//!   the tier 2 the engine stages left ([`rebuild`]: a new tier 2 from all
+//!   of tier 1 with the top-hosts pass, compared with the old one and
+//!   installed), i.e. what re-aggregating tier 1 takes an operator; the
+//!   host detail left to the daemon unless `--rebuild-hosts`; with
+//!   `--skip-engine` it replaces an empty tier 2;
 //! - `disk`: sequential read of the segment files after dropping them from
 //!   the page cache (`posix_fadvise(DONTNEED)`), i.e. what the disk gives.
 //!
@@ -43,6 +50,7 @@ use kopek_classifier::bindings::{BindingIndex, read_static};
 use kopek_classifier::classes::{ClassTable, NetSet};
 use kopek_classifier::engine::Engine;
 use kopek_classifier::points::PointMatcher;
+use kopek_classifier::rebuild::{Lists, RebuildOptions, rebuild};
 use kopek_classifier::versions::ClassVersions;
 use kopek_collector::generator::{Encoder, FlowGen, GenProfile, IpfixConfig, IpfixEncoder};
 use kopek_collector::segment::{
@@ -90,6 +98,10 @@ struct Opts {
     skip_rows: bool,
     /// No top-hosts pass after the engine stage.
     skip_hosts: bool,
+    /// No `rebuild` stage.
+    skip_rebuild: bool,
+    /// The `rebuild` stage computes the host detail too (`--with-hosts`).
+    rebuild_hosts: bool,
 }
 
 fn opts() -> Opts {
@@ -101,6 +113,8 @@ fn opts() -> Opts {
         skip_engine: false,
         skip_rows: false,
         skip_hosts: false,
+        skip_rebuild: false,
+        rebuild_hosts: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -117,6 +131,8 @@ fn opts() -> Opts {
             "--skip-engine" => o.skip_engine = true,
             "--skip-rows" => o.skip_rows = true,
             "--skip-hosts" => o.skip_hosts = true,
+            "--skip-rebuild" => o.skip_rebuild = true,
+            "--rebuild-hosts" => o.rebuild_hosts = true,
             _ => {}
         }
     }
@@ -467,6 +483,47 @@ top_hosts_days = 0
         }
     }
 
+    // Re-aggregation as an operator runs it: the whole of tier 1 into a
+    // new tier 2 (host detail included), compared and installed.
+    let mut rebuild_rate = 0.0;
+    if !o.skip_rebuild {
+        if o.skip_engine {
+            // Nothing to compare with: an empty tier 2 to replace.
+            for f in std::fs::read_dir(&state).expect("state dir").flatten() {
+                if f.file_name().to_string_lossy().starts_with("tier2.") {
+                    std::fs::remove_file(f.path()).expect("fresh tier 2");
+                }
+            }
+            drop(kopek_classifier::store::SqliteTier2::open(&state).expect("tier 2"));
+        }
+        let opts = RebuildOptions {
+            lists: Lists::Recorded,
+            dry_run: false,
+            hosts: o.rebuild_hosts,
+        };
+        let t = Instant::now();
+        let r =
+            rebuild(config.clone(), opts, chrono::Utc::now().timestamp_millis()).expect("rebuild");
+        rebuild_rate = n as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(r.records, n, "the rebuild counted every record");
+        if !o.skip_engine {
+            assert_eq!(
+                r.changes,
+                vec![],
+                "a rebuild of the same tier 1 changes nothing"
+            );
+        }
+        eprintln!(
+            "rebuild phases (s): tier 1 {:.1}, hosts {:.1}, indexes {:.1}, kept {:.1}, compare {:.1}, install {:.1}",
+            r.phases_s[0],
+            r.phases_s[1],
+            r.phases_s[2],
+            r.phases_s[3],
+            r.phases_s[4],
+            r.phases_s[5]
+        );
+    }
+
     // What the disk gives: read the segments with the page cache dropped.
     let t = Instant::now();
     let mut disk_bytes = 0u64;
@@ -534,16 +591,23 @@ top_hosts_days = 0
         hosts_rate * bytes_per_rec / 1e6
     );
     println!(
+        "{:<10} {:>16.0} {:>16.1}   (kopek classifier rebuild: all of tier 1, hosts, compare, install)",
+        "rebuild",
+        rebuild_rate,
+        rebuild_rate * bytes_per_rec / 1e6
+    );
+    println!(
         "{:<10} {:>16.0} {:>16.1}   (page cache dropped)",
         "disk",
         disk_mb_s * 1e6 / bytes_per_rec,
         disk_mb_s
     );
     println!(
-        "re-aggregation CPU rate / disk rate: classify {:.2}x, engine {:.2}x, engine x{} {:.2}x (>= 1: bounded by the disk)",
+        "re-aggregation CPU rate / disk rate: classify {:.2}x, engine {:.2}x, engine x{} {:.2}x, rebuild {:.2}x (>= 1: bounded by the disk)",
         classify_mb_s / disk_mb_s,
         engine_mb_s / disk_mb_s,
         parallel.0,
-        parallel.1 * bytes_per_rec / 1e6 / disk_mb_s
+        parallel.1 * bytes_per_rec / 1e6 / disk_mb_s,
+        rebuild_rate * bytes_per_rec / 1e6 / disk_mb_s
     );
 }

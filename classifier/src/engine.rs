@@ -244,8 +244,12 @@ struct Committer {
 }
 
 impl Committer {
-    fn start(state_dir: &std::path::Path) -> Result<Committer, ClassifierError> {
-        let mut store = SqliteTier2::open(state_dir)?;
+    fn start(state_dir: &std::path::Path, bulk: bool) -> Result<Committer, ClassifierError> {
+        let mut store = if bulk {
+            SqliteTier2::open_bulk(state_dir)?
+        } else {
+            SqliteTier2::open(state_dir)?
+        };
         let (jobs, todo) = mpsc::sync_channel::<(CommitRows, i64)>(1);
         let (done, outcomes) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -348,14 +352,24 @@ impl Engine {
     /// new version when their content changed) and the committed progress.
     pub fn open(config: Config, now_ms: i64) -> Result<Engine, ClassifierError> {
         let state = config.state_dir.clone();
-        Engine::open_at(config, &state, now_ms)
+        Engine::open_with(config, &state, false, now_ms)
     }
 
-    /// As [`Self::open`], with tier 2 in `tier2_dir` instead of the state
-    /// dir (a rebuild); tier 1 and the bindings are the state dir's.
-    pub fn open_at(
+    /// As [`Self::open`], for a rebuild: tier 2 in `tier2_dir` instead of
+    /// the state dir (tier 1 and the bindings are the state dir's), opened
+    /// with [`SqliteTier2::open_bulk`] (its indexes are built afterwards).
+    pub fn open_rebuild(
         config: Config,
         tier2_dir: &std::path::Path,
+        now_ms: i64,
+    ) -> Result<Engine, ClassifierError> {
+        Engine::open_with(config, tier2_dir, true, now_ms)
+    }
+
+    fn open_with(
+        config: Config,
+        tier2_dir: &std::path::Path,
+        bulk: bool,
         now_ms: i64,
     ) -> Result<Engine, ClassifierError> {
         let state = config.state_dir.clone();
@@ -365,7 +379,11 @@ impl Engine {
                 source,
             })?;
         }
-        let mut store = SqliteTier2::open(tier2_dir)?;
+        let mut store = if bulk {
+            SqliteTier2::open_bulk(tier2_dir)?
+        } else {
+            SqliteTier2::open(tier2_dir)?
+        };
         check_bucket(&mut store, &config)?;
         let registry = Registry::open(&state)?;
         let raw = RawStore::new(config.collector.raw_dir(&state));
@@ -385,7 +403,7 @@ impl Engine {
             lane: Lane::default(),
             lanes: Vec::new(),
             batch_started: None,
-            committer: Committer::start(tier2_dir)?,
+            committer: Committer::start(tier2_dir, bulk)?,
             in_flight: None,
             watched: Vec::new(),
             last_watch_ms: now_ms,

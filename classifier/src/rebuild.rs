@@ -9,11 +9,14 @@
 //! docs/tier2-schema.md).
 //!
 //! How: a new tier 2 in `<state_dir>/rebuild.tmp/` is filled by the same
-//! [`Engine`] the daemon runs (same splitting, bindings, points, versions),
+//! [`Engine`] the daemon runs ([`Engine::open_rebuild`]; same splitting, bindings, points, versions),
 //! reading every segment tier 1 still has; the time whose segments
 //! retention has removed keeps the old rows (`meta.raw_removed_through_ms`,
 //! rounded up to a whole hour); then the new content replaces the old in
-//! one transaction on the live file ([`SqliteTier2::install`]). The
+//! one transaction on the live file ([`SqliteTier2::install`]). Host
+//! detail (top hosts per account and hour) is computed too with
+//! [`RebuildOptions::hosts`]; otherwise the old detail stays and the
+//! daemon recomputes each hour in the background. The
 //! classifier daemon must be stopped (its lock is taken); the collector may
 //! go on writing: the rebuild reads what is there and the daemon, started
 //! again, goes on from there. A rebuild that stops half-way leaves the live
@@ -49,6 +52,11 @@ pub struct RebuildOptions {
     pub lists: Lists,
     /// Build and compare, but leave the live tier 2 as it is.
     pub dry_run: bool,
+    /// Compute every hour's host detail before installing. Otherwise the
+    /// old detail is kept and each hour is pending: the classifier daemon
+    /// computes it again in the background, when idle (the host pass reads
+    /// tier 1 once more per hour: it is most of a rebuild's time).
+    pub hosts: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -56,10 +64,20 @@ pub struct RebuildReport {
     /// Tier-1 records counted into the new tier 2.
     pub records: u64,
     pub seconds: f64,
+    /// Where the time went (s): tier 1 into the new tier 2, the host
+    /// detail of every hour, building the indexes, the rows kept from
+    /// before, the comparison, installing.
+    pub phases_s: [f64; 6],
     /// Rows before this time are the old ones (tier 1 of that time was
     /// removed by retention); `None`: all of tier 2 was computed again.
     pub kept_before_ms: Option<i64>,
+    /// Rows taken over from the old tier 2: those before `kept_before_ms`,
+    /// and the host detail unless it was computed again.
     pub rows_kept: u64,
+    /// Billed rows of the old tier 2 that the new one has no traffic in
+    /// (moved to another account, or unbilled): kept with 0 bytes, so the
+    /// core takes back what it charged for them.
+    pub rows_zeroed: u64,
     /// Billed bytes that differ, per account, class and direction.
     pub changes: Vec<BilledChange>,
     pub installed: bool,
@@ -95,28 +113,46 @@ pub fn rebuild(
     )?;
     let work = Workspace::create(state.join(REBUILD_DIR))?;
     {
-        let mut fresh = SqliteTier2::open(&work.0)?;
+        let mut fresh = SqliteTier2::open_bulk(&work.0)?;
         fresh.seed_from(&live, opts.lists == Lists::Recorded)?;
     }
+    let mut phases_s = [0.0; 6];
+    let mut mark = Instant::now();
+    let mut lap = |i: usize| {
+        phases_s[i] = mark.elapsed().as_secs_f64();
+        mark = Instant::now();
+    };
     let records = {
-        let mut engine = Engine::open_at(config, &work.0, now_ms)?;
+        let mut engine = Engine::open_rebuild(config, &work.0, now_ms)?;
         let counted = engine.catch_up(now_ms)?;
         engine.flush(now_ms)?;
-        engine.finish_hosts(now_ms)?;
+        lap(0);
+        if opts.hosts {
+            engine.finish_hosts(now_ms)?;
+        }
+        lap(1);
         counted.records
     };
+    // The secondary indexes, built from the finished tables.
     let mut fresh = SqliteTier2::open(&work.0)?;
+    lap(2);
     let kept_before_ms = fresh
         .meta(RAW_REMOVED_KEY)?
         .and_then(|v| v.parse::<i64>().ok())
         .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
-    let rows_kept = match kept_before_ms {
+    let mut rows_kept = match kept_before_ms {
         Some(cut) => fresh.keep_before(&live, cut)?,
         None => 0,
     };
+    if !opts.hosts {
+        rows_kept += fresh.keep_hosts_from(&live, kept_before_ms.unwrap_or(i64::MIN))?;
+    }
+    let zeroed = fresh.zero_vanished(&live)?;
+    lap(3);
     let changes = fresh.billed_changes(&live)?;
     let tier2_id = fresh.meta(TIER2_ID_KEY)?.unwrap_or_default();
     drop(fresh);
+    lap(4);
     if !opts.dry_run {
         SqliteTier2::install(&state, &work.0.join(TIER2_FILE))?;
         tracing::info!(
@@ -125,11 +161,14 @@ pub fn rebuild(
             "tier 2 rebuilt from tier 1 and installed"
         );
     }
+    lap(5);
     Ok(RebuildReport {
         records,
         seconds: started.elapsed().as_secs_f64(),
+        phases_s,
         kept_before_ms,
         rows_kept,
+        rows_zeroed: zeroed,
         changes,
         installed: !opts.dry_run,
         tier2_id,

@@ -203,7 +203,6 @@ CREATE TABLE IF NOT EXISTS traffic (
     seq       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (bucket_ms, account, class, direction, point, billed)
 );
-CREATE INDEX IF NOT EXISTS traffic_by_account ON traffic (account, bucket_ms);
 CREATE TABLE IF NOT EXISTS traffic_hourly (
     hour_ms   INTEGER NOT NULL,
     account   TEXT NOT NULL,
@@ -216,7 +215,6 @@ CREATE TABLE IF NOT EXISTS traffic_hourly (
     flows     INTEGER NOT NULL,
     PRIMARY KEY (hour_ms, account, class, direction, point, billed)
 );
-CREATE INDEX IF NOT EXISTS traffic_hourly_by_account ON traffic_hourly (account, hour_ms);
 CREATE TABLE IF NOT EXISTS unattributed (
     bucket_ms INTEGER NOT NULL,
     address   TEXT NOT NULL,
@@ -262,9 +260,32 @@ CREATE TABLE IF NOT EXISTS class_versions (
 );
 ";
 
+/// The secondary indexes (reports by account, the core's reads by commit
+/// number). Created after the tables and the migration; a rebuild fills a
+/// new tier 2 without them and builds them once at the end (a sort of all
+/// rows instead of an index insert per row).
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS traffic_by_account ON traffic (account, bucket_ms);
+CREATE INDEX IF NOT EXISTS traffic_hourly_by_account ON traffic_hourly (account, hour_ms);
+CREATE INDEX IF NOT EXISTS traffic_by_seq ON traffic (seq);
+";
+
 impl SqliteTier2 {
     /// Opens (creating) the writer's connection: WAL, synchronous=FULL.
     pub fn open(state_dir: &Path) -> Result<SqliteTier2, StoreError> {
+        let t2 = SqliteTier2::open_tables(state_dir)?;
+        t2.conn.execute_batch(INDEXES).map_err(t2.err())?;
+        Ok(t2)
+    }
+
+    /// Opens (creating) a tier 2 being rebuilt: as [`Self::open`], without
+    /// the secondary indexes, which [`Self::open`] builds when the rebuild
+    /// is done. Nothing may read it by account or commit number meanwhile.
+    pub fn open_bulk(dir: &Path) -> Result<SqliteTier2, StoreError> {
+        SqliteTier2::open_tables(dir)
+    }
+
+    fn open_tables(state_dir: &Path) -> Result<SqliteTier2, StoreError> {
         let path = state_dir.join(TIER2_FILE);
         let err = |source| StoreError {
             file: path.clone(),
@@ -414,46 +435,107 @@ impl SqliteTier2 {
         Ok(kept)
     }
 
-    /// Billed bytes per account, class and direction (all of tier 2) where
-    /// this tier 2 and `live` differ; unattributed traffic as account `""`.
-    pub fn billed_changes(&self, live: &Path) -> Result<Vec<BilledChange>, StoreError> {
+    /// Gives every billed `traffic` row of `live` that this tier 2 lacks a
+    /// row of 0 bytes (in one commit of its own number): a reader that
+    /// keeps totals per row (the core's mirror) then learns that the
+    /// traffic left it (to another account, or unbilled) instead of never
+    /// hearing of the row again. Returns the number of such rows.
+    pub fn zero_vanished(&mut self, live: &Path) -> Result<u64, StoreError> {
         let err = sql_error(self.path.clone());
         self.conn
             .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
             .map_err(&err)?;
-        let sums = |db: &str| {
-            format!(
-                "SELECT account, class, direction, SUM(bytes) AS b FROM {db}.traffic WHERE billed = 1
-                 GROUP BY account, class, direction
-                 UNION ALL
-                 SELECT '', class, direction, SUM(bytes) FROM {db}.unattributed GROUP BY class, direction"
-            )
-        };
-        let changes = self
+        let written = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let seq = next_traffic_seq(&tx)?;
+            let n = tx.execute(
+                "INSERT INTO main.traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
+                 SELECT o.bucket_ms, o.account, o.class, o.direction, o.point, 1, 0, 0, 0, ?1
+                 FROM old.traffic o
+                 WHERE o.billed = 1 AND NOT EXISTS (
+                   SELECT 1 FROM main.traffic n
+                   WHERE n.bucket_ms = o.bucket_ms AND n.account = o.account AND n.class = o.class
+                     AND n.direction = o.direction AND n.point = o.point AND n.billed = 1)",
+                params![seq],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
+        })()
+        .map_err(&err);
+        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
+        written
+    }
+
+    /// Copies `live`'s host detail of the hours from `from_ms` on: what
+    /// reports show until the daemon has computed those hours again (they
+    /// are pending in this tier 2). Returns the number of rows.
+    pub fn keep_hosts_from(&mut self, live: &Path, from_ms: i64) -> Result<u64, StoreError> {
+        let err = sql_error(self.path.clone());
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
+            .map_err(&err)?;
+        let n = self
             .conn
-            .prepare(&format!(
-                "SELECT account, class, direction, coalesce(o.b, 0), coalesce(n.b, 0)
-                 FROM ({}) n FULL OUTER JOIN ({}) o USING (account, class, direction)
-                 WHERE coalesce(o.b, 0) <> coalesce(n.b, 0)
-                 ORDER BY account, class, direction",
-                sums("main"),
-                sums("old")
-            ))
-            .and_then(|mut st| {
-                st.query_map([], |r| {
-                    Ok(BilledChange {
-                        account: r.get(0)?,
-                        class: r.get(1)?,
-                        direction: r.get(2)?,
-                        before: r.get(3)?,
-                        after: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()
-            })
+            .execute(
+                "INSERT INTO main.top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
+                 SELECT hour_ms, account, remote, class, bytes_in, bytes_out, flows
+                 FROM old.top_hosts WHERE hour_ms >= ?1",
+                params![from_ms],
+            )
             .map_err(&err);
         self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
-        changes
+        Ok(n? as u64)
+    }
+
+    /// Billed bytes per account, class and direction (all of tier 2) where
+    /// this tier 2 and `live` differ; unattributed traffic as account `""`.
+    /// From the hourly rollup (the same sums as the buckets, 12× fewer
+    /// rows at 5-minute buckets).
+    pub fn billed_changes(&self, live: &Path) -> Result<Vec<BilledChange>, StoreError> {
+        type Sums = std::collections::BTreeMap<(String, String, String), i64>;
+        fn sums(conn: &Connection) -> Result<Sums, rusqlite::Error> {
+            let mut m = Sums::new();
+            let mut st = conn.prepare(
+                "SELECT account, class, direction, SUM(bytes) FROM traffic_hourly WHERE billed = 1
+                 GROUP BY account, class, direction
+                 UNION ALL
+                 SELECT '', class, direction, SUM(bytes) FROM unattributed GROUP BY class, direction",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                *m.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default() += r.get::<_, i64>(3)?;
+            }
+            Ok(m)
+        }
+        let old = Connection::open_with_flags(
+            live,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|()| c))
+        .map_err(sql_error(live.to_path_buf()))?;
+        let before = sums(&old).map_err(sql_error(live.to_path_buf()))?;
+        let after = sums(&self.conn).map_err(self.err())?;
+        let mut keys: Vec<_> = before.keys().chain(after.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| {
+                let (b, a) = (
+                    before.get(k).copied().unwrap_or(0),
+                    after.get(k).copied().unwrap_or(0),
+                );
+                (b != a).then(|| BilledChange {
+                    account: k.0.clone(),
+                    class: k.1.clone(),
+                    direction: k.2.clone(),
+                    before: b,
+                    after: a,
+                })
+            })
+            .collect())
     }
 
     /// Replaces everything in `state_dir`'s tier 2 with the database at
@@ -522,7 +604,6 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
             tx.execute_batch("ALTER TABLE traffic ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")?;
         }
     }
-    tx.execute_batch("CREATE INDEX IF NOT EXISTS traffic_by_seq ON traffic (seq)")?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -434,10 +434,19 @@ fn classify_all(state: &Path, cfg: Config, now_ms: i64) {
 }
 
 fn rebuild(cfg: Config, dry_run: bool) -> kopek_classifier::rebuild::RebuildReport {
+    rebuild_with(cfg, dry_run, true)
+}
+
+fn rebuild_with(
+    cfg: Config,
+    dry_run: bool,
+    hosts: bool,
+) -> kopek_classifier::rebuild::RebuildReport {
     use kopek_classifier::rebuild::{Lists, RebuildOptions};
     let opts = RebuildOptions {
         lists: Lists::Recorded,
         dry_run,
+        hosts,
     };
     kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
 }
@@ -613,10 +622,96 @@ fn a_rebuild_refuses_while_the_classifier_runs() {
     let opts = RebuildOptions {
         lists: Lists::Recorded,
         dry_run: false,
+        hosts: true,
     };
     let err = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap_err();
     assert!(
         err.to_string().contains("classifier.lock is locked"),
         "{err}"
     );
+}
+
+#[test]
+fn without_host_detail_a_rebuild_keeps_the_old_until_the_daemon_redoes_each_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    backlog(dir.path(), 4);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let hosts = |state: &Path| -> Vec<String> {
+        tier2_dump(state)
+            .into_iter()
+            .filter(|r| r.starts_with("top_hosts"))
+            .collect()
+    };
+    let old = hosts(dir.path());
+    assert!(!old.is_empty());
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.add(
+        "late",
+        "10.0.0.40/32".parse().unwrap(),
+        0,
+        None,
+        "radius",
+        None,
+    )
+    .unwrap();
+    drop(reg);
+    let r = rebuild_with(config(dir.path()), false, false);
+    assert_eq!(r.rows_kept, old.len() as u64);
+    assert_eq!(hosts(dir.path()), old);
+    // The daemon's host passes redo every hour the rebuild left pending.
+    let mut e = Engine::open(config(dir.path()), NOW_MS).unwrap();
+    e.finish_hosts(NOW_MS).unwrap();
+    assert!(e.stats().host_hours_done > 0);
+    drop(e);
+    let new = hosts(dir.path());
+    let late: i64 = SqliteTier2::open_read(dir.path())
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM top_hosts WHERE account = 'late'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(late > 0);
+    // The same detail a rebuild that computed it gives.
+    rebuild(config(dir.path()), false);
+    assert_eq!(hosts(dir.path()), new);
+}
+
+#[test]
+fn traffic_moved_away_from_an_account_leaves_its_rows_at_zero_for_the_core() {
+    let dir = tempfile::tempdir().unwrap();
+    backlog(dir.path(), 4);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let rows = |account: &str| -> (i64, i64) {
+        SqliteTier2::open_read(dir.path())
+            .unwrap()
+            .query_row(
+                "SELECT count(*), coalesce(sum(bytes), 0) FROM traffic WHERE account = ?1 AND billed = 1",
+                [account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let (acme_rows, acme_bytes) = rows("acme");
+    assert!(acme_rows > 0 && acme_bytes > 0);
+    // acme's prefix turns out to have been another account's since before
+    // any of this traffic: its binding is ended there, zed's begins.
+    let net: ipnet::IpNet = "10.0.0.0/28".parse().unwrap();
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.end(net, 1_600_000_000_000).unwrap();
+    reg.add("zed", net, 1_600_000_000_000, None, "radius", None)
+        .unwrap();
+    drop(reg);
+    let r = rebuild(config(dir.path()), false);
+    assert_eq!(r.rows_zeroed, acme_rows as u64);
+    assert_eq!(rows("acme"), (acme_rows, 0));
+    assert_eq!(rows("zed").1, acme_bytes);
+    let acme: i64 = r
+        .changes
+        .iter()
+        .filter(|c| c.account == "acme")
+        .map(|c| c.after - c.before)
+        .sum();
+    assert_eq!(acme, -acme_bytes);
 }

@@ -44,6 +44,12 @@ enum ClassifierCmd {
         /// Build and show what would change; leave tier 2 as it is.
         #[arg(long)]
         dry_run: bool,
+        /// Also compute every hour's top hosts before installing (slower:
+        /// tier 1 is read once more per hour). Without it the old host
+        /// detail stays until the running classifier recomputes each hour
+        /// in the background.
+        #[arg(long)]
+        with_hosts: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
         /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
@@ -65,9 +71,17 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
         ClassifierCmd::Rebuild {
             lists,
             dry_run,
+            with_hosts,
             format,
             unit_base,
-        } => rebuild(config_path, *lists, *dry_run, *format, *unit_base),
+        } => rebuild(
+            config_path,
+            *lists,
+            *dry_run,
+            *with_hosts,
+            *format,
+            *unit_base,
+        ),
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let s = read_stats(&config.state_dir)?;
@@ -193,6 +207,7 @@ fn rebuild(
     config_path: &Path,
     lists: ListsArg,
     dry_run: bool,
+    hosts: bool,
     format: OutputFormat,
     units: u64,
 ) -> super::Result {
@@ -206,6 +221,7 @@ fn rebuild(
             ListsArg::Current => Lists::Current,
         },
         dry_run,
+        hosts,
     };
     let r = rebuild(config, opts, chrono::Utc::now().timestamp_millis())?;
     match format {
