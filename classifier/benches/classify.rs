@@ -7,7 +7,7 @@
 //! ```text
 //! cargo bench -p kopek-classifier --bench classify [-- --flows N --runs N
 //!     --skip-engine --skip-rows --skip-hosts --skip-rebuild --rebuild-hosts
-//!     --uniform-remotes --flows-per-s N]
+//!     --rebuild-threads N --uniform-remotes --flows-per-s N]
 //! ```
 //!
 //! Stages, each a median of `--runs`:
@@ -102,6 +102,9 @@ struct Opts {
     skip_rebuild: bool,
     /// The `rebuild` stage computes the host detail too (`--with-hosts`).
     rebuild_hosts: bool,
+    /// `classifier.threads` of the `rebuild` stage (default: the config's
+    /// default, one reader per CPU).
+    rebuild_threads: Option<usize>,
 }
 
 fn opts() -> Opts {
@@ -115,6 +118,7 @@ fn opts() -> Opts {
         skip_hosts: false,
         skip_rebuild: false,
         rebuild_hosts: false,
+        rebuild_threads: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -133,6 +137,13 @@ fn opts() -> Opts {
             "--skip-hosts" => o.skip_hosts = true,
             "--skip-rebuild" => o.skip_rebuild = true,
             "--rebuild-hosts" => o.rebuild_hosts = true,
+            "--rebuild-threads" => {
+                o.rebuild_threads = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--rebuild-threads N"),
+                )
+            }
             _ => {}
         }
     }
@@ -502,8 +513,11 @@ top_hosts_days = 0
             hosts: o.rebuild_hosts,
         };
         let t = Instant::now();
-        let r =
-            rebuild(config.clone(), opts, chrono::Utc::now().timestamp_millis()).expect("rebuild");
+        let mut config = config.clone();
+        if let Some(t) = o.rebuild_threads {
+            config.classifier.threads = t;
+        }
+        let r = rebuild(config, opts, chrono::Utc::now().timestamp_millis()).expect("rebuild");
         rebuild_rate = n as f64 / t.elapsed().as_secs_f64();
         assert_eq!(r.records, n, "the rebuild counted every record");
         if !o.skip_engine {
@@ -521,6 +535,10 @@ top_hosts_days = 0
             r.phases_s[3],
             r.phases_s[4],
             r.phases_s[5]
+        );
+        eprintln!(
+            "rebuild tier-2 writer: {:.1} s writing, the reading waited {:.1} s for it",
+            r.writer_s, r.writer_wait_s
         );
     }
 

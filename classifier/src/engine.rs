@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kopek_collector::segment::{
     Block, FlowColumns, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
@@ -91,6 +91,13 @@ pub struct EngineStats {
     pub accounts: u64,
     /// Newest `last_ms` of any record committed.
     pub newest_record_ms: i64,
+    /// Time the commit thread spent writing commits, and the time the
+    /// reading thread spent waiting for it (ms since start): a wait near
+    /// the write time means tier 2's writer is what limits a catch-up.
+    #[serde(default)]
+    pub commit_write_ms: u64,
+    #[serde(default)]
+    pub commit_wait_ms: u64,
 }
 
 type SegKey = (String, u64);
@@ -239,7 +246,8 @@ struct InFlight {
 /// not their sum.
 struct Committer {
     jobs: Option<mpsc::SyncSender<(CommitRows, i64)>>,
-    outcomes: mpsc::Receiver<Result<(), StoreError>>,
+    /// Each commit's outcome and how long it took to write.
+    outcomes: mpsc::Receiver<(Result<(), StoreError>, Duration)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -256,7 +264,9 @@ impl Committer {
             .name("kopek-commit".into())
             .spawn(move || {
                 for (rows, now_ms) in todo {
-                    if done.send(store.write_rows(&rows, now_ms)).is_err() {
+                    let t = Instant::now();
+                    let written = store.write_rows(&rows, now_ms);
+                    if done.send((written, t.elapsed())).is_err() {
                         break;
                     }
                 }
@@ -279,9 +289,11 @@ impl Committer {
             .ok_or_else(Self::ended)
     }
 
-    /// The outcome of the commit sent last: waited for (`block`), or
-    /// `None` while it is being written.
-    fn outcome(&self, block: bool) -> Option<Result<(), ClassifierError>> {
+    /// The outcome of the commit sent last, with how long it took to
+    /// write and how long this call waited for it: waited for (`block`),
+    /// or `None` while it is being written.
+    fn outcome(&self, block: bool) -> Option<(Result<(), ClassifierError>, Duration, Duration)> {
+        let t = Instant::now();
         let written = if block {
             self.outcomes.recv().ok()
         } else {
@@ -290,7 +302,11 @@ impl Committer {
                 r => r.ok(),
             }
         };
-        Some(written.map_or_else(|| Err(Self::ended()), |w| w.map_err(ClassifierError::from)))
+        let waited = t.elapsed();
+        Some(match written {
+            Some((w, took)) => (w.map_err(ClassifierError::from), took, waited),
+            None => (Err(Self::ended()), Duration::ZERO, waited),
+        })
     }
 
     fn ended() -> ClassifierError {
@@ -1087,9 +1103,11 @@ impl Engine {
         if self.in_flight.is_none() {
             return Ok(());
         }
-        let Some(result) = self.committer.outcome(block) else {
+        let Some((result, took, waited)) = self.committer.outcome(block) else {
             return Ok(());
         };
+        self.stats.commit_write_ms += took.as_millis() as u64;
+        self.stats.commit_wait_ms += waited.as_millis() as u64;
         let f = self.in_flight.take().expect("checked above");
         if let Err(e) = result {
             self.lane.batch.clear();

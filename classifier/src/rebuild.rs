@@ -68,6 +68,10 @@ pub struct RebuildReport {
     /// detail of every hour, building the indexes, the rows kept from
     /// before, the comparison, installing.
     pub phases_s: [f64; 6],
+    /// Of the first phase: the time tier 2's writer spent writing, and the
+    /// time the reading waited for it (s).
+    pub writer_s: f64,
+    pub writer_wait_s: f64,
     /// Rows before this time are the old ones (tier 1 of that time was
     /// removed by retention); `None`: all of tier 2 was computed again.
     pub kept_before_ms: Option<i64>,
@@ -122,7 +126,7 @@ pub fn rebuild(
         phases_s[i] = mark.elapsed().as_secs_f64();
         mark = Instant::now();
     };
-    let records = {
+    let (records, writer) = {
         let mut engine = Engine::open_rebuild(config, &work.0, now_ms)?;
         let counted = engine.catch_up(now_ms)?;
         engine.flush(now_ms)?;
@@ -131,7 +135,14 @@ pub fn rebuild(
             engine.finish_hosts(now_ms)?;
         }
         lap(1);
-        counted.records
+        let st = engine.stats();
+        (
+            counted.records,
+            (
+                st.commit_write_ms as f64 / 1e3,
+                st.commit_wait_ms as f64 / 1e3,
+            ),
+        )
     };
     // The secondary indexes, built from the finished tables.
     let mut fresh = SqliteTier2::open(&work.0)?;
@@ -166,6 +177,8 @@ pub fn rebuild(
         records,
         seconds: started.elapsed().as_secs_f64(),
         phases_s,
+        writer_s: writer.0,
+        writer_wait_s: writer.1,
         kept_before_ms,
         rows_kept,
         rows_zeroed: zeroed,

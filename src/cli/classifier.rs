@@ -119,6 +119,14 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                 ("bound prefixes", human_count(s.bound_prefixes)),
                 ("accounts", human_count(s.accounts)),
                 ("newest record", time_utc(s.newest_record_ms)),
+                (
+                    "tier-2 writer busy / waited",
+                    format!(
+                        "{:.1} s / {:.1} s",
+                        s.commit_write_ms as f64 / 1e3,
+                        s.commit_wait_ms as f64 / 1e3
+                    ),
+                ),
             ] {
                 println!("  {k:<28} {v}");
             }
