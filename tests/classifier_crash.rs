@@ -262,8 +262,124 @@ top_hosts_days = 0
             "SELECT COUNT(*) FROM traffic WHERE account = 'session'"
         ) > 0
     );
+    let rebuild_kills = rebuild_killed_at_random_moments(&config, &state, &mut rng);
     eprintln!(
-        "crash: {stored} flows, {segments} segments, {kills} kills ({kills_during_stream} during the stream), {:?}",
+        "crash: {stored} flows, {segments} segments, {kills} kills ({kills_during_stream} during the stream), {rebuild_kills} rebuilds killed, {:?}",
         started.elapsed()
     );
+}
+
+/// What a rebuild replaces, without commit numbers.
+fn tier2_content(state: &Path) -> Vec<Vec<Vec<String>>> {
+    [
+        "traffic",
+        "traffic_hourly",
+        "unattributed",
+        "top_hosts",
+        "losses",
+    ]
+    .iter()
+    .map(|t| table_rows(state, t))
+    .collect()
+}
+
+/// `kopek classifier rebuild` (the daemon stopped), killed with SIGKILL
+/// at seeded random moments after a session was recorded late: the live
+/// tier 2 is after every kill either the old one or the finished rebuild,
+/// never a mix, and passes SQLite's integrity check; the last, uninterrupted
+/// rebuild clears what the killed ones left and moves the session's
+/// traffic. Returns the number of rebuilds killed while running.
+fn rebuild_killed_at_random_moments(config: &Path, state: &Path, rng: &mut Rng) -> u64 {
+    let before = tier2_content(state);
+    kopek(
+        config,
+        &[
+            "binding",
+            "add",
+            "late",
+            "10.0.2.0/24",
+            "--from",
+            "2024-01-01T00:00:00Z",
+        ],
+    );
+    // How long a rebuild takes here (a dry run: all but the install), so
+    // that the kills spread over all of it, the install included.
+    let t = Instant::now();
+    kopek(
+        config,
+        &[
+            "classifier",
+            "rebuild",
+            "--with-hosts",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    );
+    let span = t.elapsed().as_millis() as u64 + 200;
+    let mut seen = Vec::new();
+    let mut killed = 0;
+    for _ in 0..8 {
+        let mut child = Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(config)
+            .args(["classifier", "rebuild", "--with-hosts", "--format", "json"])
+            .env("KOPEK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kopek classifier rebuild");
+        std::thread::sleep(Duration::from_millis(rng.between(30, span)));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        let ok: String = tier2(state)
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        seen.push(tier2_content(state));
+    }
+    assert!(
+        killed >= 3,
+        "only {killed} of 8 rebuilds killed while running"
+    );
+    let finished = seen.iter().filter(|s| **s != before).count();
+    eprintln!(
+        "crash: rebuild {span} ms; {killed} of 8 killed while running, {finished} had installed"
+    );
+    let out = kopek(
+        config,
+        &["classifier", "rebuild", "--with-hosts", "--format", "json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(!state.join("rebuild.tmp").exists());
+    let late: i64 = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["account"] == "late")
+        .map(|c| c["after"].as_i64().unwrap() - c["before"].as_i64().unwrap())
+        .sum();
+    let after = tier2_content(state);
+    // Every kill left the old tier 2 or the finished rebuild (which the
+    // last run reproduces: it changes nothing more than the first one).
+    for (i, s) in seen.iter().enumerate() {
+        assert!(
+            *s == before || *s == after,
+            "kill {i}: a tier 2 that is neither"
+        );
+    }
+    if seen.iter().all(|s| *s == before) {
+        assert!(late > 0, "the late session moved nothing: {report}");
+    }
+    assert_ne!(before, after);
+    assert!(
+        sum(
+            state,
+            "SELECT SUM(bytes) FROM traffic WHERE account = 'late'"
+        ) > 0
+    );
+    killed
 }
