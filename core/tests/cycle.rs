@@ -520,3 +520,46 @@ fn a_replaced_tier2_is_compared_row_by_row_not_skipped() {
     assert_eq!(w.balance("1"), 1_000_000 - 20_000 - 4_000 - 500);
     w.verify();
 }
+
+#[test]
+fn traffic_a_rebuild_moves_to_another_account_is_credited_back_and_charged_there() {
+    let mut w = World::new(Posting::Cycle);
+    let t0 = at(2026, 10, 1, 0, 0);
+    let mb = 1_000_000;
+    w.tariff(
+        t0,
+        "m",
+        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
+        t0,
+    );
+    w.account(t0, "1", None, "m", t0);
+    w.account(t0, "2", None, "m", t0);
+    w.pay(t0, "1", 1_000_000, "p1");
+    w.pay(t0, "2", 1_000_000, "p2");
+    let a = t0 + 600_000;
+    w.usage("1", a, "paid", "in", 100 * mb);
+    w.cycle(t0 + 3_600_000);
+    assert_eq!(w.balance("1"), 1_000_000 - 10_000);
+    // The address was account 2's (a session recorded late): the rebuilt
+    // tier 2 keeps account 1's row at 0 bytes (as `kopek classifier
+    // rebuild` writes it) and has the traffic under account 2.
+    let rebuilt = tempfile::tempdir().unwrap();
+    let row = |account, bytes| SimRow {
+        bucket_ms: a - a % 300_000,
+        account,
+        class: "paid",
+        direction: "in",
+        bytes,
+    };
+    write_commit(rebuilt.path(), &[row("1", 0), row("2", 100 * mb)]).unwrap();
+    kopek_classifier::store::SqliteTier2::install(
+        w.dir.path(),
+        &rebuilt.path().join(kopek_classifier::store::TIER2_FILE),
+    )
+    .unwrap();
+    let r = w.cycle(t0 + 7_200_000);
+    assert!(r.tier2_replaced);
+    assert_eq!(w.balance("1"), 1_000_000);
+    assert_eq!(w.balance("2"), 1_000_000 - 10_000);
+    w.verify();
+}
