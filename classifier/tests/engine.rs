@@ -715,3 +715,74 @@ fn traffic_moved_away_from_an_account_leaves_its_rows_at_zero_for_the_core() {
         .sum();
     assert_eq!(acme, -acme_bytes);
 }
+
+#[test]
+fn lists_changed_since_apply_to_the_past_only_when_asked() {
+    use kopek_classifier::rebuild::{Lists, RebuildOptions};
+    let dir = tempfile::tempdir().unwrap();
+    backlog(dir.path(), 4);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let by_class = |state: &Path| -> Vec<(String, i64)> {
+        SqliteTier2::open_read(state)
+            .unwrap()
+            .prepare("SELECT class, sum(bytes) FROM traffic GROUP BY class ORDER BY class")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = by_class(dir.path());
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].0, "peering");
+    // The peering list turns out to have been wrong: 192.0.2.0/24 is
+    // paid traffic. The new lists are a new version, valid from now.
+    let mut cfg = config(dir.path());
+    cfg.classifier.classes[0].networks = vec!["198.51.100.0/24".parse().unwrap()];
+    let run = |lists, cfg: Config| {
+        let opts = RebuildOptions {
+            lists,
+            dry_run: false,
+            hosts: true,
+        };
+        kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
+    };
+    // Recorded: each record keeps the lists of its time.
+    let r = run(Lists::Recorded, cfg.clone());
+    assert_eq!(r.changes, vec![]);
+    assert_eq!(by_class(dir.path()), before);
+    let versions = |state: &Path| -> i64 {
+        SqliteTier2::open_read(state)
+            .unwrap()
+            .query_row("SELECT count(*) FROM class_versions", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(versions(dir.path()), 2);
+    // Current: today's lists for all of it, on purpose.
+    let r = run(Lists::Current, cfg);
+    // (peering's old rows stay at 0 bytes: the core credits them back.)
+    assert_eq!(
+        by_class(dir.path()),
+        vec![
+            ("paid".to_string(), before[0].1),
+            ("peering".to_string(), 0)
+        ]
+    );
+    assert!(r.rows_zeroed > 0);
+    assert_eq!(versions(dir.path()), 1);
+    let moved: i64 = r
+        .changes
+        .iter()
+        .filter(|c| c.class == "paid")
+        .map(|c| c.after - c.before)
+        .sum();
+    assert!(moved > 0);
+    assert_eq!(
+        moved,
+        -r.changes
+            .iter()
+            .filter(|c| c.class == "peering")
+            .map(|c| c.after - c.before)
+            .sum::<i64>()
+    );
+}
