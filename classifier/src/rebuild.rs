@@ -34,6 +34,8 @@ use crate::store::{BilledChange, RAW_REMOVED_KEY, SqliteTier2, TIER2_FILE, TIER2
 
 /// Where the new tier 2 is built, inside the state dir (same filesystem).
 pub const REBUILD_DIR: &str = "rebuild.tmp";
+/// How often a rebuild logs how far it got.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// One rebuild at a time per state dir.
 pub const REBUILD_LOCK: &str = "rebuild.lock";
 
@@ -128,8 +130,28 @@ pub fn rebuild(
     };
     let (records, writer) = {
         let mut engine = Engine::open_rebuild(config, &work.0, now_ms)?;
-        let counted = engine.catch_up(now_ms)?;
+        // Engine::catch_up, with a progress line now and then (a month of
+        // tier 1 takes minutes).
+        let mut said = Instant::now();
+        loop {
+            let o = engine.step(now_ms)?;
+            engine.commit(now_ms)?;
+            if o.caught_up {
+                break;
+            }
+            if said.elapsed() >= PROGRESS_EVERY {
+                let st = engine.stats();
+                tracing::info!(
+                    records = st.committed.records,
+                    segments_left = st.segments_pending,
+                    elapsed_s = started.elapsed().as_secs(),
+                    "rebuilding tier 2"
+                );
+                said = Instant::now();
+            }
+        }
         engine.flush(now_ms)?;
+        let counted = engine.stats().committed;
         lap(0);
         if opts.hosts {
             engine.finish_hosts(now_ms)?;
