@@ -511,6 +511,7 @@ top_hosts_days = 0
             lists: Lists::Recorded,
             dry_run: false,
             hosts: o.rebuild_hosts,
+            from_ms: None,
         };
         let t = Instant::now();
         let mut config = config.clone();

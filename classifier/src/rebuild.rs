@@ -29,8 +29,12 @@ use kopek_config::Config;
 
 use crate::ClassifierError;
 use crate::aggregate::HOUR_MS;
+use crate::aggregate::Progress;
 use crate::engine::Engine;
 use crate::store::{BilledChange, RAW_REMOVED_KEY, SqliteTier2, TIER2_FILE, TIER2_ID_KEY, Tier2};
+use kopek_collector::segment::{RawStore, SegmentReader};
+use kopek_collector::{FlowRecord, LossRecord};
+use std::collections::HashMap;
 
 /// Where the new tier 2 is built, inside the state dir (same filesystem).
 pub const REBUILD_DIR: &str = "rebuild.tmp";
@@ -54,6 +58,10 @@ pub struct RebuildOptions {
     pub lists: Lists,
     /// Build and compare, but leave the live tier 2 as it is.
     pub dry_run: bool,
+    /// Rebuild only from this time on (rounded down to a whole hour): the
+    /// rows before it are kept as they are, and sealed segments that end
+    /// before it are not read.
+    pub from_ms: Option<i64>,
     /// Compute every hour's host detail before installing. Otherwise the
     /// old detail is kept and each hour is pending: the classifier daemon
     /// computes it again in the background, when idle (the host pass reads
@@ -74,12 +82,16 @@ pub struct RebuildReport {
     /// time the reading waited for it (s).
     pub writer_s: f64,
     pub writer_wait_s: f64,
-    /// Rows before this time are the old ones (tier 1 of that time was
-    /// removed by retention); `None`: all of tier 2 was computed again.
+    /// Rows before this time are the old ones (`--from`, or tier 1 of
+    /// that time was removed by retention); `None`: all of tier 2 was
+    /// computed again.
     pub kept_before_ms: Option<i64>,
     /// Rows taken over from the old tier 2: those before `kept_before_ms`,
     /// and the host detail unless it was computed again.
     pub rows_kept: u64,
+    /// Sealed segments not read: all their records are before
+    /// `kept_before_ms`.
+    pub segments_skipped: u64,
     /// Billed rows of the old tier 2 that the new one has no traffic in
     /// (moved to another account, or unbilled): kept with 0 bytes, so the
     /// core takes back what it charged for them.
@@ -117,10 +129,30 @@ pub fn rebuild(
         &state.join(REBUILD_LOCK),
         "another rebuild of this tier 2 is running",
     )?;
+    if !opts.dry_run {
+        // Tier 2 first counts what tier 1 holds (the daemon may have been
+        // stopped behind): the rows a rebuild keeps must have it all.
+        let mut e = Engine::open(config.clone(), now_ms)?;
+        e.catch_up(now_ms)?;
+        e.flush(now_ms)?;
+    }
     let work = Workspace::create(state.join(REBUILD_DIR))?;
+    let live_progress = SqliteTier2::open(&state)?.progress()?;
+    let removed = SqliteTier2::open(&state)?
+        .meta(RAW_REMOVED_KEY)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
+    let from = opts.from_ms.map(|t| t.div_euclid(HOUR_MS) * HOUR_MS);
+    let kept_before_ms = removed.max(from);
+    let raw = RawStore::new(config.collector.raw_dir(&state));
+    let skipped = match kept_before_ms {
+        Some(cut) => segments_before(&raw, &live_progress, cut)?,
+        None => Vec::new(),
+    };
     {
         let mut fresh = SqliteTier2::open_bulk(&work.0)?;
         fresh.seed_from(&live, opts.lists == Lists::Recorded)?;
+        fresh.seed_progress(&skipped)?;
     }
     let mut phases_s = [0.0; 6];
     let mut mark = Instant::now();
@@ -169,10 +201,9 @@ pub fn rebuild(
     // The secondary indexes, built from the finished tables.
     let mut fresh = SqliteTier2::open(&work.0)?;
     lap(2);
-    let kept_before_ms = fresh
-        .meta(RAW_REMOVED_KEY)?
-        .and_then(|v| v.parse::<i64>().ok())
-        .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
+    if let Some(cut) = kept_before_ms {
+        check_counted_before(&raw, &live_progress, &fresh.progress()?, cut)?;
+    }
     let mut rows_kept = match kept_before_ms {
         Some(cut) => fresh.keep_before(&live, cut)?,
         None => 0,
@@ -204,6 +235,7 @@ pub fn rebuild(
         kept_before_ms,
         rows_kept,
         rows_zeroed: zeroed,
+        segments_skipped: skipped.len() as u64,
         changes,
         installed: !opts.dry_run,
         tier2_id,
@@ -232,4 +264,90 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The sealed segments, finished in `live`, whose every record lies before
+/// `cut`: their positions, to be taken over instead of read. Segments with
+/// loss records are read (a loss's time is not in the footer).
+fn segments_before(
+    raw: &RawStore,
+    live: &[Progress],
+    cut: i64,
+) -> Result<Vec<Progress>, ClassifierError> {
+    let done: HashMap<(&str, u64), &Progress> = live
+        .iter()
+        .filter(|p| p.done)
+        .map(|p| ((p.collector.as_str(), p.segment_id), p))
+        .collect();
+    let mut out = Vec::new();
+    for seg in raw.list()? {
+        let Some(p) = done.get(&(seg.collector.as_str(), seg.id)) else {
+            continue;
+        };
+        if let Some(f) = seg.read_footer()?
+            && f.loss_records == 0
+            && f.max_last_ms < cut
+        {
+            out.push((*p).clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a rebuild whose kept rows (before `cut`) would miss records:
+/// ones the rebuild read (`new` positions) that `live` had not counted,
+/// with a time before `cut` (a record the collector wrote while the
+/// rebuild ran, about the past). Reads only those records.
+fn check_counted_before(
+    raw: &RawStore,
+    live: &[Progress],
+    new: &[Progress],
+    cut: i64,
+) -> Result<(), ClassifierError> {
+    let counted: HashMap<(&str, u64), &Progress> = live
+        .iter()
+        .map(|p| ((p.collector.as_str(), p.segment_id), p))
+        .collect();
+    let paths: HashMap<(String, u64), std::path::PathBuf> = raw
+        .list()?
+        .into_iter()
+        .map(|s| ((s.collector, s.id), s.path))
+        .collect();
+    for p in new {
+        let from = match counted.get(&(p.collector.as_str(), p.segment_id)) {
+            Some(l) if l.done => continue,
+            Some(l) => l.offset,
+            None => 0,
+        };
+        if !p.done && p.offset <= from {
+            continue;
+        }
+        let Some(path) = paths.get(&(p.collector.clone(), p.segment_id)) else {
+            continue;
+        };
+        let mut r = SegmentReader::open(path)?;
+        r.seek(from);
+        let (mut flows, mut losses) = (Vec::<FlowRecord>::new(), Vec::<LossRecord>::new());
+        while p.done || r.offset() < p.offset {
+            flows.clear();
+            losses.clear();
+            match r.next_block(&mut flows, &mut losses) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+            let early = flows
+                .iter()
+                .map(|f| f.first_ms)
+                .chain(losses.iter().map(|l| l.from_ms));
+            if early.into_iter().any(|t| t < cut) {
+                return Err(ClassifierError::Invalid(format!(
+                    "{}: tier 1 has records before {} that tier 2 had not counted (written while \
+                     the rebuild ran?); run the rebuild again",
+                    path.display(),
+                    cut
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -436,6 +436,34 @@ impl SqliteTier2 {
         Ok(kept)
     }
 
+    /// Takes over `live`'s read positions of the given segments (finished
+    /// there): a rebuild that keeps the rows of their time never reads them.
+    pub fn seed_progress(&mut self, rows: &[Progress]) -> Result<(), StoreError> {
+        let err = sql_error(self.path.clone());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT INTO progress (collector, segment_id, next_offset, done, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, 0)",
+                )
+                .map_err(&err)?;
+            for p in rows {
+                st.execute(params![
+                    p.collector,
+                    p.segment_id as i64,
+                    p.offset as i64,
+                    p.done
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
     /// Gives every billed `traffic` row of `live` that this tier 2 lacks a
     /// row of 0 bytes (in one commit of its own number): a reader that
     /// keeps totals per row (the core's mirror) then learns that the

@@ -447,6 +447,7 @@ fn rebuild_with(
         lists: Lists::Recorded,
         dry_run,
         hosts,
+        from_ms: None,
     };
     kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
 }
@@ -623,6 +624,7 @@ fn a_rebuild_refuses_while_the_classifier_runs() {
         lists: Lists::Recorded,
         dry_run: false,
         hosts: true,
+        from_ms: None,
     };
     let err = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap_err();
     assert!(
@@ -744,6 +746,7 @@ fn lists_changed_since_apply_to_the_past_only_when_asked() {
             lists,
             dry_run: false,
             hosts: true,
+            from_ms: None,
         };
         kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
     };
@@ -785,4 +788,118 @@ fn lists_changed_since_apply_to_the_past_only_when_asked() {
             .map(|c| c.after - c.before)
             .sum::<i64>()
     );
+}
+
+#[test]
+fn a_rebuild_from_a_time_keeps_the_rows_before_and_skips_what_ends_before() {
+    use kopek_classifier::rebuild::{Lists, RebuildOptions};
+    let dir = tempfile::tempdir().unwrap();
+    // Eight segments of 1,000 flows, one a second: 8,000 s from
+    // 1,700,000,000 s (22:13:20 UTC), so hours 22, 23, 00 and 01.
+    tier1(dir.path(), 8, 1_000);
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.add("acme", "10.0.0.0/28".parse().unwrap(), 0, None, "t", None)
+        .unwrap();
+    drop(reg);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let before: Vec<String> = tier2_dump(dir.path())
+        .into_iter()
+        .filter(|r| !r.starts_with("progress"))
+        .collect();
+    let rows = |state: &Path, account: &str, from: i64, to: i64| -> i64 {
+        SqliteTier2::open_read(state)
+            .unwrap()
+            .query_row(
+                "SELECT coalesce(sum(bytes), 0) FROM traffic
+                 WHERE account = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3",
+                rusqlite::params![account, from, to],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // acme's prefix was zed's from the start (recorded late).
+    let net: ipnet::IpNet = "10.0.0.0/28".parse().unwrap();
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.end(net, 1).unwrap();
+    reg.add("zed", net, 1, None, "radius", None).unwrap();
+    drop(reg);
+    let cut = 1_700_006_400_000; // 00:00 UTC
+    let acme_before_cut = rows(dir.path(), "acme", 0, cut);
+    let acme_after_cut = rows(dir.path(), "acme", cut, i64::MAX);
+    assert!(acme_before_cut > 0 && acme_after_cut > 0);
+    let opts = RebuildOptions {
+        lists: Lists::Recorded,
+        dry_run: false,
+        hosts: true,
+        from_ms: Some(cut + 1_234), // rounded down to the hour
+    };
+    let r = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap();
+    assert_eq!(r.kept_before_ms, Some(cut));
+    // Segments 1-6 end before 00:00 (flows up to 6,000 s + 120 s after
+    // 22:13:20; 00:00 is 6,400 s): not read. Segment 7 straddles it.
+    assert_eq!(r.segments_skipped, 6);
+    assert_eq!(r.records, 2_000);
+    // Before the cut: as it was; after: zed's.
+    assert_eq!(rows(dir.path(), "acme", 0, cut), acme_before_cut);
+    assert_eq!(rows(dir.path(), "acme", cut, i64::MAX), 0);
+    assert_eq!(rows(dir.path(), "zed", cut, i64::MAX), acme_after_cut);
+    assert_eq!(rows(dir.path(), "zed", 0, cut), 0);
+    let after: Vec<String> = tier2_dump(dir.path())
+        .into_iter()
+        .filter(|r| !r.starts_with("progress"))
+        .collect();
+    assert_ne!(after, before);
+    // The daemon goes on from the rebuilt positions: nothing left to read.
+    let mut e = Engine::open(config(dir.path()), NOW_MS).unwrap();
+    e.catch_up(NOW_MS).unwrap();
+    assert_eq!(e.stats().committed.records, 0);
+}
+
+#[test]
+fn a_rebuild_refuses_to_keep_rows_that_miss_records_tier2_had_not_counted() {
+    use kopek_classifier::rebuild::{Lists, RebuildOptions};
+    let dir = tempfile::tempdir().unwrap();
+    tier1(dir.path(), 2, 1_000);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    // Two more segments, about the same past, not counted yet.
+    for s in 3..=4u64 {
+        let mut w = SegmentWriter::create(
+            &dir.path().join("raw"),
+            "main",
+            s,
+            0,
+            WriterOptions {
+                compression: Compression::None,
+                durability: Durability::Never,
+            },
+        )
+        .unwrap();
+        let flows: Vec<_> = ((s - 1) * 1_000..s * 1_000).map(flow).collect();
+        w.append_flows(&flows).unwrap();
+        w.close(0).unwrap();
+    }
+    let before = tier2_dump(dir.path());
+    // A dry run does not catch tier 2 up first: keeping the rows before
+    // the cut would lose what it had not counted.
+    let opts = RebuildOptions {
+        lists: Lists::Recorded,
+        dry_run: true,
+        hosts: false,
+        from_ms: Some(1_700_006_400_000),
+    };
+    let err = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap_err();
+    assert!(err.to_string().contains("had not counted"), "{err}");
+    assert_eq!(tier2_dump(dir.path()), before);
+    // The real rebuild counts them into tier 2 first, then rebuilds.
+    let r = kopek_classifier::rebuild::rebuild(
+        config(dir.path()),
+        RebuildOptions {
+            dry_run: false,
+            ..opts
+        },
+        NOW_MS,
+    )
+    .unwrap();
+    assert_eq!(r.changes, vec![]);
+    assert_eq!(tier2_totals(dir.path()).0, 4_000);
 }

@@ -35,27 +35,35 @@ enum ClassifierCmd {
     /// recorded late, corrected observation points or lists) and replace
     /// it; the core then charges only the differences. Stop the
     /// classifier daemon first (`--dry-run` may run beside it).
-    Rebuild {
-        /// Class lists for old records: `recorded` (the version valid at
-        /// each record's time) or `current` (today's lists applied to the
-        /// past on purpose).
-        #[arg(long, value_enum, default_value_t = ListsArg::Recorded)]
-        lists: ListsArg,
-        /// Build and show what would change; leave tier 2 as it is.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also compute every hour's top hosts before installing (slower:
-        /// tier 1 is read once more per hour). Without it the old host
-        /// detail stays until the running classifier recomputes each hour
-        /// in the background.
-        #[arg(long)]
-        with_hosts: bool,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        format: OutputFormat,
-        /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
-        #[arg(long, default_value_t = 1024, value_parser = super::traffic::unit_base)]
-        unit_base: u64,
-    },
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct RebuildArgs {
+    /// Class lists for old records: `recorded` (the version valid at
+    /// each record's time) or `current` (today's lists applied to the
+    /// past on purpose).
+    #[arg(long, value_enum, default_value_t = ListsArg::Recorded)]
+    lists: ListsArg,
+    /// Rebuild only from this time on (rounded down to the hour; the
+    /// ISP's zone, ...Z, or epoch ms); older rows stay as they are and
+    /// segments that end before it are not read.
+    #[arg(long)]
+    from: Option<String>,
+    /// Build and show what would change; leave tier 2 as it is.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also compute every hour's top hosts before installing (slower:
+    /// tier 1 is read once more per hour). Without it the old host
+    /// detail stays until the running classifier recomputes each hour
+    /// in the background.
+    #[arg(long)]
+    with_hosts: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
+    #[arg(long, default_value_t = 1024, value_parser = super::traffic::unit_base)]
+    unit_base: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,20 +76,7 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
     match args.cmd.as_ref().unwrap_or(&ClassifierCmd::Run) {
         ClassifierCmd::Run => Ok(serve(config_path)?),
         ClassifierCmd::Explain { addr, at } => explain(config_path, *addr, at.as_deref()),
-        ClassifierCmd::Rebuild {
-            lists,
-            dry_run,
-            with_hosts,
-            format,
-            unit_base,
-        } => rebuild(
-            config_path,
-            *lists,
-            *dry_run,
-            *with_hosts,
-            *format,
-            *unit_base,
-        ),
+        ClassifierCmd::Rebuild(a) => rebuild(config_path, a),
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let s = read_stats(&config.state_dir)?;
@@ -211,26 +206,25 @@ fn explain(config_path: &Path, addr: std::net::IpAddr, at: Option<&str>) -> supe
     Ok(())
 }
 
-fn rebuild(
-    config_path: &Path,
-    lists: ListsArg,
-    dry_run: bool,
-    hosts: bool,
-    format: OutputFormat,
-    units: u64,
-) -> super::Result {
+fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
     use kopek_classifier::rebuild::{Lists, RebuildOptions, rebuild};
 
     let config = kopek_config::Config::load(config_path)?;
     let tz = config.timezone;
+    let from_ms = match &a.from {
+        Some(s) => Some(super::format::parse_time_in(s, tz).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let opts = RebuildOptions {
-        lists: match lists {
+        lists: match a.lists {
             ListsArg::Recorded => Lists::Recorded,
             ListsArg::Current => Lists::Current,
         },
-        dry_run,
-        hosts,
+        from_ms,
+        dry_run: a.dry_run,
+        hosts: a.with_hosts,
     };
+    let (format, units) = (a.format, a.unit_base);
     let r = rebuild(config, opts, chrono::Utc::now().timestamp_millis())?;
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
@@ -266,9 +260,10 @@ fn rebuild(
                 r.seconds,
                 match r.kept_before_ms {
                     Some(t) => format!(
-                        "; before {} tier 1 is gone (retention): {} rows kept as they were",
+                        "; before {} (--from, or tier 1 removed by retention) {} rows kept as they were, {} segments not read",
                         super::format::time_in(t, tz),
-                        human_count(r.rows_kept)
+                        human_count(r.rows_kept),
+                        human_count(r.segments_skipped)
                     ),
                     None => String::new(),
                 }
