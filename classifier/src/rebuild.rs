@@ -137,8 +137,9 @@ pub fn rebuild(
         e.flush(now_ms)?;
     }
     let work = Workspace::create(state.join(REBUILD_DIR))?;
-    let live_progress = SqliteTier2::open(&state)?.progress()?;
-    let removed = SqliteTier2::open(&state)?
+    let reader = SqliteTier2::open_reader(&state)?;
+    let live_progress = reader.progress()?;
+    let removed = reader
         .meta(RAW_REMOVED_KEY)?
         .and_then(|v| v.parse::<i64>().ok())
         .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);

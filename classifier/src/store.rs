@@ -305,6 +305,15 @@ impl SqliteTier2 {
         Ok(SqliteTier2 { conn, path })
     }
 
+    /// The tier 2 in `state_dir` for reading only (a dry run beside the
+    /// daemon): the [`Tier2`] read methods, no schema or migration run.
+    pub fn open_reader(state_dir: &Path) -> Result<SqliteTier2, StoreError> {
+        Ok(SqliteTier2 {
+            conn: SqliteTier2::open_read(state_dir)?,
+            path: state_dir.join(TIER2_FILE),
+        })
+    }
+
     /// A read-only connection for reports (never blocks the writer: WAL).
     pub fn open_read(state_dir: &Path) -> Result<Connection, StoreError> {
         let path = state_dir.join(TIER2_FILE);
