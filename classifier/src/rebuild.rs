@@ -136,6 +136,7 @@ pub fn rebuild(
         e.catch_up(now_ms)?;
         e.flush(now_ms)?;
     }
+    check_space(&state, &live)?;
     let work = Workspace::create(state.join(REBUILD_DIR))?;
     let reader = SqliteTier2::open_reader(&state)?;
     let live_progress = reader.progress()?;
@@ -349,6 +350,32 @@ fn check_counted_before(
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// A rebuild writes a second tier 2 beside the live one, and installing
+/// it passes every page through the live file's WAL: refuses up front
+/// when the state dir's filesystem has less free space than two copies of
+/// the live tier 2 (a rebuild that runs out fails cleanly anyway, later).
+fn check_space(state: &Path, live: &Path) -> Result<(), ClassifierError> {
+    let need = 2 * std::fs::metadata(live).map(|m| m.len()).unwrap_or(0);
+    let c = std::ffi::CString::new(state.as_os_str().as_encoded_bytes())
+        .map_err(|_| ClassifierError::Invalid(format!("{}: NUL in path", state.display())))?;
+    // SAFETY: statvfs fills the zeroed struct from a valid C path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(()); // unknown: let the writes tell
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    if free < need {
+        return Err(ClassifierError::Invalid(format!(
+            "{}: {} MB free, a rebuild needs about {} MB (two more copies of {})",
+            state.display(),
+            free / 1_000_000,
+            need / 1_000_000,
+            live.display()
+        )));
     }
     Ok(())
 }
