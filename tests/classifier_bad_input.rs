@@ -262,3 +262,81 @@ fn reports_refuse_bad_arguments() {
         );
     }
 }
+
+/// `kopek classifier rebuild`: nothing to rebuild, bad arguments, and a
+/// filesystem without room for a second tier 2 (a 4 MB tmpfs, so this test
+/// needs root): a clear error, and tier 2 as it was.
+#[test]
+fn rebuild_refuses_what_it_cannot_do_and_leaves_tier2_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (the suite runs as root in CI)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let c = setup(dir.path(), "192.0.2.0/24\n", "", "");
+    let o = kopek(&c, &["classifier", "rebuild"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no tier 2 to rebuild"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A tier 2 of ~1.5 MB on a filesystem with less than twice that free.
+    drop(kopek_classifier::store::SqliteTier2::open(&state).unwrap());
+    let t2 = state.join(kopek_classifier::store::TIER2_FILE);
+    let conn = rusqlite::Connection::open(&t2).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE pad (x BLOB); INSERT INTO pad VALUES (zeroblob(1500000));
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    drop(conn);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["classifier", "rebuild", "--from", "garbage"],
+            1,
+            "expected a time",
+        ),
+        (
+            &["classifier", "rebuild", "--lists", "newest"],
+            2,
+            "invalid value 'newest'",
+        ),
+        (&["classifier", "rebuild"], 1, "a rebuild needs about 3 MB"),
+        (
+            &["classifier", "rebuild", "--dry-run"],
+            1,
+            "a rebuild needs about 3 MB",
+        ),
+    ];
+    for (args, code, frag) in cases {
+        let o = kopek(&c, args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(frag),
+            "{args:?}: {frag:?} not in {}",
+            stderr(&o)
+        );
+    }
+    assert!(!state.join("rebuild.tmp").exists());
+    let pad: i64 = rusqlite::Connection::open(&t2)
+        .unwrap()
+        .query_row("SELECT length(x) FROM pad", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(pad, 1_500_000);
+}
