@@ -347,102 +347,81 @@ impl SqliteTier2 {
     /// what retention removed from tier 1, and (`versions`) every class-list
     /// version, so that old records get the lists of their time.
     pub fn seed_from(&mut self, live: &Path, versions: bool) -> Result<(), StoreError> {
-        let err = sql_error(self.path.clone());
-        self.conn
-            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
-            .map_err(&err)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute(
-            "INSERT INTO main.meta (key, value)
-             SELECT key, value FROM old.meta WHERE key IN ('bucket_ms', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![RAW_REMOVED_KEY],
-        )
-        .map_err(&err)?;
-        if versions {
+        self.with_old(live, |tx| {
             tx.execute(
-                "INSERT INTO main.class_versions (id, valid_from_ms, sha256, prefixes, content)
-                 SELECT id, valid_from_ms, sha256, prefixes, content FROM old.class_versions ORDER BY id",
-                [],
-            )
-            .map_err(&err)?;
-        }
-        tx.commit().map_err(&err)?;
-        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
-        Ok(())
+                "INSERT INTO main.meta (key, value)
+                 SELECT key, value FROM old.meta WHERE key IN ('bucket_ms', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![RAW_REMOVED_KEY],
+            )?;
+            if versions {
+                tx.execute(
+                    "INSERT INTO main.class_versions (id, valid_from_ms, sha256, prefixes, content)
+                     SELECT id, valid_from_ms, sha256, prefixes, content FROM old.class_versions ORDER BY id",
+                    [],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Replaces this tier 2's rows before `cutoff_ms` (a whole hour) with
     /// `live`'s, in one commit of their own number: the time whose tier 1
     /// retention removed. Returns the number of rows taken over.
     pub fn keep_before(&mut self, live: &Path, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let err = sql_error(self.path.clone());
-        self.conn
-            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
-            .map_err(&err)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let seq = next_traffic_seq(&tx).map_err(&err)?;
-        let mut kept = 0;
-        for (table, time, cols) in [
-            (
-                "traffic",
-                "bucket_ms",
-                "bucket_ms, account, class, direction, point, billed, bytes, packets, flows",
-            ),
-            (
-                "traffic_hourly",
-                "hour_ms",
-                "hour_ms, account, class, direction, point, billed, bytes, packets, flows",
-            ),
-            (
-                "unattributed",
-                "bucket_ms",
-                "bucket_ms, address, class, direction, point, bytes, packets, flows",
-            ),
-            (
-                "losses",
-                "bucket_ms",
-                "bucket_ms, exporter, domain, reason, unit, count",
-            ),
-            (
-                "top_hosts",
-                "hour_ms",
-                "hour_ms, account, remote, class, bytes_in, bytes_out, flows",
-            ),
-            (
-                "hosts_hours",
-                "hour_ms",
-                "hour_ms, gen_pending, gen_done, updated_ms",
-            ),
-        ] {
-            tx.execute(
-                &format!("DELETE FROM main.{table} WHERE {time} < ?1"),
-                params![cutoff_ms],
-            )
-            .map_err(&err)?;
-            let (into, select) = if table == "traffic" {
-                (format!("{cols}, seq"), format!("{cols}, {seq}"))
-            } else {
-                (cols.to_string(), cols.to_string())
-            };
-            kept += tx
-                .execute(
+        self.with_old(live, |tx| {
+            let seq = next_traffic_seq(tx)?;
+            let mut kept = 0;
+            for (table, time, cols) in [
+                (
+                    "traffic",
+                    "bucket_ms",
+                    "bucket_ms, account, class, direction, point, billed, bytes, packets, flows",
+                ),
+                (
+                    "traffic_hourly",
+                    "hour_ms",
+                    "hour_ms, account, class, direction, point, billed, bytes, packets, flows",
+                ),
+                (
+                    "unattributed",
+                    "bucket_ms",
+                    "bucket_ms, address, class, direction, point, bytes, packets, flows",
+                ),
+                (
+                    "losses",
+                    "bucket_ms",
+                    "bucket_ms, exporter, domain, reason, unit, count",
+                ),
+                (
+                    "top_hosts",
+                    "hour_ms",
+                    "hour_ms, account, remote, class, bytes_in, bytes_out, flows",
+                ),
+                (
+                    "hosts_hours",
+                    "hour_ms",
+                    "hour_ms, gen_pending, gen_done, updated_ms",
+                ),
+            ] {
+                tx.execute(
+                    &format!("DELETE FROM main.{table} WHERE {time} < ?1"),
+                    params![cutoff_ms],
+                )?;
+                let (into, select) = if table == "traffic" {
+                    (format!("{cols}, seq"), format!("{cols}, {seq}"))
+                } else {
+                    (cols.to_string(), cols.to_string())
+                };
+                kept += tx.execute(
                     &format!(
                         "INSERT INTO main.{table} ({into}) SELECT {select} FROM old.{table} WHERE {time} < ?1"
                     ),
                     params![cutoff_ms],
-                )
-                .map_err(&err)? as u64;
-        }
-        tx.commit().map_err(&err)?;
-        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
-        Ok(kept)
+                )? as u64;
+            }
+            Ok(kept)
+        })
     }
 
     /// Takes over `live`'s read positions of the given segments (finished
@@ -479,15 +458,8 @@ impl SqliteTier2 {
     /// traffic left it (to another account, or unbilled) instead of never
     /// hearing of the row again. Returns the number of such rows.
     pub fn zero_vanished(&mut self, live: &Path) -> Result<u64, StoreError> {
-        let err = sql_error(self.path.clone());
-        self.conn
-            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
-            .map_err(&err)?;
-        let written = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let seq = next_traffic_seq(&tx)?;
+        self.with_old(live, |tx| {
+            let seq = next_traffic_seq(tx)?;
             let n = tx.execute(
                 "INSERT INTO main.traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
                  SELECT o.bucket_ms, o.account, o.class, o.direction, o.point, 1, 0, 0, 0, ?1
@@ -498,33 +470,49 @@ impl SqliteTier2 {
                      AND n.direction = o.direction AND n.point = o.point AND n.billed = 1)",
                 params![seq],
             )?;
-            tx.commit()?;
             Ok(n as u64)
-        })()
-        .map_err(&err);
-        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
-        written
+        })
     }
 
     /// Copies `live`'s host detail of the hours from `from_ms` on: what
     /// reports show until the daemon has computed those hours again (they
     /// are pending in this tier 2). Returns the number of rows.
     pub fn keep_hosts_from(&mut self, live: &Path, from_ms: i64) -> Result<u64, StoreError> {
-        let err = sql_error(self.path.clone());
-        self.conn
-            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
-            .map_err(&err)?;
-        let n = self
-            .conn
-            .execute(
+        self.with_old(live, |tx| {
+            let n = tx.execute(
                 "INSERT INTO main.top_hosts (hour_ms, account, remote, class, bytes_in, bytes_out, flows)
                  SELECT hour_ms, account, remote, class, bytes_in, bytes_out, flows
                  FROM old.top_hosts WHERE hour_ms >= ?1",
                 params![from_ms],
-            )
-            .map_err(&err);
-        self.conn.execute("DETACH DATABASE old", []).map_err(&err)?;
-        Ok(n? as u64)
+            )?;
+            Ok(n as u64)
+        })
+    }
+
+    /// Runs `f` in one write transaction of this tier 2 with `live`
+    /// attached read-only as `old` (detached afterwards, also when `f`
+    /// fails).
+    fn with_old<T>(
+        &mut self,
+        live: &Path,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StoreError> {
+        let err = sql_error(self.path.clone());
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS old", params![read_only_uri(live)])
+            .map_err(&err)?;
+        let done = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })();
+        let detached = self.conn.execute("DETACH DATABASE old", []);
+        let v = done.map_err(&err)?;
+        detached.map_err(&err)?;
+        Ok(v)
     }
 
     /// Billed bytes per account, class and direction (all of tier 2) where
