@@ -28,6 +28,20 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Each of `cases` (arguments, exit code, a piece of the message) exits
+/// with that code and says so on stderr.
+fn assert_refused(config: &Path, cases: &[(&[&str], i32, &str)]) {
+    for (args, code, frag) in cases {
+        let o = kopek(config, args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(frag),
+            "{args:?}: {frag:?} not in {}",
+            stderr(&o)
+        );
+    }
+}
+
 /// A valid config in `dir` whose class list and bindings files are given.
 fn setup(dir: &Path, list: &str, bindings: &str, extra: &str) -> std::path::PathBuf {
     let l = dir.join("peering.txt");
@@ -205,15 +219,7 @@ fn binding_commands_refuse_bad_input_and_apply_nothing_of_it() {
             "unexpected argument '-1'",
         ),
     ];
-    for (args, code, frag) in cases {
-        let o = kopek(&c, args);
-        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains(frag),
-            "{args:?}: {frag:?} not in {}",
-            stderr(&o)
-        );
-    }
+    assert_refused(&c, cases);
     // Nothing of the refused commands was recorded.
     let ls = kopek(&c, &["binding", "ls", "--format", "csv"]);
     assert!(ls.status.success());
@@ -252,15 +258,7 @@ fn reports_refuse_bad_arguments() {
             "expected a time",
         ),
     ];
-    for (args, code, frag) in cases {
-        let o = kopek(&c, args);
-        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains(frag),
-            "{args:?}: {frag:?} not in {}",
-            stderr(&o)
-        );
-    }
+    assert_refused(&c, cases);
 }
 
 /// `kopek classifier rebuild`: nothing to rebuild, bad arguments, and a
@@ -324,15 +322,7 @@ fn rebuild_refuses_what_it_cannot_do_and_leaves_tier2_alone() {
             "a rebuild needs about 3 MB",
         ),
     ];
-    for (args, code, frag) in cases {
-        let o = kopek(&c, args);
-        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains(frag),
-            "{args:?}: {frag:?} not in {}",
-            stderr(&o)
-        );
-    }
+    assert_refused(&c, cases);
     assert!(!state.join("rebuild.tmp").exists());
     let pad: i64 = rusqlite::Connection::open(&t2)
         .unwrap()

@@ -1127,6 +1127,16 @@ impl Engine {
 
     /// Reads and commits until tier 1 has nothing more right now.
     pub fn catch_up(&mut self, now_ms: i64) -> Result<AggStats, ClassifierError> {
+        self.catch_up_with(now_ms, |_| {})
+    }
+
+    /// [`Self::catch_up`], calling `progress` with the counters after each
+    /// step that left more to read (a long catch-up reports how far it got).
+    pub fn catch_up_with(
+        &mut self,
+        now_ms: i64,
+        mut progress: impl FnMut(&EngineStats),
+    ) -> Result<AggStats, ClassifierError> {
         let before = self.stats.committed;
         loop {
             let o = self.step(now_ms)?;
@@ -1134,6 +1144,7 @@ impl Engine {
             if o.caught_up {
                 break;
             }
+            progress(&self.stats);
         }
         self.finish_commit(true)?;
         let mut d = self.stats.committed;

@@ -44,16 +44,19 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 pub const REBUILD_LOCK: &str = "rebuild.lock";
 
 /// Which class lists judge old records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lists {
     /// Each record by the version valid at its time (reproduces the past).
+    #[default]
     Recorded,
     /// Every record by the lists the config names now (the correction
     /// applied to the past; the old versions are not kept).
     Current,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The default is the command's: recorded lists, all of tier 1 (bar
+/// what retention removed), installed, host detail left to the daemon.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RebuildOptions {
     pub lists: Lists,
     /// Build and compare, but leave the live tier 2 as it is.
@@ -164,17 +167,10 @@ pub fn rebuild(
     };
     let (records, writer) = {
         let mut engine = Engine::open_rebuild(config, &work.0, now_ms)?;
-        // Engine::catch_up, with a progress line now and then (a month of
-        // tier 1 takes minutes).
+        // A progress line now and then: a month of tier 1 takes minutes.
         let mut said = Instant::now();
-        loop {
-            let o = engine.step(now_ms)?;
-            engine.commit(now_ms)?;
-            if o.caught_up {
-                break;
-            }
+        let counted = engine.catch_up_with(now_ms, |st| {
             if said.elapsed() >= PROGRESS_EVERY {
-                let st = engine.stats();
                 tracing::info!(
                     records = st.committed.records,
                     segments_left = st.segments_pending,
@@ -183,9 +179,7 @@ pub fn rebuild(
                 );
                 said = Instant::now();
             }
-        }
-        engine.flush(now_ms)?;
-        let counted = engine.stats().committed;
+        })?;
         lap(0);
         if opts.hosts {
             engine.finish_hosts(now_ms)?;

@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use kopek_classifier::ClassifierError;
 use kopek_classifier::engine::Engine;
+use kopek_classifier::rebuild::{Lists, RebuildOptions, RebuildReport};
 use kopek_classifier::store::SqliteTier2;
 use kopek_collector::segment::{SegmentWriter, WriterOptions};
 use kopek_collector::{FlowRecord, SourceKind};
@@ -433,23 +435,21 @@ fn classify_all(state: &Path, cfg: Config, now_ms: i64) {
     assert!(state.join(kopek_classifier::store::TIER2_FILE).exists());
 }
 
-fn rebuild(cfg: Config, dry_run: bool) -> kopek_classifier::rebuild::RebuildReport {
+fn rebuild(cfg: Config, dry_run: bool) -> RebuildReport {
     rebuild_with(cfg, dry_run, true)
 }
 
-fn rebuild_with(
-    cfg: Config,
-    dry_run: bool,
-    hosts: bool,
-) -> kopek_classifier::rebuild::RebuildReport {
-    use kopek_classifier::rebuild::{Lists, RebuildOptions};
+fn rebuild_with(cfg: Config, dry_run: bool, hosts: bool) -> RebuildReport {
     let opts = RebuildOptions {
-        lists: Lists::Recorded,
         dry_run,
         hosts,
-        from_ms: None,
+        ..Default::default()
     };
-    kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
+    try_rebuild(cfg, opts).unwrap()
+}
+
+fn try_rebuild(cfg: Config, opts: RebuildOptions) -> Result<RebuildReport, ClassifierError> {
+    kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS)
 }
 
 fn tier2_id(state: &Path) -> String {
@@ -619,14 +619,7 @@ fn a_rebuild_refuses_while_the_classifier_runs() {
         )
     };
     assert_eq!(rc, 0);
-    use kopek_classifier::rebuild::{Lists, RebuildOptions};
-    let opts = RebuildOptions {
-        lists: Lists::Recorded,
-        dry_run: false,
-        hosts: true,
-        from_ms: None,
-    };
-    let err = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap_err();
+    let err = try_rebuild(config(dir.path()), RebuildOptions::default()).unwrap_err();
     assert!(
         err.to_string().contains("classifier.lock is locked"),
         "{err}"
@@ -720,7 +713,6 @@ fn traffic_moved_away_from_an_account_leaves_its_rows_at_zero_for_the_core() {
 
 #[test]
 fn lists_changed_since_apply_to_the_past_only_when_asked() {
-    use kopek_classifier::rebuild::{Lists, RebuildOptions};
     let dir = tempfile::tempdir().unwrap();
     backlog(dir.path(), 4);
     classify_all(dir.path(), config(dir.path()), NOW_MS);
@@ -744,11 +736,10 @@ fn lists_changed_since_apply_to_the_past_only_when_asked() {
     let run = |lists, cfg: Config| {
         let opts = RebuildOptions {
             lists,
-            dry_run: false,
             hosts: true,
-            from_ms: None,
+            ..Default::default()
         };
-        kopek_classifier::rebuild::rebuild(cfg, opts, NOW_MS).unwrap()
+        try_rebuild(cfg, opts).unwrap()
     };
     // Recorded: each record keeps the lists of its time.
     let r = run(Lists::Recorded, cfg.clone());
@@ -792,7 +783,6 @@ fn lists_changed_since_apply_to_the_past_only_when_asked() {
 
 #[test]
 fn a_rebuild_from_a_time_keeps_the_rows_before_and_skips_what_ends_before() {
-    use kopek_classifier::rebuild::{Lists, RebuildOptions};
     let dir = tempfile::tempdir().unwrap();
     // Eight segments of 1,000 flows, one a second: 8,000 s from
     // 1,700,000,000 s (22:13:20 UTC), so hours 22, 23, 00 and 01.
@@ -828,12 +818,11 @@ fn a_rebuild_from_a_time_keeps_the_rows_before_and_skips_what_ends_before() {
     let acme_after_cut = rows(dir.path(), "acme", cut, i64::MAX);
     assert!(acme_before_cut > 0 && acme_after_cut > 0);
     let opts = RebuildOptions {
-        lists: Lists::Recorded,
-        dry_run: false,
         hosts: true,
         from_ms: Some(cut + 1_234), // rounded down to the hour
+        ..Default::default()
     };
-    let r = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap();
+    let r = try_rebuild(config(dir.path()), opts).unwrap();
     assert_eq!(r.kept_before_ms, Some(cut));
     // Segments 1-6 end before 00:00 (flows up to 6,000 s + 120 s after
     // 22:13:20; 00:00 is 6,400 s): not read. Segment 7 straddles it.
@@ -857,7 +846,6 @@ fn a_rebuild_from_a_time_keeps_the_rows_before_and_skips_what_ends_before() {
 
 #[test]
 fn a_rebuild_refuses_to_keep_rows_that_miss_records_tier2_had_not_counted() {
-    use kopek_classifier::rebuild::{Lists, RebuildOptions};
     let dir = tempfile::tempdir().unwrap();
     tier1(dir.path(), 2, 1_000);
     classify_all(dir.path(), config(dir.path()), NOW_MS);
@@ -882,24 +870,19 @@ fn a_rebuild_refuses_to_keep_rows_that_miss_records_tier2_had_not_counted() {
     // A dry run does not catch tier 2 up first: keeping the rows before
     // the cut would lose what it had not counted.
     let opts = RebuildOptions {
-        lists: Lists::Recorded,
         dry_run: true,
-        hosts: false,
         from_ms: Some(1_700_006_400_000),
+        ..Default::default()
     };
-    let err = kopek_classifier::rebuild::rebuild(config(dir.path()), opts, NOW_MS).unwrap_err();
+    let err = try_rebuild(config(dir.path()), opts).unwrap_err();
     assert!(err.to_string().contains("had not counted"), "{err}");
     assert_eq!(tier2_dump(dir.path()), before);
     // The real rebuild counts them into tier 2 first, then rebuilds.
-    let r = kopek_classifier::rebuild::rebuild(
-        config(dir.path()),
-        RebuildOptions {
-            dry_run: false,
-            ..opts
-        },
-        NOW_MS,
-    )
-    .unwrap();
+    let opts = RebuildOptions {
+        dry_run: false,
+        ..opts
+    };
+    let r = try_rebuild(config(dir.path()), opts).unwrap();
     assert_eq!(r.changes, vec![]);
     assert_eq!(tier2_totals(dir.path()).0, 4_000);
 }

@@ -112,6 +112,19 @@ impl World {
         write_commit(self.dir.path(), &[row]).unwrap();
     }
 
+    /// Replaces tier 2 with one rebuilt elsewhere holding `rows` in one
+    /// commit (its numbers start again at 1), as `kopek classifier
+    /// rebuild` installs it.
+    fn install_rebuilt(&self, rows: &[SimRow<'_>]) {
+        let rebuilt = tempfile::tempdir().unwrap();
+        write_commit(rebuilt.path(), rows).unwrap();
+        kopek_classifier::store::SqliteTier2::install(
+            self.dir.path(),
+            &rebuilt.path().join(kopek_classifier::store::TIER2_FILE),
+        )
+        .unwrap();
+    }
+
     fn cycle(&mut self, now: i64) -> kopek_core::cycle::CycleReport {
         self.b.cycle(&mut self.r, now).unwrap()
     }
@@ -136,6 +149,10 @@ impl World {
         assert!(v.problems.is_empty(), "{:?}", v.problems);
     }
 }
+
+/// Paid inbound traffic at 1.00 a megabyte.
+const PAID_IN_1: &str =
+    "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n";
 
 const FEE_310: &str = "unit = \"MB\"\nmonthly_fee = \"310.00\"\n";
 
@@ -210,12 +227,7 @@ fn admin_block_and_unblock_are_logged_transitions() {
 fn a_payer_account_pays_for_another() {
     let mut w = World::new(Posting::Cycle);
     let t0 = at(2026, 10, 1, 0, 0);
-    w.tariff(
-        t0,
-        "m",
-        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
-        t0,
-    );
+    w.tariff(t0, "m", PAID_IN_1, t0);
     w.account(t0, "main", None, "m", t0);
     w.account(t0, "office", Some("main"), "m", t0);
     w.pay(t0, "main", 5_000, "p1");
@@ -243,12 +255,7 @@ fn a_payer_account_pays_for_another() {
 fn usage_nobody_can_price_is_kept_as_unrated() {
     let mut w = World::new(Posting::Day);
     let t0 = at(2026, 10, 1, 0, 0);
-    w.tariff(
-        t0,
-        "m",
-        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
-        t0,
-    );
+    w.tariff(t0, "m", PAID_IN_1, t0);
     w.account(t0, "later", None, "m", at(2026, 10, 10, 0, 0));
     w.usage("ghost", t0 + 1_000_000, "paid", "in", 7);
     w.usage("later", t0 + 2_000_000, "paid", "in", 11);
@@ -275,7 +282,7 @@ fn usage_nobody_can_price_is_kept_as_unrated() {
 fn a_new_tariff_version_prices_from_its_effective_time() {
     let mut w = World::new(Posting::Cycle);
     let t0 = at(2026, 10, 1, 0, 0);
-    let v1 = "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n";
+    let v1 = PAID_IN_1;
     let v2 = "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"0.50\"\n";
     w.tariff(t0, "m", v1, t0);
     w.account(t0, "1", None, "m", t0);
@@ -466,12 +473,7 @@ fn a_replaced_tier2_is_compared_row_by_row_not_skipped() {
     let mut w = World::new(Posting::Cycle);
     let t0 = at(2026, 10, 1, 0, 0);
     let mb = 1_000_000;
-    w.tariff(
-        t0,
-        "m",
-        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
-        t0,
-    );
+    w.tariff(t0, "m", PAID_IN_1, t0);
     w.account(t0, "1", None, "m", t0);
     w.pay(t0, "1", 1_000_000, "p");
     let (a, b, c) = (t0 + 600_000, t0 + 1_200_000, t0 + 1_800_000);
@@ -486,7 +488,6 @@ fn a_replaced_tier2_is_compared_row_by_row_not_skipped() {
     // Tier 2 rebuilt elsewhere in one commit (its numbers start again at
     // 1, below the core's watermark of 3): bucket a as before, b with
     // 30 MB more, a new bucket c; installed into the live file.
-    let rebuilt = tempfile::tempdir().unwrap();
     let row = |bucket_ms, bytes| SimRow {
         bucket_ms,
         account: "1",
@@ -494,16 +495,7 @@ fn a_replaced_tier2_is_compared_row_by_row_not_skipped() {
         direction: "in",
         bytes,
     };
-    write_commit(
-        rebuilt.path(),
-        &[row(a, 100 * mb), row(b, 130 * mb), row(c, 10 * mb)],
-    )
-    .unwrap();
-    kopek_classifier::store::SqliteTier2::install(
-        w.dir.path(),
-        &rebuilt.path().join(kopek_classifier::store::TIER2_FILE),
-    )
-    .unwrap();
+    w.install_rebuilt(&[row(a, 100 * mb), row(b, 130 * mb), row(c, 10 * mb)]);
 
     let r = w.cycle(t0 + 7_200_000);
     assert!(r.tier2_replaced);
@@ -526,12 +518,7 @@ fn traffic_a_rebuild_moves_to_another_account_is_credited_back_and_charged_there
     let mut w = World::new(Posting::Cycle);
     let t0 = at(2026, 10, 1, 0, 0);
     let mb = 1_000_000;
-    w.tariff(
-        t0,
-        "m",
-        "unit = \"MB\"\n[[traffic]]\nclass = \"paid\"\ndirection = \"in\"\nprice = \"1.00\"\n",
-        t0,
-    );
+    w.tariff(t0, "m", PAID_IN_1, t0);
     w.account(t0, "1", None, "m", t0);
     w.account(t0, "2", None, "m", t0);
     w.pay(t0, "1", 1_000_000, "p1");
@@ -543,7 +530,6 @@ fn traffic_a_rebuild_moves_to_another_account_is_credited_back_and_charged_there
     // The address was account 2's (a session recorded late): the rebuilt
     // tier 2 keeps account 1's row at 0 bytes (as `kopek classifier
     // rebuild` writes it) and has the traffic under account 2.
-    let rebuilt = tempfile::tempdir().unwrap();
     let row = |account, bytes| SimRow {
         bucket_ms: a - a % 300_000,
         account,
@@ -551,12 +537,7 @@ fn traffic_a_rebuild_moves_to_another_account_is_credited_back_and_charged_there
         direction: "in",
         bytes,
     };
-    write_commit(rebuilt.path(), &[row("1", 0), row("2", 100 * mb)]).unwrap();
-    kopek_classifier::store::SqliteTier2::install(
-        w.dir.path(),
-        &rebuilt.path().join(kopek_classifier::store::TIER2_FILE),
-    )
-    .unwrap();
+    w.install_rebuilt(&[row("1", 0), row("2", 100 * mb)]);
     let r = w.cycle(t0 + 7_200_000);
     assert!(r.tier2_replaced);
     assert_eq!(w.balance("1"), 1_000_000);
