@@ -991,39 +991,45 @@ impl Engine {
     /// (ties by address), and one row with the sum of the rest.
     fn top_rows(&self, pass: &HostPass) -> Vec<HostDetail> {
         let keep = self.config.classifier.top_hosts_per_hour;
-        let rank = |k: &HostKey, c: &HostCounts| {
+        // Within an account: most bytes first, ties by address and class
+        // (a total order: the three make the key).
+        let rank = |(k, c): &(HostKey, HostCounts)| {
             (
-                k.account,
                 std::cmp::Reverse(c.bytes_in + c.bytes_out),
                 k.remote,
                 k.class,
             )
         };
-        let mut all: Vec<(&HostKey, &HostCounts)> = pass.hosts.iter().collect();
-        all.sort_by_key(|(k, c)| rank(k, c));
+        // Grouped by account, then per account only its top N are sorted
+        // (a selection, not a sort of every pair: an hour can hold
+        // millions of them).
+        let mut all: Vec<(HostKey, HostCounts)> =
+            pass.hosts.iter().map(|(k, c)| (*k, *c)).collect();
+        all.sort_unstable_by_key(|(k, _)| k.account);
         let mut rows = Vec::new();
         let mut other: FastMap<u32, HostCounts> = pass.overflow.clone();
-        let mut run = (u32::MAX, 0usize);
-        for (k, c) in all {
-            if run.0 != k.account {
-                run = (k.account, 0);
+        for run in all.chunk_by_mut(|a, b| a.0.account == b.0.account) {
+            if run.len() > keep {
+                run.select_nth_unstable_by_key(keep, rank);
             }
-            run.1 += 1;
-            if run.1 > keep {
+            let (top, rest) = run.split_at_mut(keep.min(run.len()));
+            top.sort_unstable_by_key(rank);
+            for (k, c) in top.iter() {
+                rows.push(HostDetail {
+                    account: self.bindings.account(k.account).to_string(),
+                    remote: k.remote.to_string(),
+                    class: self.versions.name(k.class).to_string(),
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                    flows: c.flows,
+                });
+            }
+            for (k, c) in rest.iter() {
                 let o = other.entry(k.account).or_default();
                 o.bytes_in += c.bytes_in;
                 o.bytes_out += c.bytes_out;
                 o.flows += c.flows;
-                continue;
             }
-            rows.push(HostDetail {
-                account: self.bindings.account(k.account).to_string(),
-                remote: k.remote.to_string(),
-                class: self.versions.name(k.class).to_string(),
-                bytes_in: c.bytes_in,
-                bytes_out: c.bytes_out,
-                flows: c.flows,
-            });
         }
         let mut other: Vec<_> = other.into_iter().collect();
         other.sort_by_key(|(a, _)| *a);

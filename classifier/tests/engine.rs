@@ -6,7 +6,7 @@ use std::path::Path;
 use kopek_classifier::ClassifierError;
 use kopek_classifier::engine::Engine;
 use kopek_classifier::rebuild::{Lists, RebuildOptions, RebuildReport};
-use kopek_classifier::store::SqliteTier2;
+use kopek_classifier::store::{OTHER_HOSTS, SqliteTier2};
 use kopek_collector::segment::{SegmentWriter, WriterOptions};
 use kopek_collector::{FlowRecord, SourceKind};
 use kopek_config::{Compression, Config, Durability};
@@ -885,4 +885,89 @@ fn a_rebuild_refuses_to_keep_rows_that_miss_records_tier2_had_not_counted() {
     let r = try_rebuild(config(dir.path()), opts).unwrap();
     assert_eq!(r.changes, vec![]);
     assert_eq!(tier2_totals(dir.path()).0, 4_000);
+}
+
+#[test]
+fn an_hours_top_hosts_rank_by_bytes_with_ties_by_address_and_sum_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let t0 = 1_700_000_000_000;
+    // (subscriber, remote, bytes, subscriber is the source)
+    let traffic: &[(&str, &str, u64, bool)] = &[
+        ("10.0.0.1", "192.0.2.4", 100, true),
+        ("10.0.0.1", "192.0.2.3", 300, false),
+        ("10.0.0.1", "192.0.2.2", 900, true),
+        ("10.0.0.1", "192.0.2.1", 500, false),
+        ("10.0.0.1", "198.51.100.9", 100, true),
+        ("10.0.0.1", "192.0.2.3", 200, true),
+        ("10.0.0.2", "192.0.2.9", 50, false),
+    ];
+    let flows: Vec<FlowRecord> = traffic
+        .iter()
+        .enumerate()
+        .map(|(i, &(sub, remote, bytes, out))| {
+            let (sub, remote): (IpAddr, IpAddr) = (sub.parse().unwrap(), remote.parse().unwrap());
+            FlowRecord {
+                first_ms: t0 + i as i64 * MIN,
+                last_ms: t0 + i as i64 * MIN,
+                src: if out { sub } else { remote },
+                dst: if out { remote } else { sub },
+                bytes_raw: bytes,
+                packets_raw: 1,
+                ..flow(0)
+            }
+        })
+        .collect();
+    let opts = WriterOptions {
+        compression: Compression::Zstd { level: 1 },
+        durability: Durability::Never,
+    };
+    let mut w = SegmentWriter::create(&raw, "main", 1, 0, opts).unwrap();
+    w.append_flows(&flows).unwrap();
+    w.close(0).unwrap();
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    for (account, net) in [("a", "10.0.0.1/32"), ("b", "10.0.0.2/32")] {
+        reg.add(account, net.parse().unwrap(), 0, None, "static", None)
+            .unwrap();
+    }
+    drop(reg);
+    let mut cfg = config(dir.path());
+    cfg.classifier.top_hosts_per_hour = 2;
+    classify_all(dir.path(), cfg, NOW_MS);
+    let c = SqliteTier2::open_read(dir.path()).unwrap();
+    let mut q = c
+        .prepare(
+            "SELECT account, remote, class, bytes_in, bytes_out, flows FROM top_hosts
+             ORDER BY account, remote = '', bytes_in + bytes_out DESC, remote",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, i64, i64, i64)> = q
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let row = |a: &str, h: &str, c: &str, i: i64, o: i64, f: i64| {
+        (a.to_string(), h.to_string(), c.to_string(), i, o, f)
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row("a", "192.0.2.2", "peering", 0, 900, 1),
+            // 500 bytes each: the lower address first.
+            row("a", "192.0.2.1", "peering", 500, 0, 1),
+            // 192.0.2.3 (500), 192.0.2.4 and 198.51.100.9.
+            row("a", OTHER_HOSTS, "", 300, 400, 4),
+            row("b", "192.0.2.9", "peering", 50, 0, 1),
+        ]
+    );
 }
