@@ -28,6 +28,23 @@ use crate::versions::ClassVersions;
 
 pub const HOUR_MS: i64 = 3_600_000;
 
+/// Most bytes one record may carry (after scaling by its sampling rate):
+/// 1 PiB, 1.25 Tbit/s for the two hours a record may last
+/// ([`crate::split::MAX_FLOW_MS`]). More is a broken or forged counter
+/// (NetFlow v9 and IPFIX carry 64-bit ones): such a record is not
+/// aggregated, it is counted as a loss of its exporter (reason
+/// [`IMPLAUSIBLE`]) and stays in tier 1 as it came.
+pub const MAX_RECORD_BYTES: u64 = 1 << 50;
+/// Most packets one record may carry: [`MAX_RECORD_BYTES`] in the smallest
+/// IP packets (20 bytes).
+pub const MAX_RECORD_PACKETS: u64 = MAX_RECORD_BYTES / 20;
+/// Loss reason of a record whose counters are beyond
+/// [`MAX_RECORD_BYTES`] or [`MAX_RECORD_PACKETS`].
+pub const IMPLAUSIBLE: &str = "implausible";
+/// Where every sum stops in tier 2 (SQLite integers are signed 64 bits):
+/// sums saturate instead of wrapping to a negative number.
+pub const SUM_MAX: u64 = i64::MAX as u64;
+
 /// Direction of traffic as the subscriber sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -152,6 +169,10 @@ pub struct AggStats {
     /// Records taken by no billing point (kept, not billed).
     pub unbilled_records: u64,
     pub loss_records: u64,
+    /// Records with counters beyond [`MAX_RECORD_BYTES`] or
+    /// [`MAX_RECORD_PACKETS`]: not aggregated, counted as losses.
+    #[serde(default)]
+    pub implausible_records: u64,
 }
 
 impl AggStats {
@@ -164,6 +185,7 @@ impl AggStats {
         self.transit_records += o.transit_records;
         self.unbilled_records += o.unbilled_records;
         self.loss_records += o.loss_records;
+        self.implausible_records += o.implausible_records;
     }
 }
 
@@ -381,6 +403,7 @@ pub struct Scratch {
     packets: Vec<u64>,
     lookups: ClassLookups,
     facts: AddrFacts,
+    in_hour: Vec<InHour>,
 }
 
 /// What a block's distinct addresses are, judged once per block by
@@ -432,6 +455,9 @@ enum Side {
 /// Adds one record to `batch`.
 #[inline]
 pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
+    if implausible(rules, &Flow::of(r), r.exporter, r.domain, batch) {
+        return;
+    }
     let j = judge(rules, r);
     accumulate(
         rules,
@@ -456,6 +482,9 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     judged.extend(records.iter().map(|r| judge_sides(rules, r)));
     judge_classes_block(rules, records, &mut judged, &mut s.lookups);
     for (r, j) in records.iter().zip(&judged) {
+        if implausible(rules, &Flow::of(r), r.exporter, r.domain, batch) {
+            continue;
+        }
         accumulate(
             rules,
             &Flow::of(r),
@@ -574,6 +603,9 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
             bytes: cols.bytes_raw[i].saturating_mul(sampling),
             packets: cols.packets_raw[i].saturating_mul(sampling),
         };
+        if implausible(rules, &flow, st.exporter, st.domain, batch) {
+            continue;
+        }
         // The addresses themselves only for what no account holds (most
         // records never read them: a cache miss each saved).
         let address = |src: bool| cols.addrs[if src { cols.src[i] } else { cols.dst[i] } as usize];
@@ -809,6 +841,35 @@ fn judge_classes_block(
     }
 }
 
+/// Whether `r`'s counters are beyond what one record can carry; if so it
+/// is counted in `batch` as a loss of its exporter and must not be
+/// aggregated.
+#[inline]
+fn implausible(
+    rules: &Rules<'_>,
+    r: &Flow,
+    exporter: IpAddr,
+    domain: u32,
+    batch: &mut Batch,
+) -> bool {
+    if r.bytes <= MAX_RECORD_BYTES && r.packets <= MAX_RECORD_PACKETS {
+        return false;
+    }
+    batch.stats.records += 1;
+    batch.stats.implausible_records += 1;
+    *batch
+        .losses
+        .entry(LossKey {
+            bucket_ms: bucket_of(r.first_ms, rules.bucket_ms),
+            exporter,
+            domain,
+            reason: IMPLAUSIBLE,
+            unit: "records",
+        })
+        .or_default() += 1;
+    true
+}
+
 #[inline]
 /// Adds the record `r` judged `j` to `batch`; `address(true)` is its
 /// source address, `address(false)` its destination.
@@ -941,6 +1002,9 @@ pub fn add_hosts(
     if hour_ms < first_hour || hour_ms > last_hour {
         return;
     }
+    if r.bytes() > MAX_RECORD_BYTES || r.packets() > MAX_RECORD_PACKETS {
+        return;
+    }
     let t = r.first_ms;
     let src_acc = rules.bindings.lookup(r.src, t);
     let dst_acc = rules.bindings.lookup(r.dst, t);
@@ -962,16 +1026,7 @@ pub fn add_hosts(
             remote,
             class,
         };
-        let h = if hosts.len() < cap || hosts.contains_key(&key) {
-            hosts.entry(key).or_default()
-        } else {
-            overflow.entry(account).or_default()
-        };
-        match dir {
-            Dir::In => h.bytes_in += bytes,
-            _ => h.bytes_out += bytes,
-        }
-        h.flows += u64::from(first_hour == hour_ms);
+        add_host(hosts, overflow, cap, key, dir, bytes, first_hour == hour_ms);
     };
     if let Some(a) = src_acc {
         side(a, Dir::Out, r.dst);
@@ -979,6 +1034,212 @@ pub fn add_hosts(
     if let Some(a) = dst_acc {
         side(a, Dir::In, r.src);
     }
+}
+
+/// One side of a record in an hour's host detail: `bytes` (its part in
+/// the hour) to the pair `key`, or to the account's overflow sum once
+/// `hosts` holds `cap` pairs; `starts` counts the flow (in the hour it
+/// starts in, once).
+#[inline]
+fn add_host(
+    hosts: &mut FastMap<HostKey, HostCounts>,
+    overflow: &mut FastMap<u32, HostCounts>,
+    cap: usize,
+    key: HostKey,
+    dir: Dir,
+    bytes: u64,
+    starts: bool,
+) {
+    let h = if hosts.len() < cap || hosts.contains_key(&key) {
+        hosts.entry(key).or_default()
+    } else {
+        overflow.entry(key.account).or_default()
+    };
+    let sum = match dir {
+        Dir::In => &mut h.bytes_in,
+        _ => &mut h.bytes_out,
+    };
+    *sum = sum.saturating_add(bytes);
+    h.flows += u64::from(starts);
+}
+
+/// A record of a block with a part in the pass's hour and an account on
+/// at least one side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InHour {
+    record: u32,
+    src_acc: u32,
+    dst_acc: u32,
+    /// Bytes (scaled by sampling) in the hour.
+    bytes: u64,
+    /// The flow starts in the hour (counts it).
+    starts: bool,
+}
+
+/// [`add_hosts`] for a block as tier 1 stores it, the way [`add_columns`]
+/// reads one: the block skipped when its time misses the hour; each
+/// distinct address's binding judged once over the block's time range;
+/// the remote addresses that need a class looked up in one batch. Same
+/// result as [`add_hosts`] on each record in order.
+#[allow(clippy::too_many_arguments)]
+pub fn add_hosts_columns(
+    rules: &Rules<'_>,
+    cols: &FlowColumns,
+    hour_ms: i64,
+    hosts: &mut FastMap<HostKey, HostCounts>,
+    overflow: &mut FastMap<u32, HostCounts>,
+    cap: usize,
+    s: &mut Scratch,
+) {
+    let n = cols.len();
+    if n == 0 {
+        return;
+    }
+    let (mut t0, mut t1, mut end) = (i64::MAX, i64::MIN, i64::MIN);
+    for (&first, &last) in cols.first_ms.iter().zip(&cols.last_ms) {
+        t0 = t0.min(first);
+        t1 = t1.max(first);
+        end = end.max(last);
+    }
+    // A record's hours lie between the hour of its start (later when a
+    // too-long flow is clamped) and the hour of its end.
+    if bucket_of(t0, HOUR_MS) > hour_ms || end.max(t1) < hour_ms {
+        return;
+    }
+    let (table, global) = rules.versions.at(t0);
+    let whole = std::ptr::eq(table, rules.versions.at(t1).0);
+    let f = &mut s.facts;
+    f.of.clear();
+    for (i, &a) in cols.addrs.iter().enumerate() {
+        if let Some(&ahead) = cols.addrs.get(i + PREFETCH_ADDRS) {
+            rules.bindings.prefetch(ahead);
+        }
+        let account = match rules.bindings.lookup_over(a, t0, t1) {
+            Some(acc) => acc.unwrap_or(NONE),
+            None => VARIES,
+        };
+        f.of.push(AddrFact {
+            account,
+            class: 0,
+            stamp: 0,
+            in_subscribers: false,
+        });
+    }
+    let l = &mut s.lookups;
+    f.at4.clear();
+    f.at6.clear();
+    l.keys4.clear();
+    l.keys6.clear();
+    let mut todo = std::mem::take(&mut s.in_hour);
+    todo.clear();
+    for i in 0..n {
+        let (first, last) = (cols.first_ms[i], cols.last_ms[i]);
+        let account = |ix: u32| match f.of[ix as usize].account {
+            VARIES => rules
+                .bindings
+                .lookup(cols.addrs[ix as usize], first)
+                .unwrap_or(NONE),
+            a => a,
+        };
+        let (src_acc, dst_acc) = (account(cols.src[i]), account(cols.dst[i]));
+        if src_acc == NONE && dst_acc == NONE {
+            continue;
+        }
+        let sampling = u64::from(cols.stream_of(i).sampling.max(1));
+        let total = cols.bytes_raw[i].saturating_mul(sampling);
+        if total > MAX_RECORD_BYTES
+            || cols.packets_raw[i].saturating_mul(sampling) > MAX_RECORD_PACKETS
+        {
+            continue;
+        }
+        let (bytes, starts) = match single_bucket(first, last, rules.bucket_ms, &mut s.hint) {
+            Some(b) if bucket_of(b, HOUR_MS) == hour_ms => (total, true),
+            Some(_) => continue,
+            None => {
+                cover_hinted(first, last, rules.bucket_ms, &mut s.hint, &mut s.cover);
+                let first_hour = bucket_of(s.cover[0].0, HOUR_MS);
+                let last_hour = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
+                if hour_ms < first_hour || hour_ms > last_hour {
+                    continue;
+                }
+                split(total, &s.cover, &mut s.bytes);
+                let in_hour = s
+                    .cover
+                    .iter()
+                    .zip(&s.bytes)
+                    .filter(|((b, _), _)| bucket_of(*b, HOUR_MS) == hour_ms)
+                    .map(|(_, &b)| b)
+                    .sum();
+                (in_hour, first_hour == hour_ms)
+            }
+        };
+        todo.push(InHour {
+            record: i as u32,
+            src_acc,
+            dst_acc,
+            bytes,
+            starts,
+        });
+        if !whole {
+            continue;
+        }
+        // The remotes of the bound sides, each address queued once.
+        let remotes = [
+            (src_acc != NONE).then_some(cols.dst[i]),
+            (dst_acc != NONE).then_some(cols.src[i]),
+        ];
+        for ix in remotes.into_iter().flatten() {
+            let fact = &mut f.of[ix as usize];
+            if fact.stamp == 1 {
+                continue;
+            }
+            fact.stamp = 1;
+            match cols.addrs[ix as usize] {
+                IpAddr::V4(a) => {
+                    f.at4.push(ix);
+                    l.keys4.push(u32::from(a));
+                }
+                IpAddr::V6(a) => {
+                    f.at6.push(ix);
+                    l.keys6.push(u128::from(a));
+                }
+            }
+        }
+    }
+    if whole {
+        table.classes_of_v4(&l.keys4, &mut l.res4);
+        table.classes_of_v6(&l.keys6, &mut l.res6);
+        let found = f.at4.iter().zip(&l.res4).chain(f.at6.iter().zip(&l.res6));
+        for (&ix, &ci) in found {
+            f.of[ix as usize].class = global[ci.unwrap_or(table.default) as usize];
+        }
+    }
+    for h in &todo {
+        let i = h.record as usize;
+        let class = |ix: u32| {
+            if whole {
+                f.of[ix as usize].class
+            } else {
+                let (table, global) = rules.versions.at(cols.first_ms[i]);
+                global[table.class_of(cols.addrs[ix as usize]) as usize]
+            }
+        };
+        let mut side = |account: u32, dir: Dir, remote: u32| {
+            let key = HostKey {
+                account,
+                remote: cols.addrs[remote as usize],
+                class: class(remote),
+            };
+            add_host(hosts, overflow, cap, key, dir, h.bytes, h.starts);
+        };
+        if h.src_acc != NONE {
+            side(h.src_acc, Dir::Out, cols.dst[i]);
+        }
+        if h.dst_acc != NONE {
+            side(h.dst_acc, Dir::In, cols.src[i]);
+        }
+    }
+    s.in_hour = todo;
 }
 
 /// Adds one loss record (its count) to `batch`, by the bucket of its start.

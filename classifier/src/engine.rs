@@ -21,16 +21,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
+use kopek_collector::LossRecord;
 use kopek_collector::segment::{
     Block, FlowColumns, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
 };
-use kopek_collector::{FlowRecord, LossRecord};
 use kopek_config::Config;
 
 use crate::ClassifierError;
 use crate::aggregate::{
     AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_columns,
-    add_hosts, add_loss,
+    add_hosts_columns, add_loss,
 };
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
 use crate::classes::{ClassTable, NetSet};
@@ -111,7 +111,7 @@ struct HostPass {
     reader: Option<(SegmentReader, u64)>,
     hosts: FastMap<HostKey, HostCounts>,
     overflow: FastMap<u32, HostCounts>,
-    flows: Vec<FlowRecord>,
+    cols: FlowColumns,
     losses: Vec<LossRecord>,
 }
 
@@ -911,7 +911,7 @@ impl Engine {
                 reader: None,
                 hosts: FastMap::default(),
                 overflow: FastMap::default(),
-                flows: Vec::new(),
+                cols: FlowColumns::default(),
                 losses: Vec::new(),
             });
             return Ok(true);
@@ -944,13 +944,13 @@ impl Engine {
                 pass.reader = None;
                 continue;
             }
-            pass.flows.clear();
-            let block = reader.next_block(&mut pass.flows, &mut pass.losses);
+            pass.cols.clear();
+            let block = reader.next_block(&mut pass.cols, &mut pass.losses);
             pass.losses.clear();
             match block {
                 Ok(Some(Block::Flows(_))) => {
                     blocks += 1;
-                    let (lo, hi) = time_range(pass.flows.iter().map(|r| r.first_ms));
+                    let (lo, hi) = time_range(pass.cols.first_ms.iter().copied());
                     self.ensure_versions(lo, hi)?;
                     let rules = Rules {
                         versions: &self.versions,
@@ -959,17 +959,15 @@ impl Engine {
                         points: &self.points,
                         bucket_ms,
                     };
-                    for r in &pass.flows {
-                        add_hosts(
-                            &rules,
-                            r,
-                            pass.hour_ms,
-                            &mut pass.hosts,
-                            &mut pass.overflow,
-                            MAX_HOST_PAIRS,
-                            &mut self.lane.scratch,
-                        );
-                    }
+                    add_hosts_columns(
+                        &rules,
+                        &pass.cols,
+                        pass.hour_ms,
+                        &mut pass.hosts,
+                        &mut pass.overflow,
+                        MAX_HOST_PAIRS,
+                        &mut self.lane.scratch,
+                    );
                 }
                 Ok(Some(_)) => {}
                 // The end, or damage the main pass has already reported.
@@ -1026,8 +1024,8 @@ impl Engine {
             }
             for (k, c) in rest.iter() {
                 let o = other.entry(k.account).or_default();
-                o.bytes_in += c.bytes_in;
-                o.bytes_out += c.bytes_out;
+                o.bytes_in = o.bytes_in.saturating_add(c.bytes_in);
+                o.bytes_out = o.bytes_out.saturating_add(c.bytes_out);
                 o.flows += c.flows;
             }
         }

@@ -807,6 +807,12 @@ impl Interned {
     }
 }
 
+/// A sum as tier 2 stores it: saturated at SQLite's largest integer
+/// ([`crate::aggregate::SUM_MAX`]) instead of wrapping to a negative one.
+fn sql_sum(v: u64) -> i64 {
+    v.min(crate::aggregate::SUM_MAX) as i64
+}
+
 /// Adds per-account counts into `table` (`traffic` or `traffic_hourly`,
 /// whose time column is `time_col`).
 fn upsert_traffic(
@@ -824,8 +830,8 @@ fn upsert_traffic(
         "INSERT INTO {table} ({time_col}, account, class, direction, point, billed, bytes, packets, flows{seq_col})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{seq_val})
          ON CONFLICT ({time_col}, account, class, direction, point, billed) DO UPDATE SET
-           bytes = {table}.bytes + excluded.bytes,
-           packets = {table}.packets + excluded.packets,
+           bytes = min({table}.bytes + excluded.bytes, 9223372036854775807),
+           packets = min({table}.packets + excluded.packets, 9223372036854775807),
            flows = {table}.flows + excluded.flows{seq_set}"
     ))?;
     for ((bucket_ms, account, class, dir, point, billed), c) in rows {
@@ -836,9 +842,9 @@ fn upsert_traffic(
             dir,
             point,
             billed,
-            c.bytes as i64,
-            c.packets as i64,
-            c.flows as i64
+            sql_sum(c.bytes),
+            sql_sum(c.packets),
+            sql_sum(c.flows)
         ])?;
     }
     Ok(())
@@ -878,8 +884,8 @@ impl Tier2 for SqliteTier2 {
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (bucket_ms, address, class, direction, point) DO UPDATE SET
-                       bytes = unattributed.bytes + excluded.bytes,
-                       packets = unattributed.packets + excluded.packets,
+                       bytes = min(unattributed.bytes + excluded.bytes, 9223372036854775807),
+                       packets = min(unattributed.packets + excluded.packets, 9223372036854775807),
                        flows = unattributed.flows + excluded.flows",
                 )
                 .map_err(&err)?;
@@ -890,9 +896,9 @@ impl Tier2 for SqliteTier2 {
                     class,
                     dir,
                     point,
-                    c.bytes as i64,
-                    c.packets as i64,
-                    c.flows as i64
+                    sql_sum(c.bytes),
+                    sql_sum(c.packets),
+                    sql_sum(c.flows)
                 ])
                 .map_err(&err)?;
             }
@@ -1049,9 +1055,9 @@ impl Tier2 for SqliteTier2 {
                     r.account,
                     r.remote,
                     r.class,
-                    r.bytes_in as i64,
-                    r.bytes_out as i64,
-                    r.flows as i64
+                    sql_sum(r.bytes_in),
+                    sql_sum(r.bytes_out),
+                    sql_sum(r.flows)
                 ])
                 .map_err(&err)?;
             }

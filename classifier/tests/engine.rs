@@ -971,3 +971,135 @@ fn an_hours_top_hosts_rank_by_bytes_with_ties_by_address_and_sum_the_rest() {
         ]
     );
 }
+
+/// A record whose counters no link can carry (a broken or forged 64-bit
+/// counter, or a huge one times the sampling rate) is not traffic: it is
+/// a loss of its exporter, and the sums beside it stay exact. Before, three
+/// records of 2^62 bytes became a tier-2 row of −4.6e18 bytes.
+#[test]
+fn a_record_with_implausible_counters_is_a_loss_not_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let t0 = 1_700_000_000_000;
+    let rec = |i: i64, bytes: u64, packets: u64, sampling: u32| FlowRecord {
+        first_ms: t0 + i,
+        last_ms: t0 + i,
+        src: "10.0.0.1".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        bytes_raw: bytes,
+        packets_raw: packets,
+        sampling,
+        ..flow(0)
+    };
+    let max = kopek_classifier::aggregate::MAX_RECORD_BYTES;
+    let flows = [
+        rec(0, 1 << 62, 1, 1),
+        rec(1, 1 << 62, 1, 1),
+        rec(2, 1_500, 1, 1),
+        // Plausible raw, implausible once scaled by 1:1000 sampling.
+        rec(3, max / 999, 1, 1_000),
+        rec(4, 1 << 62, 1, 1),
+        // At the limit: counted.
+        rec(5, max, 1, 1),
+        // Packets no bytes could carry.
+        rec(6, 100, u64::MAX, 1),
+    ];
+    let opts = WriterOptions {
+        compression: Compression::Zstd { level: 1 },
+        durability: Durability::Never,
+    };
+    let mut w = SegmentWriter::create(&raw, "main", 1, 0, opts).unwrap();
+    // Over two blocks: sums across blocks, commits and the host pass.
+    w.append_flows(&flows[..3]).unwrap();
+    w.append_flows(&flows[3..]).unwrap();
+    w.close(0).unwrap();
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.add("a", "10.0.0.1/32".parse().unwrap(), 0, None, "static", None)
+        .unwrap();
+    drop(reg);
+    let mut e = Engine::open(config(dir.path()), NOW_MS).unwrap();
+    e.catch_up(NOW_MS).unwrap();
+    e.flush(NOW_MS).unwrap();
+    e.finish_hosts(NOW_MS).unwrap();
+    let stats = e.stats().committed;
+    drop(e);
+    assert_eq!((stats.records, stats.implausible_records), (7, 5));
+    let c = SqliteTier2::open_read(dir.path()).unwrap();
+    let one = |sql: &str| -> (String, i64) {
+        c.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+    };
+    let want = 1_500 + max as i64;
+    assert_eq!(
+        one("SELECT typeof(sum(bytes)), sum(bytes) FROM traffic"),
+        ("integer".into(), want)
+    );
+    assert_eq!(
+        one("SELECT typeof(sum(bytes_out)), sum(bytes_out) FROM top_hosts"),
+        ("integer".into(), want)
+    );
+    assert_eq!(
+        one("SELECT reason || '/' || unit, sum(count) FROM losses GROUP BY reason, unit"),
+        ("implausible/records".into(), 5)
+    );
+}
+
+/// Sums past SQLite's largest integer stop there, in one commit and
+/// across commits, in every table: never a wrap to a negative number,
+/// never a silent change to a floating-point value.
+#[test]
+fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let max = kopek_classifier::aggregate::MAX_RECORD_BYTES;
+    // 4,600 records of the largest plausible size: 5.2e18 bytes, below
+    // i64::MAX alone, above it twice.
+    let segment = |id: u64| {
+        let flows: Vec<FlowRecord> = (0..4_600)
+            .map(|i| FlowRecord {
+                first_ms: 1_700_000_000_000 + i,
+                last_ms: 1_700_000_000_000 + i,
+                src: "10.0.0.1".parse().unwrap(),
+                dst: "192.0.2.1".parse().unwrap(),
+                bytes_raw: max,
+                packets_raw: 1,
+                ..flow(0)
+            })
+            .collect();
+        let opts = WriterOptions {
+            compression: Compression::Zstd { level: 1 },
+            durability: Durability::Never,
+        };
+        let mut w = SegmentWriter::create(&raw, "main", id, 0, opts).unwrap();
+        w.append_flows(&flows).unwrap();
+        w.close(0).unwrap();
+    };
+    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
+    reg.add("a", "10.0.0.1/32".parse().unwrap(), 0, None, "static", None)
+        .unwrap();
+    drop(reg);
+    let sums = |state: &Path| -> Vec<(String, i64)> {
+        let c = SqliteTier2::open_read(state).unwrap();
+        [
+            "SELECT typeof(bytes), bytes FROM traffic",
+            "SELECT typeof(bytes), bytes FROM traffic_hourly",
+            "SELECT typeof(bytes_out), bytes_out FROM top_hosts",
+        ]
+        .iter()
+        .map(|q| c.query_row(q, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap())
+        .collect()
+    };
+    segment(1);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    let one = 4_600 * max as i64;
+    assert_eq!(sums(dir.path()), vec![("integer".to_string(), one); 3]);
+    // The second commit adds as much again: past the largest integer.
+    segment(2);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 3]);
+    // One commit of both (a rebuild): the same.
+    rebuild(config(dir.path()), false);
+    assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 3]);
+}

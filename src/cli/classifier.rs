@@ -98,6 +98,10 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                     human_count(c.unbilled_records),
                 ),
                 ("loss records", human_count(c.loss_records)),
+                (
+                    "implausible counters (losses)",
+                    human_count(c.implausible_records),
+                ),
                 ("commits", human_count(s.commits)),
                 ("segments pending", human_count(s.segments_pending)),
                 ("hours awaiting top hosts", human_count(s.hours_pending)),

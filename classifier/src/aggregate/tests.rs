@@ -325,14 +325,13 @@ fn everything(b: &Batch) -> Vec<String> {
     v
 }
 
-/// The column path ([`add_columns`]: addresses judged once per block)
-/// gives exactly what the row path gives, record by record, on random
-/// blocks where everything the per-block shortcut must not get wrong
-/// happens inside one block: a session handed from one account to another,
-/// a class list reloaded, a prefix with several bindings, nested prefixes,
-/// IPv6, billing points on one of several exporters, sampling.
-#[test]
-fn columns_agree_with_rows_on_random_blocks() {
+/// A world where everything the per-block shortcuts must not get wrong
+/// happens: a session handed from one account to another, a class list
+/// reloaded (at 450 s), a prefix with several bindings, nested prefixes,
+/// IPv6, billing points on one of several exporters, sampling; and `n`
+/// random records between them, starting in the first `span_ms`, lasting
+/// up to `len_ms`.
+fn busy_world(n: usize, span_ms: u64, len_ms: u64) -> (World, Vec<FlowRecord>) {
     let mut w = world(&[ObservationPoint {
         name: "uplink".into(),
         exporter_name: "border".into(),
@@ -414,12 +413,12 @@ fn columns_agree_with_rows_on_random_blocks() {
         seed % m
     };
     let mut recs = Vec::new();
-    for _ in 0..3_000 {
-        let first = next(900_000) as i64;
+    for _ in 0..n {
+        let first = next(span_ms) as i64;
         let mut r = FlowRecord {
             exporter: exporters[next(3) as usize],
             first_ms: first,
-            last_ms: first + next(700_000) as i64,
+            last_ms: first + next(len_ms) as i64,
             src: pool[next(pool.len() as u64) as usize],
             dst: pool[next(pool.len() as u64) as usize],
             bytes_raw: next(1 << 40),
@@ -439,10 +438,67 @@ fn columns_agree_with_rows_on_random_blocks() {
         }
         recs.push(r);
     }
+    (w, recs)
+}
+
+/// The column path ([`add_columns`]: addresses judged once per block)
+/// gives exactly what the row path gives, record by record, on random
+/// blocks where everything the per-block shortcut must not get wrong
+/// happens inside one block: a session handed from one account to another,
+/// a class list reloaded, a prefix with several bindings, nested prefixes,
+/// IPv6, billing points on one of several exporters, sampling.
+#[test]
+fn columns_agree_with_rows_on_random_blocks() {
+    let (w, recs) = busy_world(3_000, 900_000, 700_000);
     let b = run(&w, &recs);
     assert!(b.stats.split_records > 100 && b.stats.unbilled_records > 100);
     assert!(b.stats.transit_records > 0 && b.stats.unattributed_records > 0);
     // Full equality (packets and flows too) for one block size.
     let bc = via_columns(&rules(&w), &recs, 500);
     assert_eq!(everything(&b), everything(&bc));
+}
+
+/// The column path of the host detail ([`add_hosts_columns`]) gives
+/// exactly what [`add_hosts`] gives record by record, in every hour a
+/// random stream touches, with and without the pair cap reached.
+#[test]
+fn host_columns_agree_with_rows_on_random_blocks() {
+    let (w, recs) = busy_world(3_000, 2 * HOUR_MS as u64, 2_000_000);
+    let rules = rules(&w);
+    let sorted = |m: &FastMap<HostKey, HostCounts>| {
+        let mut v: Vec<String> = m.iter().map(|e| format!("{e:?}")).collect();
+        v.sort();
+        v
+    };
+    let sorted_over = |m: &FastMap<u32, HostCounts>| {
+        let mut v: Vec<String> = m.iter().map(|e| format!("{e:?}")).collect();
+        v.sort();
+        v
+    };
+    let mut enc = FlowBlockEncoder::default();
+    let (mut buf, mut cols) = (Vec::new(), FlowColumns::default());
+    for hour in [0, HOUR_MS, 2 * HOUR_MS] {
+        for cap in [4, usize::MAX] {
+            let (mut hosts, mut over, mut s) =
+                (FastMap::default(), FastMap::default(), Scratch::default());
+            for r in &recs {
+                add_hosts(&rules, r, hour, &mut hosts, &mut over, cap, &mut s);
+            }
+            let (mut hc, mut oc, mut sc) =
+                (FastMap::default(), FastMap::default(), Scratch::default());
+            for chunk in recs.chunks(500) {
+                enc.encode(chunk, &mut buf);
+                decode_columns(&buf, chunk.len(), FORMAT_VERSION, &mut cols).unwrap();
+                add_hosts_columns(&rules, &cols, hour, &mut hc, &mut oc, cap, &mut sc);
+            }
+            assert!(!hosts.is_empty(), "hour {hour}");
+            assert_eq!(sorted(&hosts), sorted(&hc), "hour {hour}, cap {cap}");
+            assert_eq!(
+                sorted_over(&over),
+                sorted_over(&oc),
+                "hour {hour}, cap {cap}"
+            );
+            assert_eq!(over.is_empty(), cap == usize::MAX);
+        }
+    }
 }
