@@ -12,7 +12,9 @@ use kopek_collector::generator::{
     DatagramBatch, Encoder, FlowGen, GenProfile, V5Config, V5Encoder, V9Config, V9Encoder,
 };
 
-fn encode(enc: &mut dyn Encoder, seed: u64, n: usize) -> (DatagramBatch, Vec<FlowRecord>) {
+/// The flows' datagrams, the records tier 1 should hold, and the export
+/// time the datagrams carry.
+fn encode(enc: &mut dyn Encoder, seed: u64, n: usize) -> (DatagramBatch, Vec<FlowRecord>, i64) {
     let mut g = FlowGen::new(seed, GenProfile::default()).unwrap();
     let mut flows = Vec::new();
     g.fill(&mut flows, n);
@@ -24,7 +26,7 @@ fn encode(enc: &mut dyn Encoder, seed: u64, n: usize) -> (DatagramBatch, Vec<Flo
         .iter()
         .filter_map(|f| enc.expected(f, local))
         .collect();
-    (batch, expected)
+    (batch, expected, export_ms)
 }
 
 fn csv_totals(c: &Collector) -> (u64, u64, u64, u64, u64) {
@@ -53,7 +55,7 @@ fn segments_rotate_every_second_and_no_record_is_lost_or_repeated() {
     let mut c =
         Collector::start("[collector.segment]\nrotate_interval_s = 1\nblock_flush_ms = 20\n");
     let mut enc = V5Encoder::new(V5Config::default()).unwrap();
-    let (batch, expected) = encode(&mut enc, 21, 30 * 200);
+    let (batch, expected, _) = encode(&mut enc, 21, 30 * 200);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // 200 datagrams over ~3.5 s: the stream crosses several rotations.
     for (i, d) in batch.iter().enumerate() {
@@ -83,7 +85,7 @@ fn configured_sampling_scales_counts_and_keeps_the_raw_ones() {
     // The config says this router samples 1:100 (its export says nothing).
     let mut c = Collector::start("sampling = 100\n");
     let mut enc = V9Encoder::new(V9Config::default()).unwrap();
-    let (batch, expected) = encode(&mut enc, 22, 3_000);
+    let (batch, expected, _) = encode(&mut enc, 22, 3_000);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     for d in batch.iter() {
         sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
@@ -114,7 +116,7 @@ fn the_exports_own_sampling_rate_is_applied_when_the_config_says_auto() {
         ..V5Config::default()
     })
     .unwrap();
-    let (batch, expected) = encode(&mut enc, 23, 900);
+    let (batch, expected, _) = encode(&mut enc, 23, 900);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     for d in batch.iter() {
         sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
@@ -125,4 +127,73 @@ fn the_exports_own_sampling_rate_is_applied_when_the_config_says_auto() {
     let (_, bytes, _, bytes_raw, _) = csv_totals(&c);
     assert_eq!(bytes_raw, expected.iter().map(|f| f.bytes_raw).sum::<u64>());
     assert_eq!(bytes, bytes_raw * 64);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A router whose clock cannot be trusted (here: its exports are stamped
+/// in the generator's past, as by a router without NTP), with
+/// `clock = "arrival"`: every record is moved by its datagram's arrival
+/// minus export time — stamped by the collector's clock, its duration
+/// kept — and the skew is in the stats for the operator.
+#[test]
+fn an_exporter_read_by_the_arrival_clock_is_stamped_by_the_collector() {
+    let mut c = Collector::start("clock = \"arrival\"\n");
+    // v5: the export time has millisecond precision.
+    let mut enc = V5Encoder::new(V5Config::default()).unwrap();
+    let (batch, expected, export_ms) = encode(&mut enc, 24, 600);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = now_ms();
+    for d in batch.iter() {
+        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
+    }
+    let n = expected.len() as u64;
+    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
+    let after = now_ms();
+    let (lo, hi) = (before - export_ms, after - export_ms);
+    assert!(lo > 86_400_000, "the generator's exports are in the past");
+    // The receivers publish their counters a moment after the writer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let skew = loop {
+        let s = c.stats();
+        if let Some(v) = s["exporters"]["local"]["clock_skew_ms"].as_i64() {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no clock_skew_ms: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!((lo..=hi).contains(&skew), "{skew} not in {lo}..={hi}");
+    let text = common::classify::kopek(&c.config, &["collector", "stats"]);
+    let years = skew / 1000 / (365 * 86_400);
+    let shown = if years > 0 {
+        format!("-{years} y")
+    } else {
+        format!("-{} d", skew / 1000 / 86_400)
+    };
+    assert!(text.contains(&shown), "{shown:?} missing in {text}");
+    c.stop();
+    let dump = c.raw(&["dump", "--format", "csv"]);
+    let text = String::from_utf8(dump.stdout).unwrap();
+    let got: Vec<(i64, i64)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[3].parse().unwrap(), f[4].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    for ((first, last), want) in got.iter().zip(&expected) {
+        let shift = first - want.first_ms;
+        assert!((lo..=hi).contains(&shift), "{shift} not in {lo}..={hi}");
+        assert_eq!(last - first, want.last_ms - want.first_ms);
+    }
 }

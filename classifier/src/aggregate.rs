@@ -1081,7 +1081,6 @@ pub(crate) struct InHour {
 /// distinct address's binding judged once over the block's time range;
 /// the remote addresses that need a class looked up in one batch. Same
 /// result as [`add_hosts`] on each record in order.
-#[allow(clippy::too_many_arguments)]
 pub fn add_hosts_columns(
     rules: &Rules<'_>,
     cols: &FlowColumns,

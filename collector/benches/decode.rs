@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use kopek_collector::FlowRecord;
-use kopek_collector::decode::{DecodeLimits, DecodeSink, Decoder, V5Rows};
+use kopek_collector::decode::{DecodeLimits, DecodeSink, Decoder, ExporterOpts, V5Rows};
 use kopek_collector::generator::{
     DEFAULT_START_MS, DatagramBatch, Encoder, FlowGen, GenProfile, IpfixConfig, IpfixEncoder,
     V5Config, V5Encoder, V9Config, V9Encoder, encode_stream,
@@ -104,7 +104,14 @@ fn kopek_pass(batch: &DatagramBatch, flows: &mut Vec<FlowRecord>) -> (f64, u64) 
     let mut total = 0u64;
     for d in batch.iter() {
         decoder
-            .decode(EXPORTER, now_ms, None, d, flows, &mut losses)
+            .decode(
+                EXPORTER,
+                now_ms,
+                ExporterOpts::default(),
+                d,
+                flows,
+                &mut losses,
+            )
             .expect("kopek decodes the generator's datagrams");
         if flows.len() >= BATCH_RECORDS {
             total += flows.len() as u64;
@@ -176,7 +183,14 @@ fn columns_pass(batch: &DatagramBatch, sink: &mut ColumnSink) -> (f64, u64) {
     let mut total = 0u64;
     for (i, d) in batch.iter().enumerate() {
         total += decoder
-            .decode(EXPORTER, now_ms, None, d, sink, &mut losses)
+            .decode(
+                EXPORTER,
+                now_ms,
+                ExporterOpts::default(),
+                d,
+                sink,
+                &mut losses,
+            )
             .expect("kopek decodes the generator's datagrams") as u64;
         // The receivers encode a recvmmsg(2) call's rows (16 datagrams) together.
         if i % 16 == 15 {

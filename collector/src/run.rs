@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kopek_config::{CollectorConfig, Config};
+use kopek_config::{CollectorConfig, Config, ExporterClock};
 use serde::Serialize;
 
 use crate::capture::{CaptureError, LiveCapture, PcapStats};
-use crate::decode::{DecodeLimits, DecodeSink, DecodeStats, Decoder, SeqCheckpoint, V5Rows};
+use crate::decode::{
+    DecodeLimits, DecodeSink, DecodeStats, Decoder, ExporterOpts, SeqCheckpoint, V5Rows,
+};
 use crate::mem::FastMap;
 use crate::record::{FlowRecord, FlowRows, LossRecord};
 use crate::recv::MultiRecv;
@@ -88,7 +90,7 @@ pub struct ExporterTable {
 #[derive(Debug, Clone)]
 struct ExporterEntry {
     name: String,
-    sampling: Option<u32>,
+    opts: ExporterOpts,
 }
 
 impl ExporterTable {
@@ -102,7 +104,10 @@ impl ExporterTable {
                         e.address,
                         ExporterEntry {
                             name: e.name.clone(),
-                            sampling: e.sampling.map(|s| s.get()),
+                            opts: ExporterOpts {
+                                sampling: e.sampling.map(|s| s.get()),
+                                arrival_clock: e.clock == ExporterClock::Arrival,
+                            },
                         },
                     )
                 })
@@ -120,6 +125,54 @@ pub struct ExporterStats {
     pub dropped_datagrams: u64,
     pub loss_records: u64,
     pub last_seen_ms: i64,
+    /// Arrival minus export time of its last datagram (ms): how far its
+    /// clock is behind the collector's (negative: ahead).
+    #[serde(default)]
+    pub clock_skew_ms: i64,
+    /// When the skew was last logged.
+    #[serde(skip)]
+    pub skew_logged_ms: Option<i64>,
+}
+
+/// An exporter clock further than this from the collector's is logged
+/// (network delay is milliseconds; NTP keeps clocks within far less).
+pub const CLOCK_SKEW_WARN_MS: i64 = 5 * 60_000;
+/// How often a skewed clock is logged again, per exporter.
+const CLOCK_SKEW_LOG_EVERY_MS: i64 = 10 * 60_000;
+
+/// Logs an exporter clock far from the collector's, at most every
+/// [`CLOCK_SKEW_LOG_EVERY_MS`]: flows stamped by it land at the wrong
+/// time (a router without NTP after a reboot stamps 1970), in the wrong
+/// tariff zone and under whoever held the address then.
+fn note_clock_skew(exporter: IpAddr, e: &mut ExporterStats, arrival_clock: bool, now: i64) {
+    if e.clock_skew_ms.abs() <= CLOCK_SKEW_WARN_MS
+        || e.skew_logged_ms
+            .is_some_and(|t| now - t < CLOCK_SKEW_LOG_EVERY_MS)
+    {
+        return;
+    }
+    e.skew_logged_ms = Some(now);
+    let how = if e.clock_skew_ms > 0 {
+        "behind"
+    } else {
+        "ahead of"
+    };
+    let secs = match e.clock_skew_ms.unsigned_abs() / 1000 {
+        s if s >= 2 * 86_400 => format!("{} days ({s} s)", s / 86_400),
+        s if s >= 2 * 3_600 => format!("{} hours ({s} s)", s / 3_600),
+        s => format!("{s} s"),
+    };
+    if arrival_clock {
+        tracing::info!(
+            name = %e.name, %exporter, skew_s = e.clock_skew_ms / 1000,
+            "exporter clock is {secs} {how} the collector's; its flows are read by the arrival time (clock = \"arrival\")"
+        );
+    } else {
+        tracing::warn!(
+            name = %e.name, %exporter, skew_s = e.clock_skew_ms / 1000,
+            "exporter clock is {secs} {how} the collector's and its flows are stamped by it; fix its clock (NTP) or set clock = \"arrival\" in its [[collector.exporter]] entry"
+        );
+    }
 }
 
 /// What `kopek collector stats` reads.
@@ -518,6 +571,10 @@ impl Collector {
                 t.flows += e.flows;
                 t.dropped_datagrams += e.dropped_datagrams;
                 t.loss_records += e.loss_records;
+                // The receiver that heard from it last knows its clock.
+                if e.last_seen_ms >= t.last_seen_ms {
+                    t.clock_skew_ms = e.clock_skew_ms;
+                }
                 t.last_seen_ms = t.last_seen_ms.max(e.last_seen_ms);
             }
             s.decode.add(&r.decode);
@@ -772,7 +829,7 @@ fn receive_loop(
                             match decoder.decode(
                                 exporter,
                                 now,
-                                entry.sampling,
+                                entry.opts,
                                 datagram,
                                 &mut FeedSink {
                                     feed: &mut feed,
@@ -787,6 +844,10 @@ fn receive_loop(
                                 }
                             }
                             e.loss_records += (batch.losses.len() - losses_before) as u64;
+                            if let Some(skew) = decoder.clock_skew_ms(exporter) {
+                                e.clock_skew_ms = skew;
+                                note_clock_skew(exporter, e, entry.opts.arrival_clock, now);
+                            }
                             // The flows of the datagrams one recvmmsg(2)
                             // call took are encoded together, so that
                             // their dictionary lookups can be prefetched
@@ -1220,7 +1281,14 @@ mod feed_tests {
         let mut oracle = Decoder::new(DecodeLimits::default());
         let mut losses = Vec::new();
         oracle
-            .decode(exporter, now, None, &datagram, &mut expected, &mut losses)
+            .decode(
+                exporter,
+                now,
+                ExporterOpts::default(),
+                &datagram,
+                &mut expected,
+                &mut losses,
+            )
             .unwrap();
         expected.push(built(3));
         assert_eq!(expected[3 + 4].last_ms, expected[3 + 4].first_ms);
@@ -1234,7 +1302,14 @@ mod feed_tests {
         };
         sink.records().extend((0..3).map(built));
         let n = decoder
-            .decode(exporter, now, None, &datagram, &mut sink, &mut batch.losses)
+            .decode(
+                exporter,
+                now,
+                ExporterOpts::default(),
+                &datagram,
+                &mut sink,
+                &mut batch.losses,
+            )
             .unwrap();
         assert_eq!(n, 30);
         sink.records().push(built(3));

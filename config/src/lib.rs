@@ -280,6 +280,21 @@ pub struct Exporter {
     pub address: IpAddr,
     /// `None`: trust the export's own sampling fields; `Some(n)`: 1 in n.
     pub sampling: Option<NonZeroU32>,
+    pub clock: ExporterClock,
+}
+
+/// Whose clock a flow's times are read by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExporterClock {
+    /// The times as the export carries them (the exporter's clock).
+    #[default]
+    Exporter,
+    /// The collector's: each datagram's times are moved by the difference
+    /// between its arrival and its export time, so that a router whose
+    /// clock is unset (1970 after a reboot without NTP) or wrong is
+    /// counted at the right time. Their distances to the export time
+    /// (the flows' durations and ages) stay the exporter's.
+    Arrival,
 }
 
 impl Config {
@@ -523,11 +538,23 @@ impl Config {
                     }
                 },
             };
+            let clock = match e.clock.as_str() {
+                "exporter" => ExporterClock::Exporter,
+                "arrival" => ExporterClock::Arrival,
+                other => {
+                    bad(
+                        &format!("{key}.clock"),
+                        format!("expected \"exporter\" or \"arrival\", got {other:?}"),
+                    );
+                    ExporterClock::Exporter
+                }
+            };
             if let Some(address) = address {
                 exporters.push(Exporter {
                     name: e.name.clone(),
                     address,
                     sampling,
+                    clock,
                 });
             }
         }

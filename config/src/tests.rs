@@ -46,6 +46,7 @@ fn exporters_parse_with_sampling() {
         name = "border1"
         address = "192.0.2.1"
         sampling = 100
+        clock = "arrival"
         [[collector.exporter]]
         name = "border2"
         address = "2001:db8::1"
@@ -55,6 +56,13 @@ fn exporters_parse_with_sampling() {
     let e = &c.collector.exporters;
     assert_eq!(e[0].sampling, NonZeroU32::new(100));
     assert_eq!(e[1].sampling, None);
+    assert_eq!(
+        (e[0].clock, e[1].clock),
+        (
+            crate::ExporterClock::Arrival,
+            crate::ExporterClock::Exporter
+        )
+    );
     assert_eq!(e[1].address, "2001:db8::1".parse::<IpAddr>().unwrap());
 }
 
@@ -129,6 +137,18 @@ fn sampling_word_other_than_auto_is_rejected() {
         "[[collector.exporter]]\nname = \"a\"\naddress = \"10.0.0.1\"\nsampling = \"often\"\n",
     );
     assert!(err.contains("collector.exporter[0].sampling"), "{err}");
+}
+
+#[test]
+fn a_clock_other_than_exporter_or_arrival_is_rejected() {
+    let err =
+        error_of("[[collector.exporter]]\nname = \"a\"\naddress = \"10.0.0.1\"\nclock = \"ntp\"\n");
+    assert!(
+        err.contains(
+            "key `collector.exporter[0].clock`: expected \"exporter\" or \"arrival\", got \"ntp\""
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -278,6 +278,13 @@ pub struct Exporter {
     pub address: String,
     #[serde(default = "Sampling::auto")]
     pub sampling: Sampling,
+    /// `"exporter"` (default) or `"arrival"`.
+    #[serde(default = "default_clock")]
+    pub clock: String,
+}
+
+fn default_clock() -> String {
+    "exporter".into()
 }
 
 /// `sampling = "auto"` or `sampling = 100`.

@@ -22,7 +22,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use kopek_collector::decode::{DecodeLimits, Decoder};
+use kopek_collector::decode::{DecodeLimits, Decoder, ExporterOpts};
 use libfuzzer_sys::fuzz_target;
 
 const EXPORTERS: [IpAddr; 4] = [
@@ -52,14 +52,18 @@ fuzz_target!(|data: &[u8]| {
         rest = after;
         let exporter = EXPORTERS[usize::from(ctl & 3)];
         now_ms += i64::from((ctl >> 2) & 0x0f) * 300;
-        let sampling = (ctl & 0x80 != 0).then_some(64);
+        let opts = ExporterOpts {
+            sampling: (ctl & 0x80 != 0).then_some(64),
+            // One exporter's times read by the arrival clock.
+            arrival_clock: ctl & 3 == 3,
+        };
 
         flows.clear();
         losses.clear();
         if let Ok(n) = decoder.decode(
             exporter,
             now_ms,
-            sampling,
+            opts,
             datagram,
             &mut flows,
             &mut losses,

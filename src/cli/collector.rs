@@ -117,19 +117,20 @@ fn print_stats(s: &StatsSnapshot) {
     if !s.exporters.is_empty() {
         println!("exporters:");
         println!(
-            "  {:<16} {:>12} {:>14} {:>10} {:>8}  last seen",
-            "name", "datagrams", "flows", "dropped", "losses"
+            "  {:<16} {:>12} {:>14} {:>10} {:>8} {:>12}  last seen",
+            "name", "datagrams", "flows", "dropped", "losses", "clock skew"
         );
         let mut ex: Vec<_> = s.exporters.values().collect();
         ex.sort_by(|a, b| a.name.cmp(&b.name));
         for e in ex {
             println!(
-                "  {:<16} {:>12} {:>14} {:>10} {:>8}  {}",
+                "  {:<16} {:>12} {:>14} {:>10} {:>8} {:>12}  {}",
                 e.name,
                 e.datagrams,
                 e.flows,
                 e.dropped_datagrams,
                 e.loss_records,
+                clock_skew(e.clock_skew_ms),
                 time_utc(e.last_seen_ms)
             );
         }
@@ -213,4 +214,22 @@ fn print_counters(prefix: &str, v: &serde_json::Value) {
         serde_json::Value::Number(n) if n.as_u64() != Some(0) => println!("  {prefix:<40} {n}"),
         _ => {}
     }
+}
+
+/// An exporter's clock against the collector's, as the stats show it:
+/// `ok` within [`CLOCK_SKEW_WARN_MS`], else how far behind (`-`) or ahead
+/// (`+`) in the largest whole unit.
+fn clock_skew(skew_ms: i64) -> String {
+    if skew_ms.abs() <= kopek_collector::run::CLOCK_SKEW_WARN_MS {
+        return "ok".into();
+    }
+    let sign = if skew_ms > 0 { "-" } else { "+" };
+    let s = skew_ms.unsigned_abs() / 1000;
+    let (n, unit) = match s {
+        s if s >= 365 * 86_400 => (s / (365 * 86_400), "y"),
+        s if s >= 86_400 => (s / 86_400, "d"),
+        s if s >= 3_600 => (s / 3_600, "h"),
+        s => (s / 60, "min"),
+    };
+    format!("{sign}{n} {unit}")
 }

@@ -188,6 +188,9 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         "   {:<13} sent 5 datagrams from 127.0.0.9, which is not on the allow-list",
         "stranger"
     );
+    println!(
+        "   (the exports are dated 2024-01-01, so the collector warns that each exporter's clock is\n    far behind its own: on a live router, no NTP; `clock = \"arrival\"` would read it by arrival time)"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while collector.stats().flows_written < sent_flows && Instant::now() < deadline {

@@ -199,8 +199,15 @@ fn replay(data: &[u8]) -> (usize, usize) {
         rest = after;
         now_ms += i64::from((ctl >> 2) & 0x0f) * 300;
         let exporter = EXPORTERS[usize::from(ctl & 3)];
-        if d.decode(exporter, now_ms, None, datagram, &mut flows, &mut losses)
-            .is_err()
+        if d.decode(
+            exporter,
+            now_ms,
+            ExporterOpts::default(),
+            datagram,
+            &mut flows,
+            &mut losses,
+        )
+        .is_err()
         {
             errors += 1;
         }

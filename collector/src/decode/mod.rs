@@ -143,6 +143,8 @@ struct HeldSet {
     seq: u32,
     arrival_ms: i64,
     export_ms: i64,
+    /// Added to every time of the set ([`ExporterOpts::arrival_clock`]).
+    shift_ms: i64,
     sys_uptime_ms: Option<u32>,
     sampling_override: Option<u32>,
     bytes: Box<[u8]>,
@@ -170,6 +172,21 @@ pub(crate) struct ExporterState {
     template_count: usize,
     /// Charged bytes of held sets of all streams of this exporter.
     pending_bytes: usize,
+    /// Arrival minus export time of its last datagram: how far the
+    /// exporter's clock is behind the collector's (negative: ahead).
+    clock_skew_ms: i64,
+}
+
+/// What the configuration says of one exporter, for its datagrams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExporterOpts {
+    /// `Some(n)`: the exporter samples 1:n (wins over the export's own
+    /// fields).
+    pub sampling: Option<u32>,
+    /// Read the flows' times by the collector's clock: every time of a
+    /// datagram is moved by its arrival minus its export time (config
+    /// `clock = "arrival"`).
+    pub arrival_clock: bool,
 }
 
 /// The stateful decoder: templates, options, held data and sequence state
@@ -232,10 +249,16 @@ impl Decoder {
         &self.limits
     }
 
+    /// Arrival minus export time of the last datagram decoded from
+    /// `exporter` (ms): how far its clock is behind the collector's.
+    pub fn clock_skew_ms(&self, exporter: IpAddr) -> Option<i64> {
+        self.exporters.get(&exporter).map(|e| e.clock_skew_ms)
+    }
+
     /// Decode one UDP datagram from `exporter`, received at `now_ms` (ms UTC).
     ///
-    /// `sampling_override`: `Some(n)` = config says this exporter samples
-    /// 1:n (wins over the export's own fields). Hands decoded flows to
+    /// `opts`: what the configuration says of the exporter (sampling,
+    /// whose clock). Hands decoded flows to
     /// `flows` ([`DecodeSink`]) and appends finished loss records to
     /// `losses`; returns the number of flows handed over, which includes
     /// flows of earlier held data sets whose template arrived in this
@@ -248,19 +271,19 @@ impl Decoder {
         &mut self,
         exporter: IpAddr,
         now_ms: i64,
-        sampling_override: Option<u32>,
+        opts: ExporterOpts,
         datagram: &[u8],
         flows: &mut impl DecodeSink,
         losses: &mut Vec<LossRecord>,
     ) -> Result<usize, DecodeError> {
         let result = match wire::be16(datagram, 0) {
             None => Err(DecodeError::Truncated),
-            Some(5) => self.decode_v5(exporter, now_ms, sampling_override, datagram, flows, losses),
+            Some(5) => self.decode_v5(exporter, now_ms, opts, datagram, flows, losses),
             Some(9) => self.decode_templated(
                 SourceKind::NetflowV9,
                 exporter,
                 now_ms,
-                sampling_override,
+                opts,
                 datagram,
                 flows.records(),
                 losses,
@@ -269,7 +292,7 @@ impl Decoder {
                 SourceKind::Ipfix,
                 exporter,
                 now_ms,
-                sampling_override,
+                opts,
                 datagram,
                 flows.records(),
                 losses,

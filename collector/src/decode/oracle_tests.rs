@@ -146,8 +146,15 @@ fn ours(datagram: &[u8]) -> Vec<Common> {
     let mut flows = Vec::new();
     let mut losses = Vec::new();
     let from: IpAddr = "192.0.2.1".parse().unwrap();
-    d.decode(from, 0, None, datagram, &mut flows, &mut losses)
-        .expect("our decoder accepts it");
+    d.decode(
+        from,
+        0,
+        ExporterOpts::default(),
+        datagram,
+        &mut flows,
+        &mut losses,
+    )
+    .expect("our decoder accepts it");
     flows.iter().map(Common::from).collect()
 }
 

@@ -207,6 +207,9 @@ pub(crate) struct RecordCtx {
     pub kind: SourceKind,
     /// Export time of the datagram, ms UTC.
     pub export_ms: i64,
+    /// Added to every time of the record: arrival minus export time when
+    /// the exporter's clock is not trusted, else 0.
+    pub shift_ms: i64,
     /// v9 header sysUpTime (ms); `None` for IPFIX.
     pub sys_uptime_ms: Option<u32>,
     pub sampling_override: Option<u32>,
@@ -673,6 +676,10 @@ impl Plan {
             stats.records_time_inverted += 1;
             last_ms = first_ms;
         }
+        let (first_ms, last_ms) = (
+            first_ms.saturating_add(ctx.shift_ms),
+            last_ms.saturating_add(ctx.shift_ms),
+        );
 
         let sampling = match ctx.sampling_override {
             Some(n) => n,
@@ -789,6 +796,7 @@ mod tests {
             kind: SourceKind::NetflowV9,
             export_ms: 1000,
             sys_uptime_ms: Some(0),
+            shift_ms: 0,
             sampling_override: None,
         };
         let mut flows = Vec::new();

@@ -224,6 +224,7 @@ struct HoldCtx<'a> {
     key: StreamKey,
     hdr: &'a MsgHeader,
     sampling_override: Option<u32>,
+    shift_ms: i64,
     now_ms: i64,
 }
 
@@ -264,6 +265,7 @@ fn hold(
         seq: c.hdr.seq,
         arrival_ms: c.now_ms,
         export_ms: c.hdr.export_ms,
+        shift_ms: c.shift_ms,
         sys_uptime_ms: c.hdr.sys_uptime_ms,
         sampling_override: c.sampling_override,
         bytes: set.into(),
@@ -308,6 +310,7 @@ fn resolve_held(
             domain: key.domain,
             kind: key.kind,
             export_ms: h.export_ms,
+            shift_ms: h.shift_ms,
             sys_uptime_ms: h.sys_uptime_ms,
             sampling_override: h.sampling_override,
         };
@@ -324,7 +327,7 @@ impl Decoder {
         kind: SourceKind,
         exporter: IpAddr,
         now_ms: i64,
-        sampling_override: Option<u32>,
+        opts: super::ExporterOpts,
         datagram: &[u8],
         flows: &mut Vec<FlowRecord>,
         losses: &mut Vec<LossRecord>,
@@ -356,7 +359,18 @@ impl Decoder {
             streams,
             template_count,
             pending_bytes,
+            clock_skew_ms,
         } = exporters.get_mut(&exporter).ok_or(DecodeError::Malformed)?;
+        *clock_skew_ms = now_ms - hdr.export_ms;
+        let sampling_override = opts.sampling;
+        // Added to every time of the datagram's records: all of them are
+        // read by the exporter's clock (absolute, or relative to its
+        // uptime at export time).
+        let shift_ms = if opts.arrival_clock {
+            now_ms - hdr.export_ms
+        } else {
+            0
+        };
         let Stream {
             seq,
             templates,
@@ -401,6 +415,7 @@ impl Decoder {
             domain: hdr.domain,
             kind,
             export_ms: hdr.export_ms,
+            shift_ms,
             sys_uptime_ms: hdr.sys_uptime_ms,
             sampling_override,
         };
@@ -410,6 +425,7 @@ impl Decoder {
             key,
             hdr: &hdr,
             sampling_override,
+            shift_ms,
             now_ms,
         };
         let start = flows.len();

@@ -33,8 +33,14 @@ impl T {
     }
 
     fn feed(&mut self, from: IpAddr, now: i64, dgram: &[u8]) -> Result<usize, DecodeError> {
-        self.d
-            .decode(from, now, None, dgram, &mut self.flows, &mut self.losses)
+        self.d.decode(
+            from,
+            now,
+            ExporterOpts::default(),
+            dgram,
+            &mut self.flows,
+            &mut self.losses,
+        )
     }
 
     fn ok(&mut self, dgram: &[u8]) -> usize {
@@ -85,7 +91,10 @@ fn v5_sampling_override_wins_and_zero_interval_is_one() {
     t.d.decode(
         ip(1),
         NOW_MS,
-        Some(1000),
+        ExporterOpts {
+            sampling: Some(1000),
+            ..ExporterOpts::default()
+        },
         &h.build(&[Flow::v4(1)]),
         &mut flows,
         &mut losses,
@@ -876,4 +885,77 @@ fn stats_add_and_serialize() {
         DecodeError::BadTemplate(TemplateProblem::ZeroRecordLength).reason(),
         "zero_record_length"
     );
+}
+
+// ------------------------------------------------------------ clocks
+
+/// An exporter whose clock is unset (1970 after a reboot without NTP):
+/// by default its flows carry its times, and the decoder reports how far
+/// behind it is; with `arrival_clock` every time of a datagram moves by
+/// its arrival minus its export time — uptime-relative (v5, v9),
+/// absolute (IPFIX) and held-then-decoded sets alike — and durations
+/// stay the exporter's.
+#[test]
+fn an_unset_exporter_clock_is_reported_and_read_by_arrival_when_configured() {
+    let arrival = ExporterOpts {
+        arrival_clock: true,
+        ..ExporterOpts::default()
+    };
+    // Exporter clock at 1970-01-01 00:16:40 (1,000 s after the epoch).
+    let export_ms = 1_000_000;
+    let skew = NOW_MS - export_ms;
+    let mut v5 = V5::new(0);
+    v5.unix_secs = 1_000;
+    v5.unix_nsecs = 0;
+    let v5 = v5.build(&[Flow::v4(1)]);
+    let mut v9 = Msg::v9(1, 0);
+    v9.export_secs = 1_000;
+    let v9 = v9
+        .template(300, V9_V4_FIELDS)
+        .data(300, V9_V4_FIELDS, &[Flow::v4(1)])
+        .build();
+    let mut ipfix_flow = Flow::v6(1);
+    ipfix_flow.start_ms = 900_000;
+    ipfix_flow.end_ms = 990_000;
+    let mut ipfix = Msg::ipfix(0, 0);
+    ipfix.export_secs = 1_000;
+    let ipfix = ipfix
+        .template(256, IPFIX_V6_FIELDS)
+        .data(256, IPFIX_V6_FIELDS, &[ipfix_flow])
+        .build();
+    // A v9 data set that waits for its template.
+    let mut held = Msg::v9(0, 7);
+    held.export_secs = 1_000;
+    let held = held.data(300, V9_V4_FIELDS, &[Flow::v4(1)]).build();
+    let mut tpl = Msg::v9(1, 7);
+    tpl.export_secs = 1_010;
+    let tpl = tpl.template(300, V9_V4_FIELDS).build();
+    // (first, last) by the exporter's clock.
+    let v5_times = (export_ms - (60_000 - 50_001), export_ms - (60_000 - 59_001));
+    let ipfix_times = (900_000, 990_000);
+    for opts in [ExporterOpts::default(), arrival] {
+        let shift = if opts.arrival_clock { skew } else { 0 };
+        let mut t = T::new();
+        let mut feed = |from: IpAddr, now: i64, d: &[u8]| {
+            t.flows.clear();
+            t.d.decode(from, now, opts, d, &mut t.flows, &mut t.losses)
+                .unwrap();
+            t.flows
+                .iter()
+                .map(|r| (r.first_ms, r.last_ms))
+                .collect::<Vec<_>>()
+        };
+        let moved = |(a, b): (i64, i64)| (a + shift, b + shift);
+        assert_eq!(feed(ip(1), NOW_MS, &v5), vec![moved(v5_times)]);
+        assert_eq!(feed(ip(2), NOW_MS, &v9), vec![moved(v5_times)]);
+        assert_eq!(feed(ip(3), NOW_MS, &ipfix), vec![moved(ipfix_times)]);
+        // Held at its own arrival; its template comes 10 s later.
+        assert!(feed(ip(4), NOW_MS, &held).is_empty());
+        assert_eq!(feed(ip(4), NOW_MS + 10_000, &tpl), vec![moved(v5_times)]);
+        for exporter in 1..=3 {
+            assert_eq!(t.d.clock_skew_ms(ip(exporter)), Some(skew));
+        }
+        assert_eq!(t.d.clock_skew_ms(ip(4)), Some(skew));
+        assert_eq!(t.d.clock_skew_ms(ip(5)), None);
+    }
 }

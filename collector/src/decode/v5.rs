@@ -144,7 +144,7 @@ impl Decoder {
         &mut self,
         exporter: IpAddr,
         now_ms: i64,
-        sampling_override: Option<u32>,
+        opts: super::ExporterOpts,
         datagram: &[u8],
         flows: &mut impl DecodeSink,
         losses: &mut Vec<crate::record::LossRecord>,
@@ -189,8 +189,18 @@ impl Decoder {
             &mut self.stats,
         );
 
-        let export_ms = i64::from(unix_secs) * 1000 + i64::from(unix_nsecs / 1_000_000);
-        let sampling = sampling_override
+        let mut export_ms = i64::from(unix_secs) * 1000 + i64::from(unix_nsecs / 1_000_000);
+        let skew_ms = now_ms - export_ms;
+        if let Some(e) = self.exporters.get_mut(&exporter) {
+            e.clock_skew_ms = skew_ms;
+        }
+        if opts.arrival_clock {
+            // Every time is relative to the export time (uptimes): read
+            // from the arrival instead.
+            export_ms = now_ms;
+        }
+        let sampling = opts
+            .sampling
             .unwrap_or(u32::from(sampling_interval & V5_SAMPLING_MASK))
             .max(1);
         let (records, _) = datagram
