@@ -466,8 +466,17 @@ impl SqliteTier2 {
             let scan = |db: &str| {
                 format!("SELECT {keys} FROM {db}.traffic WHERE billed = 1 ORDER BY {keys}")
             };
-            let mut missing = Vec::new();
+            // The keys found missing wait in a temporary table (spilled
+            // to disk when large), not in memory: a rebuild under
+            // corrected lists may move most of a month.
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS vanished (
+                   bucket_ms INTEGER, account TEXT, class TEXT, direction TEXT, point TEXT);
+                 DELETE FROM temp.vanished;",
+            )?;
+            let mut found = 0u64;
             {
+                let mut put = tx.prepare("INSERT INTO temp.vanished VALUES (?1, ?2, ?3, ?4, ?5)")?;
                 let mut old_st = tx.prepare(&scan("old"))?;
                 let mut new_st = tx.prepare(&scan("main"))?;
                 let (mut olds, mut news) = (old_st.query([])?, new_st.query([])?);
@@ -478,20 +487,20 @@ impl SqliteTier2 {
                         more = n.read(news.next()?)?;
                     }
                     if !more || n != o {
-                        missing.push(o.clone());
+                        let [a, c, d, p] = &o.text;
+                        put.execute(params![o.bucket_ms, a, c, d, p])?;
+                        found += 1;
                     }
                 }
             }
             let seq = next_traffic_seq(tx)?;
-            let mut st = tx.prepare(
+            tx.execute(
                 "INSERT INTO main.traffic (bucket_ms, account, class, direction, point, billed, bytes, packets, flows, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, 0, 0, ?6)",
+                 SELECT bucket_ms, account, class, direction, point, 1, 0, 0, 0, ?1 FROM temp.vanished",
+                params![seq],
             )?;
-            for k in &missing {
-                let [a, c, d, p] = &k.text;
-                st.execute(params![k.bucket_ms, a, c, d, p, seq])?;
-            }
-            Ok(missing.len() as u64)
+            tx.execute_batch("DROP TABLE temp.vanished")?;
+            Ok(found)
         })
     }
 
