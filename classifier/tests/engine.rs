@@ -72,6 +72,30 @@ fn tier1(state: &Path, segments: u64, per: u64) -> (u64, u64) {
     (n, bytes)
 }
 
+/// Writes sealed segment `id` of collector `main`, one block per slice.
+fn sealed(state: &Path, id: u64, blocks: &[&[FlowRecord]]) {
+    let raw = state.join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let opts = WriterOptions {
+        compression: Compression::Zstd { level: 1 },
+        durability: Durability::Never,
+    };
+    let mut w = SegmentWriter::create(&raw, "main", id, 0, opts).unwrap();
+    for b in blocks {
+        w.append_flows(b).unwrap();
+    }
+    w.close(0).unwrap();
+}
+
+/// Binds each (account, prefix) for all time, as a static binding.
+fn bind(state: &Path, bindings: &[(&str, &str)]) {
+    let mut reg = kopek_classifier::bindings::Registry::open(state).unwrap();
+    for (account, net) in bindings {
+        reg.add(account, net.parse().unwrap(), 0, None, "static", None)
+            .unwrap();
+    }
+}
+
 fn tier2_totals(state: &Path) -> (u64, u64) {
     let c = SqliteTier2::open_read(state).unwrap();
     let q = |t: &str| -> (i64, i64) {
@@ -890,8 +914,6 @@ fn a_rebuild_refuses_to_keep_rows_that_miss_records_tier2_had_not_counted() {
 #[test]
 fn an_hours_top_hosts_rank_by_bytes_with_ties_by_address_and_sum_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    std::fs::create_dir_all(&raw).unwrap();
     let t0 = 1_700_000_000_000;
     // (subscriber, remote, bytes, subscriber is the source)
     let traffic: &[(&str, &str, u64, bool)] = &[
@@ -919,19 +941,8 @@ fn an_hours_top_hosts_rank_by_bytes_with_ties_by_address_and_sum_the_rest() {
             }
         })
         .collect();
-    let opts = WriterOptions {
-        compression: Compression::Zstd { level: 1 },
-        durability: Durability::Never,
-    };
-    let mut w = SegmentWriter::create(&raw, "main", 1, 0, opts).unwrap();
-    w.append_flows(&flows).unwrap();
-    w.close(0).unwrap();
-    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
-    for (account, net) in [("a", "10.0.0.1/32"), ("b", "10.0.0.2/32")] {
-        reg.add(account, net.parse().unwrap(), 0, None, "static", None)
-            .unwrap();
-    }
-    drop(reg);
+    sealed(dir.path(), 1, &[&flows]);
+    bind(dir.path(), &[("a", "10.0.0.1/32"), ("b", "10.0.0.2/32")]);
     let mut cfg = config(dir.path());
     cfg.classifier.top_hosts_per_hour = 2;
     classify_all(dir.path(), cfg, NOW_MS);
@@ -979,8 +990,6 @@ fn an_hours_top_hosts_rank_by_bytes_with_ties_by_address_and_sum_the_rest() {
 #[test]
 fn a_record_with_implausible_counters_is_a_loss_not_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    std::fs::create_dir_all(&raw).unwrap();
     let t0 = 1_700_000_000_000;
     let rec = |i: i64, bytes: u64, packets: u64, sampling: u32| FlowRecord {
         first_ms: t0 + i,
@@ -1005,19 +1014,9 @@ fn a_record_with_implausible_counters_is_a_loss_not_traffic() {
         // Packets no bytes could carry.
         rec(6, 100, u64::MAX, 1),
     ];
-    let opts = WriterOptions {
-        compression: Compression::Zstd { level: 1 },
-        durability: Durability::Never,
-    };
-    let mut w = SegmentWriter::create(&raw, "main", 1, 0, opts).unwrap();
     // Over two blocks: sums across blocks, commits and the host pass.
-    w.append_flows(&flows[..3]).unwrap();
-    w.append_flows(&flows[3..]).unwrap();
-    w.close(0).unwrap();
-    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
-    reg.add("a", "10.0.0.1/32".parse().unwrap(), 0, None, "static", None)
-        .unwrap();
-    drop(reg);
+    sealed(dir.path(), 1, &[&flows[..3], &flows[3..]]);
+    bind(dir.path(), &[("a", "10.0.0.1/32")]);
     let mut e = Engine::open(config(dir.path()), NOW_MS).unwrap();
     e.catch_up(NOW_MS).unwrap();
     e.flush(NOW_MS).unwrap();
@@ -1051,8 +1050,6 @@ fn a_record_with_implausible_counters_is_a_loss_not_traffic() {
 #[test]
 fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("raw");
-    std::fs::create_dir_all(&raw).unwrap();
     let max = kopek_classifier::aggregate::MAX_RECORD_BYTES;
     // 4,600 records of the largest plausible size: 5.2e18 bytes, below
     // i64::MAX alone, above it twice.
@@ -1068,18 +1065,9 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
                 ..flow(0)
             })
             .collect();
-        let opts = WriterOptions {
-            compression: Compression::Zstd { level: 1 },
-            durability: Durability::Never,
-        };
-        let mut w = SegmentWriter::create(&raw, "main", id, 0, opts).unwrap();
-        w.append_flows(&flows).unwrap();
-        w.close(0).unwrap();
+        sealed(dir.path(), id, &[&flows]);
     };
-    let mut reg = kopek_classifier::bindings::Registry::open(dir.path()).unwrap();
-    reg.add("a", "10.0.0.1/32".parse().unwrap(), 0, None, "static", None)
-        .unwrap();
-    drop(reg);
+    bind(dir.path(), &[("a", "10.0.0.1/32")]);
     let sums = |state: &Path| -> Vec<(String, i64)> {
         let c = SqliteTier2::open_read(state).unwrap();
         [
