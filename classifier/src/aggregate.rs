@@ -38,6 +38,12 @@ pub const MAX_RECORD_BYTES: u64 = 1 << 50;
 /// Most packets one record may carry: [`MAX_RECORD_BYTES`] in the smallest
 /// IP packets (20 bytes).
 pub const MAX_RECORD_PACKETS: u64 = MAX_RECORD_BYTES / 20;
+/// Whether one record can carry these counters (scaled by sampling).
+#[inline]
+fn plausible(bytes: u64, packets: u64) -> bool {
+    bytes <= MAX_RECORD_BYTES && packets <= MAX_RECORD_PACKETS
+}
+
 /// Loss reason of a record whose counters are beyond
 /// [`MAX_RECORD_BYTES`] or [`MAX_RECORD_PACKETS`].
 pub const IMPLAUSIBLE: &str = "implausible";
@@ -431,6 +437,51 @@ struct AddrFact {
     in_subscribers: bool,
 }
 
+impl AddrFacts {
+    /// Empties the queue of addresses awaiting a class lookup.
+    fn clear_queue(&mut self, l: &mut ClassLookups) {
+        self.at4.clear();
+        self.at6.clear();
+        l.keys4.clear();
+        l.keys6.clear();
+    }
+
+    /// Queues address `ix` (`addr`) for the class lookup of run `run`,
+    /// once per run.
+    fn queue_class(&mut self, l: &mut ClassLookups, ix: u32, addr: IpAddr, run: u32) {
+        let fact = &mut self.of[ix as usize];
+        if fact.stamp == run {
+            return;
+        }
+        fact.stamp = run;
+        match addr {
+            IpAddr::V4(a) => {
+                self.at4.push(ix);
+                l.keys4.push(u32::from(a));
+            }
+            IpAddr::V6(a) => {
+                self.at6.push(ix);
+                l.keys6.push(u128::from(a));
+            }
+        }
+    }
+
+    /// Looks the queued addresses up in `table` (batched) and stores each
+    /// one's class (an index of `table`).
+    fn resolve_classes(&mut self, l: &mut ClassLookups, table: &ClassTable) {
+        table.classes_of_v4(&l.keys4, &mut l.res4);
+        table.classes_of_v6(&l.keys6, &mut l.res6);
+        let found = self
+            .at4
+            .iter()
+            .zip(&l.res4)
+            .chain(self.at6.iter().zip(&l.res6));
+        for (&ix, &ci) in found {
+            self.of[ix as usize].class = ci.unwrap_or(table.default);
+        }
+    }
+}
+
 /// The remote addresses of a run of records, by family, for batched class
 /// lookups: (record index in the block, side) and the address.
 #[derive(Debug, Default)]
@@ -643,35 +694,13 @@ fn judge_classes_columns(
         while end < judged.len() && std::ptr::eq(rules.versions.at(cols.first_ms[end]).0, table) {
             end += 1;
         }
-        f.at4.clear();
-        f.at6.clear();
-        l.keys4.clear();
-        l.keys6.clear();
+        f.clear_queue(l);
         for (i, j) in judged.iter().enumerate().take(end).skip(start) {
             for (ix, _) in remotes(j, i).into_iter().flatten() {
-                let fact = &mut f.of[ix as usize];
-                if fact.stamp == run {
-                    continue;
-                }
-                fact.stamp = run;
-                match cols.addrs[ix as usize] {
-                    IpAddr::V4(a) => {
-                        f.at4.push(ix);
-                        l.keys4.push(u32::from(a));
-                    }
-                    IpAddr::V6(a) => {
-                        f.at6.push(ix);
-                        l.keys6.push(u128::from(a));
-                    }
-                }
+                f.queue_class(l, ix, cols.addrs[ix as usize], run);
             }
         }
-        table.classes_of_v4(&l.keys4, &mut l.res4);
-        table.classes_of_v6(&l.keys6, &mut l.res6);
-        let found = f.at4.iter().zip(&l.res4).chain(f.at6.iter().zip(&l.res6));
-        for (&ix, &ci) in found {
-            f.of[ix as usize].class = ci.unwrap_or(table.default);
-        }
+        f.resolve_classes(l, table);
         for (i, j) in judged.iter_mut().enumerate().take(end).skip(start) {
             for (ix, side) in remotes(j, i).into_iter().flatten() {
                 j.set_class(side, f.of[ix as usize].class, table, global);
@@ -852,7 +881,7 @@ fn implausible(
     domain: u32,
     batch: &mut Batch,
 ) -> bool {
-    if r.bytes <= MAX_RECORD_BYTES && r.packets <= MAX_RECORD_PACKETS {
+    if plausible(r.bytes, r.packets) {
         return false;
     }
     batch.stats.records += 1;
@@ -990,43 +1019,31 @@ pub fn add_hosts(
     cap: usize,
     s: &mut Scratch,
 ) {
-    cover_hinted(
-        r.first_ms,
-        r.last_ms,
+    if !plausible(r.bytes(), r.packets()) {
+        return;
+    }
+    let part = part_in_hour(
+        (r.first_ms, r.last_ms, r.bytes()),
+        hour_ms,
         rules.bucket_ms,
         &mut s.hint,
         &mut s.cover,
+        &mut s.bytes,
     );
-    let first_hour = bucket_of(s.cover[0].0, HOUR_MS);
-    let last_hour = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
-    if hour_ms < first_hour || hour_ms > last_hour {
+    let Some((bytes, starts)) = part else {
         return;
-    }
-    if r.bytes() > MAX_RECORD_BYTES || r.packets() > MAX_RECORD_PACKETS {
-        return;
-    }
+    };
     let t = r.first_ms;
     let src_acc = rules.bindings.lookup(r.src, t);
     let dst_acc = rules.bindings.lookup(r.dst, t);
-    if src_acc.is_none() && dst_acc.is_none() {
-        return;
-    }
-    split(r.bytes(), &s.cover, &mut s.bytes);
     let (table, global) = rules.versions.at(t);
     let mut side = |account: u32, dir: Dir, remote: IpAddr| {
-        let class = global[table.class_of(remote) as usize];
-        let mut bytes = 0u64;
-        for (i, &(bucket_ms, _)) in s.cover.iter().enumerate() {
-            if bucket_of(bucket_ms, HOUR_MS) == hour_ms {
-                bytes += s.bytes[i];
-            }
-        }
         let key = HostKey {
             account,
             remote,
-            class,
+            class: global[table.class_of(remote) as usize],
         };
-        add_host(hosts, overflow, cap, key, dir, bytes, first_hour == hour_ms);
+        add_host(hosts, overflow, cap, key, dir, bytes, starts);
     };
     if let Some(a) = src_acc {
         side(a, Dir::Out, r.dst);
@@ -1034,6 +1051,39 @@ pub fn add_hosts(
     if let Some(a) = dst_acc {
         side(a, Dir::In, r.src);
     }
+}
+
+/// The bytes of a flow (`first_ms`, `last_ms`, `total`) that fall in the
+/// hour starting at `hour_ms` (split over buckets as [`accumulate`]
+/// splits them), and whether the flow starts in that hour (where it is
+/// counted as one flow); `None` when none of it does. `cover` and `parts`
+/// are scratch.
+#[inline]
+fn part_in_hour(
+    (first_ms, last_ms, total): (i64, i64, u64),
+    hour_ms: i64,
+    bucket_ms: i64,
+    hint: &mut BucketHint,
+    cover: &mut Vec<(i64, i64)>,
+    parts: &mut Vec<u64>,
+) -> Option<(u64, bool)> {
+    if let Some(b) = single_bucket(first_ms, last_ms, bucket_ms, hint) {
+        return (bucket_of(b, HOUR_MS) == hour_ms).then_some((total, true));
+    }
+    cover_hinted(first_ms, last_ms, bucket_ms, hint, cover);
+    let first_hour = bucket_of(cover[0].0, HOUR_MS);
+    let last_hour = bucket_of(cover[cover.len() - 1].0, HOUR_MS);
+    if hour_ms < first_hour || hour_ms > last_hour {
+        return None;
+    }
+    split(total, cover, parts);
+    let in_hour = cover
+        .iter()
+        .zip(parts.iter())
+        .filter(|((b, _), _)| bucket_of(*b, HOUR_MS) == hour_ms)
+        .map(|(_, &b)| b)
+        .sum();
+    Some((in_hour, first_hour == hour_ms))
 }
 
 /// One side of a record in an hour's host detail: `bytes` (its part in
@@ -1125,10 +1175,7 @@ pub fn add_hosts_columns(
         });
     }
     let l = &mut s.lookups;
-    f.at4.clear();
-    f.at6.clear();
-    l.keys4.clear();
-    l.keys6.clear();
+    f.clear_queue(l);
     let mut todo = std::mem::take(&mut s.in_hour);
     todo.clear();
     for i in 0..n {
@@ -1146,31 +1193,19 @@ pub fn add_hosts_columns(
         }
         let sampling = u64::from(cols.stream_of(i).sampling.max(1));
         let total = cols.bytes_raw[i].saturating_mul(sampling);
-        if total > MAX_RECORD_BYTES
-            || cols.packets_raw[i].saturating_mul(sampling) > MAX_RECORD_PACKETS
-        {
+        if !plausible(total, cols.packets_raw[i].saturating_mul(sampling)) {
             continue;
         }
-        let (bytes, starts) = match single_bucket(first, last, rules.bucket_ms, &mut s.hint) {
-            Some(b) if bucket_of(b, HOUR_MS) == hour_ms => (total, true),
-            Some(_) => continue,
-            None => {
-                cover_hinted(first, last, rules.bucket_ms, &mut s.hint, &mut s.cover);
-                let first_hour = bucket_of(s.cover[0].0, HOUR_MS);
-                let last_hour = bucket_of(s.cover[s.cover.len() - 1].0, HOUR_MS);
-                if hour_ms < first_hour || hour_ms > last_hour {
-                    continue;
-                }
-                split(total, &s.cover, &mut s.bytes);
-                let in_hour = s
-                    .cover
-                    .iter()
-                    .zip(&s.bytes)
-                    .filter(|((b, _), _)| bucket_of(*b, HOUR_MS) == hour_ms)
-                    .map(|(_, &b)| b)
-                    .sum();
-                (in_hour, first_hour == hour_ms)
-            }
+        let part = part_in_hour(
+            (first, last, total),
+            hour_ms,
+            rules.bucket_ms,
+            &mut s.hint,
+            &mut s.cover,
+            &mut s.bytes,
+        );
+        let Some((bytes, starts)) = part else {
+            continue;
         };
         todo.push(InHour {
             record: i as u32,
@@ -1188,36 +1223,17 @@ pub fn add_hosts_columns(
             (dst_acc != NONE).then_some(cols.src[i]),
         ];
         for ix in remotes.into_iter().flatten() {
-            let fact = &mut f.of[ix as usize];
-            if fact.stamp == 1 {
-                continue;
-            }
-            fact.stamp = 1;
-            match cols.addrs[ix as usize] {
-                IpAddr::V4(a) => {
-                    f.at4.push(ix);
-                    l.keys4.push(u32::from(a));
-                }
-                IpAddr::V6(a) => {
-                    f.at6.push(ix);
-                    l.keys6.push(u128::from(a));
-                }
-            }
+            f.queue_class(l, ix, cols.addrs[ix as usize], 1);
         }
     }
     if whole {
-        table.classes_of_v4(&l.keys4, &mut l.res4);
-        table.classes_of_v6(&l.keys6, &mut l.res6);
-        let found = f.at4.iter().zip(&l.res4).chain(f.at6.iter().zip(&l.res6));
-        for (&ix, &ci) in found {
-            f.of[ix as usize].class = global[ci.unwrap_or(table.default) as usize];
-        }
+        f.resolve_classes(l, table);
     }
     for h in &todo {
         let i = h.record as usize;
         let class = |ix: u32| {
             if whole {
-                f.of[ix as usize].class
+                global[f.of[ix as usize].class as usize]
             } else {
                 let (table, global) = rules.versions.at(cols.first_ms[i]);
                 global[table.class_of(cols.addrs[ix as usize]) as usize]

@@ -993,7 +993,7 @@ impl Engine {
         // (a total order: the three make the key).
         let rank = |(k, c): &(HostKey, HostCounts)| {
             (
-                std::cmp::Reverse(c.bytes_in + c.bytes_out),
+                std::cmp::Reverse(c.bytes_in.saturating_add(c.bytes_out)),
                 k.remote,
                 k.class,
             )
