@@ -98,7 +98,7 @@ pub fn hourly_answers(q: &TrafficQuery) -> bool {
 /// Per account, class and period: in/out bytes, packets, flows.
 pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, ReportError> {
     let sql = if hourly_answers(q) {
-        "SELECT hour_ms, account, class, direction, SUM(bytes), SUM(packets), SUM(flows)
+        "SELECT hour_ms, account, class, direction, sat_sum(bytes), sat_sum(packets), sat_sum(flows)
          FROM traffic_hourly
          WHERE hour_ms >= ?1 AND hour_ms < ?2
            AND (?3 IS NULL OR account = ?3)
@@ -106,7 +106,7 @@ pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, R
            AND (?5 = 0 OR billed = 1)
          GROUP BY hour_ms, account, class, direction"
     } else {
-        "SELECT bucket_ms, account, class, direction, SUM(bytes), SUM(packets), SUM(flows)
+        "SELECT bucket_ms, account, class, direction, sat_sum(bytes), sat_sum(packets), sat_sum(flows)
          FROM traffic
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2
            AND (?3 IS NULL OR account = ?3)
@@ -139,13 +139,13 @@ pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, R
                 ..Default::default()
             });
         if dir == "in" {
-            row.bytes_in += bytes as u64;
-            row.packets_in += packets as u64;
+            row.bytes_in = row.bytes_in.saturating_add(bytes as u64);
+            row.packets_in = row.packets_in.saturating_add(packets as u64);
         } else {
-            row.bytes_out += bytes as u64;
-            row.packets_out += packets as u64;
+            row.bytes_out = row.bytes_out.saturating_add(bytes as u64);
+            row.packets_out = row.packets_out.saturating_add(packets as u64);
         }
-        row.flows += flows as u64;
+        row.flows = row.flows.saturating_add(flows as u64);
     }
     Ok(acc.into_values().collect())
 }
@@ -173,11 +173,11 @@ pub fn top_hosts(
     n: usize,
 ) -> Result<Vec<HostRow>, ReportError> {
     let mut st = conn.prepare_cached(
-        "SELECT account, remote, class, SUM(bytes_in), SUM(bytes_out), SUM(flows), MIN(hour_ms)
+        "SELECT account, remote, class, sat_sum(bytes_in), sat_sum(bytes_out), sat_sum(flows), MIN(hour_ms)
          FROM top_hosts
          WHERE hour_ms >= ?1 AND hour_ms < ?2 AND (?3 IS NULL OR account = ?3)
          GROUP BY account, remote, class
-         ORDER BY account, SUM(bytes_in) + SUM(bytes_out) DESC, remote",
+         ORDER BY account, sat_sum(bytes_in) + sat_sum(bytes_out) DESC, remote",
     )?;
     let mut rows = st.query(params![from_ms, to_ms, account])?;
     let mut out: Vec<HostRow> = Vec::new();
@@ -226,10 +226,10 @@ pub fn unattributed(
     to_ms: i64,
 ) -> Result<Vec<UnattributedRow>, ReportError> {
     let mut st = conn.prepare_cached(
-        "SELECT address, direction, class, SUM(bytes), SUM(packets), SUM(flows)
+        "SELECT address, direction, class, sat_sum(bytes), sat_sum(packets), sat_sum(flows)
          FROM unattributed WHERE bucket_ms >= ?1 AND bucket_ms < ?2
          GROUP BY address, direction, class
-         ORDER BY SUM(bytes) DESC, address, direction, class",
+         ORDER BY sat_sum(bytes) DESC, address, direction, class",
     )?;
     let rows = st.query_map(params![from_ms, to_ms], |r| {
         Ok(UnattributedRow {
@@ -255,7 +255,7 @@ pub struct LossRow {
 
 pub fn losses(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<LossRow>, ReportError> {
     let mut st = conn.prepare_cached(
-        "SELECT exporter, reason, unit, SUM(count) FROM losses
+        "SELECT exporter, reason, unit, sat_sum(count) FROM losses
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2
          GROUP BY exporter, reason, unit ORDER BY exporter, reason, unit",
     )?;
@@ -283,7 +283,7 @@ pub struct PointRow {
 
 pub fn points(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<Vec<PointRow>, ReportError> {
     let mut st = conn.prepare_cached(
-        "SELECT point, billed, SUM(bytes), SUM(flows) FROM traffic
+        "SELECT point, billed, sat_sum(bytes), sat_sum(flows) FROM traffic
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2
          GROUP BY point, billed ORDER BY point, billed",
     )?;

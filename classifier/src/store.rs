@@ -302,6 +302,7 @@ impl SqliteTier2 {
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn).map_err(err)?;
+        register_sql_functions(&conn).map_err(err)?;
         Ok(SqliteTier2 { conn, path })
     }
 
@@ -336,6 +337,7 @@ impl SqliteTier2 {
         )
         .map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        register_sql_functions(&conn).map_err(err)?;
         Ok(conn)
     }
 
@@ -554,14 +556,15 @@ impl SqliteTier2 {
         fn sums(conn: &Connection) -> Result<Sums, rusqlite::Error> {
             let mut m = Sums::new();
             let mut st = conn.prepare(
-                "SELECT account, class, direction, SUM(bytes) FROM traffic_hourly WHERE billed = 1
+                "SELECT account, class, direction, sat_sum(bytes) FROM traffic_hourly WHERE billed = 1
                  GROUP BY account, class, direction
                  UNION ALL
-                 SELECT '', class, direction, SUM(bytes) FROM unattributed GROUP BY class, direction",
+                 SELECT '', class, direction, sat_sum(bytes) FROM unattributed GROUP BY class, direction",
             )?;
             let mut rows = st.query([])?;
             while let Some(r) = rows.next()? {
-                *m.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default() += r.get::<_, i64>(3)?;
+                let v = m.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default();
+                *v = v.saturating_add(r.get::<_, i64>(3)?);
             }
             Ok(m)
         }
@@ -570,6 +573,7 @@ impl SqliteTier2 {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|()| c))
+        .and_then(|c| register_sql_functions(&c).map(|()| c))
         .map_err(sql_error(live.to_path_buf()))?;
         let before = sums(&old).map_err(sql_error(live.to_path_buf()))?;
         let after = sums(&self.conn).map_err(self.err())?;
@@ -872,6 +876,52 @@ fn sql_sum(v: u64) -> i64 {
     v.min(crate::aggregate::SUM_MAX) as i64
 }
 
+/// `SUM_MAX` as SQL text, for the upserts' `min(a + b, ...)`.
+const SQL_SUM_MAX: &str = "9223372036854775807";
+
+/// SQL `sat_sum(x)`: `SUM` over integers that stops at SQLite's largest
+/// integer, as every stored sum does. Tier-2 rows may be saturated at
+/// 2^63 − 1 (see [`sql_sum`]); SQLite's own `SUM` over two of them fails
+/// with "integer overflow", which would make a report over them fail.
+/// NULL over no rows, like `SUM`.
+struct SatSum;
+
+impl rusqlite::functions::Aggregate<i64, Option<i64>> for SatSum {
+    fn init(&self, _: &mut rusqlite::functions::Context<'_>) -> rusqlite::Result<i64> {
+        Ok(0)
+    }
+
+    fn step(
+        &self,
+        ctx: &mut rusqlite::functions::Context<'_>,
+        acc: &mut i64,
+    ) -> rusqlite::Result<()> {
+        if let Some(v) = ctx.get::<Option<i64>>(0)? {
+            *acc = acc.saturating_add(v);
+        }
+        Ok(())
+    }
+
+    fn finalize(
+        &self,
+        _: &mut rusqlite::functions::Context<'_>,
+        acc: Option<i64>,
+    ) -> rusqlite::Result<Option<i64>> {
+        Ok(acc)
+    }
+}
+
+/// Registers [`SatSum`] on `conn` (every tier-2 connection kopek opens).
+pub fn register_sql_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_aggregate_function(
+        "sat_sum",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        SatSum,
+    )
+}
+
 /// Adds per-account counts into `table` (`traffic` or `traffic_hourly`,
 /// whose time column is `time_col`).
 fn upsert_traffic(
@@ -889,8 +939,8 @@ fn upsert_traffic(
         "INSERT INTO {table} ({time_col}, account, class, direction, point, billed, bytes, packets, flows{seq_col})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{seq_val})
          ON CONFLICT ({time_col}, account, class, direction, point, billed) DO UPDATE SET
-           bytes = min({table}.bytes + excluded.bytes, 9223372036854775807),
-           packets = min({table}.packets + excluded.packets, 9223372036854775807),
+           bytes = min({table}.bytes + excluded.bytes, {SQL_SUM_MAX}),
+           packets = min({table}.packets + excluded.packets, {SQL_SUM_MAX}),
            flows = {table}.flows + excluded.flows{seq_set}"
     ))?;
     for ((bucket_ms, account, class, dir, point, billed), c) in rows {
@@ -939,14 +989,14 @@ impl Tier2 for SqliteTier2 {
             upsert_traffic(&tx, "traffic", "bucket_ms", &rows.traffic, Some(seq)).map_err(&err)?;
             upsert_traffic(&tx, "traffic_hourly", "hour_ms", &rows.hourly, None).map_err(&err)?;
             let mut st = tx
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (bucket_ms, address, class, direction, point) DO UPDATE SET
-                       bytes = min(unattributed.bytes + excluded.bytes, 9223372036854775807),
-                       packets = min(unattributed.packets + excluded.packets, 9223372036854775807),
+                       bytes = min(unattributed.bytes + excluded.bytes, {SQL_SUM_MAX}),
+                       packets = min(unattributed.packets + excluded.packets, {SQL_SUM_MAX}),
                        flows = unattributed.flows + excluded.flows",
-                )
+                ))
                 .map_err(&err)?;
             for ((bucket_ms, address, class, dir, point), c) in &rows.unattributed {
                 st.execute(params![

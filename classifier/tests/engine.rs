@@ -1053,11 +1053,11 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
     let max = kopek_classifier::aggregate::MAX_RECORD_BYTES;
     // 4,600 records of the largest plausible size: 5.2e18 bytes, below
     // i64::MAX alone, above it twice.
-    let segment = |id: u64| {
+    let segment = |id: u64, at_ms: i64| {
         let flows: Vec<FlowRecord> = (0..4_600)
             .map(|i| FlowRecord {
-                first_ms: 1_700_000_000_000 + i,
-                last_ms: 1_700_000_000_000 + i,
+                first_ms: at_ms + i,
+                last_ms: at_ms + i,
                 src: "10.0.0.1".parse().unwrap(),
                 dst: "192.0.2.1".parse().unwrap(),
                 bytes_raw: max,
@@ -1079,15 +1079,55 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
         .map(|q| c.query_row(q, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap())
         .collect()
     };
-    segment(1);
+    let t = 1_700_000_000_000;
+    segment(1, t);
     classify_all(dir.path(), config(dir.path()), NOW_MS);
     let one = 4_600 * max as i64;
     assert_eq!(sums(dir.path()), vec![("integer".to_string(), one); 3]);
     // The second commit adds as much again: past the largest integer.
-    segment(2);
+    segment(2, t);
     classify_all(dir.path(), config(dir.path()), NOW_MS);
     assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 3]);
     // One commit of both (a rebuild): the same.
     rebuild(config(dir.path()), false);
     assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 3]);
+
+    // An hour later as much again: reports summing both hours (SQLite's
+    // SUM would fail with "integer overflow") stop at the largest integer.
+    segment(3, t + 3_600_000);
+    classify_all(dir.path(), config(dir.path()), NOW_MS);
+    use kopek_classifier::report::{self, Period, TrafficQuery};
+    let c = SqliteTier2::open_read(dir.path()).unwrap();
+    let (from_ms, to_ms) = (t - t % 86_400_000, t - t % 86_400_000 + 86_400_000);
+    for period in [Period::Total, Period::Bucket, Period::Day] {
+        let q = TrafficQuery {
+            from_ms,
+            to_ms,
+            account: None,
+            class: None,
+            billed_only: false,
+            period,
+            tz: chrono_tz::UTC,
+        };
+        // Rows of one period are added as u64 (saturating): the stored
+        // hour at the limit plus the next one.
+        let rows = report::traffic(&c, &q).unwrap();
+        let total = rows.iter().fold(0u64, |a, r| a.saturating_add(r.bytes_out));
+        assert_eq!(total, i64::MAX as u64 + one as u64, "{period:?}: {rows:?}");
+        if period != Period::Bucket {
+            assert_eq!(rows.len(), 1, "{period:?}: {rows:?}");
+            assert_eq!(rows[0].flows, 3 * 4_600, "{period:?}");
+        }
+    }
+    let hosts = report::top_hosts(&c, from_ms, to_ms, None, 10).unwrap();
+    assert_eq!(
+        hosts
+            .iter()
+            .map(|h| (h.remote.as_str(), h.bytes_out))
+            .collect::<Vec<_>>(),
+        vec![("192.0.2.1", i64::MAX as u64)]
+    );
+    let points = report::points(&c, from_ms, to_ms).unwrap();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0].bytes, i64::MAX as u64);
 }
