@@ -375,6 +375,8 @@ top_hosts_days = 0
         subscribers: &subs,
         points: &points,
         bucket_ms: config.classifier.bucket_ms(),
+        stale_before_ms: i64::MIN,
+        stale_loss_bucket_ms: 0,
     };
     println!(
         "class lists loaded and built in {load_s:.2} s ({} prefixes, {:.0} MB)",

@@ -23,7 +23,7 @@ use crate::bindings::BindingIndex;
 use crate::classes::{ClassTable, NetSet};
 use crate::points::PointMatcher;
 use crate::probe::ProbeMap;
-use crate::split::{BucketHint, bucket_of, cover_hinted, single_bucket, split};
+use crate::split::{BucketHint, bucket_of, counted_start, cover_hinted, single_bucket, split};
 use crate::versions::ClassVersions;
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -47,6 +47,24 @@ fn plausible(bytes: u64, packets: u64) -> bool {
 /// Loss reason of a record whose counters are beyond
 /// [`MAX_RECORD_BYTES`] or [`MAX_RECORD_PACKETS`].
 pub const IMPLAUSIBLE: &str = "implausible";
+/// Loss reason of a record that starts before what tier 2 keeps
+/// ([`traffic_cut`]): its rows would be removed by the next retention, or
+/// change rows the core has already forgotten.
+pub const STALE: &str = "stale";
+
+/// The oldest time tier 2 keeps traffic of at `now_ms` under a retention
+/// of `days` (0: forever, `None`): the hour `days` before. Retention
+/// removes rows before it; the classifier counts no record starting
+/// before it (a [`STALE`] loss), so no row before it ever changes again.
+pub fn traffic_cut(now_ms: i64, days: u32) -> Option<i64> {
+    (days > 0).then(|| {
+        now_ms
+            .saturating_sub(i64::from(days) * 24 * HOUR_MS)
+            .div_euclid(HOUR_MS)
+            * HOUR_MS
+    })
+}
+
 /// Where every sum stops in tier 2 (SQLite integers are signed 64 bits):
 /// sums saturate instead of wrapping to a negative number.
 pub const SUM_MAX: u64 = i64::MAX as u64;
@@ -179,6 +197,10 @@ pub struct AggStats {
     /// [`MAX_RECORD_PACKETS`]: not aggregated, counted as losses.
     #[serde(default)]
     pub implausible_records: u64,
+    /// Records starting before what tier 2 keeps ([`STALE`]): not
+    /// aggregated, counted as losses.
+    #[serde(default)]
+    pub stale_records: u64,
 }
 
 impl AggStats {
@@ -192,6 +214,7 @@ impl AggStats {
         self.unbilled_records += o.unbilled_records;
         self.loss_records += o.loss_records;
         self.implausible_records += o.implausible_records;
+        self.stale_records += o.stale_records;
     }
 }
 
@@ -396,6 +419,20 @@ pub struct Rules<'a> {
     pub subscribers: &'a NetSet,
     pub points: &'a PointMatcher,
     pub bucket_ms: i64,
+    /// Records starting before this are [`STALE`] (`i64::MIN`: none).
+    pub stale_before_ms: i64,
+    /// Bucket of the [`STALE`] losses: now (at their own time, retention
+    /// would remove them at once).
+    pub stale_loss_bucket_ms: i64,
+}
+
+impl Rules<'_> {
+    /// Whether a record's bytes may go into tier 2: counters one record
+    /// can carry, and a start tier 2 still keeps.
+    #[inline]
+    fn takes(&self, first_ms: i64, last_ms: i64, bytes: u64, packets: u64) -> bool {
+        plausible(bytes, packets) && counted_start(first_ms, last_ms) >= self.stale_before_ms
+    }
 }
 
 /// Reused scratch space so the per-record path never allocates.
@@ -506,7 +543,7 @@ enum Side {
 /// Adds one record to `batch`.
 #[inline]
 pub fn add_record(rules: &Rules<'_>, r: &FlowRecord, batch: &mut Batch, s: &mut Scratch) {
-    if implausible(rules, &Flow::of(r), r.exporter, r.domain, batch) {
+    if refused(rules, &Flow::of(r), r.exporter, r.domain, batch) {
         return;
     }
     let j = judge(rules, r);
@@ -533,7 +570,7 @@ pub fn add_block(rules: &Rules<'_>, records: &[FlowRecord], batch: &mut Batch, s
     judged.extend(records.iter().map(|r| judge_sides(rules, r)));
     judge_classes_block(rules, records, &mut judged, &mut s.lookups);
     for (r, j) in records.iter().zip(&judged) {
-        if implausible(rules, &Flow::of(r), r.exporter, r.domain, batch) {
+        if refused(rules, &Flow::of(r), r.exporter, r.domain, batch) {
             continue;
         }
         accumulate(
@@ -654,7 +691,7 @@ pub fn add_columns(rules: &Rules<'_>, cols: &FlowColumns, batch: &mut Batch, s: 
             bytes: cols.bytes_raw[i].saturating_mul(sampling),
             packets: cols.packets_raw[i].saturating_mul(sampling),
         };
-        if implausible(rules, &flow, st.exporter, st.domain, batch) {
+        if refused(rules, &flow, st.exporter, st.domain, batch) {
             continue;
         }
         // The addresses themselves only for what no account holds (most
@@ -870,29 +907,29 @@ fn judge_classes_block(
     }
 }
 
-/// Whether `r`'s counters are beyond what one record can carry; if so it
-/// is counted in `batch` as a loss of its exporter and must not be
-/// aggregated.
+/// Whether `r` must not be aggregated: counters beyond what one record
+/// can carry ([`IMPLAUSIBLE`]) or a start before what tier 2 keeps
+/// ([`STALE`]); if so it is counted in `batch` as a loss of its exporter.
 #[inline]
-fn implausible(
-    rules: &Rules<'_>,
-    r: &Flow,
-    exporter: IpAddr,
-    domain: u32,
-    batch: &mut Batch,
-) -> bool {
-    if plausible(r.bytes, r.packets) {
+fn refused(rules: &Rules<'_>, r: &Flow, exporter: IpAddr, domain: u32, batch: &mut Batch) -> bool {
+    if rules.takes(r.first_ms, r.last_ms, r.bytes, r.packets) {
         return false;
     }
     batch.stats.records += 1;
-    batch.stats.implausible_records += 1;
+    let (reason, bucket_ms) = if plausible(r.bytes, r.packets) {
+        batch.stats.stale_records += 1;
+        (STALE, rules.stale_loss_bucket_ms)
+    } else {
+        batch.stats.implausible_records += 1;
+        (IMPLAUSIBLE, bucket_of(r.first_ms, rules.bucket_ms))
+    };
     *batch
         .losses
         .entry(LossKey {
-            bucket_ms: bucket_of(r.first_ms, rules.bucket_ms),
+            bucket_ms,
             exporter,
             domain,
-            reason: IMPLAUSIBLE,
+            reason,
             unit: "records",
         })
         .or_default() += 1;
@@ -1019,7 +1056,7 @@ pub fn add_hosts(
     cap: usize,
     s: &mut Scratch,
 ) {
-    if !plausible(r.bytes(), r.packets()) {
+    if !rules.takes(r.first_ms, r.last_ms, r.bytes(), r.packets()) {
         return;
     }
     let part = part_in_hour(
@@ -1193,7 +1230,12 @@ pub fn add_hosts_columns(
         }
         let sampling = u64::from(cols.stream_of(i).sampling.max(1));
         let total = cols.bytes_raw[i].saturating_mul(sampling);
-        if !plausible(total, cols.packets_raw[i].saturating_mul(sampling)) {
+        if !rules.takes(
+            first,
+            last,
+            total,
+            cols.packets_raw[i].saturating_mul(sampling),
+        ) {
             continue;
         }
         let part = part_in_hour(

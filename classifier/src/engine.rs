@@ -30,7 +30,7 @@ use kopek_config::Config;
 use crate::ClassifierError;
 use crate::aggregate::{
     AggStats, Batch, FastMap, HOUR_MS, HostCounts, HostKey, Progress, Rules, Scratch, add_columns,
-    add_hosts_columns, add_loss,
+    add_hosts_columns, add_loss, traffic_cut,
 };
 use crate::bindings::{Binding, BindingIndex, Registry, read_static};
 use crate::classes::{ClassTable, NetSet};
@@ -353,6 +353,10 @@ pub struct Engine {
     /// Directory mtime and time of the last listing, and what it found.
     listed: (Option<SystemTime>, i64),
     listed_segments: Vec<SegmentInfo>,
+    /// Records starting before `.0` are stale (retention keeps no traffic
+    /// of their time), counted as losses in bucket `.1`: see
+    /// [`Engine::set_clock`].
+    stale: (i64, i64),
 }
 
 impl std::fmt::Debug for Engine {
@@ -427,6 +431,7 @@ impl Engine {
             host_pass: None,
             listed: (None, i64::MIN),
             listed_segments: Vec::new(),
+            stale: (i64::MIN, 0),
         };
         for p in e.store.progress()? {
             e.progress.insert((p.collector.clone(), p.segment_id), p);
@@ -567,8 +572,19 @@ impl Engine {
         changed
     }
 
+    /// The time records are counted at: what tier 2 keeps from then on
+    /// ([`crate::aggregate::traffic_cut`]).
+    fn set_clock(&mut self, now_ms: i64) {
+        let bucket_ms = self.config.classifier.bucket_ms();
+        self.stale = match traffic_cut(now_ms, self.config.retention.traffic_days) {
+            Some(cut) => (cut, crate::split::bucket_of(now_ms, bucket_ms)),
+            None => (i64::MIN, 0),
+        };
+    }
+
     /// Reads what tier 1 has now, up to the batch bounds.
     pub fn step(&mut self, now_ms: i64) -> Result<StepOutcome, ClassifierError> {
+        self.set_clock(now_ms);
         self.finish_commit(false)?;
         if self.files_changed(now_ms) {
             tracing::info!("a list or bindings file changed: reloading");
@@ -659,6 +675,8 @@ impl Engine {
                 subscribers: &self.subscribers,
                 points: &self.points,
                 bucket_ms: self.config.classifier.bucket_ms(),
+                stale_before_ms: self.stale.0,
+                stale_loss_bucket_ms: self.stale.1,
             };
             let cap = (MAX_BATCH_RECORDS, MAX_BATCH_ENTRIES);
             match read_blocks(&rules, key, reader, sealed, &mut self.lane, cap, out) {
@@ -748,6 +766,8 @@ impl Engine {
             subscribers: &self.subscribers,
             points: &self.points,
             bucket_ms: self.config.classifier.bucket_ms(),
+            stale_before_ms: self.stale.0,
+            stale_loss_bucket_ms: self.stale.1,
         };
         let lanes = &mut self.lanes;
         let stops: Vec<std::io::Result<(Stop, StepOutcome)>> = std::thread::scope(|scope| {
@@ -876,6 +896,7 @@ impl Engine {
     /// whether there was work. Call when caught up (the pass reads only
     /// what is committed).
     pub fn hosts_step(&mut self, now_ms: i64) -> Result<bool, ClassifierError> {
+        self.set_clock(now_ms);
         // The pass reads what is committed: nothing in the air.
         self.finish_commit(true)?;
         if self.host_pass.is_none() {
@@ -958,6 +979,8 @@ impl Engine {
                         subscribers: &self.subscribers,
                         points: &self.points,
                         bucket_ms,
+                        stale_before_ms: self.stale.0,
+                        stale_loss_bucket_ms: self.stale.1,
                     };
                     add_hosts_columns(
                         &rules,
@@ -1164,7 +1187,7 @@ impl Engine {
         let cut = |days: u32| (days > 0).then(|| now_ms - i64::from(days) * DAY_MS);
         let pruned = self
             .store
-            .prune(cut(r.traffic_days), cut(r.top_hosts_days))?;
+            .prune(traffic_cut(now_ms, r.traffic_days), cut(r.top_hosts_days))?;
         let mut removed_segments = 0;
         if let Some(cut) = cut(r.raw_days) {
             for seg in self.raw.list()? {
@@ -1197,6 +1220,14 @@ impl Engine {
                     removed_segments += 1;
                 }
             }
+        }
+        if pruned.held_rows > 0 {
+            tracing::warn!(
+                rows = pruned.held_rows,
+                oldest_bucket_ms = pruned.held_oldest_ms,
+                core_read_through = pruned.core_read_seq,
+                "tier-2 rows past retention kept: the core has not read them yet (is kopek-core running?)"
+            );
         }
         tracing::info!(
             traffic_rows_pruned = pruned.traffic_rows + pruned.unattributed_rows,

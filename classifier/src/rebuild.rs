@@ -12,7 +12,8 @@
 //! [`Engine`] the daemon runs ([`Engine::open_rebuild`]; same splitting, bindings, points, versions),
 //! reading every segment tier 1 still has; the time whose segments
 //! retention has removed keeps the old rows (`meta.raw_removed_through_ms`,
-//! rounded up to a whole hour); then the new content replaces the old in
+//! rounded up to a whole hour), and so does the time before tier 2's own
+//! retention (no record of it is counted: stale, as by the daemon); then the new content replaces the old in
 //! one transaction on the live file ([`SqliteTier2::install`]). Host
 //! detail (top hosts per account and hour) is computed too with
 //! [`RebuildOptions::hosts`]; otherwise the old detail stays and the
@@ -85,9 +86,9 @@ pub struct RebuildReport {
     /// time the reading waited for it (s).
     pub writer_s: f64,
     pub writer_wait_s: f64,
-    /// Rows before this time are the old ones (`--from`, or tier 1 of
-    /// that time was removed by retention); `None`: all of tier 2 was
-    /// computed again.
+    /// Rows before this time are the old ones (`--from`, tier 1 of that
+    /// time was removed by retention, or it is past tier 2's retention);
+    /// `None`: all of tier 2 was computed again.
     pub kept_before_ms: Option<i64>,
     /// Rows taken over from the old tier 2: those before `kept_before_ms`,
     /// and the host detail unless it was computed again.
@@ -148,7 +149,10 @@ pub fn rebuild(
         .and_then(|v| v.parse::<i64>().ok())
         .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
     let from = opts.from_ms.map(|t| t.div_euclid(HOUR_MS) * HOUR_MS);
-    let kept_before_ms = removed.max(from);
+    // Records before tier 2's retention are not counted (stale, as by the
+    // daemon): the live rows of that time stay as they are.
+    let retained = crate::aggregate::traffic_cut(now_ms, config.retention.traffic_days);
+    let kept_before_ms = removed.max(from).max(retained);
     let raw = RawStore::new(config.collector.raw_dir(&state));
     let skipped = match kept_before_ms {
         Some(cut) => segments_before(&raw, &live_progress, cut)?,

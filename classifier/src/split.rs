@@ -11,6 +11,17 @@
 /// record can never spread over an unbounded number of buckets.
 pub const MAX_FLOW_MS: i64 = 2 * 3_600_000;
 
+/// Where a flow's bytes start once clamped to [`MAX_FLOW_MS`]: its first
+/// bucket is the bucket of this time ([`cover`]).
+#[inline]
+pub fn counted_start(first_ms: i64, last_ms: i64) -> i64 {
+    if last_ms.saturating_sub(first_ms) > MAX_FLOW_MS {
+        last_ms - MAX_FLOW_MS
+    } else {
+        first_ms
+    }
+}
+
 /// The bucket start containing `t_ms` (floor, also for negative times).
 #[inline]
 pub fn bucket_of(t_ms: i64, width_ms: i64) -> i64 {
@@ -57,11 +68,8 @@ pub fn cover_hinted(
     out: &mut Vec<(i64, i64)>,
 ) -> bool {
     out.clear();
-    let mut first = first_ms;
-    let clamped = last_ms.saturating_sub(first) > MAX_FLOW_MS;
-    if clamped {
-        first = last_ms - MAX_FLOW_MS;
-    }
+    let clamped = last_ms.saturating_sub(first_ms) > MAX_FLOW_MS;
+    let first = counted_start(first_ms, last_ms);
     let mut b = hint.bucket_of(first, width_ms);
     if last_ms <= first {
         out.push((b, 0));

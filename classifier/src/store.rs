@@ -110,6 +110,16 @@ pub struct HostDetail {
     pub flows: u64,
 }
 
+/// The core's database beside tier 2 in the state dir: when it exists,
+/// retention keeps every `traffic` row the core has not read yet.
+pub const CORE_FILE: &str = "core.sqlite";
+/// `meta` key in [`CORE_FILE`]: the last tier-2 commit number (`seq`) the
+/// core has read.
+pub const CORE_READ_SEQ_KEY: &str = "tier2_seq";
+/// `meta` key in [`CORE_FILE`]: the [`TIER2_ID_KEY`] of the tier 2 that
+/// [`CORE_READ_SEQ_KEY`] counts in.
+pub const CORE_READ_ID_KEY: &str = "tier2_id";
+
 /// What retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -118,6 +128,13 @@ pub struct Pruned {
     pub host_rows: u64,
     pub loss_rows: u64,
     pub progress_rows: u64,
+    /// `traffic` rows past retention kept because the core has not read
+    /// them yet (late records of an old time, a router's clock in the
+    /// past), and the oldest bucket among them.
+    pub held_rows: u64,
+    pub held_oldest_ms: Option<i64>,
+    /// The last commit the core has read (`None`: no core here).
+    pub core_read_seq: Option<i64>,
 }
 
 /// The classifier's tier-2 store.
@@ -681,6 +698,55 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     tx.commit()
 }
 
+/// The last commit of this tier 2 (at `tier2`) that the core beside it has
+/// read: `None` when there is no core database in the state dir; −1 when
+/// the core has read nothing of this tier 2 (another identity: rebuilt or
+/// replaced since its last cycle) or its database cannot be read (kept
+/// safe: nothing unread is removed; the cause is logged).
+fn core_read_seq(tx: &rusqlite::Transaction<'_>, tier2: &Path) -> Result<Option<i64>, StoreError> {
+    let Some(core) = tier2.parent().map(|d| d.join(CORE_FILE)) else {
+        return Ok(None);
+    };
+    if !core.exists() {
+        return Ok(None);
+    }
+    let ours: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            params![TIER2_ID_KEY],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_error(tier2.to_path_buf()))?;
+    let read = (|| -> rusqlite::Result<(Option<String>, Option<String>)> {
+        let c = Connection::open_with_flags(
+            &core,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        let get = |key: &str| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+        };
+        Ok((get(CORE_READ_ID_KEY)?, get(CORE_READ_SEQ_KEY)?))
+    })();
+    Ok(Some(match read {
+        // A core of a version before tier-2 identities: its watermark.
+        Ok((id, Some(seq))) if id.is_none() || id == ours => seq.parse().unwrap_or(-1),
+        Ok(_) => -1,
+        Err(e) => {
+            tracing::warn!(
+                file = %core.display(),
+                error = %e,
+                "cannot read how far the core has read tier 2: retention keeps every row for now"
+            );
+            -1
+        }
+    }))
+}
+
 /// Takes the next commit number (`meta.traffic_seq`) inside `tx`: the one
 /// place the classifier's commits and [`write_commit`] number themselves.
 fn next_traffic_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, rusqlite::Error> {
@@ -1191,11 +1257,33 @@ impl Tier2 for SqliteTier2 {
             .map_err(&err)?;
         let mut p = Pruned::default();
         if let Some(t) = traffic_before_ms {
+            // A row the core has not read stays whatever its time: it may
+            // be a late record of an old bucket, and the core reads rows by
+            // commit number, not by time.
+            p.core_read_seq = core_read_seq(&tx, &self.path)?;
+            let read = p.core_read_seq.unwrap_or(i64::MAX);
             p.traffic_rows = tx
-                .execute("DELETE FROM traffic WHERE bucket_ms < ?1", params![t])
+                .execute(
+                    "DELETE FROM traffic WHERE bucket_ms < ?1 AND seq <= ?2",
+                    params![t, read],
+                )
                 .map_err(&err)? as u64;
-            tx.execute("DELETE FROM traffic_hourly WHERE hour_ms < ?1", params![t])
+            let (held, oldest): (i64, Option<i64>) = tx
+                .query_row(
+                    "SELECT count(*), min(bucket_ms) FROM traffic WHERE seq > ?2 AND bucket_ms < ?1",
+                    params![t, read],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(&err)?;
+            p.held_rows = held as u64;
+            p.held_oldest_ms = oldest;
+            // The rollup goes up to the hour of the oldest held row.
+            let hourly_cut = oldest.map_or(t, |o| t.min(o.div_euclid(HOUR_MS) * HOUR_MS));
+            tx.execute(
+                "DELETE FROM traffic_hourly WHERE hour_ms < ?1",
+                params![hourly_cut],
+            )
+            .map_err(&err)?;
             p.unattributed_rows = tx
                 .execute("DELETE FROM unattributed WHERE bucket_ms < ?1", params![t])
                 .map_err(&err)? as u64;

@@ -1131,3 +1131,161 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
     assert_eq!(points.len(), 1, "{points:?}");
     assert_eq!(points[0].bytes, i64::MAX as u64);
 }
+
+#[test]
+fn retention_removes_old_rows_but_keeps_rows_a_core_beside_it_has_not_read() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let mut cfg = config(state);
+    cfg.retention.traffic_days = 30;
+    bind(state, &[("a", "10.0.0.1/32")]);
+    // Records 31 days old are counted two days ago (inside the 30 days
+    // then) and past retention now.
+    let (then, old, recent) = (NOW_MS - 2 * DAY, NOW_MS - 31 * DAY, NOW_MS - 3_600_000);
+    let count = |table: &str, time: &str| -> (i64, i64) {
+        let c = SqliteTier2::open_read(state).unwrap();
+        c.query_row(
+            &format!(
+                "SELECT count(*) FILTER (WHERE {time} < ?1), count(*) FILTER (WHERE {time} >= ?1) FROM {table}"
+            ),
+            [NOW_MS - 30 * DAY],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let maintain = |cfg: &Config| {
+        let mut e = Engine::open(cfg.clone(), NOW_MS).unwrap();
+        e.maintain(NOW_MS).unwrap();
+    };
+    // No core in this state dir: rows past retention go by their time.
+    sealed(state, 1, &[&[at_ms(old), at_ms(recent)]]);
+    classify_all(state, cfg.clone(), then);
+    assert_eq!(count("traffic", "bucket_ms"), (1, 1));
+    assert_eq!(count("traffic_hourly", "hour_ms"), (1, 1));
+    maintain(&cfg);
+    assert_eq!(count("traffic", "bucket_ms"), (0, 1));
+    assert_eq!(count("traffic_hourly", "hour_ms"), (0, 1));
+
+    // A core that has read through the commits so far (of this tier 2's
+    // identity), then stopped: the old record counted afterwards stays,
+    // with its hour in the rollup, until the core has read it.
+    let core = rusqlite::Connection::open(state.join(kopek_classifier::store::CORE_FILE)).unwrap();
+    core.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        .unwrap();
+    let read_through = |seq: i64| {
+        core.execute(
+            "INSERT INTO meta VALUES (?1, ?2), (?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![
+                kopek_classifier::store::CORE_READ_ID_KEY,
+                tier2_id(state),
+                kopek_classifier::store::CORE_READ_SEQ_KEY,
+                seq.to_string()
+            ],
+        )
+        .unwrap();
+    };
+    let top = || -> i64 {
+        let c = SqliteTier2::open_read(state).unwrap();
+        c.query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+            [kopek_classifier::store::COMMIT_SEQ_KEY],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    read_through(top());
+    sealed(state, 2, &[&[at_ms(old)]]);
+    classify_all(state, cfg.clone(), then);
+    maintain(&cfg);
+    assert_eq!(count("traffic", "bucket_ms"), (1, 1));
+    assert_eq!(count("traffic_hourly", "hour_ms"), (1, 1));
+    read_through(top());
+    maintain(&cfg);
+    assert_eq!(count("traffic", "bucket_ms"), (0, 1));
+    assert_eq!(count("traffic_hourly", "hour_ms"), (0, 1));
+}
+
+/// One 1,000-byte record of subscriber 10.0.0.1 (bound to `a` by the
+/// tests that use it) to 192.0.2.1 at `t`.
+fn at_ms(t: i64) -> FlowRecord {
+    FlowRecord {
+        first_ms: t,
+        last_ms: t,
+        src: "10.0.0.1".parse().unwrap(),
+        dst: "192.0.2.1".parse().unwrap(),
+        bytes_raw: 1_000,
+        packets_raw: 1,
+        ..flow(0)
+    }
+}
+
+#[test]
+fn a_record_older_than_tier2_retention_is_a_stale_loss_not_traffic() {
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let mut cfg = config(state);
+    cfg.retention.traffic_days = 30;
+    bind(state, &[("a", "10.0.0.1/32")]);
+    let cut = kopek_classifier::aggregate::traffic_cut(NOW_MS, 30).unwrap();
+    assert!(cut <= NOW_MS - 30 * DAY && cut > NOW_MS - 30 * DAY - 3_600_000);
+    let span = |first: i64, last: i64| FlowRecord {
+        first_ms: first,
+        last_ms: last,
+        ..at_ms(first)
+    };
+    sealed(
+        state,
+        1,
+        &[&[
+            // A router whose clock is years behind.
+            at_ms(1_000),
+            at_ms(NOW_MS - 90 * DAY),
+            // Starts a minute before the cut: some of its bytes would go
+            // into a bucket retention no longer keeps.
+            span(cut - 60_000, cut + 60_000),
+            // Longer than a record may last: clamped to its last 2 hours,
+            // which start before the cut.
+            span(cut - 5 * 3_600_000, cut + 3_600_000),
+            // Clamped to its last 2 hours, which start after the cut:
+            // counted.
+            span(cut - 5 * 3_600_000, cut + 3 * 3_600_000),
+            // Starts at the cut: counted.
+            at_ms(cut),
+            // Recent (an hour that has ended: host detail done).
+            at_ms(NOW_MS - 2 * 3_600_000),
+        ]],
+    );
+    classify_all(state, cfg.clone(), NOW_MS);
+    let c = SqliteTier2::open_read(state).unwrap();
+    let (rows_before, bytes): (i64, i64) = c
+        .query_row(
+            "SELECT count(*) FILTER (WHERE bucket_ms < ?1), sum(bytes) FROM traffic",
+            [cut],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows_before, bytes), (0, 3_000));
+    let losses: Vec<(i64, String, String, i64)> = c
+        .prepare("SELECT bucket_ms, reason, unit, count FROM losses")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        losses,
+        vec![(NOW_MS - NOW_MS % MIN, "stale".into(), "records".into(), 4)]
+    );
+    let hosts: i64 = c
+        .query_row("SELECT sum(bytes_out) FROM top_hosts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(hosts, 3_000, "no host detail of stale records");
+    drop(c);
+    // A rebuild counts the same records: no billed change.
+    let r = rebuild(cfg, false);
+    assert_eq!(r.changes, vec![]);
+    assert_eq!(r.kept_before_ms, Some(cut));
+}

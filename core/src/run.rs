@@ -224,6 +224,10 @@ pub fn serve(config_path: &Path) -> Result<(), CoreError> {
     }
 }
 
+/// How much longer than tier 2 the mirror keeps a row (see [`rate_loop`]):
+/// a day covers the two daemons' clocks and timers drifting apart.
+const MIRROR_MARGIN_MS: i64 = 86_400_000;
+
 #[allow(clippy::too_many_arguments)]
 fn rate_loop(
     core: &Mutex<Core>,
@@ -237,9 +241,14 @@ fn rate_loop(
 ) -> Result<(), CoreError> {
     let mut last_prune: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        // The mirror of tier 2 keeps what tier 2 keeps (retention.traffic_days).
-        if mirror_days > 0 && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            let before = now_ms() - i64::from(mirror_days) * 86_400_000;
+        // The mirror of tier 2 keeps what tier 2 keeps (retention.traffic_days),
+        // and a day more: it must never forget a row tier 2 could still
+        // change (the classifier counts no record before its cut, and
+        // removes a row only once this core has read it).
+        if let Some(cut) = kopek_classifier::aggregate::traffic_cut(now_ms(), mirror_days)
+            && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+        {
+            let before = cut - MIRROR_MARGIN_MS;
             let r = core
                 .lock()
                 .map_err(|_| CoreError::Invalid("core state poisoned".into()))?

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::CoreError;
 use crate::money::Money;
 
-pub const CORE_FILE: &str = "core.sqlite";
+pub const CORE_FILE: &str = kopek_classifier::store::CORE_FILE;
 pub const LOCK_FILE: &str = "core.lock";
 pub const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,10 +195,10 @@ CREATE TABLE IF NOT EXISTS audit (
 ";
 
 /// `meta` keys.
-pub const META_TIER2_SEQ: &str = "tier2_seq";
+pub const META_TIER2_SEQ: &str = kopek_classifier::store::CORE_READ_SEQ_KEY;
 /// The identity of the tier 2 that `tier2_seq` counts in (its
 /// `meta.tier2_id`): another one means the watermark means nothing there.
-pub const META_TIER2_ID: &str = "tier2_id";
+pub const META_TIER2_ID: &str = kopek_classifier::store::CORE_READ_ID_KEY;
 pub const META_POSTED_DAY: &str = "posted_through_day_ms";
 pub const META_LAST_CYCLE: &str = "last_cycle_ms";
 /// Bumped by every cycle that changed a row of `shaping`.

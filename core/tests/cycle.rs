@@ -544,3 +544,66 @@ fn traffic_a_rebuild_moves_to_another_account_is_credited_back_and_charged_there
     assert_eq!(w.balance("2"), 1_000_000 - 10_000);
     w.verify();
 }
+
+#[test]
+fn retention_keeps_tier2_rows_the_core_has_not_read() {
+    use kopek_classifier::store::{SqliteTier2, Tier2};
+    const DAY: i64 = 86_400_000;
+    let mut w = World::new(Posting::Cycle);
+    let t_set = at(2026, 6, 1, 0, 0);
+    w.tariff(t_set, "m", PAID_IN_1, t_set);
+    w.account(t_set, "a", None, "m", t_set);
+    w.pay(t_set, "a", 100_000, "p1");
+    let t0 = at(2026, 10, 1, 0, 0);
+    w.usage("a", t0 - DAY, "paid", "in", 1_000_000); // 1.00, read at once
+    w.cycle(t0);
+    assert_eq!(w.balance("a"), 99_900);
+    // 20 MB in a bucket 31 days ago, written after that cycle (the
+    // classifier counted a late record while it was still inside the 30
+    // days of retention; then the core stopped for a while).
+    let old = t0 - 31 * DAY;
+    w.usage("a", old, "paid", "in", 20_000_000);
+    // Retention of 30 days runs before the core's next cycle: the old row
+    // the core has read goes, the unread one stays.
+    let mut t2 = SqliteTier2::open(w.dir.path()).unwrap();
+    let cut = t0 - 30 * DAY;
+    let p = t2.prune(Some(cut), None).unwrap();
+    assert_eq!(p.core_read_seq, Some(1));
+    assert_eq!(
+        (p.traffic_rows, p.held_rows, p.held_oldest_ms),
+        (0, 1, Some(old - old % 300_000)),
+        "{p:?}"
+    );
+    let r = w.cycle(t0 + 60_000);
+    assert_eq!(r.rows, 1);
+    assert_eq!(w.balance("a"), 99_900 - 2_000, "the late 20 MB charged");
+    // Read now: the next retention removes it.
+    let p = t2.prune(Some(cut), None).unwrap();
+    assert_eq!(
+        (p.traffic_rows, p.held_rows, p.core_read_seq),
+        (1, 0, Some(2))
+    );
+    // A tier 2 the core has not seen yet (rebuilt, replaced): nothing
+    // unread goes, whatever its time.
+    w.install_rebuilt(&[SimRow {
+        bucket_ms: old - old % 300_000,
+        account: "a",
+        class: "paid",
+        direction: "in",
+        bytes: 20_000_000,
+    }]);
+    let mut t2 = SqliteTier2::open(w.dir.path()).unwrap();
+    let p = t2.prune(Some(cut), None).unwrap();
+    assert_eq!(
+        (p.traffic_rows, p.held_rows, p.core_read_seq),
+        (0, 1, Some(-1))
+    );
+    w.cycle(t0 + 120_000);
+    let p = t2.prune(Some(cut), None).unwrap();
+    assert_eq!(
+        (p.traffic_rows, p.held_rows, p.core_read_seq),
+        (1, 0, Some(1))
+    );
+    assert_eq!(w.balance("a"), 97_900, "the rebuilt tier 2 changed nothing");
+    w.verify();
+}

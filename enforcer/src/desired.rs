@@ -52,7 +52,7 @@ fn open_ro(path: &Path) -> Result<Option<Connection>, EnforcerError> {
 
 /// The versions of everything [`desired`] reads.
 pub fn versions(state_dir: &Path) -> Result<Versions, EnforcerError> {
-    let core = state_dir.join("core.sqlite");
+    let core = state_dir.join(kopek_classifier::store::CORE_FILE);
     let (seq, cycle, shaping) = match open_ro(&core)? {
         None => (0, None, None),
         Some(c) => {
@@ -118,7 +118,7 @@ pub fn desired(
         versions: versions(state_dir)?,
         ..Desired::default()
     };
-    let core = state_dir.join("core.sqlite");
+    let core = state_dir.join(kopek_classifier::store::CORE_FILE);
     let Some(c) = open_ro(&core)? else {
         return Ok(d);
     };

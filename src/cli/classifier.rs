@@ -102,6 +102,10 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                     "implausible counters (losses)",
                     human_count(c.implausible_records),
                 ),
+                (
+                    "older than tier-2 retention (losses)",
+                    human_count(c.stale_records),
+                ),
                 ("commits", human_count(s.commits)),
                 ("segments pending", human_count(s.segments_pending)),
                 ("hours awaiting top hosts", human_count(s.hours_pending)),
@@ -264,7 +268,7 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
                 r.seconds,
                 match r.kept_before_ms {
                     Some(t) => format!(
-                        "; before {} (--from, or tier 1 removed by retention) {} rows kept as they were, {} segments not read",
+                        "; before {} (--from, tier 1 removed by retention, or past tier-2 retention) {} rows kept as they were, {} segments not read",
                         super::format::time_in(t, tz),
                         human_count(r.rows_kept),
                         human_count(r.segments_skipped)

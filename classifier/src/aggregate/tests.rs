@@ -83,6 +83,8 @@ fn rules(w: &World) -> Rules<'_> {
         subscribers: &w.subscribers,
         points: &w.points,
         bucket_ms: 300_000,
+        stale_before_ms: i64::MIN,
+        stale_loss_bucket_ms: 0,
     }
 }
 
@@ -197,6 +199,8 @@ fn records_become_account_class_direction_bucket_rows() {
         subscribers: &w.subscribers,
         points: &w.points,
         bucket_ms: 300_000,
+        stale_before_ms: i64::MIN,
+        stale_loss_bucket_ms: 0,
     };
     let mut hosts = FastMap::default();
     let mut overflow = FastMap::default();
