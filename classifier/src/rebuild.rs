@@ -149,12 +149,14 @@ pub fn rebuild(
         .and_then(|v| v.parse::<i64>().ok())
         .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
     let from = opts.from_ms.map(|t| t.div_euclid(HOUR_MS) * HOUR_MS);
-    // Records before tier 2's retention are not counted (stale, as by the
-    // daemon): the live rows of that time stay as they are.
+    // Tier 1 is read from `read_from` on; records before tier 2's
+    // retention are not counted (stale, as by the daemon), so the live
+    // rows of that time stay as they are too.
+    let read_from = removed.max(from);
     let retained = crate::aggregate::traffic_cut(now_ms, config.retention.traffic_days);
-    let kept_before_ms = removed.max(from).max(retained);
+    let kept_before_ms = read_from.max(retained);
     let raw = RawStore::new(config.collector.raw_dir(&state));
-    let skipped = match kept_before_ms {
+    let skipped = match read_from {
         Some(cut) => segments_before(&raw, &live_progress, cut)?,
         None => Vec::new(),
     };
@@ -201,7 +203,7 @@ pub fn rebuild(
     // The secondary indexes, built from the finished tables.
     let mut fresh = SqliteTier2::open(&work.0)?;
     lap(2);
-    if let Some(cut) = kept_before_ms {
+    if let Some(cut) = read_from {
         check_counted_before(&raw, &live_progress, &fresh.progress()?, cut)?;
     }
     let mut rows_kept = match kept_before_ms {
