@@ -53,6 +53,14 @@ fn config_check_names_file_line_and_key_and_exits_78() {
     let o = kopek(&["--config", "/nonexistent/kopek.toml", "config", "check"]);
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("/nonexistent/kopek.toml"));
+    // A device that never ends is refused at the limit, not read forever.
+    let o = kopek(&["--config", "/dev/zero", "config", "check"]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(
+        stderr(&o).contains("/dev/zero") && stderr(&o).contains("more than 16 MiB"),
+        "{}",
+        stderr(&o)
+    );
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kopek.toml");
     let o = kopek(&["--config", example, "config", "check", "--print-effective"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -76,6 +76,12 @@ fn bad_billing_commands_are_refused_with_clear_errors() {
     let accounts_before = count(state, "core.sqlite", "SELECT count(*) FROM accounts");
 
     for (args, want) in [
+        // A wrong path (a device that never ends): refused at the limit.
+        (
+            vec!["payment", "import", "/dev/zero", "--source", "bank"],
+            "more than 64 MiB",
+        ),
+        (vec!["tariff", "check", "/dev/zero"], "more than 1 MiB"),
         (
             vec!["payment", "add", "1001", "-5", "--id", "x", "--reason", "r"],
             "amount must be positive",

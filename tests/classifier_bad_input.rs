@@ -129,6 +129,21 @@ fn config_check_reads_the_files_it_names_and_exits_78() {
             "key `collector.pcap.filter`: libpcap cannot compile",
         ),
     ];
+    // Class lists and the bindings file on a device that never ends:
+    // refused at the limit.
+    let c = setup(dir.path(), "", "", "");
+    let text = std::fs::read_to_string(&c).unwrap();
+    for (from, what) in [("peering.txt", "class list"), ("bindings.csv", "bindings")] {
+        let at = dir.path().join(from).display().to_string();
+        std::fs::write(&c, text.replace(&at, "/dev/zero")).unwrap();
+        let o = kopek(&c, &["config", "check"]);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert_eq!(o.status.code(), Some(78), "{what}: {all}");
+        assert!(
+            all.contains("/dev/zero") && all.contains("more than 512 MiB"),
+            "{what}: {all}"
+        );
+    }
     for (list, bindings, extra, code, frag) in cases {
         let c = setup(dir.path(), list, bindings, extra);
         let o = kopek(&c, &["config", "check"]);

@@ -109,10 +109,11 @@ pub fn check_account(a: &str) -> Result<(), BindingError> {
 /// Reads a static bindings file: `account,prefix` per line (a bare address
 /// is a host prefix); `#` comments and blank lines are ignored.
 pub fn read_static(path: &Path) -> Result<Vec<Binding>, BindingError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BindingError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let text = kopek_config::files::read_limited_text(path, kopek_config::files::MAX_LIST_BYTES)
+        .map_err(|source| BindingError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let bad = |why: String| BindingError::Line {

@@ -277,10 +277,11 @@ impl NetSet {
 /// Reads one list file: a CIDR or address per line; `#` starts a comment;
 /// blank lines are ignored. Any other line is an error naming file:line.
 pub fn read_list(path: &Path, out: &mut Vec<IpNet>) -> Result<(), ClassError> {
-    let text = std::fs::read(path).map_err(|source| ClassError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let text = kopek_config::files::read_limited(path, kopek_config::files::MAX_LIST_BYTES)
+        .map_err(|source| ClassError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let bad = |why: String| ClassError::Line {
             file: path.to_path_buf(),

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod classifier;
+pub mod files;
 pub mod wire;
 
 pub use classifier::{
@@ -300,9 +301,11 @@ pub enum ExporterClock {
 impl Config {
     /// Reads and validates `path`; the error names the file and the key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
+        let text = files::read_limited_text(path, files::MAX_CONFIG_BYTES).map_err(|source| {
+            ConfigError::Read {
+                file: path.to_path_buf(),
+                source,
+            }
         })?;
         Config::from_toml(path, &text)
     }
@@ -603,9 +606,11 @@ impl Config {
     /// The effective configuration (defaults filled in) as TOML, for
     /// `kopek config check --print-effective`.
     pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
+        let text = files::read_limited_text(path, files::MAX_CONFIG_BYTES).map_err(|source| {
+            ConfigError::Read {
+                file: path.to_path_buf(),
+                source,
+            }
         })?;
         let wire: wire::File = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             file: path.to_path_buf(),

@@ -91,8 +91,9 @@ pub fn exec(config_path: &Path, a: &PaymentArgs) -> super::Result {
             via,
         } => {
             let name = file.display().to_string();
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
+            let text =
+                kopek_config::files::read_limited_text(file, kopek_config::files::MAX_IMPORT_BYTES)
+                    .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
             let why = reason.clone().unwrap_or_else(|| format!("import {name}"));
             let payments =
                 kopek_core::import::parse_payments_csv(&name, &text, source, c.timezone, &why)?;

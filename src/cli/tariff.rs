@@ -55,7 +55,7 @@ enum Cmd {
 }
 
 fn read(file: &Path) -> super::Result<String> {
-    std::fs::read_to_string(file)
+    kopek_config::files::read_limited_text(file, kopek_config::files::MAX_TARIFF_BYTES)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()).into())
 }
 
