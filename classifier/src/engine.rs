@@ -357,7 +357,13 @@ pub struct Engine {
     /// of their time), counted as losses in bucket `.1`: see
     /// [`Engine::set_clock`].
     stale: (i64, i64),
+    /// Stale and implausible records since the last warning about them,
+    /// and when that was ([`REFUSED_WARN_EVERY`]).
+    refused: (u64, u64, Option<Instant>),
 }
+
+/// How often at most the log says that records were not counted.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -432,6 +438,7 @@ impl Engine {
             listed: (None, i64::MIN),
             listed_segments: Vec::new(),
             stale: (i64::MIN, 0),
+            refused: (0, 0, None),
         };
         for p in e.store.progress()? {
             e.progress.insert((p.collector.clone(), p.segment_id), p);
@@ -1146,10 +1153,31 @@ impl Engine {
             self.progress.insert((p.collector.clone(), p.segment_id), p);
         }
         self.stats.committed.add(&f.stats);
+        self.warn_refused(f.stats.stale_records, f.stats.implausible_records);
         self.stats.commits += 1;
         self.stats.last_commit_ms = f.now_ms;
         self.stats.newest_record_ms = self.stats.newest_record_ms.max(f.newest_ms);
         Ok(())
+    }
+
+    /// Says in the log (at most every [`REFUSED_WARN_EVERY`]) that records
+    /// were counted as losses instead of traffic, and why.
+    fn warn_refused(&mut self, stale: u64, implausible: u64) {
+        let r = &mut self.refused;
+        r.0 += stale;
+        r.1 += implausible;
+        if r.0 + r.1 == 0 || r.2.is_some_and(|t| t.elapsed() < REFUSED_WARN_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            stale = r.0,
+            implausible = r.1,
+            traffic_days = self.config.retention.traffic_days,
+            "records not counted as traffic, kept as losses of their exporter (`kopek traffic --points`): \
+             stale = starting before what tier 2 keeps (an exporter's clock far behind?), \
+             implausible = counters beyond what one record can carry"
+        );
+        *r = (0, 0, Some(Instant::now()));
     }
 
     /// Reads and commits until tier 1 has nothing more right now.
