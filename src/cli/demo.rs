@@ -432,13 +432,16 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
         human_bytes(un_bytes, 1000)
     );
     let hosts = report::top_hosts(&conn, q.from_ms, q.to_ms, Some("acme"), 4)?;
-    println!("   acme's largest remote hosts (per-hour detail, connections merged):");
+    println!(
+        "   acme's largest remote hosts by bytes in + out (per-hour detail, connections merged):"
+    );
     for h in hosts.iter().filter(|h| !h.remote.is_empty()) {
         println!(
-            "     {:<28} {:<8} in {:>12}  {} flows",
+            "     {:<28} {:<8} in {:>12}  out {:>12}  {} flows",
             h.remote,
             h.class,
             human_bytes(h.bytes_in, 1000),
+            human_bytes(h.bytes_out, 1000),
             human_count(h.flows)
         );
     }
