@@ -622,8 +622,9 @@ impl Engine {
             }
             pending += 1;
             if !self.readers.contains_key(&key) {
-                let mut r = SegmentReader::open(&seg.path)?;
-                r.seek(prog.offset);
+                let Some(r) = self.open_listed(&seg.path, prog.offset)? else {
+                    continue;
+                };
                 self.readers.insert(key.clone(), r);
             }
             let sealed = seg.state == SegmentState::Closed;
@@ -640,6 +641,29 @@ impl Engine {
         Ok(out)
     }
 
+    /// Opens a listed segment at `offset`; `None` when it is no longer
+    /// there: the collector sealed it since the listing (`.open` renamed
+    /// to `.kseg`, within the directory's mtime tick, so the cached
+    /// listing did not notice) or it was removed. The next step lists
+    /// again and finds it under its new name.
+    fn open_listed(
+        &mut self,
+        path: &std::path::Path,
+        offset: u64,
+    ) -> Result<Option<SegmentReader>, ClassifierError> {
+        match SegmentReader::open(path) {
+            Ok(mut r) => {
+                r.seek(offset);
+                Ok(Some(r))
+            }
+            Err(_) if !path.exists() => {
+                self.listed = (None, i64::MIN);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The tier-1 segments, listed again only when the directory changed
     /// (a segment created or sealed) or every [`RELIST_INTERVAL_MS`]: a
     /// year of one-minute segments is half a million entries, too many to
@@ -649,7 +673,9 @@ impl Engine {
         let mtime = std::fs::metadata(self.raw.dir())
             .and_then(|m| m.modified())
             .ok();
-        if mtime.is_none() || mtime != self.listed.0 || now_ms - self.listed.1 >= RELIST_INTERVAL_MS
+        if mtime.is_none()
+            || mtime != self.listed.0
+            || now_ms.saturating_sub(self.listed.1) >= RELIST_INTERVAL_MS
         {
             let all = self.raw.list()?;
             // Keep only what is not fully read: the rest never changes.
@@ -743,11 +769,10 @@ impl Engine {
             }
             let reader = match self.readers.remove(&key) {
                 Some(r) => r,
-                None => {
-                    let mut r = SegmentReader::open(&seg.path)?;
-                    r.seek(pos.offset);
-                    r
-                }
+                None => match self.open_listed(&seg.path, pos.offset)? {
+                    Some(r) => r,
+                    None => continue,
+                },
             };
             jobs.push((key, reader));
             if jobs.len() == threads {
