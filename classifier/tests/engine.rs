@@ -1134,12 +1134,9 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
 
 #[test]
 fn retention_removes_old_rows_but_keeps_rows_a_core_beside_it_has_not_read() {
-    const DAY: i64 = 86_400_000;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let mut cfg = config(state);
-    cfg.retention.traffic_days = 30;
-    bind(state, &[("a", "10.0.0.1/32")]);
+    let cfg = thirty_days(state);
     // Records 31 days old are counted two days ago (inside the 30 days
     // then) and past retention now.
     let (then, old, recent) = (NOW_MS - 2 * DAY, NOW_MS - 31 * DAY, NOW_MS - 3_600_000);
@@ -1207,8 +1204,19 @@ fn retention_removes_old_rows_but_keeps_rows_a_core_beside_it_has_not_read() {
     assert_eq!(count("traffic_hourly", "hour_ms"), (0, 1));
 }
 
-/// One 1,000-byte record of subscriber 10.0.0.1 (bound to `a` by the
-/// tests that use it) to 192.0.2.1 at `t`.
+const DAY: i64 = 86_400_000;
+
+/// The test config with 30 days of tier-2 retention, 10.0.0.1 bound to
+/// account `a`.
+fn thirty_days(state: &Path) -> Config {
+    let mut cfg = config(state);
+    cfg.retention.traffic_days = 30;
+    bind(state, &[("a", "10.0.0.1/32")]);
+    cfg
+}
+
+/// One 1,000-byte record of subscriber 10.0.0.1 (bound to `a` by
+/// [`thirty_days`]) to 192.0.2.1 at `t`.
 fn at_ms(t: i64) -> FlowRecord {
     FlowRecord {
         first_ms: t,
@@ -1223,12 +1231,9 @@ fn at_ms(t: i64) -> FlowRecord {
 
 #[test]
 fn a_record_older_than_tier2_retention_is_a_stale_loss_not_traffic() {
-    const DAY: i64 = 86_400_000;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let mut cfg = config(state);
-    cfg.retention.traffic_days = 30;
-    bind(state, &[("a", "10.0.0.1/32")]);
+    let cfg = thirty_days(state);
     let cut = kopek_classifier::aggregate::traffic_cut(NOW_MS, 30).unwrap();
     assert!(cut <= NOW_MS - 30 * DAY && cut > NOW_MS - 30 * DAY - 3_600_000);
     let span = |first: i64, last: i64| FlowRecord {
