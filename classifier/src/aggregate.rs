@@ -910,8 +910,26 @@ fn judge_classes_block(
 /// Whether `r` must not be aggregated: counters beyond what one record
 /// can carry ([`IMPLAUSIBLE`]) or a start before what tier 2 keeps
 /// ([`STALE`]); if so it is counted in `batch` as a loss of its exporter.
-#[inline]
+#[inline(always)]
 fn refused(rules: &Rules<'_>, r: &Flow, exporter: IpAddr, domain: u32, batch: &mut Batch) -> bool {
+    // Nearly every record: plausible and starting inside what tier 2
+    // keeps (a record's counted start is never before its first_ms).
+    if plausible(r.bytes, r.packets) && r.first_ms >= rules.stale_before_ms {
+        return false;
+    }
+    refused_slow(rules, r, exporter, domain, batch)
+}
+
+/// [`refused`] past its fast path: the exact test, the loss counted.
+#[cold]
+#[inline(never)]
+fn refused_slow(
+    rules: &Rules<'_>,
+    r: &Flow,
+    exporter: IpAddr,
+    domain: u32,
+    batch: &mut Batch,
+) -> bool {
     if rules.takes(r.first_ms, r.last_ms, r.bytes, r.packets) {
         return false;
     }
