@@ -212,6 +212,7 @@ fn the_hourly_rollup_answers_exactly_what_the_buckets_do() {
     .unwrap();
     let mut e = Engine::open(config(dir.path()), 0).unwrap();
     e.catch_up(0).unwrap();
+    e.finish_hosts(1_700_020_000_000).unwrap();
     drop(e);
     let conn = SqliteTier2::open_read(dir.path()).unwrap();
     let hour = 3_600_000;
@@ -246,6 +247,59 @@ fn the_hourly_rollup_answers_exactly_what_the_buckets_do() {
     assert!(!a.is_empty());
     assert_eq!(a, b);
     assert_eq!(a, c);
+
+    // One account's reports (read through its index, or hour by hour for
+    // the host detail) answer what the scans of all accounts do, for
+    // intervals inside, around, across and outside the data, whole hours
+    // or not.
+    let t0 = 1_700_000_000_000;
+    for (from, to) in [
+        (t0 - 10 * hour, t0 + 10 * hour),
+        (t0 - t0 % hour, t0 - t0 % hour + hour),
+        (t0 + 1_234_567, t0 + 4_000_000),
+        (t0 + 1, t0 + 2),
+        (t0 + 20 * hour, t0 + 30 * hour),
+        (t0 - 30 * hour, t0 - 20 * hour),
+        (t0 + hour, t0),
+    ] {
+        let hosts = report::top_hosts(&conn, from, to, None, 3).unwrap();
+        for account in ["acme", "bolt", "nobody"] {
+            let one = report::top_hosts(&conn, from, to, Some(account), 3).unwrap();
+            let all: Vec<_> = hosts
+                .iter()
+                .filter(|h| h.account == account)
+                .cloned()
+                .collect();
+            assert_eq!(one, all, "{account} {from}..{to}");
+            for period in [Period::Bucket, Period::Hour, Period::Total] {
+                let q = TrafficQuery {
+                    from_ms: from,
+                    to_ms: to,
+                    account: None,
+                    class: None,
+                    billed_only: false,
+                    period,
+                    tz: chrono_tz::UTC,
+                };
+                let all: Vec<_> = report::traffic(&conn, &q)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|r| r.account == account)
+                    .collect();
+                let one = TrafficQuery {
+                    account: Some(account.to_string()),
+                    ..q
+                };
+                assert_eq!(
+                    report::traffic(&conn, &one).unwrap(),
+                    all,
+                    "{account} {period:?}"
+                );
+            }
+        }
+    }
+    let hosts = report::top_hosts(&conn, t0 - 10 * hour, t0 + 10 * hour, Some("acme"), 3).unwrap();
+    assert!(hosts.len() > 3, "{hosts:?}");
 }
 
 #[test]
