@@ -553,6 +553,56 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         })
         .collect();
     assert_same("kopek traffic --unattributed", &got, &want_un);
+
+    // The same rows as CSV (the report streams them, one period at a time).
+    let csv = std::process::Command::new(common::kopek_bin())
+        .arg("--config")
+        .arg(&g.config)
+        .args([
+            "traffic", "--from", FROM, "--to", TO, "--by", "total", "--format", "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        csv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    let got: BTreeMap<_, _> = String::from_utf8(csv.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n = |i: usize| f[i].parse::<u64>().unwrap();
+            (
+                (f[1].to_string(), f[2].to_string()),
+                (n(3), n(4), n(5), n(6)),
+            )
+        })
+        .collect();
+    assert_same("kopek traffic --format csv", &got, &want_acc);
+    // A reader that has gone (| head -1 that is done): a quiet, successful
+    // end, not a panic or an error message. The pipe is closed before the
+    // report writes, so its first write fails.
+    let mut child = std::process::Command::new(common::kopek_bin())
+        .arg("--config")
+        .arg(&g.config)
+        .args([
+            "traffic", "--from", FROM, "--to", TO, "--by", "bucket", "--format", "csv",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// 2. nfdump's per-address totals of the softflowd export equal tier 2's

@@ -103,14 +103,30 @@ fn account_filter(one: bool) -> &'static str {
     if one { "account = ?3" } else { "?3 IS NULL" }
 }
 
-/// Per account, class and period: in/out bytes, packets, flows.
+/// Per account, class and period: in/out bytes, packets, flows, ordered
+/// by period, account, class. See [`traffic_each`].
+pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, ReportError> {
+    let mut out = Vec::new();
+    traffic_each(conn, q, |r| out.push(r))?;
+    Ok(out)
+}
+
+/// [`traffic`], each row handed to `f` as soon as its period is complete:
+/// memory holds one period's rows, not the whole answer (an hourly report
+/// of every account over a year is ~90 M rows).
 ///
 /// The rows are summed here, not by SQL `GROUP BY`: a month of 10,000
 /// accounts is ~30 M hourly rows, and SQLite's grouping of them cost more
 /// than reading them (docs/performance.md). Account and class names are
-/// interned, each row read without allocating, the period of a time
-/// computed once per time (rows come in time order).
-pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, ReportError> {
+/// interned, each row read without allocating. Rows come in time order
+/// and a period's start never decreases with time (it is the time itself
+/// inside a repeated DST hour), so a period is complete when the next
+/// one starts.
+pub fn traffic_each(
+    conn: &Connection,
+    q: &TrafficQuery,
+    mut f: impl FnMut(TrafficRow),
+) -> Result<(), ReportError> {
     let (table, time) = if hourly_answers(q) {
         ("traffic_hourly", "hour_ms")
     } else {
@@ -122,7 +138,8 @@ pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, R
          WHERE {time} >= ?1 AND {time} < ?2
            AND {}
            AND (?4 IS NULL OR class = ?4)
-           AND (?5 = 0 OR billed = 1)",
+           AND (?5 = 0 OR billed = 1)
+         ORDER BY {time}",
         account_filter(q.account.is_some())
     );
     let mut st = conn.prepare_cached(&sql)?;
@@ -134,20 +151,37 @@ pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, R
         q.billed_only
     ])?;
     let mut names = Names::default();
-    let mut sums: FastMap<(i64, u32, u32), TrafficRow> = FastMap::default();
+    let mut sums: FastMap<(u32, u32), TrafficRow> = FastMap::default();
+    let mut flush = |period: i64, sums: &mut FastMap<(u32, u32), TrafficRow>, names: &Names| {
+        let mut done: Vec<TrafficRow> = sums
+            .drain()
+            .map(|((a, c), row)| TrafficRow {
+                period_ms: period,
+                account: names.of[a as usize].clone(),
+                class: names.of[c as usize].clone(),
+                ..row
+            })
+            .collect();
+        done.sort_unstable_by(|a, b| (&a.account, &a.class).cmp(&(&b.account, &b.class)));
+        done.into_iter().for_each(&mut f);
+    };
     let mut last_time = None;
-    let mut period = 0;
+    let mut period = i64::MIN;
     while let Some(r) = rows.next()? {
         let t: i64 = r.get(0)?;
         if last_time != Some(t) {
-            period = period_start(t, q.period, q.from_ms, q.tz);
             last_time = Some(t);
+            let p = period_start(t, q.period, q.from_ms, q.tz);
+            if p != period {
+                flush(period, &mut sums, &names);
+                period = p;
+            }
         }
         let account = names.id(text(r, 1)?);
         let class = names.id(text(r, 2)?);
         let inbound = text(r, 3)? == "in";
         let (bytes, packets, flows): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
-        let row = sums.entry((period, account, class)).or_default();
+        let row = sums.entry((account, class)).or_default();
         if inbound {
             row.bytes_in = row.bytes_in.saturating_add(bytes as u64);
             row.packets_in = row.packets_in.saturating_add(packets as u64);
@@ -157,19 +191,8 @@ pub fn traffic(conn: &Connection, q: &TrafficQuery) -> Result<Vec<TrafficRow>, R
         }
         row.flows = row.flows.saturating_add(flows as u64);
     }
-    let mut out: Vec<TrafficRow> = sums
-        .into_iter()
-        .map(|((p, a, c), row)| TrafficRow {
-            period_ms: p,
-            account: names.of[a as usize].clone(),
-            class: names.of[c as usize].clone(),
-            ..row
-        })
-        .collect();
-    out.sort_unstable_by(|a, b| {
-        (a.period_ms, &a.account, &a.class).cmp(&(b.period_ms, &b.account, &b.class))
-    });
-    Ok(out)
+    flush(period, &mut sums, &names);
+    Ok(())
 }
 
 /// Column `i` of `r` as text, borrowed.

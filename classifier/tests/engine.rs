@@ -1353,3 +1353,85 @@ fn a_record_older_than_tier2_retention_is_a_stale_loss_not_traffic() {
     let r = rebuild(cfg, false);
     assert_eq!((r.records, r.changes), (8, vec![]));
 }
+
+#[test]
+fn reports_across_a_dst_change_give_each_period_once_with_every_byte() {
+    use kopek_classifier::report::{self, Period, TrafficQuery};
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    bind(state, &[("a", "10.0.0.1/32"), ("b", "10.0.0.2/32")]);
+    // Berlin leaves summer time on 2023-10-29 at 01:00 UTC: local 02:00 to
+    // 03:00 happens twice. Records every 5 minutes from 22:00 UTC the day
+    // before to 04:00 UTC, of two accounts.
+    let start = 1_698_530_400_000; // 2023-10-28 22:00 UTC
+    let recs: Vec<FlowRecord> = (0..72i64)
+        .flat_map(|i| {
+            let t = start + i * 300_000;
+            [
+                FlowRecord {
+                    bytes_raw: 1_000 + i as u64,
+                    ..at_ms(t)
+                },
+                FlowRecord {
+                    src: "10.0.0.2".parse().unwrap(),
+                    bytes_raw: 7,
+                    ..at_ms(t + 60_000)
+                },
+            ]
+        })
+        .collect();
+    sealed(state, 1, &[&recs]);
+    classify_all(state, config(state), NOW_MS);
+    let c = SqliteTier2::open_read(state).unwrap();
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    for period in [Period::Bucket, Period::Hour, Period::Day, Period::Total] {
+        let q = TrafficQuery {
+            from_ms: start - 3_600_000,
+            to_ms: start + 8 * 3_600_000,
+            account: None,
+            class: None,
+            billed_only: false,
+            period,
+            tz,
+        };
+        // The reference: every row of the table report::traffic reads,
+        // grouped here.
+        let (table, time) = if report::hourly_answers(&q) {
+            ("traffic_hourly", "hour_ms")
+        } else {
+            ("traffic", "bucket_ms")
+        };
+        let mut want: BTreeMap<(i64, String, String), (u64, u64)> = BTreeMap::new();
+        let mut st = c
+            .prepare(&format!(
+                "SELECT {time}, account, class, direction, bytes FROM {table} WHERE {time} >= ?1 AND {time} < ?2"
+            ))
+            .unwrap();
+        let mut rows = st.query([q.from_ms, q.to_ms]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            let p = report::period_start(r.get(0).unwrap(), period, q.from_ms, tz);
+            let e = want
+                .entry((p, r.get(1).unwrap(), r.get(2).unwrap()))
+                .or_default();
+            if r.get::<_, String>(3).unwrap() == "in" {
+                e.0 += r.get::<_, i64>(4).unwrap() as u64;
+            } else {
+                e.1 += r.get::<_, i64>(4).unwrap() as u64;
+            }
+        }
+        type Sums = Vec<((i64, String, String), (u64, u64))>;
+        let got: Sums = report::traffic(&c, &q)
+            .unwrap()
+            .into_iter()
+            .map(|r| ((r.period_ms, r.account, r.class), (r.bytes_in, r.bytes_out)))
+            .collect();
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{period:?}");
+        let total: u64 = got.iter().map(|(_, (i, o))| i + o).sum();
+        assert_eq!(
+            total,
+            (0..72).map(|i| 1_000 + i + 7).sum::<u64>(),
+            "{period:?}"
+        );
+    }
+}

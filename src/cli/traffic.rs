@@ -1,5 +1,6 @@
 //! `kopek traffic`: tier-2 reports for operators.
 
+use std::io::Write;
 use std::path::Path;
 
 use clap::{Args, ValueEnum};
@@ -208,24 +209,47 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         },
         tz,
     };
-    let rows = report::traffic(&conn, &q)?;
+    // Rows are printed as the report produces them (one period at a time
+    // in memory): an hourly report of every account over a year is tens
+    // of millions of rows.
     let hosts = match a.top {
         Some(n) => report::top_hosts(&conn, from, to, a.account.as_deref(), n)?,
         None => Vec::new(),
     };
+    let mut out = Out {
+        w: std::io::BufWriter::new(std::io::stdout().lock()),
+        failed: None,
+    };
+    let mut rows = 0u64;
     match a.format {
         OutputFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "from_ms": from, "to_ms": to, "timezone": tz.name(), "rows": rows, "top_hosts": hosts,
-                }))?
-            );
+            // One object, its rows written one by one (a line each).
+            writeln!(
+                out,
+                "{{\n  \"from_ms\": {from},\n  \"to_ms\": {to},\n  \"timezone\": {},\n  \"top_hosts\": {},\n  \"rows\": [",
+                serde_json::to_string(tz.name())?,
+                serde_json::to_string(&hosts)?
+            )?;
+            report::traffic_each(&conn, &q, |r| {
+                let sep = if rows == 0 { "" } else { ",\n" };
+                rows += 1;
+                match serde_json::to_string(&r) {
+                    Ok(l) => {
+                        let _ = write!(out, "{sep}    {l}");
+                    }
+                    Err(e) => out.fail(e.into()),
+                }
+            })?;
+            writeln!(out, "\n  ]\n}}")?;
         }
         OutputFormat::Csv => {
-            println!("period_start,account,class,bytes_in,bytes_out,packets_in,packets_out,flows");
-            for r in &rows {
-                println!(
+            writeln!(
+                out,
+                "period_start,account,class,bytes_in,bytes_out,packets_in,packets_out,flows"
+            )?;
+            report::traffic_each(&conn, &q, |r| {
+                let _ = writeln!(
+                    out,
                     "{},{},{},{},{},{},{},{}",
                     time_in(r.period_ms, tz),
                     r.account,
@@ -236,22 +260,26 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                     r.packets_out,
                     r.flows
                 );
-            }
+            })?;
         }
         OutputFormat::Table => {
-            println!(
+            writeln!(
+                out,
                 "traffic{}, {} .. {} ({})",
                 if a.billed { " (billed only)" } else { "" },
                 time_in(from, tz),
                 time_in(to, tz),
                 tz.name()
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "{:<22} {:<16} {:<10} {:>12} {:>12} {:>10}",
                 "period", "account", "class", "in", "out", "flows"
-            );
-            for r in &rows {
-                println!(
+            )?;
+            report::traffic_each(&conn, &q, |r| {
+                rows += 1;
+                let _ = writeln!(
+                    out,
                     "{:<22} {:<16} {:<10} {:>12} {:>12} {:>10}",
                     time_in(r.period_ms, tz),
                     r.account,
@@ -260,23 +288,25 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                     h(r.bytes_out),
                     human_count(r.flows)
                 );
-            }
-            if rows.is_empty() {
-                println!("  (no traffic in this interval)");
+            })?;
+            if rows == 0 {
+                writeln!(out, "  (no traffic in this interval)")?;
             }
             if !hosts.is_empty() {
-                println!("top remote hosts");
-                println!(
+                writeln!(out, "top remote hosts")?;
+                writeln!(
+                    out,
                     "{:<16} {:<40} {:<10} {:>12} {:>12} {:>10}",
                     "account", "remote", "class", "in", "out", "flows"
-                );
+                )?;
                 for r in &hosts {
                     let remote = if r.remote.is_empty() {
                         "(other hosts)"
                     } else {
                         &r.remote
                     };
-                    println!(
+                    writeln!(
+                        out,
                         "{:<16} {:<40} {:<10} {:>12} {:>12} {:>10}",
                         r.account,
                         remote,
@@ -284,12 +314,52 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                         h(r.bytes_in),
                         h(r.bytes_out),
                         human_count(r.flows)
-                    );
+                    )?;
                 }
             }
         }
     }
-    Ok(())
+    out.flush()?;
+    match out.failed {
+        // A closed pipe (| head) is not an error worth a message.
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Standard output that keeps its first write error and swallows the
+/// writes after it, so that a report streamed row by row stops printing
+/// (and says why, unless the reader just closed the pipe) without every
+/// row handling the error.
+struct Out<W: Write> {
+    w: W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> Out<W> {
+    fn fail(&mut self, e: std::io::Error) {
+        self.failed.get_or_insert(e);
+    }
+}
+
+impl<W: Write> Write for Out<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed.is_none()
+            && let Err(e) = self.w.write_all(buf)
+        {
+            self.fail(e);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed.is_none()
+            && let Err(e) = self.w.flush()
+        {
+            self.fail(e);
+        }
+        Ok(())
+    }
 }
 
 fn emit<T: serde::Serialize>(
