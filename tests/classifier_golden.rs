@@ -585,24 +585,32 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
     // A reader that has gone (| head -1 that is done): a quiet, successful
     // end, not a panic or an error message. The pipe is closed before the
     // report writes, so its first write fails.
-    let mut child = std::process::Command::new(common::kopek_bin())
-        .arg("--config")
-        .arg(&g.config)
-        .args([
-            "traffic", "--from", FROM, "--to", TO, "--by", "bucket", "--format", "csv",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for extra in [
+        &["--by", "bucket", "--format", "csv"][..],
+        &["--by", "hour", "--format", "table", "--top", "3"],
+        &["--unattributed"],
+        &["--points"],
+        &["--versions", "--format", "json"],
+    ] {
+        let mut args = vec!["traffic", "--from", FROM, "--to", TO];
+        args.extend(extra);
+        let mut child = std::process::Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(&g.config)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?}: {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// 2. nfdump's per-address totals of the softflowd export equal tier 2's

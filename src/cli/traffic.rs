@@ -81,19 +81,26 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     }
     let conn = SqliteTier2::open_read(&config.state_dir)?;
     let h = |n: u64| human_bytes(n, a.unit_base);
+    let mut out = Out {
+        w: std::io::BufWriter::new(std::io::stdout().lock()),
+        failed: None,
+    };
 
     if a.versions {
         let rows = report::versions(&conn)?;
-        return emit(
+        emit(
+            &mut out,
             a.format,
             &rows,
-            || {
-                println!(
+            |out: &mut dyn Write| {
+                let _ = writeln!(
+                    out,
                     "{:>6}  {:<23} {:>10}  sha256",
                     "id", "valid from (UTC)", "prefixes"
                 );
                 for r in &rows {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "{:>6}  {:<23} {:>10}  {}",
                         r.id,
                         time_utc(r.valid_from_ms),
@@ -111,25 +118,30 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                 ]
             },
             "id,valid_from_ms,sha256,prefixes",
-        );
+        )?;
+        return finish(out);
     }
     if a.unattributed {
         let rows = report::unattributed(&conn, from, to)?;
-        return emit(
+        emit(
+            &mut out,
             a.format,
             &rows,
-            || {
-                println!(
+            |out: &mut dyn Write| {
+                let _ = writeln!(
+                    out,
                     "unattributed and transit traffic, {} .. {}",
                     time_in(from, tz),
                     time_in(to, tz)
                 );
-                println!(
+                let _ = writeln!(
+                    out,
                     "{:<40} {:<8} {:<12} {:>12} {:>12} {:>10}",
                     "address", "dir", "class", "bytes", "packets", "flows"
                 );
                 for r in &rows {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "{:<40} {:<8} {:<12} {:>12} {:>12} {:>10}",
                         r.address,
                         r.direction,
@@ -151,27 +163,31 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                 ]
             },
             "address,direction,class,bytes,packets,flows",
-        );
+        )?;
+        return finish(out);
     }
     if a.points {
         let rows = report::points(&conn, from, to)?;
         let losses = report::losses(&conn, from, to)?;
         if a.format == OutputFormat::Json {
-            println!(
+            let _ = writeln!(
+                out,
                 "{}",
                 serde_json::to_string_pretty(
                     &serde_json::json!({"points": rows, "losses": losses})
                 )?
             );
-            return Ok(());
+            return finish(out);
         }
-        println!(
+        let _ = writeln!(
+            out,
             "observation points, {} .. {}",
             time_in(from, tz),
             time_in(to, tz)
         );
         for r in &rows {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:<24} {:<9} {:>12} {:>12} flows",
                 r.point,
                 if r.billed { "billed" } else { "unbilled" },
@@ -179,12 +195,13 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                 human_count(r.flows)
             );
         }
-        println!("export losses");
+        let _ = writeln!(out, "export losses");
         if losses.is_empty() {
-            println!("  none");
+            let _ = writeln!(out, "  none");
         }
         for l in &losses {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:<40} {:<12} {:>12} {}",
                 l.exporter,
                 l.reason,
@@ -192,7 +209,7 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                 l.unit
             );
         }
-        return Ok(());
+        return finish(out);
     }
 
     let q = TrafficQuery {
@@ -215,10 +232,6 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     let hosts = match a.top {
         Some(n) => report::top_hosts(&conn, from, to, a.account.as_deref(), n)?,
         None => Vec::new(),
-    };
-    let mut out = Out {
-        w: std::io::BufWriter::new(std::io::stdout().lock()),
-        failed: None,
     };
     let mut rows = 0u64;
     match a.format {
@@ -319,9 +332,14 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
             }
         }
     }
-    out.flush()?;
+    finish(out)
+}
+
+/// Flushes `out`: its first write error, unless the reader just closed
+/// the pipe (| head), which is not an error worth a message.
+fn finish<W: Write>(mut out: Out<W>) -> super::Result {
+    let _ = out.flush();
     match out.failed {
-        // A closed pipe (| head) is not an error worth a message.
         Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
@@ -363,21 +381,22 @@ impl<W: Write> Write for Out<W> {
 }
 
 fn emit<T: serde::Serialize>(
+    out: &mut dyn Write,
     format: OutputFormat,
     rows: &[T],
-    table: impl FnOnce(),
+    table: impl FnOnce(&mut dyn Write),
     csv: impl Fn(&T) -> Vec<String>,
     header: &str,
 ) -> super::Result {
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?,
         OutputFormat::Csv => {
-            println!("{header}");
+            writeln!(out, "{header}")?;
             for r in rows {
-                println!("{}", csv(r).join(","));
+                writeln!(out, "{}", csv(r).join(","))?;
             }
         }
-        OutputFormat::Table => table(),
+        OutputFormat::Table => table(out),
     }
     Ok(())
 }
