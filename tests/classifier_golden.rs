@@ -585,14 +585,21 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
     // A reader that has gone (| head -1 that is done): a quiet, successful
     // end, not a panic or an error message. The pipe is closed before the
     // report writes, so its first write fails.
+    let traffic = ["traffic", "--from", FROM, "--to", TO];
     for extra in [
         &["--by", "bucket", "--format", "csv"][..],
         &["--by", "hour", "--format", "table", "--top", "3"],
         &["--unattributed"],
         &["--points"],
         &["--versions", "--format", "json"],
+        &["binding", "ls"],
+        &["binding", "ls", "--format", "csv"],
     ] {
-        let mut args = vec!["traffic", "--from", FROM, "--to", TO];
+        let mut args = if extra[0] == "binding" {
+            vec![]
+        } else {
+            traffic.to_vec()
+        };
         args.extend(extra);
         let mut child = std::process::Command::new(common::kopek_bin())
             .arg("--config")

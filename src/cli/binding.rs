@@ -1,5 +1,6 @@
 //! `kopek binding add|end|ls`: session bindings of addresses to accounts.
 
+use std::io::Write;
 use std::path::Path;
 
 use clap::{Args, Subcommand};
@@ -129,7 +130,9 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
     Ok(())
 }
 
+/// Prints the list; a closed pipe (| head) ends it quietly.
 fn print_list(list: &[Binding], format: OutputFormat) -> super::Result {
+    let mut out = super::format::Out::stdout();
     match format {
         OutputFormat::Json => {
             let v: Vec<_> = list
@@ -141,12 +144,13 @@ fn print_list(list: &[Binding], format: OutputFormat) -> super::Result {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
         OutputFormat::Csv => {
-            println!("id,account,prefix,from,to,source,session");
+            writeln!(out, "id,account,prefix,from,to,source,session")?;
             for b in list {
-                println!(
+                writeln!(
+                    out,
                     "{},{},{},{},{},{},{}",
                     b.id,
                     b.account,
@@ -155,16 +159,18 @@ fn print_list(list: &[Binding], format: OutputFormat) -> super::Result {
                     fmt_ms(b.to_ms),
                     b.source,
                     b.session.as_deref().unwrap_or("")
-                );
+                )?;
             }
         }
         OutputFormat::Table => {
-            println!(
+            writeln!(
+                out,
                 "{:>6}  {:<16} {:<24} {:<25} {:<25} {:<6} session",
                 "id", "account", "prefix", "from (UTC)", "to (UTC)", "source"
-            );
+            )?;
             for b in list {
-                println!(
+                writeln!(
+                    out,
                     "{:>6}  {:<16} {:<24} {:<25} {:<25} {:<6} {}",
                     b.id,
                     b.account,
@@ -173,9 +179,9 @@ fn print_list(list: &[Binding], format: OutputFormat) -> super::Result {
                     fmt_ms(b.to_ms),
                     b.source,
                     b.session.as_deref().unwrap_or("")
-                );
+                )?;
             }
         }
     }
-    Ok(())
+    super::format::finish(out)
 }

@@ -1,6 +1,7 @@
 //! Output helpers shared by report commands: formats, units, times (UTC).
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -88,6 +89,62 @@ pub fn human_bytes(n: u64, base: u64) -> String {
     }
     let hundredths = (u128::from(n) * 100 + div / 2) / div;
     format!("{}.{:02} {}", hundredths / 100, hundredths % 100, units[i])
+}
+
+/// Flushes `out`: its first write error, unless the reader just closed
+/// the pipe (| head), which is not an error worth a message.
+pub fn finish<W: Write>(mut out: Out<W>) -> super::Result {
+    let _ = out.flush();
+    match out.failed {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Standard output that keeps its first write error and swallows the
+/// writes after it, so that a report streamed row by row stops printing
+/// (and says why, unless the reader just closed the pipe) without every
+/// row handling the error.
+pub struct Out<W: Write> {
+    w: W,
+    failed: Option<std::io::Error>,
+}
+
+impl Out<std::io::BufWriter<std::io::StdoutLock<'static>>> {
+    /// Standard output, buffered.
+    pub fn stdout() -> Self {
+        Out {
+            w: std::io::BufWriter::new(std::io::stdout().lock()),
+            failed: None,
+        }
+    }
+}
+
+impl<W: Write> Out<W> {
+    /// Keeps `e` as the failure unless there is one already.
+    pub fn fail(&mut self, e: std::io::Error) {
+        self.failed.get_or_insert(e);
+    }
+}
+
+impl<W: Write> Write for Out<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed.is_none()
+            && let Err(e) = self.w.write_all(buf)
+        {
+            self.fail(e);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed.is_none()
+            && let Err(e) = self.w.flush()
+        {
+            self.fail(e);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

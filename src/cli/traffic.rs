@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 use kopek_classifier::report::{self, Period, TrafficQuery};
 use kopek_classifier::store::SqliteTier2;
 
-use super::format::{OutputFormat, human_bytes, human_count, parse_time_in, time_in, time_utc};
+use super::format::{
+    Out, OutputFormat, finish, human_bytes, human_count, parse_time_in, time_in, time_utc,
+};
 
 #[derive(Debug, Args)]
 pub struct TrafficArgs {
@@ -81,10 +83,7 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     }
     let conn = SqliteTier2::open_read(&config.state_dir)?;
     let h = |n: u64| human_bytes(n, a.unit_base);
-    let mut out = Out {
-        w: std::io::BufWriter::new(std::io::stdout().lock()),
-        failed: None,
-    };
+    let mut out = Out::stdout();
 
     if a.versions {
         let rows = report::versions(&conn)?;
@@ -333,51 +332,6 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         }
     }
     finish(out)
-}
-
-/// Flushes `out`: its first write error, unless the reader just closed
-/// the pipe (| head), which is not an error worth a message.
-fn finish<W: Write>(mut out: Out<W>) -> super::Result {
-    let _ = out.flush();
-    match out.failed {
-        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-/// Standard output that keeps its first write error and swallows the
-/// writes after it, so that a report streamed row by row stops printing
-/// (and says why, unless the reader just closed the pipe) without every
-/// row handling the error.
-struct Out<W: Write> {
-    w: W,
-    failed: Option<std::io::Error>,
-}
-
-impl<W: Write> Out<W> {
-    fn fail(&mut self, e: std::io::Error) {
-        self.failed.get_or_insert(e);
-    }
-}
-
-impl<W: Write> Write for Out<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.failed.is_none()
-            && let Err(e) = self.w.write_all(buf)
-        {
-            self.fail(e);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.failed.is_none()
-            && let Err(e) = self.w.flush()
-        {
-            self.fail(e);
-        }
-        Ok(())
-    }
 }
 
 fn emit<T: serde::Serialize>(
