@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::aggregate::{Batch, Counts, FastMap, HOUR_MS, Progress, TrafficKey};
+use crate::aggregate::{Batch, Counts, FastMap, HOUR_MS, Progress, SUM_MAX, TrafficKey};
 use crate::bindings::BindingIndex;
 use crate::points::PointMatcher;
 use crate::split::bucket_of;
@@ -698,6 +698,15 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     tx.commit()
 }
 
+/// A value of the `meta` table of `conn` (tier 2's, or the core's: both
+/// have `meta (key, value)`).
+fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
 /// The last commit of this tier 2 (at `tier2`) that the core beside it has
 /// read: `None` when there is no core database in the state dir; −1 when
 /// the core has read nothing of this tier 2 (another identity: rebuilt or
@@ -710,27 +719,17 @@ fn core_read_seq(tx: &rusqlite::Transaction<'_>, tier2: &Path) -> Result<Option<
     if !core.exists() {
         return Ok(None);
     }
-    let ours: Option<String> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            params![TIER2_ID_KEY],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql_error(tier2.to_path_buf()))?;
+    let ours = meta_value(tx, TIER2_ID_KEY).map_err(sql_error(tier2.to_path_buf()))?;
     let read = (|| -> rusqlite::Result<(Option<String>, Option<String>)> {
         let c = Connection::open_with_flags(
             &core,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         c.busy_timeout(BUSY_TIMEOUT)?;
-        let get = |key: &str| {
-            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()
-        };
-        Ok((get(CORE_READ_ID_KEY)?, get(CORE_READ_SEQ_KEY)?))
+        Ok((
+            meta_value(&c, CORE_READ_ID_KEY)?,
+            meta_value(&c, CORE_READ_SEQ_KEY)?,
+        ))
     })();
     Ok(Some(match read {
         // A core of a version before tier-2 identities: its watermark.
@@ -939,11 +938,8 @@ impl RowKey {
 /// A sum as tier 2 stores it: saturated at SQLite's largest integer
 /// ([`crate::aggregate::SUM_MAX`]) instead of wrapping to a negative one.
 fn sql_sum(v: u64) -> i64 {
-    v.min(crate::aggregate::SUM_MAX) as i64
+    v.min(SUM_MAX) as i64
 }
-
-/// `SUM_MAX` as SQL text, for the upserts' `min(a + b, ...)`.
-const SQL_SUM_MAX: &str = "9223372036854775807";
 
 /// SQL `sat_sum(x)`: `SUM` over integers that stops at SQLite's largest
 /// integer, as every stored sum does. Tier-2 rows may be saturated at
@@ -1005,8 +1001,8 @@ fn upsert_traffic(
         "INSERT INTO {table} ({time_col}, account, class, direction, point, billed, bytes, packets, flows{seq_col})
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{seq_val})
          ON CONFLICT ({time_col}, account, class, direction, point, billed) DO UPDATE SET
-           bytes = min({table}.bytes + excluded.bytes, {SQL_SUM_MAX}),
-           packets = min({table}.packets + excluded.packets, {SQL_SUM_MAX}),
+           bytes = min({table}.bytes + excluded.bytes, {SUM_MAX}),
+           packets = min({table}.packets + excluded.packets, {SUM_MAX}),
            flows = {table}.flows + excluded.flows{seq_set}"
     ))?;
     for ((bucket_ms, account, class, dir, point, billed), c) in rows {
@@ -1059,8 +1055,8 @@ impl Tier2 for SqliteTier2 {
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (bucket_ms, address, class, direction, point) DO UPDATE SET
-                       bytes = min(unattributed.bytes + excluded.bytes, {SQL_SUM_MAX}),
-                       packets = min(unattributed.packets + excluded.packets, {SQL_SUM_MAX}),
+                       bytes = min(unattributed.bytes + excluded.bytes, {SUM_MAX}),
+                       packets = min(unattributed.packets + excluded.packets, {SUM_MAX}),
                        flows = unattributed.flows + excluded.flows",
                 ))
                 .map_err(&err)?;
@@ -1313,12 +1309,7 @@ impl Tier2 for SqliteTier2 {
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(self.err())
+        meta_value(&self.conn, key).map_err(self.err())
     }
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {

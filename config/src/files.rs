@@ -25,18 +25,14 @@ pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(hint as usize);
     f.take(limit + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
+        let size = if limit >= 1 << 20 {
+            format!("{} MiB", limit >> 20)
+        } else {
+            format!("{limit} bytes")
+        };
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            if limit >= 1 << 20 {
-                format!(
-                    "more than {} MiB, the limit for this kind of file: is it the right file?",
-                    limit >> 20
-                )
-            } else {
-                format!(
-                    "more than {limit} bytes, the limit for this kind of file: is it the right file?"
-                )
-            },
+            format!("more than {size}, the limit for this kind of file: is it the right file?"),
         ));
     }
     Ok(buf)
