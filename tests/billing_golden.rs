@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use common::billing::{V5Flow, kopek_fails, send_v5};
-use common::classify::{Classifier, kopek, kopek_json};
+use common::classify::{Classifier, kopek, kopek_into_closed_pipe, kopek_json};
 use common::{Collector, free_udp_port};
 
 const TZ: chrono_tz::Tz = chrono_tz::Europe::Berlin;
@@ -657,6 +657,28 @@ fn a_month_of_four_accounts_bills_to_the_kopeck() {
         "raw/",
     ] {
         assert!(x.contains(want), "explain lacks {want:?}:\n{x}");
+    }
+    // A reader that has gone (| head that is done): every report ends
+    // quietly, with success, instead of panicking or printing an error.
+    let id = last["id"].to_string();
+    for args in [
+        &["report", "invoice", "1002", "--period", "2026-10"][..],
+        &["report", "statement", "1004", "--from", "2026-10-01"],
+        &["report", "statement", "1004", "--format", "csv"],
+        &["report", "usage", "1004", "--from", "2026-10-01"],
+        &["report", "debtors"],
+        &["report", "revenue", "--period", "2026-10"],
+        &["report", "blocked"],
+        &["report", "audit", "--from", "2026-10-01"],
+        &["account", "show", "1002"],
+        &["subscriber", "ls"],
+        &["tariff", "ls"],
+        &["tariff", "show", "metered"],
+        &["ledger", "verify"],
+        &["export", "accounting", "--period", "2026-10"],
+        &["explain", &id],
+    ] {
+        kopek_into_closed_pipe(&w.config, args);
     }
     assert_no_double_count(&w.state);
 }

@@ -594,29 +594,21 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         &["--versions", "--format", "json"],
         &["binding", "ls"],
         &["binding", "ls", "--format", "csv"],
+        &["classifier", "stats"],
+        &["classifier", "explain", "10.0.100.10"],
+        &["raw", "ls"],
+        &["raw", "dump"],
+        &["raw", "dump", "--format", "json"],
+        &["raw", "stats", "--by-address"],
+        &["config", "check", "--print-effective"],
     ] {
-        let mut args = if extra[0] == "binding" {
+        let mut args = if !extra[0].starts_with("--") {
             vec![]
         } else {
             traffic.to_vec()
         };
         args.extend(extra);
-        let mut child = std::process::Command::new(common::kopek_bin())
-            .arg("--config")
-            .arg(&g.config)
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "{args:?}: {:?}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::classify::kopek_into_closed_pipe(&g.config, &args);
     }
 }
 

@@ -168,26 +168,27 @@ pub fn exec(config_path: &Path, a: &AccountArgs) -> super::Result {
             let s = b.account_status(number, billing::time(c, at)?.unwrap_or_else(now_ms))?;
             match format {
                 OutputFormat::Table => {
-                    println!("account      {}", s.number);
-                    println!("subscriber   {} ({})", s.subscriber, s.subscriber_id);
+                    outln!("account      {}", s.number);
+                    outln!("subscriber   {} ({})", s.subscriber, s.subscriber_id);
                     if let Some(p) = &s.payer {
-                        println!("paid by      {p}");
+                        outln!("paid by      {p}");
                     }
-                    println!("tariff       {}", s.tariff.as_deref().unwrap_or("-"));
-                    println!("logins       {}", s.logins.join(" "));
-                    println!(
+                    outln!("tariff       {}", s.tariff.as_deref().unwrap_or("-"));
+                    outln!("logins       {}", s.logins.join(" "));
+                    outln!(
                         "policy       {} (credit limit {})",
-                        s.policy, s.credit_limit
+                        s.policy,
+                        s.credit_limit
                     );
-                    println!("balance      {:>12}  (posted entries)", s.balance);
-                    println!("accrued      {:>12}  (charged, not yet posted)", s.accrued);
-                    println!("promised     {:>12}", s.promised);
-                    println!("available    {:>12}", s.available);
+                    outln!("balance      {:>12}  (posted entries)", s.balance);
+                    outln!("accrued      {:>12}  (charged, not yet posted)", s.accrued);
+                    outln!("promised     {:>12}", s.promised);
+                    outln!("available    {:>12}", s.available);
                     let since = s
                         .since_ms
                         .map(|t| format!(" since {}", time_in(t, c.timezone)))
                         .unwrap_or_default();
-                    println!("access       {}{since}", s.state);
+                    outln!("access       {}{since}", s.state);
                 }
                 _ => billing::print_rows(*format, &["account"], &[s], |s| vec![s.number.clone()])?,
             }
@@ -303,7 +304,7 @@ pub fn exec(config_path: &Path, a: &AccountArgs) -> super::Result {
                 "core",
                 None,
             )?;
-            println!("binding {id}: {addr} -> {number} (static)");
+            outln!("binding {id}: {addr} -> {number} (static)");
             Ok(())
         }
     }

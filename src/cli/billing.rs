@@ -46,7 +46,7 @@ pub fn send(config: &Config, via: &Via, cmd: Command) -> super::Result<Outcome> 
 /// Sends a command and prints its outcome.
 pub fn run(config: &Config, via: &Via, cmd: Command) -> super::Result {
     let o = send(config, via, cmd)?;
-    println!("{}", o.message);
+    outln!("{}", o.message);
     Ok(())
 }
 
@@ -74,12 +74,12 @@ pub fn print_rows<T: serde::Serialize>(
 ) -> super::Result {
     use super::format::OutputFormat;
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(rows)?),
         OutputFormat::Csv => {
-            println!("{}", header.join(","));
+            outln!("{}", header.join(","));
             for r in rows {
                 let line: Vec<String> = cells(r).into_iter().map(|c| csv_field(&c)).collect();
-                println!("{}", line.join(","));
+                outln!("{}", line.join(","));
             }
         }
         OutputFormat::Table => {
@@ -102,9 +102,9 @@ pub fn print_rows<T: serde::Serialize>(
                     .trim_end()
                     .to_string()
             };
-            println!("{}", line(header.iter().map(|h| h.to_string()).collect()));
+            outln!("{}", line(header.iter().map(|h| h.to_string()).collect()));
             for r in body {
-                println!("{}", line(r));
+                outln!("{}", line(r));
             }
         }
     }

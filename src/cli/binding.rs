@@ -101,14 +101,14 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
                 "cli",
                 session.as_deref(),
             )?;
-            println!(
+            outln!(
                 "binding {id}: {addr} -> {account} from {}",
                 fmt_ms(Some(from_ms))
             );
         }
         BindingCmd::End { addr, at } => {
             let b = reg.end(*addr, time(at)?.unwrap_or(now))?;
-            println!(
+            outln!(
                 "binding {}: {} -> {} ended at {}",
                 b.id,
                 b.net,

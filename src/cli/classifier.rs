@@ -1,5 +1,6 @@
 //! `kopek classifier [run]`, `kopek classifier stats|explain|rebuild`.
 
+use std::io::Write;
 use std::path::Path;
 
 use clap::{Args, Subcommand};
@@ -81,11 +82,11 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             let config = super::load_config_or_defaults(config_path)?;
             let s = read_stats(&config.state_dir)?;
             if *format == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                outln!("{}", serde_json::to_string_pretty(&s)?);
                 return Ok(());
             }
             let c = &s.committed;
-            println!("classifier, last commit {}", time_utc(s.last_commit_ms));
+            outln!("classifier, last commit {}", time_utc(s.last_commit_ms));
             for (k, v) in [
                 ("records counted", human_count(c.records)),
                 ("bytes counted", human_bytes(c.bytes, 1024)),
@@ -131,10 +132,10 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                     ),
                 ),
             ] {
-                println!("  {k:<28} {v}");
+                outln!("  {k:<28} {v}");
             }
             for d in &s.damaged_segments {
-                println!("  DAMAGED: {d}");
+                outln!("  DAMAGED: {d}");
             }
             Ok(())
         }
@@ -153,18 +154,18 @@ fn explain(config_path: &Path, addr: std::net::IpAddr, at: Option<&str>) -> supe
         Some(s) => super::format::parse_time_in(s, tz).map_err(anyhow::Error::msg)?,
         None => chrono::Utc::now().timestamp_millis(),
     };
-    println!(
+    outln!(
         "{addr} at {} ({})",
         super::format::time_in(t, tz),
         time_utc(t)
     );
     let conn = SqliteTier2::open_read(&config.state_dir)?;
     match report::version_at(&conn, t)? {
-        None => println!("  class: no list version recorded yet (has the classifier run?)"),
+        None => outln!("  class: no list version recorded yet (has the classifier run?)"),
         Some((v, content)) => {
             let table = ClassTable::from_canonical(&content)?;
             let (c, net) = table.explain(addr);
-            println!(
+            outln!(
                 "  class: {} ({}), by list version {} valid from {} (sha256 {})",
                 table.classes[c as usize].name,
                 match net {
@@ -196,8 +197,8 @@ fn explain(config_path: &Path, addr: std::net::IpAddr, at: Option<&str>) -> supe
     }
     index.finish();
     match index.lookup(addr, t) {
-        Some(a) => println!("  account: {}", index.account(a)),
-        None => println!(
+        Some(a) => outln!("  account: {}", index.account(a)),
+        None => outln!(
             "  account: none ({})",
             if config
                 .classifier
@@ -235,9 +236,9 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
     let (format, units) = (a.format, a.unit_base);
     let r = rebuild(config, opts, chrono::Utc::now().timestamp_millis())?;
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&r)?),
         OutputFormat::Csv => {
-            let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+            let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record([
                 "account",
                 "class",
@@ -254,10 +255,14 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
                     &c.after.to_string(),
                 ])?;
             }
-            w.flush()?;
+            let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+            std::io::stdout()
+                .lock()
+                .write_all(&bytes)
+                .map_err(super::output_error)?;
         }
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "{} tier 2 from {} tier-1 records in {:.1} s{}",
                 if r.installed {
                     "rebuilt"
@@ -277,15 +282,20 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
                 }
             );
             if r.changes.is_empty() {
-                println!("billed traffic: no account changes");
+                outln!("billed traffic: no account changes");
             } else {
-                println!(
+                outln!(
                     "{:<20} {:<12} {:<4} {:>14} {:>14} {:>14}",
-                    "account", "class", "dir", "before", "after", "difference"
+                    "account",
+                    "class",
+                    "dir",
+                    "before",
+                    "after",
+                    "difference"
                 );
                 for c in &r.changes {
                     let diff = c.after - c.before;
-                    println!(
+                    outln!(
                         "{:<20} {:<12} {:<4} {:>14} {:>14} {:>14}",
                         if c.account.is_empty() {
                             "(unattributed)"
@@ -305,7 +315,7 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
                 }
             }
             if r.installed {
-                println!(
+                outln!(
                     "tier 2 {} installed; the core charges the differences at its next cycle",
                     r.tier2_id
                 );

@@ -59,52 +59,52 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
             let s: StatsSnapshot = serde_json::from_str(&text)
                 .with_context(|| format!("{}: unreadable stats file", path.display()))?;
             match format {
-                OutputFormat::Json => println!("{text}"),
-                _ => print_stats(&s),
+                OutputFormat::Json => outln!("{text}"),
+                _ => print_stats(&s)?,
             }
             Ok(())
         }
     }
 }
 
-fn print_stats(s: &StatsSnapshot) {
-    println!(
+fn print_stats(s: &StatsSnapshot) -> super::Result {
+    outln!(
         "collector {} (pid {}), started {}, as of {}",
         s.collector,
         s.pid,
         time_utc(s.started_ms),
         time_utc(s.written_ms)
     );
-    println!(
+    outln!(
         "  datagrams received      {:>14}",
         human_count(s.datagrams_received)
     );
-    println!(
+    outln!(
         "  from unknown exporters  {:>14}",
         human_count(s.datagrams_unknown_exporter)
     );
-    println!(
+    outln!(
         "  kernel socket drops     {:>14}",
         human_count(s.socket_drops)
     );
-    println!(
+    outln!(
         "  flows written           {:>14}",
         human_count(s.flows_written)
     );
-    println!(
+    outln!(
         "  loss records written    {:>14}",
         human_count(s.loss_records_written)
     );
-    println!(
+    outln!(
         "  blocks / bytes written  {:>14} / {}",
         human_count(s.blocks_written),
         human_count(s.bytes_written)
     );
-    println!(
+    outln!(
         "  segments closed         {:>14}",
         human_count(s.segments_closed)
     );
-    println!(
+    outln!(
         "  open segment            {}",
         if s.open_segment.is_empty() {
             "(none: stopped)"
@@ -112,18 +112,23 @@ fn print_stats(s: &StatsSnapshot) {
             &s.open_segment
         }
     );
-    println!("decoder (non-zero counters):");
-    print_counters("", &serde_json::to_value(&s.decode).unwrap_or_default());
+    outln!("decoder (non-zero counters):");
+    print_counters("", &serde_json::to_value(&s.decode).unwrap_or_default())?;
     if !s.exporters.is_empty() {
-        println!("exporters:");
-        println!(
+        outln!("exporters:");
+        outln!(
             "  {:<16} {:>12} {:>14} {:>10} {:>8} {:>12}  last seen",
-            "name", "datagrams", "flows", "dropped", "losses", "clock skew"
+            "name",
+            "datagrams",
+            "flows",
+            "dropped",
+            "losses",
+            "clock skew"
         );
         let mut ex: Vec<_> = s.exporters.values().collect();
         ex.sort_by(|a, b| a.name.cmp(&b.name));
         for e in ex {
-            println!(
+            outln!(
                 "  {:<16} {:>12} {:>14} {:>10} {:>8} {:>12}  {}",
                 e.name,
                 e.datagrams,
@@ -136,17 +141,18 @@ fn print_stats(s: &StatsSnapshot) {
         }
     }
     if let Some(p) = &s.pcap {
-        println!("capture on {}:", p.interface);
-        print_counters("  ", &serde_json::to_value(p).unwrap_or_default());
+        outln!("capture on {}:", p.interface);
+        print_counters("  ", &serde_json::to_value(p).unwrap_or_default())?;
     }
     if !s.unknown_exporters.is_empty() {
-        println!("unknown sources (dropped):");
+        outln!("unknown sources (dropped):");
         let mut u: Vec<_> = s.unknown_exporters.iter().collect();
         u.sort_by(|a, b| b.1.cmp(a.1));
         for (a, n) in u.iter().take(20) {
-            println!("  {a:<40} {n}");
+            outln!("  {a:<40} {n}");
         }
     }
+    Ok(())
 }
 
 pub(super) fn pcap_read(
@@ -184,7 +190,7 @@ pub(super) fn pcap_read(
     })
     .map_err(anyhow::Error::msg)?;
     let path = w.close(kopek_collector::run::now_ms())?;
-    println!(
+    outln!(
         "{}: {} packets, {} IP bytes -> {} flows in {}; skipped: {} not IP, {} truncated, {} malformed",
         file.display(),
         stats.flows.packets,
@@ -199,7 +205,7 @@ pub(super) fn pcap_read(
 }
 
 /// Prints every non-zero number in a (nested) JSON object as `path value`.
-fn print_counters(prefix: &str, v: &serde_json::Value) {
+fn print_counters(prefix: &str, v: &serde_json::Value) -> super::Result {
     match v {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
@@ -208,12 +214,13 @@ fn print_counters(prefix: &str, v: &serde_json::Value) {
                 } else {
                     format!("{prefix}.{k}")
                 };
-                print_counters(&key, v);
+                print_counters(&key, v)?;
             }
         }
-        serde_json::Value::Number(n) if n.as_u64() != Some(0) => println!("  {prefix:<40} {n}"),
+        serde_json::Value::Number(n) if n.as_u64() != Some(0) => outln!("  {prefix:<40} {n}"),
         _ => {}
     }
+    Ok(())
 }
 
 /// An exporter's clock against the collector's, as the stats show it:

@@ -48,9 +48,9 @@ pub fn exec(path: &Path, args: &ConfigArgs) -> super::Result {
                 None => 0,
             };
             if print_effective {
-                print!("{}", Config::effective_toml(path)?);
+                out!("{}", Config::effective_toml(path)?);
             } else {
-                println!(
+                outln!(
                     "{}: ok ({} exporter(s), {} class(es) with {} prefixes, {} static binding(s), {} billing point(s), state dir {})",
                     path.display(),
                     config.collector.exporters.len(),

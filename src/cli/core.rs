@@ -42,7 +42,7 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
             let at = billing::time(&config, at)?.unwrap_or_else(now_ms);
             let mut core = Core::open(&config)?;
             let r = core.cycle(at)?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            outln!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         Cmd::Nudge => {
@@ -51,7 +51,7 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
                 &config.core.socket,
                 &kopek_core::control::Request::Cycle,
             )?;
-            println!("{}", r.into_result()?.message);
+            outln!("{}", r.into_result()?.message);
             Ok(())
         }
         Cmd::Stats => {
@@ -60,7 +60,7 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
             let text = std::fs::read_to_string(&p).map_err(|e| {
                 anyhow::anyhow!("reading {}: {e} (is the core running?)", p.display())
             })?;
-            println!("{text}");
+            outln!("{text}");
             Ok(())
         }
     }

@@ -109,15 +109,15 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     std::fs::write(&config_path, &toml)?;
     let config = Config::load(&config_path)?;
 
-    println!("kopek demo — state dir {}", state_dir.display());
-    println!("\n1. collector (tier 1): receiving on UDP, writing raw segments");
+    outln!("kopek demo — state dir {}", state_dir.display());
+    outln!("\n1. collector (tier 1): receiving on UDP, writing raw segments");
     let collector = Collector::start(config.clone())?;
     let target: SocketAddr = collector.local_addrs()[0];
-    println!("   listening on {target}");
+    outln!("   listening on {target}");
 
     // Each exporter: generate, encode, remember what a correct collector
     // must store, then send paced from its own loopback address.
-    println!(
+    outln!(
         "\n2. exporters: kopek's own generator, {} flows each at {} flows/s",
         human_count(args.flows),
         human_count(args.rate)
@@ -150,7 +150,7 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             .with_context(|| format!("bind {}", e.addr))?;
         let rep = send_batch(&sock, target, &batch, Some(args.rate))?;
         sent_flows += emitted;
-        println!(
+        outln!(
             "   {:<13} {:<6} from {:<10} {:>9} flows in {:>6} datagrams, {:.2} s",
             e.name,
             e.encoder.kind().as_str(),
@@ -170,7 +170,7 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             } else {
                 skipped_flows
             };
-            println!(
+            outln!(
                 "   {:<13} deliberately did not send {} datagrams ({} flows): a hole",
                 "",
                 e.skip.len(),
@@ -184,11 +184,11 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     for _ in 0..5 {
         stranger.send_to(b"\x00\x05not netflow", target)?;
     }
-    println!(
+    outln!(
         "   {:<13} sent 5 datagrams from 127.0.0.9, which is not on the allow-list",
         "stranger"
     );
-    println!(
+    outln!(
         "   (the exports are dated 2024-01-01, so the collector warns that each exporter's clock is\n    far behind its own: on a live router, no NTP; `clock = \"arrival\"` would read it by arrival time)"
     );
 
@@ -200,11 +200,11 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     std::thread::sleep(Duration::from_millis(2_500));
     let stats = collector.shutdown()?;
 
-    println!("\n3. what tier 1 holds");
+    outln!("\n3. what tier 1 holds");
     let store = RawStore::new(config.collector.raw_dir(&config.state_dir));
     for s in store.list()? {
         let f = s.read_footer()?.unwrap_or_default();
-        println!(
+        outln!(
             "   {}  {:>9} flows  {:>10}  {} .. {}",
             s.path.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
             human_count(f.flow_records),
@@ -215,14 +215,14 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     }
     let raw = query::stats(&store, &RawFilter::default(), false)?;
     let disk: u64 = store.list()?.iter().map(|s| s.size_bytes).sum();
-    println!(
+    outln!(
         "   {} flows, {} on disk = {:.1} bytes/flow",
         human_count(raw.total.flows),
         human_bytes(disk, 1024),
         disk as f64 / raw.total.flows.max(1) as f64
     );
 
-    println!("\n4. totals per exporter, checked against what the generator sent");
+    outln!("\n4. totals per exporter, checked against what the generator sent");
     let mut exact = true;
     for e in &exporters {
         let a = IpAddr::V4(e.addr);
@@ -230,7 +230,7 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         let want = expected.get(&a).copied().unwrap_or_default();
         let ok = got == want;
         exact &= ok;
-        println!(
+        outln!(
             "   {:<13} {:>9} flows {:>16} {:>12} packets  {}",
             e.name,
             human_count(got.flows),
@@ -244,7 +244,7 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         );
     }
 
-    println!("\n5. holes in the export streams (loss records in tier 1)");
+    outln!("\n5. holes in the export streams (loss records in tier 1)");
     let mut seen_losses = 0;
     for (addr, l) in &raw.losses {
         let name = exporters
@@ -252,7 +252,7 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             .find(|e| IpAddr::V4(e.addr) == *addr)
             .map(|e| e.name)
             .unwrap_or("?");
-        println!(
+        outln!(
             "   {name}: {} gap(s): {} flows + {} export datagrams lost, between {} and {}",
             l.gaps,
             l.lost_flows,
@@ -271,7 +271,7 @@ pub fn exec(args: &DemoArgs) -> super::Result {
             }
         });
         exact &= found;
-        println!(
+        outln!(
             "   expected: {name} lost {n} {unit} — {}",
             if found { "reported" } else { "NOT reported" }
         );
@@ -280,16 +280,18 @@ pub fn exec(args: &DemoArgs) -> super::Result {
         exact &= lost_expected.is_empty();
     }
 
-    println!("\n6. collector counters");
-    println!(
+    outln!("\n6. collector counters");
+    outln!(
         "   datagrams received {}, from unknown exporters {}, kernel drops {}",
         human_count(stats.datagrams_received),
         human_count(stats.datagrams_unknown_exporter),
         human_count(stats.socket_drops)
     );
-    println!(
+    outln!(
         "   blocks {}, segments closed {}, fsyncs {}",
-        stats.blocks_written, stats.segments_closed, stats.fsyncs
+        stats.blocks_written,
+        stats.segments_closed,
+        stats.fsyncs
     );
 
     exact &= classify(&config, raw.total)?;
@@ -297,28 +299,28 @@ pub fn exec(args: &DemoArgs) -> super::Result {
     exact &= super::demo_bill::enforce(&config)?;
     exact &= super::demo_capture::capture(&config)?;
 
-    println!(
+    outln!(
         "\nnot shown (they need root): nft counters as a source (tests/enforcer_netns.rs), live capture (tests/pcap_source.rs).\nnext: RADIUS accounting; this demo grows with it."
     );
-    println!(
+    outln!(
         "try: kopek raw --state-dir {} stats --by-address",
         state_dir.display()
     );
-    println!(
+    outln!(
         "     kopek --config {} traffic --from 2023-12-31 --to 2024-01-02 --top 5",
         config_path.display()
     );
-    println!(
+    outln!(
         "     kopek --config {} report invoice acme --period 2024-01",
         config_path.display()
     );
     if args.state_dir.is_none() {
-        println!("(the temporary state dir is removed now; pass --state-dir DIR to keep it)");
+        outln!("(the temporary state dir is removed now; pass --state-dir DIR to keep it)");
     }
     if !exact {
         return Err(anyhow::anyhow!("a tier does not match what was sent").into());
     }
-    println!("\nall exact.");
+    outln!("\nall exact.");
     Ok(())
 }
 
@@ -330,7 +332,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     use kopek_classifier::report::{self, Period, TrafficQuery};
     use kopek_classifier::store::SqliteTier2;
 
-    println!("\n7. classifier (tier 2): accounts, classes, 5-minute buckets in SQLite");
+    outln!("\n7. classifier (tier 2): accounts, classes, 5-minute buckets in SQLite");
     // A dynamic address: 10.0.2.7 belongs to alice, then to bob, the
     // hand-over in the middle of the generated stream (a pppd session
     // ending and another starting).
@@ -349,10 +351,10 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
         Some("ppp0"),
     )?;
     reg.add("bob", ip, handover, None, "demo", Some("ppp1"))?;
-    println!(
+    outln!(
         "   bindings: acme = 10.0.0.0/24 + 2001:db8:100::/56, home000..home199 = one address each (file);"
     );
-    println!(
+    outln!(
         "             10.0.2.7: alice until {}, bob from then (sessions); the rest of 10.0.0.0/16 is nobody's",
         time_utc(handover)
     );
@@ -363,7 +365,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     engine.finish_hosts(now)?;
     let s = engine.stats().clone();
     drop(engine);
-    println!(
+    outln!(
         "   {} records classified in {:.2} s: {} split across buckets, {} unattributed, {} transit",
         human_count(done.records),
         t.elapsed().as_secs_f64(),
@@ -389,7 +391,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
         e.0 += r.bytes_in;
         e.1 += r.bytes_out;
     }
-    println!("   per class (all accounts):");
+    outln!("   per class (all accounts):");
     let mut per_class: HashMap<String, (u64, u64)> = HashMap::new();
     for r in &rows {
         let e = per_class.entry(r.class.clone()).or_default();
@@ -399,7 +401,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     let mut classes: Vec<_> = per_class.into_iter().collect();
     classes.sort();
     for (c, (i, o)) in classes {
-        println!(
+        outln!(
             "     {c:<8} in {:>12}  out {:>12}",
             human_bytes(i, 1000),
             human_bytes(o, 1000)
@@ -407,9 +409,9 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     }
     let mut accounts: Vec<_> = per_account.iter().collect();
     accounts.sort_by_key(|(a, (i, o))| (std::cmp::Reverse(i + o), (*a).clone()));
-    println!("   largest accounts:");
+    outln!("   largest accounts:");
     for (a, (i, o)) in accounts.iter().take(4) {
-        println!(
+        outln!(
             "     {a:<8} in {:>12}  out {:>12}",
             human_bytes(*i, 1000),
             human_bytes(*o, 1000)
@@ -417,7 +419,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     }
     for who in ["alice", "bob"] {
         let (i, o) = per_account.get(who).copied().unwrap_or_default();
-        println!(
+        outln!(
             "     {who:<8} in {:>12}  out {:>12}   (10.0.2.7, {} the hand-over)",
             human_bytes(i, 1000),
             human_bytes(o, 1000),
@@ -426,17 +428,17 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     }
     let unattributed = report::unattributed(&conn, q.from_ms, q.to_ms)?;
     let un_bytes: u64 = unattributed.iter().map(|u| u.bytes).sum();
-    println!(
+    outln!(
         "   unattributed: {} addresses, {} — visible, not billed to anyone",
         human_count(unattributed.len() as u64),
         human_bytes(un_bytes, 1000)
     );
     let hosts = report::top_hosts(&conn, q.from_ms, q.to_ms, Some("acme"), 4)?;
-    println!(
+    outln!(
         "   acme's largest remote hosts by bytes in + out (per-hour detail, connections merged):"
     );
     for h in hosts.iter().filter(|h| !h.remote.is_empty()) {
-        println!(
+        outln!(
             "     {:<28} {:<8} in {:>12}  out {:>12}  {} flows",
             h.remote,
             h.class,
@@ -450,7 +452,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
     // generated stream has two subscriber sides).
     let tier2_bytes: u64 = rows.iter().map(|r| r.bytes_in + r.bytes_out).sum::<u64>() + un_bytes;
     let ok = done.records == raw_total.flows && tier2_bytes == raw_total.bytes;
-    println!(
+    outln!(
         "   tier 2 holds {} records, {} bytes; tier 1 {} records, {} bytes: {}",
         human_count(done.records),
         human_count(tier2_bytes),

@@ -23,7 +23,7 @@ fn t(config: &Config, s: &str) -> super::Result<i64> {
 }
 
 pub fn bill(config: &Config) -> super::Result<bool> {
-    println!("\n8. core (tier 3): tariffs, accounts, payments, rating, the ledger");
+    outln!("\n8. core (tier 3): tariffs, accounts, payments, rating, the ledger");
     let mut core = Core::open(config)?;
     let b = &mut core.billing;
     let setup = t(config, "2023-12-31 12:00")?;
@@ -41,7 +41,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
             setup,
         )?;
     }
-    println!(
+    outln!(
         "   tariffs: home (450.00/month, paid 0.02/MB in beyond 1 MB, 23:00-01:00 free), business (9000.00/month, paid 25.00/GB of max(in, out), peering 5.00/GB in)"
     );
     let add_account = |b: &mut kopek_core::store::Billing,
@@ -87,7 +87,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
             Policy::BlockAtZero,
         )?;
     }
-    println!(
+    outln!(
         "   accounts: acme (business, credit to 1000.00), home000..home199 (home, blocked at zero)"
     );
     let pay = |b: &mut kopek_core::store::Billing, account: &str, amount: i64, id: &str| {
@@ -110,11 +110,11 @@ pub fn bill(config: &Config) -> super::Result<bool> {
         pay(b, &format!("home{i:03}"), 50_000, &format!("h-{i}"))?;
     }
     let again = pay(b, "acme", 1_000_000, "acme-1")?;
-    println!("   payments: acme 10000.00, home020..home199 500.00 each, home000..home019 nothing");
-    println!("   the bank sends acme-1 again: {}", again.message);
+    outln!("   payments: acme 10000.00, home020..home199 500.00 each, home000..home019 nothing");
+    outln!("   the bank sends acme-1 again: {}", again.message);
 
     let r = core.cycle(t(config, "2024-01-01 23:59")?)?;
-    println!(
+    outln!(
         "   rating cycle at 2024-01-01 23:59: {} tier-2 rows rated ({} unrated), {} fee days, {} access changes, {} ms",
         r.rows,
         r.rows_unrated,
@@ -123,7 +123,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
         r.elapsed_ms
     );
     let r = core.cycle(t(config, "2024-01-02 00:00:30")?)?;
-    println!(
+    outln!(
         "   next day 00:00:30: the day is posted: {} ledger entries",
         r.entries_posted
     );
@@ -131,7 +131,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
     let now = t(config, "2024-01-02 00:00:30")?;
     for a in ["acme", "home000", "home050"] {
         let s = b.account_status(a, now)?;
-        println!(
+        outln!(
             "   {a:<8} balance {:>10}  accrued {:>8}  available {:>10}  {}",
             s.balance.to_string(),
             s.accrued.to_string(),
@@ -140,7 +140,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
         );
     }
     let blocked = b.blocked()?;
-    println!(
+    outln!(
         "   blocked accounts: {} (among them the 20 that did not pay: {})",
         blocked.len(),
         if (0..20).all(|i| blocked.iter().any(|x| x.account == format!("home{i:03}"))) {
@@ -150,9 +150,9 @@ pub fn bill(config: &Config) -> super::Result<bool> {
         }
     );
     let inv = b.invoice("acme", "2024-01")?;
-    println!("   acme's invoice for 2024-01 so far:");
+    outln!("   acme's invoice for 2024-01 so far:");
     for l in &inv.lines {
-        println!(
+        outln!(
             "     {:<14} {:<9} in {:>15} B  out {:>15} B  {:>10}",
             l.service,
             l.class,
@@ -162,7 +162,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
         );
     }
     let v = b.verify()?;
-    println!(
+    outln!(
         "   ledger: {} entries, books sum to {}, {}",
         v.entries,
         Money(v.total),
@@ -192,7 +192,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
         .collect::<Result<_, _>>()?;
     let mut unrated_bytes = 0;
     for (reason, n, bytes, first) in &unrated {
-        println!(
+        outln!(
             "   unrated ({reason}): {n} keys, {bytes} bytes from {} on — visible in core.sqlite table unrated",
             kopek_core::fmt_ms(*first, config.timezone)
         );
@@ -201,7 +201,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
     let unpaid_blocked =
         (0..20).all(|i| blocked.iter().any(|x| x.account == format!("home{i:03}")));
     let ok = billed == rated + unrated_bytes && v.problems.is_empty() && unpaid_blocked;
-    println!(
+    outln!(
         "   billed tier-2 bytes {billed} = rated {rated} + unrated {unrated_bytes}: {}",
         if billed == rated + unrated_bytes {
             "equal"
@@ -215,7 +215,7 @@ pub fn bill(config: &Config) -> super::Result<bool> {
 /// Step 9: what the enforcer would install for this state (it needs root
 /// and nft to apply it; `kopek enforcer ruleset` prints the same table).
 pub fn enforce(config: &Config) -> super::Result<bool> {
-    println!(
+    outln!(
         "\n9. enforcer: the default-deny table for these decisions (not applied: that needs root)"
     );
     let now = parse_time_in("2024-01-02 00:00:30", config.timezone).map_err(anyhow::Error::msg)?;
@@ -226,7 +226,7 @@ pub fn enforce(config: &Config) -> super::Result<bool> {
     )?;
     let b = kopek_core::store::Billing::open_read(&config.state_dir, config.timezone)?;
     let blocked = b.blocked()?.len();
-    println!(
+    outln!(
         "   allowed set: {} prefixes of allowed accounts; {} blocked accounts have none in it",
         d.allowed.len(),
         blocked
@@ -240,12 +240,12 @@ pub fn enforce(config: &Config) -> super::Result<bool> {
         .lines()
         .filter(|l| l.contains("drop") || l.contains("set allowed4 "))
     {
-        println!("   {}", line.trim());
+        outln!("   {}", line.trim());
     }
     let home000: ipnet::IpNet = "10.0.1.0/32".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let home050: ipnet::IpNet = "10.0.1.50/32".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ok = !d.allowed.contains(&home000) && d.allowed.contains(&home050);
-    println!(
+    outln!(
         "   home000 (10.0.1.0, unpaid) allowed: {}; home050 (10.0.1.50, paid) allowed: {}",
         d.allowed.contains(&home000),
         d.allowed.contains(&home050)

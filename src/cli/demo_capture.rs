@@ -17,7 +17,7 @@ use super::format::{human_bytes, human_count};
 const START_MS: i64 = 1_704_110_400_000;
 
 pub fn capture(config: &Config) -> super::Result<bool> {
-    println!(
+    outln!(
         "\n10. packet capture (a host with no NetFlow exporter): a capture file → flows → tier 1"
     );
     let mut c = config.clone();
@@ -27,12 +27,12 @@ pub fn capture(config: &Config) -> super::Result<bool> {
 
     let (frames, truth) = packets();
     capture::write_file(&file, &frames).map_err(anyhow::Error::msg)?;
-    println!(
+    outln!(
         "   {}: {} frames (a 90 s download, DNS queries and answers, pings, ARP)",
         file.display(),
         frames.len()
     );
-    print!("   ");
+    out!("   ");
     super::collector::pcap_read(&c, &file, "capture", None)?;
 
     let store = RawStore::new(c.collector.raw_dir(&c.state_dir));
@@ -42,7 +42,7 @@ pub fn capture(config: &Config) -> super::Result<bool> {
         let got = raw.by_address.get(addr).copied().unwrap_or_default();
         let ok = (got.bytes, got.packets) == (want.bytes, want.packets);
         exact &= ok;
-        println!(
+        outln!(
             "   {:<14} {:>3} flow records {:>10} {:>6} packets  {}",
             addr.to_string(),
             got.flows,

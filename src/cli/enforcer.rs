@@ -38,7 +38,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
                 c,
                 &nft::replace_batch(c, &Default::default(), &Default::default(), None, c.lease),
             )?;
-            println!("table inet {} installed, nothing allowed", c.table);
+            outln!("table inet {} installed, nothing allowed", c.table);
             Ok(())
         }
         Cmd::Ruleset => {
@@ -51,11 +51,11 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
             } else {
                 None
             };
-            print!("{}", nft::base_table(c, classes.as_ref()));
+            out!("{}", nft::base_table(c, classes.as_ref()));
             if let Some(m) = &classes {
                 let mut fill = String::new();
                 m.fill_lines(&c.table, false, &mut fill);
-                print!("{fill}");
+                out!("{fill}");
             }
             Ok(())
         }
@@ -112,7 +112,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
             };
             let missing: Vec<_> = d.allowed.difference(&k).collect();
             let extra: Vec<_> = k.difference(&d.allowed).collect();
-            println!(
+            outln!(
                 "allowed by the core: {}; in the kernel: {}; missing: {:?}; extra: {:?}",
                 d.allowed.len(),
                 k.len(),
@@ -121,7 +121,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
             );
             let kc = kopek_enforcer::shaping::kernel(&config.enforcer)?;
             let (wrong, unset) = kopek_enforcer::shaping::delta(&kc, &d.caps);
-            println!(
+            outln!(
                 "speed caps wanted: {}; in the kernel: {}; to remove: {:?}; to set: {:?}",
                 d.caps.len(),
                 kc.len(),

@@ -21,52 +21,52 @@ pub fn exec(config_path: &Path, a: &ExplainArgs) -> super::Result {
     let b = billing::open_read(&config)?;
     let x = b.explain(a.entry, &config.state_dir)?;
     if a.format != OutputFormat::Table {
-        println!("{}", serde_json::to_string_pretty(&x)?);
+        outln!("{}", serde_json::to_string_pretty(&x)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "entry {}: {} {} on {}",
         x.entry,
         x.kind,
         x.amount,
         time_in(x.ts_ms, config.timezone)
     );
-    println!(
+    outln!(
         "  {} → {} (account {})",
         x.debit,
         x.credit,
         x.account.as_deref().unwrap_or("-")
     );
-    println!("  by {}: {}", x.who, x.why);
+    outln!("  by {}: {}", x.who, x.why);
     if let Some(id) = &x.ext_id {
-        println!("  payment id {id}");
+        outln!("  payment id {id}");
     }
     if let Some(s) = &x.service {
-        println!(
+        outln!(
             "  service {s}, day {}, period {}",
             x.day.as_deref().unwrap_or("-"),
             x.period.as_deref().unwrap_or("-")
         );
     }
     if let Some(t) = &x.tariff {
-        println!("tariff: {t}");
+        outln!("tariff: {t}");
     }
     if let Some(r) = &x.rule {
-        println!("rule: {r}");
+        outln!("rule: {r}");
     }
     for c in &x.computation {
-        println!("  {c}");
+        outln!("  {c}");
     }
     if !x.tier2.is_empty() {
-        println!("tier 2 (tier2.sqlite, table traffic):");
+        outln!("tier 2 (tier2.sqlite, table traffic):");
         for t in &x.tier2 {
-            println!("  {t}");
+            outln!("  {t}");
         }
     }
     if !x.tier1.is_empty() {
-        println!("tier 1 segments covering the period:");
+        outln!("tier 1 segments covering the period:");
         for t in &x.tier1 {
-            println!("  {t}");
+            outln!("  {t}");
         }
     }
     Ok(())

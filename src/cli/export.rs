@@ -62,7 +62,9 @@ pub fn exec(config_path: &Path, a: &ExportArgs) -> super::Result {
     }
     let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     match output {
-        None => std::io::stdout().write_all(&bytes)?,
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(super::output_error)?,
         Some(p) => {
             let tmp = p.with_extension("tmp");
             std::fs::write(&tmp, &bytes)?;

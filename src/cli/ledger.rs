@@ -49,7 +49,7 @@ pub fn exec(config_path: &Path, a: &LedgerArgs) -> super::Result {
             let b = billing::open_read(c)?;
             let v = b.verify()?;
             if v.problems.is_empty() {
-                println!(
+                outln!(
                     "ledger ok: {} entries, {} books, books sum to {}, hash chain intact, accruals match their volumes and tier 2",
                     v.entries,
                     v.books,

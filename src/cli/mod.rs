@@ -1,10 +1,37 @@
 //! Command-line interface: one subcommand per file, each with an `exec()`.
 
+// Command output goes through `outln!`/`out!` or `format::Out`: `println!`
+// panics when the reader has closed the pipe.
+#![deny(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kopek_config::{Config, DEFAULT_CONFIG_PATH};
+
+/// `println!` for command output: a write error (the reader closed the
+/// pipe: `| head`) returns it from the calling function instead of
+/// panicking; [`main`] ends quietly on a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        if let Err(e) = std::io::Write::write_fmt(
+            &mut std::io::stdout().lock(),
+            format_args!("{}\n", format_args!($($arg)*)),
+        ) {
+            return Err($crate::cli::output_error(e).into());
+        }
+    };
+}
+
+/// `print!` for command output, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        if let Err(e) = std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*)) {
+            return Err($crate::cli::output_error(e).into());
+        }
+    };
+}
 
 mod account;
 mod billing;
@@ -149,11 +176,57 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output has gone (`| head` that is done): not
+        // an error worth a message, as for any Unix filter.
+        Err(f) if closed_pipe(&f.error) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("kopek: {}", message(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The reader of standard output has gone (`| head` that is done).
+#[derive(Debug)]
+pub struct OutputClosed;
+
+impl std::fmt::Display for OutputClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for OutputClosed {}
+
+/// A failed write to standard output: [`OutputClosed`] if the reader
+/// closed the pipe (ends the command quietly), else the error, named.
+pub fn output_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(OutputClosed)
+    } else {
+        anyhow::Error::new(e).context("writing standard output")
+    }
+}
+
+/// The result of a command whose only writes are to standard output: a
+/// broken pipe anywhere in its error is [`OutputClosed`].
+pub fn stdout_only<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        let broken = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken {
+            anyhow::Error::new(OutputClosed)
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether `e` is [`OutputClosed`].
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<OutputClosed>())
 }
 
 /// The error and its causes in one line, each cause once: library errors

@@ -114,39 +114,44 @@ pub fn exec(config_path: &Path, args: &RawArgs) -> super::Result {
     }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    match &args.cmd {
-        RawCmd::Ls { format } => ls(&store, *format, &mut out)?,
-        RawCmd::Dump {
-            filter,
-            format,
-            losses,
-            limit,
-        } => {
-            let f = build_filter(filter, config.as_ref())?;
-            dump(&store, &f, *format, *losses, *limit, &mut out)?
+    // Standard output is the only thing these commands write to: a broken
+    // pipe in their errors is the reader having gone.
+    let result = (|| -> anyhow::Result<()> {
+        match &args.cmd {
+            RawCmd::Ls { format } => ls(&store, *format, &mut out)?,
+            RawCmd::Dump {
+                filter,
+                format,
+                losses,
+                limit,
+            } => {
+                let f = build_filter(filter, config.as_ref())?;
+                dump(&store, &f, *format, *losses, *limit, &mut out)?
+            }
+            RawCmd::Stats {
+                filter,
+                format,
+                by_address,
+                top,
+                unit_base,
+            } => {
+                let f = build_filter(filter, config.as_ref())?;
+                stats(
+                    &store,
+                    &f,
+                    *format,
+                    *by_address,
+                    *top,
+                    *unit_base,
+                    config.as_ref(),
+                    &mut out,
+                )?
+            }
         }
-        RawCmd::Stats {
-            filter,
-            format,
-            by_address,
-            top,
-            unit_base,
-        } => {
-            let f = build_filter(filter, config.as_ref())?;
-            stats(
-                &store,
-                &f,
-                *format,
-                *by_address,
-                *top,
-                *unit_base,
-                config.as_ref(),
-                &mut out,
-            )?
-        }
-    }
-    out.flush().context("stdout")?;
-    Ok(())
+        out.flush().context("stdout")?;
+        Ok(())
+    })();
+    Ok(super::stdout_only(result)?)
 }
 
 fn build_filter(a: &FilterArgs, config: Option<&Config>) -> anyhow::Result<RawFilter> {

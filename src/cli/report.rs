@@ -81,14 +81,14 @@ pub fn exec(config_path: &Path, a: &ReportArgs) -> super::Result {
             let to = billing::time(c, to)?.unwrap_or(now + 1);
             let s = b.statement(account, from, to)?;
             if a.format == OutputFormat::Table {
-                println!(
+                outln!(
                     "statement of account {} ({}), {} – {}",
                     s.account,
                     s.book,
                     time_in(from, tz),
                     time_in(to, tz)
                 );
-                println!("opening balance {:>12}", s.opening);
+                outln!("opening balance {:>12}", s.opening);
             }
             billing::print_rows(
                 a.format,
@@ -111,7 +111,7 @@ pub fn exec(config_path: &Path, a: &ReportArgs) -> super::Result {
                 },
             )?;
             if a.format == OutputFormat::Table {
-                println!("closing balance {:>12}", s.closing);
+                outln!("closing balance {:>12}", s.closing);
             }
             Ok(())
         }
@@ -164,11 +164,13 @@ pub fn exec(config_path: &Path, a: &ReportArgs) -> super::Result {
                     },
                 );
             }
-            println!(
+            outln!(
                 "invoice: account {} ({}), period {}",
-                inv.account, inv.subscriber, inv.period
+                inv.account,
+                inv.subscriber,
+                inv.period
             );
-            println!("opening balance {:>12}", inv.opening);
+            outln!("opening balance {:>12}", inv.opening);
             billing::print_rows(
                 a.format,
                 &[
@@ -193,12 +195,12 @@ pub fn exec(config_path: &Path, a: &ReportArgs) -> super::Result {
                     ]
                 },
             )?;
-            println!("charges         {:>12}", inv.charges);
-            println!("payments        {:>12}", inv.payments);
-            println!("other           {:>12}", inv.other);
-            println!("closing balance {:>12}", inv.closing);
+            outln!("charges         {:>12}", inv.charges);
+            outln!("payments        {:>12}", inv.payments);
+            outln!("other           {:>12}", inv.other);
+            outln!("closing balance {:>12}", inv.closing);
             if inv.accrued.0 != 0 {
-                println!(
+                outln!(
                     "(of the charges, {} is accrued and not yet posted)",
                     inv.accrued
                 );

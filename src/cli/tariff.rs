@@ -98,7 +98,7 @@ pub fn exec(config_path: &Path, a: &TariffArgs) -> super::Result {
         Cmd::Show { name, version } => {
             let b = billing::open_read(c)?;
             let v = b.tariff_version(name, *version)?;
-            println!(
+            outln!(
                 "# tariff {} version {} (id {}), effective {}, sha256 {}\n# by {}: {}",
                 v.name,
                 v.version,
@@ -108,7 +108,7 @@ pub fn exec(config_path: &Path, a: &TariffArgs) -> super::Result {
                 v.who,
                 v.why
             );
-            print!("{}", v.content);
+            out!("{}", v.content);
             Ok(())
         }
         Cmd::Ls { format } => {
@@ -143,8 +143,8 @@ pub fn exec(config_path: &Path, a: &TariffArgs) -> super::Result {
         Cmd::Check { file } => {
             let t = kopek_core::tariff::Tariff::from_toml(&read(file)?)
                 .map_err(|e| super::Failure::config(anyhow::anyhow!("{}: {e}", file.display())))?;
-            println!("{}: ok, sha256 {}", file.display(), t.sha256());
-            print!("{}", t.canonical());
+            outln!("{}: ok, sha256 {}", file.display(), t.sha256());
+            out!("{}", t.canonical());
             Ok(())
         }
     }

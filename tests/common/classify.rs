@@ -23,6 +23,29 @@ pub fn kopek(config: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `kopek --config <config> <args>` with its standard output a pipe
+/// closed before the command writes (a reader that has gone: `| head` that
+/// is done) and asserts a quiet, successful end: no panic, no message.
+pub fn kopek_into_closed_pipe(config: &Path, args: &[&str]) {
+    let mut child = Command::new(kopek_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("KOPEK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "kopek {args:?} into a closed pipe: {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Like [`kopek`], parsing stdout as JSON.
 pub fn kopek_json(config: &Path, args: &[&str]) -> serde_json::Value {
     let text = kopek(config, args);
