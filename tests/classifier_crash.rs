@@ -274,6 +274,7 @@ fn tier2_content(state: &Path) -> Vec<Vec<Vec<String>>> {
     [
         "traffic",
         "traffic_hourly",
+        "traffic_daily",
         "unattributed",
         "top_hosts",
         "losses",

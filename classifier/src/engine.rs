@@ -411,6 +411,7 @@ impl Engine {
             SqliteTier2::open(tier2_dir)?
         };
         check_bucket(&mut store, &config)?;
+        daily_zone(&mut store, config.timezone)?;
         let registry = Registry::open(&state)?;
         let raw = RawStore::new(config.collector.raw_dir(&state));
         let mut e = Engine {
@@ -525,6 +526,9 @@ impl Engine {
             None => Vec::new(),
         };
         self.flush(now_ms)?;
+        // Rows of the old zone's days are written (flushed) before the
+        // daily rollup is summed again for the new zone's.
+        daily_zone(&mut self.store, config.timezone)?;
         // A host pass in progress holds account indices of the old binding
         // index: start it again (the hour stays pending).
         self.host_pass = None;
@@ -1132,6 +1136,9 @@ impl Engine {
             accounts: &self.bindings,
             classes: &self.versions,
             points: &self.points,
+            // The zone the daily rollup is in (the config's, unless
+            // summing it again for a new one failed).
+            tz: self.store.daily_tz().unwrap_or(self.config.timezone),
         };
         self.lane.batch.settle();
         let rows = CommitRows::of(&self.lane.batch, names);
@@ -1303,6 +1310,23 @@ impl Engine {
     pub fn state_dir(&self) -> &std::path::Path {
         &self.config.state_dir
     }
+}
+
+/// Makes tier 2's daily rollup sum the days of `tz` (see
+/// [`SqliteTier2::daily_zone`]), saying so when it had to sum them again.
+fn daily_zone(store: &mut SqliteTier2, tz: chrono_tz::Tz) -> Result<(), ClassifierError> {
+    let t = Instant::now();
+    if let Some(rows) = store.daily_zone(tz)?
+        && rows > 0
+    {
+        tracing::info!(
+            timezone = tz.name(),
+            rows,
+            seconds = t.elapsed().as_secs_f64(),
+            "tier 2's daily rollup summed again for the days of this zone"
+        );
+    }
+    Ok(())
 }
 
 /// Tier 2's bucket width is fixed when it is created: rows of two widths

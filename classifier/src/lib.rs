@@ -40,6 +40,7 @@
 pub mod aggregate;
 pub mod bindings;
 pub mod classes;
+pub mod days;
 pub mod engine;
 pub mod lpm;
 pub mod points;

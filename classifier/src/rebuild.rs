@@ -115,6 +115,7 @@ pub fn rebuild(
 ) -> Result<RebuildReport, ClassifierError> {
     let started = Instant::now();
     let state = config.state_dir.clone();
+    let tz = config.timezone;
     let live = state.join(TIER2_FILE);
     if !live.exists() {
         return Err(ClassifierError::Invalid(format!(
@@ -207,7 +208,7 @@ pub fn rebuild(
         check_counted_before(&raw, &live_progress, &fresh.progress()?, cut)?;
     }
     let mut rows_kept = match kept_before_ms {
-        Some(cut) => fresh.keep_before(&live, cut)?,
+        Some(cut) => fresh.keep_before(&live, cut, tz)?,
         None => 0,
     };
     if !opts.hosts {

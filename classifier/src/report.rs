@@ -4,9 +4,9 @@
 //! ISP's time zone at the edge. Buckets divide 15 minutes, so every bucket
 //! lies wholly inside one local hour and day, also across DST changes.
 
-use chrono::{DateTime, TimeZone, Timelike};
+use chrono::{DateTime, Timelike};
 use chrono_tz::Tz;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::aggregate::{FastMap, HOUR_MS};
@@ -61,17 +61,15 @@ pub fn period_start(t_ms: i64, period: Period, from_ms: i64, tz: Tz) -> i64 {
             let Some(utc) = DateTime::from_timestamp_millis(t_ms) else {
                 return t_ms;
             };
-            let local = utc.with_timezone(&tz);
-            let trunc = if period == Period::Hour {
-                local
-                    .with_minute(0)
-                    .and_then(|l| l.with_second(0))
-                    .and_then(|l| l.with_nanosecond(0))
-            } else {
-                tz.from_local_datetime(&local.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default())
-                    .earliest()
-            };
-            trunc.map(|l| l.timestamp_millis()).unwrap_or(t_ms)
+            if period == Period::Day {
+                return crate::days::day_start(t_ms, tz);
+            }
+            utc.with_timezone(&tz)
+                .with_minute(0)
+                .and_then(|l| l.with_second(0))
+                .and_then(|l| l.with_nanosecond(0))
+                .map(|l| l.timestamp_millis())
+                .unwrap_or(t_ms)
         }
     }
 }
@@ -81,17 +79,72 @@ pub fn period_start(t_ms: i64, period: Period, from_ms: i64, tz: Tz) -> i64 {
 /// number of hours (not India, Nepal, parts of Australia...). Then the
 /// hourly rollup is read, 12× fewer rows than 5-minute buckets.
 pub fn hourly_answers(q: &TrafficQuery) -> bool {
+    hours_answer(q.from_ms, q.to_ms, q.period, q.tz)
+}
+
+/// [`hourly_answers`] for the interval `[from_ms, to_ms)`.
+fn hours_answer(from_ms: i64, to_ms: i64, period: Period, tz: Tz) -> bool {
     use chrono::Offset;
-    const H: i64 = 3_600_000;
     let whole = |t: i64| {
         DateTime::from_timestamp_millis(t)
-            .is_some_and(|u| u.with_timezone(&q.tz).offset().fix().local_minus_utc() % 3600 == 0)
+            .is_some_and(|u| u.with_timezone(&tz).offset().fix().local_minus_utc() % 3600 == 0)
     };
-    q.period != Period::Bucket
-        && q.from_ms.rem_euclid(H) == 0
-        && q.to_ms.rem_euclid(H) == 0
-        && whole(q.from_ms)
-        && whole(q.to_ms)
+    period != Period::Bucket
+        && from_ms.rem_euclid(HOUR_MS) == 0
+        && to_ms.rem_euclid(HOUR_MS) == 0
+        && whole(from_ms)
+        && whole(to_ms)
+}
+
+/// Where a part of a report is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `traffic`: every bucket.
+    Buckets,
+    /// `traffic_hourly`: 12× fewer rows (5-minute buckets).
+    Hours,
+    /// `traffic_daily`: 24× fewer again.
+    Days,
+}
+
+/// How `q` is read: the interval cut into parts, in time order, each
+/// from the coarsest table that answers it exactly. By day or in total,
+/// the whole local days inside the interval come from the daily rollup
+/// when it is of `q`'s zone; the rest (or all) from hours when the edges
+/// are whole hours of a zone a whole number of hours off UTC, else from
+/// the buckets.
+pub fn plan(conn: &Connection, q: &TrafficQuery) -> Result<Vec<(i64, i64, Source)>, ReportError> {
+    use crate::days::{day_start, next_day_start};
+    let edge = |from: i64, to: i64| {
+        let source = if hours_answer(from, to, q.period, q.tz) {
+            Source::Hours
+        } else {
+            Source::Buckets
+        };
+        (from, to, source)
+    };
+    let (from, to) = (q.from_ms, q.to_ms);
+    if matches!(q.period, Period::Day | Period::Total) && from < to {
+        let zone: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![crate::store::DAILY_TZ_KEY],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if zone.as_deref() == Some(q.tz.name()) {
+            let first = match day_start(from, q.tz) {
+                d if d == from => from,
+                _ => next_day_start(from, q.tz),
+            };
+            let end = day_start(to, q.tz);
+            if first < end {
+                let parts = [edge(from, first), (first, end, Source::Days), edge(end, to)];
+                return Ok(parts.into_iter().filter(|p| p.0 < p.1).collect());
+            }
+        }
+    }
+    Ok(vec![edge(from, to)])
 }
 
 /// The condition on parameter `?3` (an account or NULL). Written as
@@ -127,33 +180,86 @@ pub fn traffic_each(
     q: &TrafficQuery,
     mut f: impl FnMut(TrafficRow),
 ) -> Result<(), ReportError> {
-    let (table, time) = if hourly_answers(q) {
-        ("traffic_hourly", "hour_ms")
-    } else {
-        ("traffic", "bucket_ms")
+    let mut sum = Summer {
+        q,
+        names: Names::default(),
+        sums: FastMap::default(),
+        last_time: None,
+        period: i64::MIN,
+        f: &mut f,
     };
-    let sql = format!(
-        "SELECT {time}, account, class, direction, bytes, packets, flows
-         FROM {table}
-         WHERE {time} >= ?1 AND {time} < ?2
-           AND {}
-           AND (?4 IS NULL OR class = ?4)
-           AND (?5 = 0 OR billed = 1)
-         ORDER BY {time}",
-        account_filter(q.account.is_some())
-    );
-    let mut st = conn.prepare_cached(&sql)?;
-    let mut rows = st.query(params![
-        q.from_ms,
-        q.to_ms,
-        q.account,
-        q.class,
-        q.billed_only
-    ])?;
-    let mut names = Names::default();
-    let mut sums: FastMap<(u32, u32), TrafficRow> = FastMap::default();
-    let mut flush = |period: i64, sums: &mut FastMap<(u32, u32), TrafficRow>, names: &Names| {
-        let mut done: Vec<TrafficRow> = sums
+    for (from, to, source) in plan(conn, q)? {
+        let (table, time) = match source {
+            Source::Buckets => ("traffic", "bucket_ms"),
+            Source::Hours => ("traffic_hourly", "hour_ms"),
+            Source::Days => ("traffic_daily", "day_ms"),
+        };
+        let sql = format!(
+            "SELECT {time}, account, class, direction, bytes, packets, flows
+             FROM {table}
+             WHERE {time} >= ?1 AND {time} < ?2
+               AND {}
+               AND (?4 IS NULL OR class = ?4)
+               AND (?5 = 0 OR billed = 1)
+             ORDER BY {time}",
+            account_filter(q.account.is_some())
+        );
+        let mut st = conn.prepare_cached(&sql)?;
+        let mut rows = st.query(params![from, to, q.account, q.class, q.billed_only])?;
+        while let Some(r) = rows.next()? {
+            sum.add(r)?;
+        }
+    }
+    sum.flush();
+    Ok(())
+}
+
+/// Rows summed per account and class while their period lasts
+/// ([`traffic_each`]).
+struct Summer<'q, F: FnMut(TrafficRow)> {
+    q: &'q TrafficQuery,
+    names: Names,
+    sums: FastMap<(u32, u32), TrafficRow>,
+    last_time: Option<i64>,
+    period: i64,
+    f: &'q mut F,
+}
+
+impl<F: FnMut(TrafficRow)> Summer<'_, F> {
+    /// Adds row `r` (time, account, class, direction, bytes, packets,
+    /// flows), handing out the period before when `r` starts a new one.
+    fn add(&mut self, r: &rusqlite::Row<'_>) -> Result<(), rusqlite::Error> {
+        let t: i64 = r.get(0)?;
+        if self.last_time != Some(t) {
+            self.last_time = Some(t);
+            let p = period_start(t, self.q.period, self.q.from_ms, self.q.tz);
+            if p != self.period {
+                self.flush();
+                self.period = p;
+            }
+        }
+        let account = self.names.id(text(r, 1)?);
+        let class = self.names.id(text(r, 2)?);
+        let inbound = text(r, 3)? == "in";
+        let (bytes, packets, flows): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
+        let row = self.sums.entry((account, class)).or_default();
+        if inbound {
+            row.bytes_in = row.bytes_in.saturating_add(bytes as u64);
+            row.packets_in = row.packets_in.saturating_add(packets as u64);
+        } else {
+            row.bytes_out = row.bytes_out.saturating_add(bytes as u64);
+            row.packets_out = row.packets_out.saturating_add(packets as u64);
+        }
+        row.flows = row.flows.saturating_add(flows as u64);
+        Ok(())
+    }
+
+    /// Hands out the current period's rows, by account and class.
+    fn flush(&mut self) {
+        let names = &self.names;
+        let period = self.period;
+        let mut done: Vec<TrafficRow> = self
+            .sums
             .drain()
             .map(|((a, c), row)| TrafficRow {
                 period_ms: period,
@@ -163,36 +269,8 @@ pub fn traffic_each(
             })
             .collect();
         done.sort_unstable_by(|a, b| (&a.account, &a.class).cmp(&(&b.account, &b.class)));
-        done.into_iter().for_each(&mut f);
-    };
-    let mut last_time = None;
-    let mut period = i64::MIN;
-    while let Some(r) = rows.next()? {
-        let t: i64 = r.get(0)?;
-        if last_time != Some(t) {
-            last_time = Some(t);
-            let p = period_start(t, q.period, q.from_ms, q.tz);
-            if p != period {
-                flush(period, &mut sums, &names);
-                period = p;
-            }
-        }
-        let account = names.id(text(r, 1)?);
-        let class = names.id(text(r, 2)?);
-        let inbound = text(r, 3)? == "in";
-        let (bytes, packets, flows): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
-        let row = sums.entry((account, class)).or_default();
-        if inbound {
-            row.bytes_in = row.bytes_in.saturating_add(bytes as u64);
-            row.packets_in = row.packets_in.saturating_add(packets as u64);
-        } else {
-            row.bytes_out = row.bytes_out.saturating_add(bytes as u64);
-            row.packets_out = row.packets_out.saturating_add(packets as u64);
-        }
-        row.flows = row.flows.saturating_add(flows as u64);
+        done.into_iter().for_each(&mut *self.f);
     }
-    flush(period, &mut sums, &names);
-    Ok(())
 }
 
 /// Column `i` of `r` as text, borrowed.

@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use chrono_tz::Tz;
+
 use crate::aggregate::{Batch, Counts, FastMap, HOUR_MS, Progress, SUM_MAX, TrafficKey};
 use crate::bindings::BindingIndex;
+use crate::days::{day_start, hour_in_one_day, next_day_start};
 use crate::points::PointMatcher;
 use crate::split::bucket_of;
 use crate::versions::ClassVersions;
@@ -46,6 +49,9 @@ pub const TIER2_ID_KEY: &str = "tier2_id";
 /// ended before this time (ms). Tier 2 before it cannot be computed again
 /// from tier 1; a rebuild keeps those rows as they are.
 pub const RAW_REMOVED_KEY: &str = "raw_removed_through_ms";
+/// `meta` key: the time zone (IANA name) whose local days
+/// `traffic_daily` sums; reports by day in another zone do not use it.
+pub const DAILY_TZ_KEY: &str = "daily_tz";
 /// Remote-host key of the row that sums an account's hosts beyond the top N.
 pub const OTHER_HOSTS: &str = "";
 
@@ -63,6 +69,8 @@ pub struct Names<'a> {
     pub accounts: &'a BindingIndex,
     pub classes: &'a ClassVersions,
     pub points: &'a PointMatcher,
+    /// The ISP's zone: where `traffic_daily` cuts days.
+    pub tz: Tz,
 }
 
 /// Billed bytes of one account, class and direction before and after a
@@ -185,6 +193,9 @@ pub trait Tier2 {
 pub struct SqliteTier2 {
     conn: Connection,
     path: PathBuf,
+    /// The zone of `traffic_daily`'s days, once [`Self::daily_zone`] has
+    /// made the table agree with it (retention then removes whole days).
+    daily_tz: Option<Tz>,
 }
 
 impl std::fmt::Debug for SqliteTier2 {
@@ -232,6 +243,18 @@ CREATE TABLE IF NOT EXISTS traffic_hourly (
     packets   INTEGER NOT NULL,
     flows     INTEGER NOT NULL,
     PRIMARY KEY (hour_ms, account, class, direction, point, billed)
+);
+CREATE TABLE IF NOT EXISTS traffic_daily (
+    day_ms    INTEGER NOT NULL,
+    account   TEXT NOT NULL,
+    class     TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    point     TEXT NOT NULL,
+    billed    INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    packets   INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    PRIMARY KEY (day_ms, account, class, direction, point, billed)
 );
 CREATE TABLE IF NOT EXISTS unattributed (
     bucket_ms INTEGER NOT NULL,
@@ -285,6 +308,7 @@ CREATE TABLE IF NOT EXISTS class_versions (
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS traffic_by_account ON traffic (account, bucket_ms);
 CREATE INDEX IF NOT EXISTS traffic_hourly_by_account ON traffic_hourly (account, hour_ms);
+CREATE INDEX IF NOT EXISTS traffic_daily_by_account ON traffic_daily (account, day_ms);
 CREATE INDEX IF NOT EXISTS traffic_by_seq ON traffic (seq);
 ";
 
@@ -320,7 +344,11 @@ impl SqliteTier2 {
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn).map_err(err)?;
         register_sql_functions(&conn).map_err(err)?;
-        Ok(SqliteTier2 { conn, path })
+        Ok(SqliteTier2 {
+            conn,
+            path,
+            daily_tz: None,
+        })
     }
 
     /// The tier 2 in `state_dir` for reading only (a dry run beside the
@@ -329,6 +357,7 @@ impl SqliteTier2 {
         Ok(SqliteTier2 {
             conn: SqliteTier2::open_read(state_dir)?,
             path: state_dir.join(TIER2_FILE),
+            daily_tz: None,
         })
     }
 
@@ -386,8 +415,11 @@ impl SqliteTier2 {
 
     /// Replaces this tier 2's rows before `cutoff_ms` (a whole hour) with
     /// `live`'s, in one commit of their own number: the time whose tier 1
-    /// retention removed. Returns the number of rows taken over.
-    pub fn keep_before(&mut self, live: &Path, cutoff_ms: i64) -> Result<u64, StoreError> {
+    /// retention removed. The daily rollup (days of `tz`): `live`'s whole
+    /// days before the cut, the day of the cut summed again from both
+    /// sides' hours (all kept days summed again if `live`'s are another
+    /// zone's). Returns the number of rows taken over.
+    pub fn keep_before(&mut self, live: &Path, cutoff_ms: i64, tz: Tz) -> Result<u64, StoreError> {
         self.with_old(live, |tx| {
             let seq = next_traffic_seq(tx)?;
             let mut kept = 0;
@@ -439,8 +471,64 @@ impl SqliteTier2 {
                     params![cutoff_ms],
                 )? as u64;
             }
+            let cut_day = day_start(cutoff_ms, tz);
+            let old_zone: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM old.meta WHERE key = ?1",
+                    params![DAILY_TZ_KEY],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let from = if old_zone.as_deref() == Some(tz.name()) {
+                tx.execute(
+                    "DELETE FROM main.traffic_daily WHERE day_ms < ?1",
+                    params![cut_day],
+                )?;
+                kept += tx.execute(
+                    "INSERT INTO main.traffic_daily (day_ms, account, class, direction, point, billed, bytes, packets, flows)
+                     SELECT day_ms, account, class, direction, point, billed, bytes, packets, flows
+                     FROM old.traffic_daily WHERE day_ms < ?1",
+                    params![cut_day],
+                )? as u64;
+                cut_day
+            } else {
+                i64::MIN
+            };
+            fill_daily(tx, tz, from, Some(next_day_start(cut_day, tz)))?;
             Ok(kept)
         })
+    }
+
+    /// The zone of the daily rollup's days (after [`Self::daily_zone`]).
+    pub fn daily_tz(&self) -> Option<Tz> {
+        self.daily_tz
+    }
+
+    /// Makes `traffic_daily` sum the local days of `tz`: when tier 2 has
+    /// no daily rollup yet (made before it existed) or one of another zone
+    /// (`general.timezone` changed), it is computed again from the hourly
+    /// rollup and the buckets, in one transaction. Returns the rows written
+    /// then (`None`: the rollup already was of this zone).
+    pub fn daily_zone(&mut self, tz: Tz) -> Result<Option<u64>, StoreError> {
+        let err = sql_error(self.path.clone());
+        let recorded = meta_value(&self.conn, DAILY_TZ_KEY).map_err(&err)?;
+        let mut summed = None;
+        if recorded.as_deref() != Some(tz.name()) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            summed = Some(fill_daily(&tx, tz, i64::MIN, None).map_err(&err)?);
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![DAILY_TZ_KEY, tz.name()],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+        }
+        self.daily_tz = Some(tz);
+        Ok(summed)
     }
 
     /// Takes over `live`'s read positions of the given segments (finished
@@ -707,6 +795,155 @@ fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::
     .optional()
 }
 
+/// Computes `main.traffic_daily` again for the local days of `tz` that
+/// start in `[from_day, to_day)` (`from_day` a day start or `i64::MIN`;
+/// `to_day` a day start, `None`: all): each hour of the hourly rollup that
+/// lies inside one day added to it, the buckets of an hour that midnight
+/// cuts (zones a half or quarter hour off: India, Nepal...) each to its
+/// own day. Memory holds one day's rows. Returns the rows written.
+fn fill_daily(
+    tx: &rusqlite::Transaction<'_>,
+    tz: Tz,
+    from_day: i64,
+    to_day: Option<i64>,
+) -> Result<u64, rusqlite::Error> {
+    let to_day = to_day.unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM main.traffic_daily WHERE day_ms >= ?1 AND day_ms < ?2",
+        params![from_day, to_day],
+    )?;
+    const COLS: &str = "account, class, direction, point, billed, bytes, packets, flows";
+    // From the hour that holds the first day's start (it may begin in
+    // the day before).
+    let mut hours = tx.prepare(&format!(
+        "SELECT hour_ms, {COLS} FROM main.traffic_hourly
+         WHERE hour_ms >= ?1 AND hour_ms < ?2 ORDER BY hour_ms"
+    ))?;
+    let mut buckets = tx.prepare(&format!(
+        "SELECT bucket_ms, {COLS} FROM main.traffic
+         WHERE bucket_ms >= max(?1, ?3) AND bucket_ms < min(?2, ?4)"
+    ))?;
+    let mut put = tx.prepare(&format!(
+        "INSERT INTO main.traffic_daily (day_ms, {COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?;
+    let mut days = DaySums::default();
+    let mut written = 0;
+    let first_hour = if from_day == i64::MIN {
+        i64::MIN
+    } else {
+        bucket_of(from_day, HOUR_MS)
+    };
+    let mut rows = hours.query(params![first_hour, to_day])?;
+    // The hour being read, and the day its rows go to (none: outside the
+    // days asked for, or cut by midnight and read from the buckets).
+    let mut hour: Option<(i64, Option<i64>)> = None;
+    while let Some(r) = rows.next()? {
+        let h: i64 = r.get(0)?;
+        let into = match hour {
+            Some((at, into)) if at == h => into,
+            _ => {
+                written += days.flush_before(day_start(h, tz), &mut put)?;
+                let into = if hour_in_one_day(h, tz) {
+                    Some(day_start(h, tz)).filter(|d| (from_day..to_day).contains(d))
+                } else {
+                    let end = h.saturating_add(HOUR_MS);
+                    let mut b = buckets.query(params![h, end, from_day, to_day])?;
+                    while let Some(r) = b.next()? {
+                        days.add(day_start(r.get(0)?, tz), r)?;
+                    }
+                    None
+                };
+                hour = Some((h, into));
+                into
+            }
+        };
+        if let Some(day) = into {
+            days.add(day, r)?;
+        }
+    }
+    written += days.flush_before(i64::MAX, &mut put)?;
+    Ok(written)
+}
+
+/// Sums of `traffic` rows per local day, names interned, written a day at
+/// a time ([`fill_daily`]).
+#[derive(Default)]
+struct DaySums {
+    ids: FastMap<String, u32>,
+    names: Vec<String>,
+    /// (day, account, class, direction, point, billed) → sums.
+    sums: FastMap<(i64, [u32; 4], bool), Counts>,
+}
+
+impl DaySums {
+    /// Adds row `r` (time, account, class, direction, point, billed,
+    /// bytes, packets, flows) to `day`.
+    fn add(&mut self, day: i64, r: &rusqlite::Row<'_>) -> Result<(), rusqlite::Error> {
+        let mut key = [0u32; 4];
+        for (i, k) in key.iter_mut().enumerate() {
+            let v = r.get_ref(i + 1)?;
+            let name = v.as_str().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i + 1, v.data_type(), Box::new(e))
+            })?;
+            *k = match self.ids.get(name) {
+                Some(&id) => id,
+                None => {
+                    let id = self.names.len() as u32;
+                    self.names.push(name.to_string());
+                    self.ids.insert(name.to_string(), id);
+                    id
+                }
+            };
+        }
+        let billed: bool = r.get(5)?;
+        let (bytes, packets, flows): (i64, i64, i64) = (r.get(6)?, r.get(7)?, r.get(8)?);
+        self.sums.entry((day, key, billed)).or_default().add(
+            bytes.max(0) as u64,
+            packets.max(0) as u64,
+            flows.max(0) as u64,
+        );
+        Ok(())
+    }
+
+    /// Writes the days before `day` (in primary-key order) and forgets them.
+    fn flush_before(
+        &mut self,
+        day: i64,
+        put: &mut rusqlite::Statement<'_>,
+    ) -> Result<u64, rusqlite::Error> {
+        let mut done: Vec<_> = self
+            .sums
+            .iter()
+            .filter(|(k, _)| k.0 < day)
+            .map(|(k, c)| (*k, *c))
+            .collect();
+        if done.is_empty() {
+            return Ok(0);
+        }
+        self.sums.retain(|k, _| k.0 >= day);
+        let names = &self.names;
+        done.sort_unstable_by(|(a, _), (b, _)| {
+            let text = |k: &(i64, [u32; 4], bool)| k.1.map(|i| names[i as usize].as_str());
+            (a.0, text(a), a.2).cmp(&(b.0, text(b), b.2))
+        });
+        for ((day, [account, class, dir, point], billed), c) in &done {
+            let name = |i: &u32| names[*i as usize].as_str();
+            put.execute(params![
+                day,
+                name(account),
+                name(class),
+                name(dir),
+                name(point),
+                billed,
+                sql_sum(c.bytes),
+                sql_sum(c.packets),
+                sql_sum(c.flows)
+            ])?;
+        }
+        Ok(done.len() as u64)
+    }
+}
+
 /// The last commit of this tier 2 (at `tier2`) that the core beside it has
 /// read: `None` when there is no core database in the state dir; −1 when
 /// the core has read nothing of this tier 2 (another identity: rebuilt or
@@ -780,6 +1017,8 @@ pub struct CommitRows {
     pub traffic: Vec<(TrafficRowKey, Counts)>,
     /// The hourly rollup of `traffic`.
     pub hourly: Vec<(TrafficRowKey, Counts)>,
+    /// The daily rollup of `traffic`, by local days of [`Names::tz`].
+    pub daily: Vec<(TrafficRowKey, Counts)>,
     pub unattributed: Vec<(UnattributedRowKey, Counts)>,
     /// Hours whose host detail must be recomputed.
     pub hours: Vec<i64>,
@@ -846,6 +1085,23 @@ impl CommitRows {
                 .add(c.bytes, c.packets, c.flows);
         }
         let hourly = rows(&mut hourly.into_iter());
+        // And per local day: reports over months and years (24× fewer
+        // rows again). A commit's buckets are few: each day found once.
+        let mut days: FastMap<i64, i64> = FastMap::default();
+        let mut daily: FastMap<TrafficKey, Counts> = FastMap::default();
+        for (k, c) in batch.traffic() {
+            let day = *days
+                .entry(k.bucket_ms)
+                .or_insert_with(|| day_start(k.bucket_ms, names.tz));
+            daily
+                .entry(TrafficKey {
+                    bucket_ms: day,
+                    ..k
+                })
+                .or_default()
+                .add(c.bytes, c.packets, c.flows);
+        }
+        let daily = rows(&mut daily.into_iter());
         let mut unattributed: Vec<_> = batch
             .unattributed
             .iter()
@@ -864,6 +1120,7 @@ impl CommitRows {
         CommitRows {
             traffic,
             hourly,
+            daily,
             unattributed,
             hours: batch.hours.clone(),
             losses: batch.losses.iter().map(|(k, c)| (*k, *c)).collect(),
@@ -1050,6 +1307,7 @@ impl Tier2 for SqliteTier2 {
             let seq = next_traffic_seq(&tx).map_err(&err)?;
             upsert_traffic(&tx, "traffic", "bucket_ms", &rows.traffic, Some(seq)).map_err(&err)?;
             upsert_traffic(&tx, "traffic_hourly", "hour_ms", &rows.hourly, None).map_err(&err)?;
+            upsert_traffic(&tx, "traffic_daily", "day_ms", &rows.daily, None).map_err(&err)?;
             let mut st = tx
                 .prepare_cached(&format!(
                     "INSERT INTO unattributed (bucket_ms, address, class, direction, point, bytes, packets, flows)
@@ -1280,6 +1538,15 @@ impl Tier2 for SqliteTier2 {
                 params![hourly_cut],
             )
             .map_err(&err)?;
+            // Whole days before the hour's: the day of the cut stays, with
+            // the hours before it that the hourly rollup no longer has.
+            if let Some(tz) = self.daily_tz {
+                tx.execute(
+                    "DELETE FROM traffic_daily WHERE day_ms < ?1",
+                    params![day_start(hourly_cut, tz)],
+                )
+                .map_err(&err)?;
+            }
             p.unattributed_rows = tx
                 .execute("DELETE FROM unattributed WHERE bucket_ms < ?1", params![t])
                 .map_err(&err)? as u64;

@@ -338,6 +338,10 @@ fn tier2_dump(state: &Path) -> Vec<String> {
             "hour_ms, account, class, direction, point, billed, bytes, packets, flows",
         ),
         (
+            "traffic_daily",
+            "day_ms, account, class, direction, point, billed, bytes, packets, flows",
+        ),
+        (
             "unattributed",
             "bucket_ms, address, class, direction, point, bytes, packets, flows",
         ),
@@ -1127,6 +1131,7 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
         [
             "SELECT typeof(bytes), bytes FROM traffic",
             "SELECT typeof(bytes), bytes FROM traffic_hourly",
+            "SELECT typeof(bytes), bytes FROM traffic_daily",
             "SELECT typeof(bytes_out), bytes_out FROM top_hosts",
         ]
         .iter()
@@ -1137,14 +1142,14 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
     segment(1, t);
     classify_all(dir.path(), config(dir.path()), NOW_MS);
     let one = 4_600 * max as i64;
-    assert_eq!(sums(dir.path()), vec![("integer".to_string(), one); 3]);
+    assert_eq!(sums(dir.path()), vec![("integer".to_string(), one); 4]);
     // The second commit adds as much again: past the largest integer.
     segment(2, t);
     classify_all(dir.path(), config(dir.path()), NOW_MS);
-    assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 3]);
+    assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 4]);
     // One commit of both (a rebuild): the same.
     rebuild(config(dir.path()), false);
-    assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 3]);
+    assert_eq!(sums(dir.path()), vec![("integer".to_string(), i64::MAX); 4]);
 
     // An hour later as much again: reports summing both hours (SQLite's
     // SUM would fail with "integer overflow") stop at the largest integer.
@@ -1164,10 +1169,16 @@ fn sums_saturate_at_the_largest_integer_instead_of_wrapping() {
             tz: chrono_tz::UTC,
         };
         // Rows of one period are added as u64 (saturating): the stored
-        // hour at the limit plus the next one.
+        // buckets, one at the limit, plus the next hour's. By day and in
+        // total the whole day is read from the daily rollup, whose sum
+        // tier 2 stores saturated.
         let rows = report::traffic(&c, &q).unwrap();
         let total = rows.iter().fold(0u64, |a, r| a.saturating_add(r.bytes_out));
-        assert_eq!(total, i64::MAX as u64 + one as u64, "{period:?}: {rows:?}");
+        let want = match period {
+            Period::Bucket => i64::MAX as u64 + one as u64,
+            _ => i64::MAX as u64,
+        };
+        assert_eq!(total, want, "{period:?}: {rows:?}");
         if period != Period::Bucket {
             assert_eq!(rows.len(), 1, "{period:?}: {rows:?}");
             assert_eq!(rows[0].flows, 3 * 4_600, "{period:?}");
@@ -1214,9 +1225,11 @@ fn retention_removes_old_rows_but_keeps_rows_a_core_beside_it_has_not_read() {
     classify_all(state, cfg.clone(), then);
     assert_eq!(count("traffic", "bucket_ms"), (1, 1));
     assert_eq!(count("traffic_hourly", "hour_ms"), (1, 1));
+    assert_eq!(count("traffic_daily", "day_ms"), (1, 1));
     maintain(&cfg);
     assert_eq!(count("traffic", "bucket_ms"), (0, 1));
     assert_eq!(count("traffic_hourly", "hour_ms"), (0, 1));
+    assert_eq!(count("traffic_daily", "day_ms"), (0, 1));
 
     // A core that has read through the commits so far (of this tier 2's
     // identity), then stopped: the old record counted afterwards stays,
@@ -1252,10 +1265,12 @@ fn retention_removes_old_rows_but_keeps_rows_a_core_beside_it_has_not_read() {
     maintain(&cfg);
     assert_eq!(count("traffic", "bucket_ms"), (1, 1));
     assert_eq!(count("traffic_hourly", "hour_ms"), (1, 1));
+    assert_eq!(count("traffic_daily", "day_ms"), (1, 1));
     read_through(top());
     maintain(&cfg);
     assert_eq!(count("traffic", "bucket_ms"), (0, 1));
     assert_eq!(count("traffic_hourly", "hour_ms"), (0, 1));
+    assert_eq!(count("traffic_daily", "day_ms"), (0, 1));
 }
 
 const DAY: i64 = 86_400_000;
@@ -1434,4 +1449,254 @@ fn reports_across_a_dst_change_give_each_period_once_with_every_byte() {
             "{period:?}"
         );
     }
+}
+
+/// A `traffic_daily` primary key.
+type DailyKey = (i64, String, String, String, String, i64);
+
+/// `traffic_daily` summed independently: every bucket row of `traffic`
+/// added to the local day of `tz` its start lies in.
+fn daily_from_buckets(state: &Path, tz: chrono_tz::Tz) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let c = SqliteTier2::open_read(state).unwrap();
+    let mut st = c
+        .prepare("SELECT bucket_ms, account, class, direction, point, billed, bytes, packets, flows FROM traffic")
+        .unwrap();
+    let mut q = st.query([]).unwrap();
+    let mut days: BTreeMap<DailyKey, (i64, i64, i64)> = BTreeMap::new();
+    while let Some(r) = q.next().unwrap() {
+        let day = kopek_classifier::days::day_start(r.get(0).unwrap(), tz);
+        let k = (
+            day,
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+            r.get(4).unwrap(),
+            r.get(5).unwrap(),
+        );
+        let e = days.entry(k).or_default();
+        e.0 += r.get::<_, i64>(6).unwrap();
+        e.1 += r.get::<_, i64>(7).unwrap();
+        e.2 += r.get::<_, i64>(8).unwrap();
+    }
+    days.into_iter()
+        .filter(|(_, v)| *v != (0, 0, 0))
+        .map(|(k, v)| format!("{k:?} {v:?}"))
+        .collect()
+}
+
+fn daily_table(state: &Path) -> Vec<String> {
+    let c = SqliteTier2::open_read(state).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT day_ms, account, class, direction, point, billed, bytes, packets, flows
+             FROM traffic_daily ORDER BY day_ms, account, class, direction, point, billed",
+        )
+        .unwrap();
+    st.query_map([], |r| {
+        let k: DailyKey = (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        );
+        let v: (i64, i64, i64) = (r.get(6)?, r.get(7)?, r.get(8)?);
+        Ok(format!("{k:?} {v:?}"))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// Reports by day and in total of zone `tz` equal the buckets summed by
+/// hand, over intervals of whole days, part days and odd offsets; and a
+/// multi-day one is read (mostly) from the daily rollup.
+fn assert_days_report_as_buckets(state: &Path, tz: chrono_tz::Tz, t0: i64) {
+    use kopek_classifier::days::day_start;
+    use kopek_classifier::report::{self, Period, Source, TrafficQuery};
+    use std::collections::BTreeMap;
+    let conn = SqliteTier2::open_read(state).unwrap();
+    let h = 3_600_000;
+    let d0 = day_start(t0, tz);
+    let mut used_days = false;
+    for (from, to) in [
+        (d0 - 2 * 24 * h, d0 + 8 * 24 * h),
+        (d0, d0 + 3 * 24 * h),
+        (d0 + 5 * h, d0 + 3 * 24 * h - 7 * h),
+        (t0 + 1_234_567, t0 + 2 * 24 * h + 999),
+        (d0 + h, d0 + 2 * h),
+        (d0 + 24 * h, d0 + 24 * h + 30 * 60_000),
+    ] {
+        for period in [Period::Day, Period::Total] {
+            for account in [None, Some("acme".to_string())] {
+                let q = TrafficQuery {
+                    from_ms: from,
+                    to_ms: to,
+                    account: account.clone(),
+                    class: None,
+                    billed_only: false,
+                    period,
+                    tz,
+                };
+                used_days |= report::plan(&conn, &q)
+                    .unwrap()
+                    .iter()
+                    .any(|p| p.2 == Source::Days);
+                let got = report::traffic(&conn, &q).unwrap();
+                let buckets = report::traffic(
+                    &conn,
+                    &TrafficQuery {
+                        period: Period::Bucket,
+                        ..q.clone()
+                    },
+                )
+                .unwrap();
+                let mut want: BTreeMap<(i64, String, String), report::TrafficRow> = BTreeMap::new();
+                for r in buckets {
+                    let p = report::period_start(r.period_ms, period, from, tz);
+                    let e = want
+                        .entry((p, r.account.clone(), r.class.clone()))
+                        .or_insert_with(|| report::TrafficRow {
+                            period_ms: p,
+                            account: r.account.clone(),
+                            class: r.class.clone(),
+                            ..Default::default()
+                        });
+                    e.bytes_in += r.bytes_in;
+                    e.bytes_out += r.bytes_out;
+                    e.packets_in += r.packets_in;
+                    e.packets_out += r.packets_out;
+                    e.flows += r.flows;
+                }
+                let want: Vec<_> = want.into_values().collect();
+                assert_eq!(got, want, "{tz} {period:?} {account:?} {from}..{to}");
+            }
+        }
+    }
+    assert!(used_days, "{tz}: no report read the daily rollup");
+}
+
+#[test]
+fn the_daily_rollup_answers_exactly_what_the_buckets_do_in_any_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    // Four and a half days around Santiago's DST jump of 2024-09-08 (its
+    // midnight skipped), a record every two minutes lasting up to 12.
+    let t0 = 1_725_580_800_000; // 2024-09-06 00:00 UTC
+    let flows: Vec<FlowRecord> = (0..3_300u64)
+        .map(|i| {
+            let first = t0 + i as i64 * 120_000;
+            FlowRecord {
+                first_ms: first,
+                last_ms: first + (i as i64 % 7) * 120_000,
+                ..flow(i)
+            }
+        })
+        .collect();
+    let (a, b) = flows.split_at(2_000);
+    sealed(state, 1, &[&a[..1_000], &a[1_000..]]);
+    bind(state, &[("acme", "10.0.0.0/28"), ("bolt", "10.0.0.16/28")]);
+    let zoned = |tz: &str| {
+        let mut c = config(state);
+        c.timezone = tz.parse().unwrap();
+        c
+    };
+    let zones = [
+        "America/Santiago",
+        "Asia/Kolkata",
+        "UTC",
+        "Australia/Lord_Howe",
+        "Europe/Moscow",
+        "Asia/Kathmandu",
+    ];
+    // Written commit by commit in the first zone.
+    classify_all(state, zoned(zones[0]), NOW_MS);
+    let tz: chrono_tz::Tz = zones[0].parse().unwrap();
+    assert!(!daily_table(state).is_empty());
+    assert_eq!(daily_table(state), daily_from_buckets(state, tz));
+    assert_days_report_as_buckets(state, tz, t0);
+    // Another zone: summed again when the engine opens (the daemon
+    // restarted with a new general.timezone), then new records added to it.
+    sealed(state, 2, &[b]);
+    for (i, zone) in zones.iter().enumerate().skip(1) {
+        let tz: chrono_tz::Tz = zone.parse().unwrap();
+        let mut e = Engine::open(zoned(zone), NOW_MS).unwrap();
+        assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{zone}");
+        if i == 1 {
+            e.catch_up(NOW_MS).unwrap();
+            e.flush(NOW_MS).unwrap();
+            assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{zone}");
+        }
+        // And by a reload (SIGHUP) to the next zone and back.
+        let next = zones[(i + 1) % zones.len()];
+        e.reload(zoned(next), NOW_MS).unwrap();
+        let next_tz: chrono_tz::Tz = next.parse().unwrap();
+        assert_eq!(
+            daily_table(state),
+            daily_from_buckets(state, next_tz),
+            "{next}"
+        );
+        e.reload(zoned(zone), NOW_MS).unwrap();
+        drop(e);
+        assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{zone}");
+        assert_days_report_as_buckets(state, tz, t0);
+    }
+    // A report in a zone the rollup is not of reads hours or buckets, and
+    // answers the same.
+    assert_days_report_as_buckets_without_days(state, "Asia/Tokyo".parse().unwrap(), t0);
+    // A rebuild from the middle of a day, with a binding recorded late:
+    // the rows before the cut kept as they were (10.0.0.32/28
+    // unattributed), after it computed again (carl's), and the day of the
+    // cut summed from both.
+    let zone = zones[zones.len() - 1];
+    let tz: chrono_tz::Tz = zone.parse().unwrap();
+    bind(state, &[("carl", "10.0.0.32/28")]);
+    let cut = t0 + 2 * 24 * 3_600_000 + 13 * 3_600_000;
+    let rebuild_from = |zone: &str| {
+        let opts = RebuildOptions {
+            from_ms: Some(cut),
+            ..Default::default()
+        };
+        try_rebuild(zoned(zone), opts).unwrap()
+    };
+    assert!(rebuild_from(zone).rows_kept > 0);
+    let carl: Vec<i64> = SqliteTier2::open_read(state)
+        .unwrap()
+        .prepare("SELECT bucket_ms FROM traffic WHERE account = 'carl'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        !carl.is_empty() && carl.iter().all(|&t| t >= cut),
+        "{carl:?}"
+    );
+    assert_eq!(daily_table(state), daily_from_buckets(state, tz));
+    assert_days_report_as_buckets(state, tz, t0);
+    // And one in another zone than the live rollup's: all of it summed again.
+    let india: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+    rebuild_from("Asia/Kolkata");
+    assert_eq!(daily_table(state), daily_from_buckets(state, india));
+    assert_days_report_as_buckets(state, india, t0);
+}
+
+fn assert_days_report_as_buckets_without_days(state: &Path, tz: chrono_tz::Tz, t0: i64) {
+    use kopek_classifier::report::{self, Period, Source, TrafficQuery};
+    let conn = SqliteTier2::open_read(state).unwrap();
+    let q = TrafficQuery {
+        from_ms: t0,
+        to_ms: t0 + 4 * 24 * 3_600_000,
+        account: None,
+        class: None,
+        billed_only: false,
+        period: Period::Day,
+        tz,
+    };
+    let plan = report::plan(&conn, &q).unwrap();
+    assert_eq!(plan, vec![(q.from_ms, q.to_ms, Source::Hours)]);
+    let by_hours = report::traffic(&conn, &q).unwrap();
+    assert!(!by_hours.is_empty());
 }
