@@ -377,8 +377,19 @@ impl Engine {
     /// Opens tier 2 and the binding registry, loads the lists (recording a
     /// new version when their content changed) and the committed progress.
     pub fn open(config: Config, now_ms: i64) -> Result<Engine, ClassifierError> {
+        Engine::open_with_progress(config, now_ms, &mut || {})
+    }
+
+    /// [`Self::open`], calling `progress` now and then while opening
+    /// takes long (the daily rollup summed again for a new zone: minutes
+    /// for a big tier 2), so that the daemon can tell systemd it is alive.
+    pub fn open_with_progress(
+        config: Config,
+        now_ms: i64,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Engine, ClassifierError> {
         let state = config.state_dir.clone();
-        Engine::open_with(config, &state, false, now_ms)
+        Engine::open_with(config, &state, false, now_ms, progress)
     }
 
     /// As [`Self::open`], for a rebuild: tier 2 in `tier2_dir` instead of
@@ -389,7 +400,7 @@ impl Engine {
         tier2_dir: &std::path::Path,
         now_ms: i64,
     ) -> Result<Engine, ClassifierError> {
-        Engine::open_with(config, tier2_dir, true, now_ms)
+        Engine::open_with(config, tier2_dir, true, now_ms, &mut || {})
     }
 
     fn open_with(
@@ -397,6 +408,7 @@ impl Engine {
         tier2_dir: &std::path::Path,
         bulk: bool,
         now_ms: i64,
+        progress: &mut dyn FnMut(),
     ) -> Result<Engine, ClassifierError> {
         let state = config.state_dir.clone();
         for dir in [&state, tier2_dir] {
@@ -411,7 +423,7 @@ impl Engine {
             SqliteTier2::open(tier2_dir)?
         };
         check_bucket(&mut store, &config)?;
-        daily_zone(&mut store, config.timezone)?;
+        daily_zone(&mut store, config.timezone, progress)?;
         let registry = Registry::open(&state)?;
         let raw = RawStore::new(config.collector.raw_dir(&state));
         let mut e = Engine {
@@ -526,9 +538,18 @@ impl Engine {
             None => Vec::new(),
         };
         self.flush(now_ms)?;
-        // Rows of the old zone's days are written (flushed) before the
-        // daily rollup is summed again for the new zone's.
-        daily_zone(&mut self.store, config.timezone)?;
+        // The daily rollup stays in its zone until the next start (summing
+        // it again may take minutes; reports in another zone do not use it).
+        if let Some(tz) = self.store.daily_tz()
+            && tz != config.timezone
+        {
+            tracing::warn!(
+                daily_rollup = tz.name(),
+                timezone = config.timezone.name(),
+                "general.timezone changed: tier 2's daily rollup stays in its zone until the \
+                 classifier restarts; reports by day in the new zone read the hourly rollup"
+            );
+        }
         // A host pass in progress holds account indices of the old binding
         // index: start it again (the hour stays pending).
         self.host_pass = None;
@@ -1314,9 +1335,13 @@ impl Engine {
 
 /// Makes tier 2's daily rollup sum the days of `tz` (see
 /// [`SqliteTier2::daily_zone`]), saying so when it had to sum them again.
-fn daily_zone(store: &mut SqliteTier2, tz: chrono_tz::Tz) -> Result<(), ClassifierError> {
+fn daily_zone(
+    store: &mut SqliteTier2,
+    tz: chrono_tz::Tz,
+    progress: &mut dyn FnMut(),
+) -> Result<(), ClassifierError> {
     let t = Instant::now();
-    if let Some(rows) = store.daily_zone(tz)?
+    if let Some(rows) = store.daily_zone(tz, progress)?
         && rows > 0
     {
         tracing::info!(

@@ -124,7 +124,19 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
             sig(SignalKind::hangup())?,
         )
     };
-    let mut engine = Engine::open(config, now_ms())?;
+    // Opening may take minutes once (tier 2's daily rollup summed for a
+    // new zone): systemd is asked for more time as it goes, instead of
+    // killing a start that would then begin again from nothing.
+    let mut asked = Instant::now();
+    let mut engine = Engine::open_with_progress(config, now_ms(), &mut || {
+        if asked.elapsed() >= Duration::from_secs(10) {
+            asked = Instant::now();
+            let _ = sd_notify::notify(
+                false,
+                &[sd_notify::NotifyState::ExtendTimeoutUsec(60_000_000)],
+            );
+        }
+    })?;
     write_stats(&state_dir, engine.stats())?;
 
     let stop = Arc::new(AtomicBool::new(false));

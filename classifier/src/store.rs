@@ -494,7 +494,7 @@ impl SqliteTier2 {
             } else {
                 i64::MIN
             };
-            fill_daily(tx, tz, from, Some(next_day_start(cut_day, tz)))?;
+            fill_daily(tx, tz, from, Some(next_day_start(cut_day, tz)), &mut || {})?;
             Ok(kept)
         })
     }
@@ -509,7 +509,13 @@ impl SqliteTier2 {
     /// (`general.timezone` changed), it is computed again from the hourly
     /// rollup and the buckets, in one transaction. Returns the rows written
     /// then (`None`: the rollup already was of this zone).
-    pub fn daily_zone(&mut self, tz: Tz) -> Result<Option<u64>, StoreError> {
+    /// `progress` is called now and then while it sums (about every
+    /// million rows read).
+    pub fn daily_zone(
+        &mut self,
+        tz: Tz,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Option<u64>, StoreError> {
         let err = sql_error(self.path.clone());
         let recorded = meta_value(&self.conn, DAILY_TZ_KEY).map_err(&err)?;
         let mut summed = None;
@@ -518,7 +524,7 @@ impl SqliteTier2 {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
-            summed = Some(fill_daily(&tx, tz, i64::MIN, None).map_err(&err)?);
+            summed = Some(fill_daily(&tx, tz, i64::MIN, None, progress).map_err(&err)?);
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -800,12 +806,14 @@ fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::
 /// `to_day` a day start, `None`: all): each hour of the hourly rollup that
 /// lies inside one day added to it, the buckets of an hour that midnight
 /// cuts (zones a half or quarter hour off: India, Nepal...) each to its
-/// own day. Memory holds one day's rows. Returns the rows written.
+/// own day. Memory holds one day's rows. Returns the rows written;
+/// calls `progress` every million rows read.
 fn fill_daily(
     tx: &rusqlite::Transaction<'_>,
     tz: Tz,
     from_day: i64,
     to_day: Option<i64>,
+    progress: &mut dyn FnMut(),
 ) -> Result<u64, rusqlite::Error> {
     let to_day = to_day.unwrap_or(i64::MAX);
     tx.execute(
@@ -837,7 +845,12 @@ fn fill_daily(
     // The hour being read, and the day its rows go to (none: outside the
     // days asked for, or cut by midnight and read from the buckets).
     let mut hour: Option<(i64, Option<i64>)> = None;
+    let mut read = 0u64;
     while let Some(r) = rows.next()? {
+        read += 1;
+        if read.is_multiple_of(1 << 20) {
+            progress();
+        }
         let h: i64 = r.get(0)?;
         let into = match hour {
             Some((at, into)) if at == h => into,
