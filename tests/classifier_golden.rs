@@ -819,6 +819,47 @@ fn check_top_hosts(g: &Golden, nf: &HashMap<IpAddr, (u64, u64)>) {
                 })
                 .collect();
         assert_eq!(got, want, "top hosts of {account}");
+        // The same as CSV (the hosts alone).
+        let csv = kopek(
+            &g.config,
+            &[
+                "traffic",
+                "--from",
+                FROM,
+                "--to",
+                TO,
+                "--account",
+                account,
+                "--top",
+                "3",
+                "--format",
+                "csv",
+            ],
+        );
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("account,remote,class,bytes_in,bytes_out,flows")
+        );
+        let rows: Vec<(String, String, u64, u64, u64)> = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), 6, "{l}");
+                assert_eq!(f[0], account, "{l}");
+                let n = |i: usize| f[i].parse::<u64>().unwrap();
+                (f[1].to_string(), f[2].to_string(), n(3), n(4), n(5))
+            })
+            .collect();
+        let from_csv: Vec<_> = rows
+            .iter()
+            .filter(|r| !r.0.is_empty())
+            .map(|(remote, class, bi, bo, fl)| (ip(remote), class.clone(), *bi, *bo, *fl))
+            .collect();
+        assert_eq!(from_csv, want, "top hosts of {account} as CSV");
+        assert!(
+            rows.len() <= 4,
+            "{account}: three hosts and the other hosts' sum"
+        );
         if account == "multi" {
             for (remote, _, bi, bo, _) in &want {
                 assert_eq!(nf[remote].0, bi + bo, "multi's host {remote} vs nfdump");

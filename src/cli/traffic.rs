@@ -31,7 +31,9 @@ pub struct TrafficArgs {
     /// Only what billing counts (billing points, the class's counted direction).
     #[arg(long)]
     billed: bool,
-    /// Also list the N largest remote hosts per account.
+    /// Also list the N largest remote hosts per account (with --format
+    /// csv: the hosts alone, one CSV: account, remote, class, bytes_in,
+    /// bytes_out, flows; remote empty for the sum of the other hosts).
     #[arg(long, value_name = "N")]
     top: Option<usize>,
     /// Show unattributed and transit traffic per address instead.
@@ -253,6 +255,17 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                 }
             })?;
             writeln!(out, "\n  ]\n}}")?;
+        }
+        OutputFormat::Csv if a.top.is_some() => {
+            // One CSV holds one table: the hosts, which were asked for.
+            writeln!(out, "account,remote,class,bytes_in,bytes_out,flows")?;
+            for r in &hosts {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{}",
+                    r.account, r.remote, r.class, r.bytes_in, r.bytes_out, r.flows
+                )?;
+            }
         }
         OutputFormat::Csv => {
             writeln!(
