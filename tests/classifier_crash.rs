@@ -222,7 +222,14 @@ top_hosts_days = 0
     wait_caught_up(state2.path(), "the clean classifier", &mut clean);
     clean.stop();
 
-    for table in ["traffic", "unattributed", "top_hosts", "losses"] {
+    for table in [
+        "traffic",
+        "traffic_hourly",
+        "traffic_daily",
+        "unattributed",
+        "top_hosts",
+        "losses",
+    ] {
         let a = table_rows(&state, table);
         let b = table_rows(state2.path(), table);
         if a != b {
