@@ -582,6 +582,15 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         })
         .collect();
     assert_same("kopek traffic --format csv", &got, &want_acc);
+    // By month of the ISP's zone: the same bytes as in total.
+    let bytes = |rows: Vec<serde_json::Value>| -> u64 {
+        rows.iter()
+            .map(|r| r["bytes_in"].as_u64().unwrap() + r["bytes_out"].as_u64().unwrap())
+            .sum()
+    };
+    let months = g.rows(&["--by", "month"]);
+    assert!(!months.is_empty());
+    assert_eq!(bytes(months), bytes(g.rows(&["--by", "total"])));
     // A reader that has gone (| head -1 that is done): a quiet, successful
     // end, not a panic or an error message. The pipe is closed before the
     // report writes, so its first write fails.

@@ -6,7 +6,7 @@
 //! Asia/Beirut...), the instant the clocks jump to. It is 23, 24 or 25
 //! hours long (24.5 on Lord Howe Island).
 
-use chrono::{DateTime, NaiveDate, TimeZone};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 
 use crate::aggregate::HOUR_MS;
@@ -34,6 +34,20 @@ pub fn next_day_start(t_ms: i64, tz: Tz) -> i64 {
         .and_then(|d| first_instant(d, tz))
         .filter(|&s| s > t_ms)
         .unwrap_or(t_ms.saturating_add(24 * HOUR_MS))
+}
+
+/// The first instant of the local calendar month of `tz` that contains
+/// `t_ms` (the first instant of its 1st day).
+pub fn month_start(t_ms: i64, tz: Tz) -> i64 {
+    let Some(utc) = DateTime::from_timestamp_millis(t_ms) else {
+        return t_ms;
+    };
+    utc.with_timezone(&tz)
+        .date_naive()
+        .with_day(1)
+        .and_then(|d| first_instant(d, tz))
+        .filter(|&s| s <= t_ms)
+        .unwrap_or(t_ms)
 }
 
 /// Whether the hour starting at `hour_ms` lies inside one local day (its
@@ -78,6 +92,12 @@ mod tests {
         assert!(!hour_in_one_day(utc("2026-11-21T18:00:00Z"), india));
         assert!(hour_in_one_day(utc("2026-11-21T19:00:00Z"), india));
         assert!(hour_in_one_day(utc("2026-11-21T18:00:00Z"), msk));
+        assert_eq!(month_start(t, msk), utc("2026-10-31T21:00:00Z"));
+        assert_eq!(
+            month_start(utc("2026-10-31T21:00:00Z") - 1, msk),
+            utc("2026-09-30T21:00:00Z")
+        );
+        assert_eq!(month_start(t, chrono_tz::UTC), utc("2026-11-01T00:00:00Z"));
     }
 
     #[test]
@@ -106,6 +126,7 @@ mod tests {
         for t in [i64::MIN, i64::MAX, i64::MIN / 2, i64::MAX / 2] {
             let _ = day_start(t, chrono_tz::UTC);
             let _ = next_day_start(t, chrono_tz::UTC);
+            let _ = month_start(t, chrono_tz::UTC);
             let _ = hour_in_one_day(t, chrono_tz::UTC);
         }
     }

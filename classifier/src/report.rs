@@ -22,6 +22,8 @@ pub enum Period {
     Bucket,
     Hour,
     Day,
+    /// Calendar months of the zone (from the first instant of the 1st).
+    Month,
     /// The whole requested interval.
     Total,
 }
@@ -57,12 +59,15 @@ pub fn period_start(t_ms: i64, period: Period, from_ms: i64, tz: Tz) -> i64 {
     match period {
         Period::Total => from_ms,
         Period::Bucket => t_ms,
-        Period::Hour | Period::Day => {
+        Period::Hour | Period::Day | Period::Month => {
             let Some(utc) = DateTime::from_timestamp_millis(t_ms) else {
                 return t_ms;
             };
             if period == Period::Day {
                 return crate::days::day_start(t_ms, tz);
+            }
+            if period == Period::Month {
+                return crate::days::month_start(t_ms, tz);
             }
             utc.with_timezone(&tz)
                 .with_minute(0)
@@ -108,7 +113,8 @@ pub enum Source {
 }
 
 /// How `q` is read: the interval cut into parts, in time order, each
-/// from the coarsest table that answers it exactly. By day or in total,
+/// from the coarsest table that answers it exactly. By day, month or in
+/// total,
 /// the whole local days inside the interval come from the daily rollup
 /// when it is of `q`'s zone; the rest (or all) from hours when the edges
 /// are whole hours of a zone a whole number of hours off UTC, else from
@@ -124,7 +130,7 @@ pub fn plan(conn: &Connection, q: &TrafficQuery) -> Result<Vec<(i64, i64, Source
         (from, to, source)
     };
     let (from, to) = (q.from_ms, q.to_ms);
-    if matches!(q.period, Period::Day | Period::Total) && from < to {
+    if matches!(q.period, Period::Day | Period::Month | Period::Total) && from < to {
         let zone: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",

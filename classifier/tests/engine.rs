@@ -1522,6 +1522,7 @@ fn assert_days_report_as_buckets(state: &Path, tz: chrono_tz::Tz, t0: i64) {
     let d0 = day_start(t0, tz);
     let mut used_days = false;
     for (from, to) in [
+        (d0 - 40 * 24 * h, d0 + 40 * 24 * h),
         (d0 - 2 * 24 * h, d0 + 8 * 24 * h),
         (d0, d0 + 3 * 24 * h),
         (d0 + 5 * h, d0 + 3 * 24 * h - 7 * h),
@@ -1529,7 +1530,7 @@ fn assert_days_report_as_buckets(state: &Path, tz: chrono_tz::Tz, t0: i64) {
         (d0 + h, d0 + 2 * h),
         (d0 + 24 * h, d0 + 24 * h + 30 * 60_000),
     ] {
-        for period in [Period::Day, Period::Total] {
+        for period in [Period::Day, Period::Month, Period::Total] {
             for account in [None, Some("acme".to_string())] {
                 let q = TrafficQuery {
                     from_ms: from,
@@ -1572,6 +1573,11 @@ fn assert_days_report_as_buckets(state: &Path, tz: chrono_tz::Tz, t0: i64) {
                 }
                 let want: Vec<_> = want.into_values().collect();
                 assert_eq!(got, want, "{tz} {period:?} {account:?} {from}..{to}");
+                if period == Period::Month && from == d0 - 40 * 24 * h {
+                    let months: std::collections::BTreeSet<i64> =
+                        got.iter().map(|r| r.period_ms).collect();
+                    assert_eq!(months.len(), 2, "{tz}: August and September");
+                }
             }
         }
     }
@@ -1582,12 +1588,13 @@ fn assert_days_report_as_buckets(state: &Path, tz: chrono_tz::Tz, t0: i64) {
 fn the_daily_rollup_answers_exactly_what_the_buckets_do_in_any_zone() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    // Four and a half days around Santiago's DST jump of 2024-09-08 (its
-    // midnight skipped), a record every two minutes lasting up to 12.
-    let t0 = 1_725_580_800_000; // 2024-09-06 00:00 UTC
+    // Nine days across a month's end and Santiago's DST jump of
+    // 2024-09-08 (its midnight skipped), a record every four minutes
+    // lasting up to 12.
+    let t0 = 1_724_976_000_000; // 2024-08-30 00:00 UTC
     let flows: Vec<FlowRecord> = (0..3_300u64)
         .map(|i| {
-            let first = t0 + i as i64 * 120_000;
+            let first = t0 + i as i64 * 240_000;
             FlowRecord {
                 first_ms: first,
                 last_ms: first + (i as i64 % 7) * 120_000,

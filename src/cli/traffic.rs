@@ -25,7 +25,7 @@ pub struct TrafficArgs {
     /// Only this class.
     #[arg(long)]
     class: Option<String>,
-    /// Group by: day or hour of the ISP's zone, bucket, or total.
+    /// Group by: month, day or hour of the ISP's zone, bucket, or total.
     #[arg(long, value_enum, default_value_t = By::Day)]
     by: By,
     /// Only what billing counts (billing points, the class's counted direction).
@@ -56,6 +56,7 @@ pub struct TrafficArgs {
 enum By {
     Day,
     Hour,
+    Month,
     Bucket,
     Total,
 }
@@ -222,6 +223,7 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         period: match a.by {
             By::Day => Period::Day,
             By::Hour => Period::Hour,
+            By::Month => Period::Month,
             By::Bucket => Period::Bucket,
             By::Total => Period::Total,
         },
