@@ -381,8 +381,8 @@ impl Engine {
     }
 
     /// [`Self::open`], calling `progress` now and then while opening
-    /// takes long (the daily rollup summed again for a new zone: minutes
-    /// for a big tier 2), so that the daemon can tell systemd it is alive.
+    /// takes long (the daily rollup's newest days summed for a new zone),
+    /// so that the daemon can tell systemd it is alive.
     pub fn open_with_progress(
         config: Config,
         now_ms: i64,
@@ -423,7 +423,7 @@ impl Engine {
             SqliteTier2::open(tier2_dir)?
         };
         check_bucket(&mut store, &config)?;
-        daily_zone(&mut store, config.timezone, progress)?;
+        daily_zone(&mut store, config.timezone, now_ms, progress)?;
         let registry = Registry::open(&state)?;
         let raw = RawStore::new(config.collector.raw_dir(&state));
         let mut e = Engine {
@@ -948,6 +948,23 @@ impl Engine {
         Ok(())
     }
 
+    /// One day of the daily rollup summed from the hourly one, while it is
+    /// not complete ([`SqliteTier2::daily_fill_step`]); run when idle.
+    /// Returns whether days are left.
+    pub fn daily_step(&mut self, now_ms: i64) -> Result<bool, ClassifierError> {
+        if self.store.daily_from() == i64::MIN {
+            return Ok(false);
+        }
+        // Commits built before leave the older days to this step: written
+        // first, so that the hourly rows it sums include them.
+        self.flush(now_ms)?;
+        let more = self.store.daily_fill_step()?;
+        if !more {
+            tracing::info!("tier 2's daily rollup is complete");
+        }
+        Ok(more)
+    }
+
     /// Does one slice of host-detail work: starts the pass of the oldest
     /// pending hour, reads a few blocks, or writes a finished hour. Returns
     /// whether there was work. Call when caught up (the pass reads only
@@ -1160,6 +1177,7 @@ impl Engine {
             // The zone the daily rollup is in (the config's, unless
             // summing it again for a new one failed).
             tz: self.store.daily_tz().unwrap_or(self.config.timezone),
+            daily_from: self.store.daily_from(),
         };
         self.lane.batch.settle();
         let rows = CommitRows::of(&self.lane.batch, names);
@@ -1338,17 +1356,14 @@ impl Engine {
 fn daily_zone(
     store: &mut SqliteTier2,
     tz: chrono_tz::Tz,
+    now_ms: i64,
     progress: &mut dyn FnMut(),
 ) -> Result<(), ClassifierError> {
-    let t = Instant::now();
-    if let Some(rows) = store.daily_zone(tz, progress)?
-        && rows > 0
-    {
+    if store.daily_zone(tz, now_ms, progress)?.is_some() && store.daily_from() != i64::MIN {
         tracing::info!(
             timezone = tz.name(),
-            rows,
-            seconds = t.elapsed().as_secs_f64(),
-            "tier 2's daily rollup summed again for the days of this zone"
+            "tier 2's daily rollup is summed again for the days of this zone, newest first, \
+             in the background; reports read the hourly rollup for the days not done yet"
         );
     }
     Ok(())

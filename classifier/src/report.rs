@@ -131,18 +131,22 @@ pub fn plan(conn: &Connection, q: &TrafficQuery) -> Result<Vec<(i64, i64, Source
     };
     let (from, to) = (q.from_ms, q.to_ms);
     if matches!(q.period, Period::Day | Period::Month | Period::Total) && from < to {
-        let zone: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                params![crate::store::DAILY_TZ_KEY],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if zone.as_deref() == Some(q.tz.name()) {
+        let meta = |key: &str| -> Result<Option<String>, rusqlite::Error> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+        };
+        if meta(crate::store::DAILY_TZ_KEY)?.as_deref() == Some(q.tz.name()) {
+            // Days before `complete` are still being summed by the daemon.
+            let complete = meta(crate::store::DAILY_FROM_KEY)?
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(i64::MIN);
             let first = match day_start(from, q.tz) {
                 d if d == from => from,
                 _ => next_day_start(from, q.tz),
-            };
+            }
+            .max(complete);
             let end = day_start(to, q.tz);
             if first < end {
                 let parts = [edge(from, first), (first, end, Source::Days), edge(end, to)];
@@ -186,6 +190,10 @@ pub fn traffic_each(
     q: &TrafficQuery,
     mut f: impl FnMut(TrafficRow),
 ) -> Result<(), ReportError> {
+    // One read transaction: the plan (which days the daily rollup has)
+    // and every part read from the same state of tier 2.
+    let snapshot = conn.unchecked_transaction()?;
+    let conn: &Connection = &snapshot;
     let mut sum = Summer {
         q,
         names: Names::default(),

@@ -124,9 +124,10 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
             sig(SignalKind::hangup())?,
         )
     };
-    // Opening may take minutes once (tier 2's daily rollup summed for a
-    // new zone): systemd is asked for more time as it goes, instead of
-    // killing a start that would then begin again from nothing.
+    // Opening may take a while (for a new zone, the daily rollup's newest
+    // day, and any days ahead of the clock, are summed before READY):
+    // systemd is asked for more time as it goes rather than killing a
+    // start that would then begin again from nothing.
     let mut asked = Instant::now();
     let mut engine = Engine::open_with_progress(config, now_ms(), &mut || {
         if asked.elapsed() >= Duration::from_secs(10) {
@@ -227,7 +228,9 @@ fn work(
         }
         // Host detail only when nothing fresh waits, a slice at a time.
         let hosts_busy = o.caught_up && engine.hosts_step(now_ms())?;
-        if o.caught_up && !hosts_busy {
+        // Then the daily rollup's older days, one a step.
+        let daily_busy = o.caught_up && !hosts_busy && engine.daily_step(now_ms())?;
+        if o.caught_up && !hosts_busy && !daily_busy {
             std::thread::sleep(poll);
         }
     }

@@ -52,6 +52,10 @@ pub const RAW_REMOVED_KEY: &str = "raw_removed_through_ms";
 /// `meta` key: the time zone (IANA name) whose local days
 /// `traffic_daily` sums; reports by day in another zone do not use it.
 pub const DAILY_TZ_KEY: &str = "daily_tz";
+/// `meta` key: `traffic_daily` is complete for the days from this one on
+/// (a day start, ms); older days are still being summed from the hourly
+/// rollup, a day at a time in the background. Absent: complete.
+pub const DAILY_FROM_KEY: &str = "daily_from_ms";
 /// Remote-host key of the row that sums an account's hosts beyond the top N.
 pub const OTHER_HOSTS: &str = "";
 
@@ -71,6 +75,9 @@ pub struct Names<'a> {
     pub points: &'a PointMatcher,
     /// The ISP's zone: where `traffic_daily` cuts days.
     pub tz: Tz,
+    /// Days before this one are not written to `traffic_daily` (still to
+    /// be summed from the hourly rollup: [`SqliteTier2::daily_fill_step`]).
+    pub daily_from: i64,
 }
 
 /// Billed bytes of one account, class and direction before and after a
@@ -196,6 +203,8 @@ pub struct SqliteTier2 {
     /// The zone of `traffic_daily`'s days, once [`Self::daily_zone`] has
     /// made the table agree with it (retention then removes whole days).
     daily_tz: Option<Tz>,
+    /// [`DAILY_FROM_KEY`] as this connection last set or read it.
+    daily_from: i64,
 }
 
 impl std::fmt::Debug for SqliteTier2 {
@@ -348,6 +357,7 @@ impl SqliteTier2 {
             conn,
             path,
             daily_tz: None,
+            daily_from: i64::MIN,
         })
     }
 
@@ -358,6 +368,7 @@ impl SqliteTier2 {
             conn: SqliteTier2::open_read(state_dir)?,
             path: state_dir.join(TIER2_FILE),
             daily_tz: None,
+            daily_from: i64::MIN,
         })
     }
 
@@ -472,14 +483,17 @@ impl SqliteTier2 {
                 )? as u64;
             }
             let cut_day = day_start(cutoff_ms, tz);
-            let old_zone: Option<String> = tx
-                .query_row(
+            let old_meta = |key: &str| -> Result<Option<String>, rusqlite::Error> {
+                tx.query_row(
                     "SELECT value FROM old.meta WHERE key = ?1",
-                    params![DAILY_TZ_KEY],
+                    params![key],
                     |r| r.get(0),
                 )
-                .optional()?;
-            let from = if old_zone.as_deref() == Some(tz.name()) {
+                .optional()
+            };
+            let old_complete = old_meta(DAILY_FROM_KEY)?.is_none();
+            let next_day = next_day_start(cut_day, tz);
+            if old_meta(DAILY_TZ_KEY)?.as_deref() == Some(tz.name()) && old_complete {
                 tx.execute(
                     "DELETE FROM main.traffic_daily WHERE day_ms < ?1",
                     params![cut_day],
@@ -490,11 +504,17 @@ impl SqliteTier2 {
                      FROM old.traffic_daily WHERE day_ms < ?1",
                     params![cut_day],
                 )? as u64;
-                cut_day
+                fill_daily(tx, tz, cut_day, Some(next_day), &mut || {})?;
             } else {
-                i64::MIN
-            };
-            fill_daily(tx, tz, from, Some(next_day_start(cut_day, tz)), &mut || {})?;
+                // The old rollup is of another zone or not complete: the
+                // days up to the cut's are left to the daemon, which sums
+                // them from the hourly rollup in the background.
+                tx.execute(
+                    "DELETE FROM main.traffic_daily WHERE day_ms < ?1",
+                    params![next_day],
+                )?;
+                set_meta_in(tx, DAILY_FROM_KEY, &next_day.to_string())?;
+            }
             Ok(kept)
         })
     }
@@ -504,37 +524,99 @@ impl SqliteTier2 {
         self.daily_tz
     }
 
-    /// Makes `traffic_daily` sum the local days of `tz`: when tier 2 has
-    /// no daily rollup yet (made before it existed) or one of another zone
-    /// (`general.timezone` changed), it is computed again from the hourly
-    /// rollup and the buckets, in one transaction. Returns the rows written
-    /// then (`None`: the rollup already was of this zone).
-    /// `progress` is called now and then while it sums (about every
-    /// million rows read).
+    /// Where `traffic_daily` is complete from (a day start; `i64::MIN`:
+    /// all of it), after [`Self::daily_zone`].
+    pub fn daily_from(&self) -> i64 {
+        self.daily_from
+    }
+
+    /// Makes `traffic_daily` sum the local days of `tz`. When tier 2 has no
+    /// daily rollup yet (made before it existed) or one of another zone
+    /// (`general.timezone` changed), its rows are dropped and the newest
+    /// day of the hourly rollup (and any after it) is summed now, in one
+    /// transaction; the older days are left to [`Self::daily_fill_step`]
+    /// ([`DAILY_FROM_KEY`]), so that opening never takes long. Returns the
+    /// rows written then (`None`: the rollup already was of this zone).
+    /// `progress` is called about every million rows read.
     pub fn daily_zone(
         &mut self,
         tz: Tz,
+        now_ms: i64,
         progress: &mut dyn FnMut(),
     ) -> Result<Option<u64>, StoreError> {
         let err = sql_error(self.path.clone());
         let recorded = meta_value(&self.conn, DAILY_TZ_KEY).map_err(&err)?;
         let mut summed = None;
-        if recorded.as_deref() != Some(tz.name()) {
+        if recorded.as_deref() == Some(tz.name()) {
+            self.daily_from = meta_value(&self.conn, DAILY_FROM_KEY)
+                .map_err(&err)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(i64::MIN);
+        } else {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
-            summed = Some(fill_daily(&tx, tz, i64::MIN, None, progress).map_err(&err)?);
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![DAILY_TZ_KEY, tz.name()],
-            )
-            .map_err(&err)?;
+            tx.execute("DELETE FROM traffic_daily", []).map_err(&err)?;
+            let newest: Option<i64> = tx
+                .query_row("SELECT max(hour_ms) FROM traffic_hourly", [], |r| r.get(0))
+                .map_err(&err)?;
+            let from = newest.map_or(i64::MIN, |h| day_start(h.min(now_ms), tz));
+            summed = Some(fill_daily(&tx, tz, from, None, progress).map_err(&err)?);
+            set_meta_in(&tx, DAILY_TZ_KEY, tz.name()).map_err(&err)?;
+            if from == i64::MIN {
+                tx.execute("DELETE FROM meta WHERE key = ?1", params![DAILY_FROM_KEY])
+                    .map_err(&err)?;
+            } else {
+                set_meta_in(&tx, DAILY_FROM_KEY, &from.to_string()).map_err(&err)?;
+            }
             tx.commit().map_err(&err)?;
+            self.daily_from = from;
         }
         self.daily_tz = Some(tz);
         Ok(summed)
+    }
+
+    /// Sums the daily rollup's next older day (with data) from the hourly
+    /// rollup, in one transaction, moving [`DAILY_FROM_KEY`] back to it.
+    /// Returns whether older days are left. The caller must have written
+    /// every commit built with the old [`Self::daily_from`] (those left the
+    /// days before it to this step).
+    pub fn daily_fill_step(&mut self) -> Result<bool, StoreError> {
+        let (Some(tz), wm) = (self.daily_tz, self.daily_from) else {
+            return Ok(false);
+        };
+        if wm == i64::MIN {
+            return Ok(false);
+        }
+        let err = sql_error(self.path.clone());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let older: Option<i64> = tx
+            .query_row(
+                "SELECT max(hour_ms) FROM traffic_hourly WHERE hour_ms < ?1",
+                params![wm],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+        let from = match older {
+            Some(h) => {
+                let day = day_start(h, tz);
+                fill_daily(&tx, tz, day, Some(wm), &mut || {}).map_err(&err)?;
+                set_meta_in(&tx, DAILY_FROM_KEY, &day.to_string()).map_err(&err)?;
+                day
+            }
+            None => {
+                tx.execute("DELETE FROM meta WHERE key = ?1", params![DAILY_FROM_KEY])
+                    .map_err(&err)?;
+                i64::MIN
+            }
+        };
+        tx.commit().map_err(&err)?;
+        self.daily_from = from;
+        Ok(from != i64::MIN)
     }
 
     /// Takes over `live`'s read positions of the given segments (finished
@@ -794,6 +876,19 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
 
 /// A value of the `meta` table of `conn` (tier 2's, or the core's: both
 /// have `meta (key, value)`).
+fn set_meta_in(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    value: &str,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO main.meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
 fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
         r.get(0)
@@ -1106,6 +1201,9 @@ impl CommitRows {
             let day = *days
                 .entry(k.bucket_ms)
                 .or_insert_with(|| day_start(k.bucket_ms, names.tz));
+            if day < names.daily_from {
+                continue;
+            }
             daily
                 .entry(TrafficKey {
                     bucket_ms: day,

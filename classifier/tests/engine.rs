@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use rusqlite::OptionalExtension;
+
 use kopek_classifier::ClassifierError;
 use kopek_classifier::engine::Engine;
 use kopek_classifier::rebuild::{Lists, RebuildOptions, RebuildReport};
@@ -1457,6 +1459,11 @@ type DailyKey = (i64, String, String, String, String, i64);
 /// `traffic_daily` summed independently: every bucket row of `traffic`
 /// added to the local day of `tz` its start lies in.
 fn daily_from_buckets(state: &Path, tz: chrono_tz::Tz) -> Vec<String> {
+    daily_from_buckets_since(state, tz, i64::MIN)
+}
+
+/// [`daily_from_buckets`], the days from `from` on.
+fn daily_from_buckets_since(state: &Path, tz: chrono_tz::Tz, from: i64) -> Vec<String> {
     use std::collections::BTreeMap;
     let c = SqliteTier2::open_read(state).unwrap();
     let mut st = c
@@ -1466,6 +1473,9 @@ fn daily_from_buckets(state: &Path, tz: chrono_tz::Tz) -> Vec<String> {
     let mut days: BTreeMap<DailyKey, (i64, i64, i64)> = BTreeMap::new();
     while let Some(r) = q.next().unwrap() {
         let day = kopek_classifier::days::day_start(r.get(0).unwrap(), tz);
+        if day < from {
+            continue;
+        }
         let k = (
             day,
             r.get(1).unwrap(),
@@ -1483,6 +1493,40 @@ fn daily_from_buckets(state: &Path, tz: chrono_tz::Tz) -> Vec<String> {
         .filter(|(_, v)| *v != (0, 0, 0))
         .map(|(k, v)| format!("{k:?} {v:?}"))
         .collect()
+}
+
+/// Where the daily rollup is complete from (`meta.daily_from_ms`).
+fn daily_complete_from(state: &Path) -> i64 {
+    SqliteTier2::open_read(state)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [kopek_classifier::store::DAILY_FROM_KEY],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .unwrap()
+        .map_or(i64::MIN, |v| v.parse().unwrap())
+}
+
+/// Runs the daemon's idle work on the daily rollup until it is complete,
+/// checking the reports in between; returns the steps taken.
+fn complete_daily(e: &mut Engine, state: &Path, tz: chrono_tz::Tz, t0: i64) -> usize {
+    let mut steps = 0;
+    while e.daily_step(NOW_MS).unwrap() {
+        steps += 1;
+        let from = daily_complete_from(state);
+        assert_eq!(
+            daily_table(state),
+            daily_from_buckets_since(state, tz, from)
+        );
+        if steps == 2 {
+            assert_days_report_as_buckets(state, tz, t0);
+        }
+    }
+    assert_eq!(daily_complete_from(state), i64::MIN);
+    assert_eq!(daily_table(state), daily_from_buckets(state, tz));
+    steps
 }
 
 fn daily_table(state: &Path) -> Vec<String> {
@@ -1625,17 +1669,32 @@ fn the_daily_rollup_answers_exactly_what_the_buckets_do_in_any_zone() {
     assert_eq!(daily_table(state), daily_from_buckets(state, tz));
     assert_days_report_as_buckets(state, tz, t0);
     // Another zone: summed again when the engine opens (the daemon
-    // restarted with a new general.timezone), then new records added to it.
-    sealed(state, 2, &[b]);
+    // restarted with a new general.timezone), then new records added to it
+    // (the rest of the stream, and some of its first days again).
+    sealed(state, 2, &[b, &a[..50]]);
     for (i, zone) in zones.iter().enumerate().skip(1) {
         let tz: chrono_tz::Tz = zone.parse().unwrap();
         let mut e = Engine::open(zoned(zone), NOW_MS).unwrap();
-        assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{zone}");
+        // Opening sums the newest day; the older ones follow a day a step
+        // in the background, reports right all along.
+        let from = daily_complete_from(state);
+        assert!(from > i64::MIN, "{zone}");
+        let partial = daily_from_buckets_since(state, tz, from);
+        assert!(!partial.is_empty());
+        assert_eq!(daily_table(state), partial, "{zone}");
+        assert_days_report_as_buckets(state, tz, t0);
         if i == 1 {
+            // New records, of days before and after `from`: only the
+            // complete days get them now.
             e.catch_up(NOW_MS).unwrap();
             e.flush(NOW_MS).unwrap();
-            assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{zone}");
+            assert_eq!(
+                daily_table(state),
+                daily_from_buckets_since(state, tz, from),
+                "{zone}"
+            );
         }
+        assert!(complete_daily(&mut e, state, tz, t0) >= 3, "{zone}");
         // A reload (SIGHUP) to another zone leaves the rollup in its own
         // (summed again at the next start): new records go to its days.
         let next = zones[(i + 1) % zones.len()];
@@ -1687,8 +1746,21 @@ fn the_daily_rollup_answers_exactly_what_the_buckets_do_in_any_zone() {
     // And one in another zone than the live rollup's: all of it summed again.
     let india: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
     rebuild_from("Asia/Kolkata");
-    assert_eq!(daily_table(state), daily_from_buckets(state, india));
+    let from = daily_complete_from(state);
+    assert_eq!(
+        from,
+        kopek_classifier::days::next_day_start(
+            kopek_classifier::days::day_start(cut, india),
+            india
+        )
+    );
+    assert_eq!(
+        daily_table(state),
+        daily_from_buckets_since(state, india, from)
+    );
     assert_days_report_as_buckets(state, india, t0);
+    let mut e = Engine::open(zoned("Asia/Kolkata"), NOW_MS).unwrap();
+    complete_daily(&mut e, state, india, t0);
 }
 
 fn assert_days_report_as_buckets_without_days(state: &Path, tz: chrono_tz::Tz, t0: i64) {
