@@ -538,18 +538,10 @@ impl Engine {
             None => Vec::new(),
         };
         self.flush(now_ms)?;
-        // The daily rollup stays in its zone until the next start (summing
-        // it again may take minutes; reports in another zone do not use it).
-        if let Some(tz) = self.store.daily_tz()
-            && tz != config.timezone
-        {
-            tracing::warn!(
-                daily_rollup = tz.name(),
-                timezone = config.timezone.name(),
-                "general.timezone changed: tier 2's daily rollup stays in its zone until the \
-                 classifier restarts; reports by day in the new zone read the hourly rollup"
-            );
-        }
+        // A new zone: the daily rollup starts again from its newest day
+        // (the commits of the old zone's days are written: flushed above),
+        // the older days summed in the background.
+        daily_zone(&mut self.store, config.timezone, now_ms, &mut || {})?;
         // A host pass in progress holds account indices of the old binding
         // index: start it again (the hour stays pending).
         self.host_pass = None;

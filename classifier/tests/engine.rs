@@ -1695,17 +1695,26 @@ fn the_daily_rollup_answers_exactly_what_the_buckets_do_in_any_zone() {
             );
         }
         assert!(complete_daily(&mut e, state, tz, t0) >= 3, "{zone}");
-        // A reload (SIGHUP) to another zone leaves the rollup in its own
-        // (summed again at the next start): new records go to its days.
+        // A reload (SIGHUP) to another zone starts it again the same way,
+        // new records included; and back.
         let next = zones[(i + 1) % zones.len()];
+        let next_tz: chrono_tz::Tz = next.parse().unwrap();
         e.reload(zoned(next), NOW_MS).unwrap();
         if i == 2 {
-            sealed(state, 3, &[&b[..100]]);
+            sealed(state, 3, &[&b[..100], &a[..50]]);
             e.catch_up(NOW_MS).unwrap();
             e.flush(NOW_MS).unwrap();
         }
-        assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{next}");
+        let from = daily_complete_from(state);
+        assert!(from > i64::MIN, "{next}");
+        assert_eq!(
+            daily_table(state),
+            daily_from_buckets_since(state, next_tz, from),
+            "{next}"
+        );
+        assert_days_report_as_buckets(state, next_tz, t0);
         e.reload(zoned(zone), NOW_MS).unwrap();
+        complete_daily(&mut e, state, tz, t0);
         drop(e);
         assert_eq!(daily_table(state), daily_from_buckets(state, tz), "{zone}");
         assert_days_report_as_buckets(state, tz, t0);
