@@ -537,13 +537,15 @@ fn try_rebuild(cfg: Config, opts: RebuildOptions) -> Result<RebuildReport, Class
 }
 
 fn tier2_id(state: &Path) -> String {
+    tier2_meta(state, kopek_classifier::store::TIER2_ID_KEY).unwrap()
+}
+
+/// A value of tier 2's `meta` table.
+fn tier2_meta(state: &Path, key: &str) -> Option<String> {
     SqliteTier2::open_read(state)
         .unwrap()
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [kopek_classifier::store::TIER2_ID_KEY],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
         .unwrap()
 }
 
@@ -1253,13 +1255,10 @@ fn retention_removes_old_rows_but_keeps_rows_a_core_beside_it_has_not_read() {
         .unwrap();
     };
     let top = || -> i64 {
-        let c = SqliteTier2::open_read(state).unwrap();
-        c.query_row(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
-            [kopek_classifier::store::COMMIT_SEQ_KEY],
-            |r| r.get(0),
-        )
-        .unwrap()
+        tier2_meta(state, kopek_classifier::store::COMMIT_SEQ_KEY)
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     read_through(top());
     sealed(state, 2, &[&[at_ms(old)]]);
@@ -1497,15 +1496,7 @@ fn daily_from_buckets_since(state: &Path, tz: chrono_tz::Tz, from: i64) -> Vec<S
 
 /// Where the daily rollup is complete from (`meta.daily_from_ms`).
 fn daily_complete_from(state: &Path) -> i64 {
-    SqliteTier2::open_read(state)
-        .unwrap()
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [kopek_classifier::store::DAILY_FROM_KEY],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()
-        .unwrap()
+    tier2_meta(state, kopek_classifier::store::DAILY_FROM_KEY)
         .map_or(i64::MIN, |v| v.parse().unwrap())
 }
 
