@@ -582,6 +582,14 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         })
         .collect();
     assert_same("kopek traffic --format csv", &got, &want_acc);
+    // The daily rollup of a tier 2 the daemon made is complete.
+    let stats = kopek(&g.config, &["classifier", "stats"]);
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.trim() == format!("{:<28} complete", "daily rollup")),
+        "{stats}"
+    );
     // By month of the ISP's zone: the same bytes as in total.
     let bytes = |rows: Vec<serde_json::Value>| -> u64 {
         rows.iter()

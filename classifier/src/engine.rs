@@ -98,6 +98,10 @@ pub struct EngineStats {
     pub commit_write_ms: u64,
     #[serde(default)]
     pub commit_wait_ms: u64,
+    /// While the daily rollup is being summed again (a new zone): the
+    /// first day it is complete from; `None` when complete.
+    #[serde(default)]
+    pub daily_complete_from_ms: Option<i64>,
 }
 
 type SegKey = (String, u64);
@@ -464,6 +468,7 @@ impl Engine {
         e.load_static_bindings()?;
         e.refresh_bindings()?;
         e.watched = e.watch_list();
+        e.note_daily();
         Ok(e)
     }
 
@@ -542,6 +547,7 @@ impl Engine {
         // (the commits of the old zone's days are written: flushed above),
         // the older days summed in the background.
         daily_zone(&mut self.store, config.timezone, now_ms, &mut || {})?;
+        self.note_daily();
         // A host pass in progress holds account indices of the old binding
         // index: start it again (the hour stays pending).
         self.host_pass = None;
@@ -951,6 +957,7 @@ impl Engine {
         // first, so that the hourly rows it sums include them.
         self.flush(now_ms)?;
         let more = self.store.daily_fill_step()?;
+        self.note_daily();
         if !more {
             tracing::info!("tier 2's daily rollup is complete");
         }
@@ -1327,6 +1334,12 @@ impl Engine {
             "maintenance done"
         );
         Ok(())
+    }
+
+    /// Records in the stats how far the daily rollup is complete.
+    fn note_daily(&mut self) {
+        let from = self.store.daily_from();
+        self.stats.daily_complete_from_ms = (from != i64::MIN).then_some(from);
     }
 
     pub fn stats(&self) -> &EngineStats {

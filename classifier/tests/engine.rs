@@ -1507,6 +1507,7 @@ fn complete_daily(e: &mut Engine, state: &Path, tz: chrono_tz::Tz, t0: i64) -> u
     while e.daily_step(NOW_MS).unwrap() {
         steps += 1;
         let from = daily_complete_from(state);
+        assert_eq!(e.stats().daily_complete_from_ms, Some(from));
         assert_eq!(
             daily_table(state),
             daily_from_buckets_since(state, tz, from)
@@ -1516,6 +1517,7 @@ fn complete_daily(e: &mut Engine, state: &Path, tz: chrono_tz::Tz, t0: i64) -> u
         }
     }
     assert_eq!(daily_complete_from(state), i64::MIN);
+    assert_eq!(e.stats().daily_complete_from_ms, None);
     assert_eq!(daily_table(state), daily_from_buckets(state, tz));
     steps
 }
@@ -1670,6 +1672,7 @@ fn the_daily_rollup_answers_exactly_what_the_buckets_do_in_any_zone() {
         // in the background, reports right all along.
         let from = daily_complete_from(state);
         assert!(from > i64::MIN, "{zone}");
+        assert_eq!(e.stats().daily_complete_from_ms, Some(from), "{zone}");
         let partial = daily_from_buckets_since(state, tz, from);
         assert!(!partial.is_empty());
         assert_eq!(daily_table(state), partial, "{zone}");

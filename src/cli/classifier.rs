@@ -112,6 +112,13 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                 ("hours awaiting top hosts", human_count(s.hours_pending)),
                 ("hours of top hosts done", human_count(s.host_hours_done)),
                 (
+                    "daily rollup",
+                    match s.daily_complete_from_ms {
+                        None => "complete".to_string(),
+                        Some(t) => format!("complete from {} (older days summing)", time_utc(t)),
+                    },
+                ),
+                (
                     "class version",
                     format!(
                         "{} ({} prefixes, sha256 {})",
