@@ -6,11 +6,11 @@
 
 use chrono::{DateTime, Timelike};
 use chrono_tz::Tz;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::aggregate::{FastMap, HOUR_MS};
-use crate::store::OTHER_HOSTS;
+use crate::store::{NameIds, OTHER_HOSTS, text};
 
 #[derive(Debug, thiserror::Error)]
 #[error("tier 2 query: {0}")]
@@ -59,23 +59,16 @@ pub fn period_start(t_ms: i64, period: Period, from_ms: i64, tz: Tz) -> i64 {
     match period {
         Period::Total => from_ms,
         Period::Bucket => t_ms,
-        Period::Hour | Period::Day | Period::Month => {
-            let Some(utc) = DateTime::from_timestamp_millis(t_ms) else {
-                return t_ms;
-            };
-            if period == Period::Day {
-                return crate::days::day_start(t_ms, tz);
-            }
-            if period == Period::Month {
-                return crate::days::month_start(t_ms, tz);
-            }
-            utc.with_timezone(&tz)
-                .with_minute(0)
-                .and_then(|l| l.with_second(0))
-                .and_then(|l| l.with_nanosecond(0))
-                .map(|l| l.timestamp_millis())
-                .unwrap_or(t_ms)
-        }
+        Period::Day => crate::days::day_start(t_ms, tz),
+        Period::Month => crate::days::month_start(t_ms, tz),
+        Period::Hour => DateTime::from_timestamp_millis(t_ms)
+            .and_then(|utc| {
+                utc.with_timezone(&tz)
+                    .with_minute(0)
+                    .and_then(|l| l.with_second(0))
+                    .and_then(|l| l.with_nanosecond(0))
+            })
+            .map_or(t_ms, |l| l.timestamp_millis()),
     }
 }
 
@@ -114,11 +107,10 @@ pub enum Source {
 
 /// How `q` is read: the interval cut into parts, in time order, each
 /// from the coarsest table that answers it exactly. By day, month or in
-/// total,
-/// the whole local days inside the interval come from the daily rollup
-/// when it is of `q`'s zone; the rest (or all) from hours when the edges
-/// are whole hours of a zone a whole number of hours off UTC, else from
-/// the buckets.
+/// total, the whole local days inside the interval come from the daily
+/// rollup when it is of `q`'s zone (and complete for them); the rest (or
+/// all) from hours when the edges are whole hours of a zone a whole number
+/// of hours off UTC, else from the buckets.
 pub fn plan(conn: &Connection, q: &TrafficQuery) -> Result<Vec<(i64, i64, Source)>, ReportError> {
     use crate::days::{day_start, next_day_start};
     let edge = |from: i64, to: i64| {
@@ -131,17 +123,9 @@ pub fn plan(conn: &Connection, q: &TrafficQuery) -> Result<Vec<(i64, i64, Source
     };
     let (from, to) = (q.from_ms, q.to_ms);
     if matches!(q.period, Period::Day | Period::Month | Period::Total) && from < to {
-        let meta = |key: &str| -> Result<Option<String>, rusqlite::Error> {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()
-        };
-        if meta(crate::store::DAILY_TZ_KEY)?.as_deref() == Some(q.tz.name()) {
+        let (zone, complete) = crate::store::daily_rollup(conn, "main")?;
+        if zone.as_deref() == Some(q.tz.name()) {
             // Days before `complete` are still being summed by the daemon.
-            let complete = meta(crate::store::DAILY_FROM_KEY)?
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(i64::MIN);
             let first = match day_start(from, q.tz) {
                 d if d == from => from,
                 _ => next_day_start(from, q.tz),
@@ -196,7 +180,7 @@ pub fn traffic_each(
     let conn: &Connection = &snapshot;
     let mut sum = Summer {
         q,
-        names: Names::default(),
+        names: NameIds::default(),
         sums: FastMap::default(),
         last_time: None,
         period: i64::MIN,
@@ -232,7 +216,7 @@ pub fn traffic_each(
 /// ([`traffic_each`]).
 struct Summer<'q, F: FnMut(TrafficRow)> {
     q: &'q TrafficQuery,
-    names: Names,
+    names: NameIds,
     sums: FastMap<(u32, u32), TrafficRow>,
     last_time: Option<i64>,
     period: i64,
@@ -277,39 +261,13 @@ impl<F: FnMut(TrafficRow)> Summer<'_, F> {
             .drain()
             .map(|((a, c), row)| TrafficRow {
                 period_ms: period,
-                account: names.of[a as usize].clone(),
-                class: names.of[c as usize].clone(),
+                account: names.name(a).to_string(),
+                class: names.name(c).to_string(),
                 ..row
             })
             .collect();
         done.sort_unstable_by(|a, b| (&a.account, &a.class).cmp(&(&b.account, &b.class)));
         done.into_iter().for_each(&mut *self.f);
-    }
-}
-
-/// Column `i` of `r` as text, borrowed.
-fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, rusqlite::Error> {
-    r.get_ref(i)?.as_str().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-/// Names interned to small numbers while rows are summed.
-#[derive(Default)]
-struct Names {
-    ids: FastMap<String, u32>,
-    of: Vec<String>,
-}
-
-impl Names {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = self.of.len() as u32;
-        self.of.push(name.to_string());
-        self.ids.insert(name.to_string(), id);
-        id
     }
 }
 

@@ -483,17 +483,9 @@ impl SqliteTier2 {
                 )? as u64;
             }
             let cut_day = day_start(cutoff_ms, tz);
-            let old_meta = |key: &str| -> Result<Option<String>, rusqlite::Error> {
-                tx.query_row(
-                    "SELECT value FROM old.meta WHERE key = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
-                .optional()
-            };
-            let old_complete = old_meta(DAILY_FROM_KEY)?.is_none();
+            let (old_zone, old_from) = daily_rollup(tx, "old")?;
             let next_day = next_day_start(cut_day, tz);
-            if old_meta(DAILY_TZ_KEY)?.as_deref() == Some(tz.name()) && old_complete {
+            if old_zone.as_deref() == Some(tz.name()) && old_from == i64::MIN {
                 tx.execute(
                     "DELETE FROM main.traffic_daily WHERE day_ms < ?1",
                     params![cut_day],
@@ -513,7 +505,7 @@ impl SqliteTier2 {
                     "DELETE FROM main.traffic_daily WHERE day_ms < ?1",
                     params![next_day],
                 )?;
-                set_meta_in(tx, DAILY_FROM_KEY, &next_day.to_string())?;
+                set_daily_from(tx, next_day)?;
             }
             Ok(kept)
         })
@@ -545,13 +537,10 @@ impl SqliteTier2 {
         progress: &mut dyn FnMut(),
     ) -> Result<Option<u64>, StoreError> {
         let err = sql_error(self.path.clone());
-        let recorded = meta_value(&self.conn, DAILY_TZ_KEY).map_err(&err)?;
+        let (recorded, from) = daily_rollup(&self.conn, "main").map_err(&err)?;
         let mut summed = None;
         if recorded.as_deref() == Some(tz.name()) {
-            self.daily_from = meta_value(&self.conn, DAILY_FROM_KEY)
-                .map_err(&err)?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(i64::MIN);
+            self.daily_from = from;
         } else {
             let tx = self
                 .conn
@@ -564,12 +553,7 @@ impl SqliteTier2 {
             let from = newest.map_or(i64::MIN, |h| day_start(h.min(now_ms), tz));
             summed = Some(fill_daily(&tx, tz, from, None, progress).map_err(&err)?);
             set_meta_in(&tx, DAILY_TZ_KEY, tz.name()).map_err(&err)?;
-            if from == i64::MIN {
-                tx.execute("DELETE FROM meta WHERE key = ?1", params![DAILY_FROM_KEY])
-                    .map_err(&err)?;
-            } else {
-                set_meta_in(&tx, DAILY_FROM_KEY, &from.to_string()).map_err(&err)?;
-            }
+            set_daily_from(&tx, from).map_err(&err)?;
             tx.commit().map_err(&err)?;
             self.daily_from = from;
         }
@@ -605,15 +589,11 @@ impl SqliteTier2 {
             Some(h) => {
                 let day = day_start(h, tz);
                 fill_daily(&tx, tz, day, Some(wm), &mut || {}).map_err(&err)?;
-                set_meta_in(&tx, DAILY_FROM_KEY, &day.to_string()).map_err(&err)?;
                 day
             }
-            None => {
-                tx.execute("DELETE FROM meta WHERE key = ?1", params![DAILY_FROM_KEY])
-                    .map_err(&err)?;
-                i64::MIN
-            }
+            None => i64::MIN,
         };
+        set_daily_from(&tx, from).map_err(&err)?;
         tx.commit().map_err(&err)?;
         self.daily_from = from;
         Ok(from != i64::MIN)
@@ -874,14 +854,10 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     tx.commit()
 }
 
-/// A value of the `meta` table of `conn` (tier 2's, or the core's: both
-/// have `meta (key, value)`).
-fn set_meta_in(
-    tx: &rusqlite::Transaction<'_>,
-    key: &str,
-    value: &str,
-) -> Result<(), rusqlite::Error> {
-    tx.execute(
+/// Sets `key` in tier 2's `meta` table (of `main` when another database
+/// is attached).
+fn set_meta_in(conn: &Connection, key: &str, value: &str) -> Result<(), rusqlite::Error> {
+    conn.execute(
         "INSERT INTO main.meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![key, value],
@@ -889,6 +865,74 @@ fn set_meta_in(
     Ok(())
 }
 
+/// Records where `traffic_daily` is complete from ([`DAILY_FROM_KEY`];
+/// `i64::MIN`: all of it, the key removed).
+fn set_daily_from(conn: &Connection, from: i64) -> Result<(), rusqlite::Error> {
+    if from == i64::MIN {
+        conn.execute(
+            "DELETE FROM main.meta WHERE key = ?1",
+            params![DAILY_FROM_KEY],
+        )?;
+        Ok(())
+    } else {
+        set_meta_in(conn, DAILY_FROM_KEY, &from.to_string())
+    }
+}
+
+/// The daily rollup of tier 2 in database `schema` (`main`, or an
+/// attached one): the zone of its days ([`DAILY_TZ_KEY`]; none yet) and
+/// where it is complete from ([`DAILY_FROM_KEY`]; `i64::MIN`: all of it).
+pub(crate) fn daily_rollup(
+    conn: &Connection,
+    schema: &str,
+) -> Result<(Option<String>, i64), rusqlite::Error> {
+    let meta = |key: &str| -> Result<Option<String>, rusqlite::Error> {
+        conn.query_row(
+            &format!("SELECT value FROM {schema}.meta WHERE key = ?1"),
+            params![key],
+            |r| r.get(0),
+        )
+        .optional()
+    };
+    let from = meta(DAILY_FROM_KEY)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(i64::MIN);
+    Ok((meta(DAILY_TZ_KEY)?, from))
+}
+
+/// Column `i` of `r` as text, borrowed.
+pub(crate) fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, rusqlite::Error> {
+    let v = r.get_ref(i)?;
+    v.as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, v.data_type(), Box::new(e)))
+}
+
+/// Names interned to small numbers while rows are summed (reports, the
+/// daily rollup summed again).
+#[derive(Default)]
+pub(crate) struct NameIds {
+    ids: FastMap<String, u32>,
+    of: Vec<String>,
+}
+
+impl NameIds {
+    pub(crate) fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.of.len() as u32;
+        self.of.push(name.to_string());
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    pub(crate) fn name(&self, id: u32) -> &str {
+        &self.of[id as usize]
+    }
+}
+
+/// A value of the `meta` table of `conn` (tier 2's, or the core's: both
+/// have `meta (key, value)`).
 fn meta_value(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
         r.get(0)
@@ -977,8 +1021,7 @@ fn fill_daily(
 /// a time ([`fill_daily`]).
 #[derive(Default)]
 struct DaySums {
-    ids: FastMap<String, u32>,
-    names: Vec<String>,
+    names: NameIds,
     /// (day, account, class, direction, point, billed) → sums.
     sums: FastMap<(i64, [u32; 4], bool), Counts>,
 }
@@ -989,19 +1032,7 @@ impl DaySums {
     fn add(&mut self, day: i64, r: &rusqlite::Row<'_>) -> Result<(), rusqlite::Error> {
         let mut key = [0u32; 4];
         for (i, k) in key.iter_mut().enumerate() {
-            let v = r.get_ref(i + 1)?;
-            let name = v.as_str().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(i + 1, v.data_type(), Box::new(e))
-            })?;
-            *k = match self.ids.get(name) {
-                Some(&id) => id,
-                None => {
-                    let id = self.names.len() as u32;
-                    self.names.push(name.to_string());
-                    self.ids.insert(name.to_string(), id);
-                    id
-                }
-            };
+            *k = self.names.id(text(r, i + 1)?);
         }
         let billed: bool = r.get(5)?;
         let (bytes, packets, flows): (i64, i64, i64) = (r.get(6)?, r.get(7)?, r.get(8)?);
@@ -1031,11 +1062,11 @@ impl DaySums {
         self.sums.retain(|k, _| k.0 >= day);
         let names = &self.names;
         done.sort_unstable_by(|(a, _), (b, _)| {
-            let text = |k: &(i64, [u32; 4], bool)| k.1.map(|i| names[i as usize].as_str());
+            let text = |k: &(i64, [u32; 4], bool)| k.1.map(|i| names.name(i));
             (a.0, text(a), a.2).cmp(&(b.0, text(b), b.2))
         });
         for ((day, [account, class, dir, point], billed), c) in &done {
-            let name = |i: &u32| names[*i as usize].as_str();
+            let name = |i: &u32| names.name(*i);
             put.execute(params![
                 day,
                 name(account),
@@ -1182,36 +1213,26 @@ impl CommitRows {
         let traffic = rows(&mut batch.traffic());
         // The hourly rollup, for reports over long histories (a month of
         // 5-minute buckets is 12× the rows).
-        let mut hourly: FastMap<TrafficKey, Counts> = FastMap::default();
-        for (k, c) in batch.traffic() {
-            hourly
-                .entry(TrafficKey {
-                    bucket_ms: bucket_of(k.bucket_ms, HOUR_MS),
-                    ..k
-                })
-                .or_default()
-                .add(c.bytes, c.packets, c.flows);
-        }
-        let hourly = rows(&mut hourly.into_iter());
         // And per local day: reports over months and years (24× fewer
         // rows again). A commit's buckets are few: each day found once.
-        let mut days: FastMap<i64, i64> = FastMap::default();
+        let mut hourly: FastMap<TrafficKey, Counts> = FastMap::default();
         let mut daily: FastMap<TrafficKey, Counts> = FastMap::default();
+        let mut days: FastMap<i64, i64> = FastMap::default();
         for (k, c) in batch.traffic() {
+            let add = |into: &mut FastMap<TrafficKey, Counts>, bucket_ms| {
+                into.entry(TrafficKey { bucket_ms, ..k })
+                    .or_default()
+                    .add(c.bytes, c.packets, c.flows);
+            };
+            add(&mut hourly, bucket_of(k.bucket_ms, HOUR_MS));
             let day = *days
                 .entry(k.bucket_ms)
                 .or_insert_with(|| day_start(k.bucket_ms, names.tz));
-            if day < names.daily_from {
-                continue;
+            if day >= names.daily_from {
+                add(&mut daily, day);
             }
-            daily
-                .entry(TrafficKey {
-                    bucket_ms: day,
-                    ..k
-                })
-                .or_default()
-                .add(c.bytes, c.packets, c.flows);
         }
+        let hourly = rows(&mut hourly.into_iter());
         let daily = rows(&mut daily.into_iter());
         let mut unattributed: Vec<_> = batch
             .unattributed
@@ -1292,12 +1313,8 @@ impl RowKey {
         };
         self.bucket_ms = row.get(0)?;
         for (i, t) in self.text.iter_mut().enumerate() {
-            let v = row.get_ref(i + 1)?;
-            let s = v.as_str().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(i + 1, v.data_type(), Box::new(e))
-            })?;
             t.clear();
-            t.push_str(s);
+            t.push_str(text(row, i + 1)?);
         }
         Ok(true)
     }
@@ -1691,14 +1708,7 @@ impl Tier2 for SqliteTier2 {
     }
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map_err(self.err())?;
-        Ok(())
+        set_meta_in(&self.conn, key, value).map_err(self.err())
     }
 }
 

@@ -91,13 +91,13 @@ pub fn human_bytes(n: u64, base: u64) -> String {
     format!("{}.{:02} {}", hundredths / 100, hundredths % 100, units[i])
 }
 
-/// Flushes `out`: its first write error, unless the reader just closed
-/// the pipe (| head), which is not an error worth a message.
+/// Flushes `out`: its first write error, as [`super::output_error`] tells
+/// it (a reader that closed the pipe ends the command quietly).
 pub fn finish<W: Write>(mut out: Out<W>) -> super::Result {
     let _ = out.flush();
     match out.failed {
-        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+        Some(e) => Err(super::output_error(e).into()),
+        None => Ok(()),
     }
 }
 

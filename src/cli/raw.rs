@@ -386,11 +386,8 @@ fn dump(
         query::scan(store, filter, &mut write_flow, |_| {})?
     };
     if let Some(e) = err {
-        // A closed pipe (| head) is not an error worth a message.
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(e.into());
-        }
-        return Ok(());
+        // A closed pipe (| head) included: `exec` tells them apart.
+        return Err(e.into());
     }
     if losses {
         print_losses(&loss_rows, format, out)?;
