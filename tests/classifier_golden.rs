@@ -599,6 +599,18 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
     let months = g.rows(&["--by", "month"]);
     assert!(!months.is_empty());
     assert_eq!(bytes(months), bytes(g.rows(&["--by", "total"])));
+    // A mistyped filter is named, not answered with an empty table alone.
+    let typo = kopek(
+        &g.config,
+        &[
+            "traffic", "--from", FROM, "--to", TO, "--class", "peerng", "--format", "table",
+        ],
+    );
+    assert!(
+        typo.contains("(no traffic of class \"peerng\" in this interval)")
+            && typo.contains("no class \"peerng\" is configured; the classes are: "),
+        "{typo}"
+    );
     // A reader that has gone (| head -1 that is done): a quiet, successful
     // end, not a panic or an error message. The pipe is closed before the
     // report writes, so its first write fails.
@@ -836,6 +848,15 @@ fn check_top_hosts(g: &Golden, nf: &HashMap<IpAddr, (u64, u64)>) {
                 })
                 .collect();
         assert_eq!(got, want, "top hosts of {account}");
+        // Every hour of the interval has its hosts summed: the report says
+        // nothing is lacking.
+        let coverage = &g.traffic(&["--account", account, "--top", "3"])["top_hosts_coverage"];
+        assert_eq!(
+            coverage["pending_hours_ms"],
+            serde_json::json!([]),
+            "{coverage}"
+        );
+        assert!(coverage["removed_before_ms"].is_null(), "{coverage}");
         // The same as CSV (the hosts alone).
         let csv = kopek(
             &g.config,

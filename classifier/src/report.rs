@@ -357,6 +357,63 @@ pub fn top_hosts(
     Ok(out)
 }
 
+/// What [`top_hosts`] over an interval sums, and what it cannot: host rows
+/// are whole UTC hours, summed by the daemon once an hour is over, and
+/// kept `retention.top_hosts_days` (often shorter than the traffic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostCoverage {
+    /// The whole hours summed: those starting in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Hours among them with records whose hosts are not summed yet (the
+    /// current hour, an hour that got late records, or a daemon behind).
+    pub pending_hours_ms: Vec<i64>,
+    /// Traffic of these hours before this instant has no host detail any
+    /// more (removed by retention).
+    pub removed_before_ms: Option<i64>,
+}
+
+/// The hours [`top_hosts`] sums for `[from_ms, to_ms)`, and the ones among
+/// them whose hosts it lacks, so that a report never passes a partial list
+/// of hosts off as the interval's.
+pub fn host_coverage(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<HostCoverage, ReportError> {
+    let ceil_hour = |t: i64| t.saturating_add(HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let (first, end) = (ceil_hour(from_ms), ceil_hour(to_ms));
+    let pending = conn
+        .prepare_cached(
+            "SELECT hour_ms FROM hosts_hours
+             WHERE hour_ms >= ?1 AND hour_ms < ?2 AND gen_pending > gen_done ORDER BY hour_ms",
+        )?
+        .query_map(params![first, end], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    // Every hour with records has a `hosts_hours` row until retention
+    // removes it with the hour's hosts: the oldest row is where the host
+    // detail begins.
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT min(hour_ms) FROM hosts_hours")?
+        .query_row([], |r| r.get(0))?;
+    let gone_until = oldest.unwrap_or(end).min(end);
+    let removed_before_ms = if first < gone_until {
+        conn.prepare_cached(
+            "SELECT 1 FROM traffic_hourly WHERE hour_ms >= ?1 AND hour_ms < ?2 LIMIT 1",
+        )?
+        .exists(params![first, gone_until])?
+        .then_some(gone_until)
+    } else {
+        None
+    };
+    Ok(HostCoverage {
+        from_ms: first,
+        to_ms: end,
+        pending_hours_ms: pending,
+        removed_before_ms,
+    })
+}
+
 /// Traffic of subscriber addresses no account held, or with no subscriber
 /// side at all (`transit`), per address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

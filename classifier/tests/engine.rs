@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::OptionalExtension;
 
 use kopek_classifier::ClassifierError;
-use kopek_classifier::engine::Engine;
+use kopek_classifier::engine::{Engine, HOSTS_GRACE_MS};
 use kopek_classifier::rebuild::{Lists, RebuildOptions, RebuildReport};
 use kopek_classifier::store::{OTHER_HOSTS, SqliteTier2};
 use kopek_collector::segment::{SegmentWriter, WriterOptions};
@@ -1782,4 +1782,69 @@ fn assert_days_report_as_buckets_without_days(state: &Path, tz: chrono_tz::Tz, t
     assert_eq!(plan, vec![(q.from_ms, q.to_ms, Source::Hours)]);
     let by_hours = report::traffic(&conn, &q).unwrap();
     assert!(!by_hours.is_empty());
+}
+
+#[test]
+fn a_top_hosts_report_names_the_hours_it_has_no_hosts_for() {
+    use kopek_classifier::report;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let mut cfg = thirty_days(state);
+    cfg.retention.top_hosts_days = 5;
+    let hour = 3_600_000;
+    let whole = |t: i64| t - t.rem_euclid(hour);
+    // Ten days old (its hosts past retention), three hours old (summed),
+    // five minutes old (its hour not over: not summed yet).
+    let (old, recent, current) = (NOW_MS - 10 * DAY, NOW_MS - 3 * hour, NOW_MS - 300_000);
+    sealed(state, 1, &[&[at_ms(old), at_ms(recent), at_ms(current)]]);
+    classify_all(state, cfg.clone(), NOW_MS);
+    let mut e = Engine::open(cfg.clone(), NOW_MS).unwrap();
+    e.maintain(NOW_MS).unwrap();
+    drop(e);
+    let conn = SqliteTier2::open_read(state).unwrap();
+    let covered = |from: i64, to: i64| report::host_coverage(&conn, from, to).unwrap();
+    let hosts = |from: i64, to: i64| -> u64 {
+        report::top_hosts(&conn, from, to, None, 3)
+            .unwrap()
+            .iter()
+            .map(|h| h.bytes_out)
+            .sum()
+    };
+
+    // Twenty days: the whole hours of the interval, the old record's hour
+    // without hosts any more, the current hour without hosts yet; what
+    // the hosts sum is the one record in between.
+    let (from, to) = (NOW_MS - 20 * DAY + 1, NOW_MS);
+    let c = covered(from, to);
+    assert_eq!((c.from_ms, c.to_ms), (NOW_MS - 20 * DAY + hour, NOW_MS));
+    assert_eq!(c.pending_hours_ms, vec![whole(current)]);
+    assert_eq!(c.removed_before_ms, Some(whole(recent)));
+    assert_eq!(hosts(from, to), 1_000);
+    // Only the hours kept and done: nothing lacking.
+    let c = covered(NOW_MS - 4 * hour, whole(current));
+    assert_eq!((c.pending_hours_ms.len(), c.removed_before_ms), (0, None));
+    assert_eq!(hosts(NOW_MS - 4 * hour, whole(current)), 1_000);
+    // Before the host retention but with no traffic there: nothing lacking.
+    let c = covered(NOW_MS - 8 * DAY, whole(current));
+    assert_eq!(c.removed_before_ms, None);
+    // Only the old day: its traffic is there, its hosts are not.
+    let c = covered(whole(old), whole(old) + hour);
+    assert_eq!(c.removed_before_ms, Some(whole(old) + hour));
+    assert_eq!(hosts(whole(old), whole(old) + hour), 0);
+
+    // Once the current hour is over and summed, nothing is pending.
+    let later = whole(current) + hour + HOSTS_GRACE_MS;
+    let mut e = Engine::open(cfg, later).unwrap();
+    e.finish_hosts(later).unwrap();
+    drop(e);
+    let c = report::host_coverage(&conn, from, later).unwrap();
+    assert!(c.pending_hours_ms.is_empty(), "{c:?}");
+    assert_eq!(
+        report::top_hosts(&conn, from, later, None, 3)
+            .unwrap()
+            .iter()
+            .map(|h| h.bytes_out)
+            .sum::<u64>(),
+        2_000
+    );
 }

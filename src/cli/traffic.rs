@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::Path;
 
 use clap::{Args, ValueEnum};
+use kopek_classifier::aggregate::HOUR_MS;
+use kopek_classifier::engine::HOSTS_GRACE_MS;
 use kopek_classifier::report::{self, Period, TrafficQuery};
 use kopek_classifier::store::SqliteTier2;
 
@@ -34,8 +36,10 @@ pub struct TrafficArgs {
     /// Also list the N largest remote hosts per account (with --format
     /// csv: the hosts alone, one CSV: account, remote, class, bytes_in,
     /// bytes_out, flows; remote empty for the sum of the other hosts).
-    #[arg(long, value_name = "N")]
-    top: Option<usize>,
+    /// Hosts are summed per whole hour once the hour is over; the report
+    /// says which hours of the interval have none yet or none any more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    top: Option<u32>,
     /// Show unattributed and transit traffic per address instead.
     #[arg(long)]
     unattributed: bool,
@@ -232,8 +236,15 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     // Rows are printed as the report produces them (one period at a time
     // in memory): an hourly report of every account over a year is tens
     // of millions of rows.
-    let hosts = match a.top {
-        Some(n) => report::top_hosts(&conn, from, to, a.account.as_deref(), n)?,
+    let (hosts, coverage) = match a.top {
+        Some(n) => (
+            report::top_hosts(&conn, from, to, a.account.as_deref(), n as usize)?,
+            Some(report::host_coverage(&conn, from, to)?),
+        ),
+        None => (Vec::new(), None),
+    };
+    let host_notes = match &coverage {
+        Some(c) => coverage_notes(c, tz, config.retention.top_hosts_days),
         None => Vec::new(),
     };
     let mut rows = 0u64;
@@ -242,9 +253,10 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
             // One object, its rows written one by one (a line each).
             writeln!(
                 out,
-                "{{\n  \"from_ms\": {from},\n  \"to_ms\": {to},\n  \"timezone\": {},\n  \"top_hosts\": {},\n  \"rows\": [",
+                "{{\n  \"from_ms\": {from},\n  \"to_ms\": {to},\n  \"timezone\": {},\n  \"top_hosts\": {},\n  \"top_hosts_coverage\": {},\n  \"rows\": [",
                 serde_json::to_string(tz.name())?,
-                serde_json::to_string(&hosts)?
+                serde_json::to_string(&hosts)?,
+                serde_json::to_string(&coverage)?
             )?;
             report::traffic_each(&conn, &q, |r| {
                 let sep = if rows == 0 { "" } else { ",\n" };
@@ -259,7 +271,11 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
             writeln!(out, "\n  ]\n}}")?;
         }
         OutputFormat::Csv if a.top.is_some() => {
-            // One CSV holds one table: the hosts, which were asked for.
+            // One CSV holds one table: the hosts, which were asked for;
+            // what they lack goes to the operator, not into the data.
+            for n in &host_notes {
+                eprintln!("kopek: note: top hosts: {n}");
+            }
             writeln!(out, "account,remote,class,bytes_in,bytes_out,flows")?;
             for r in &hosts {
                 writeln!(
@@ -317,10 +333,45 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                 );
             })?;
             if rows == 0 {
-                writeln!(out, "  (no traffic in this interval)")?;
+                // Say what was filtered: a mistyped name gives no rows.
+                let mut what = String::new();
+                if let Some(acc) = &a.account {
+                    what += &format!(" of account {acc:?}");
+                }
+                if let Some(class) = &a.class {
+                    what += &format!(" of class {class:?}");
+                }
+                writeln!(out, "  (no traffic{what} in this interval)")?;
+                let c = &config.classifier;
+                let mut known = c
+                    .classes
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>();
+                known.push(&c.default_class);
+                if let Some(class) = a.class.as_deref().filter(|x| !known.contains(x)) {
+                    writeln!(
+                        out,
+                        "  (no class {class:?} is configured; the classes are: {})",
+                        known.join(", ")
+                    )?;
+                }
+            }
+            if let Some(c) = &coverage {
+                writeln!(
+                    out,
+                    "top remote hosts, whole hours {} .. {}",
+                    time_in(c.from_ms, tz),
+                    time_in(c.to_ms, tz)
+                )?;
+                for n in &host_notes {
+                    writeln!(out, "  ({n})")?;
+                }
+            }
+            if coverage.is_some() && hosts.is_empty() {
+                writeln!(out, "  (no host detail in these hours)")?;
             }
             if !hosts.is_empty() {
-                writeln!(out, "top remote hosts")?;
                 writeln!(
                     out,
                     "{:<16} {:<40} {:<10} {:>12} {:>12} {:>10}",
@@ -349,6 +400,40 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     finish(out)
 }
 
+/// What a report's host rows lack, in the operator's words: hours not
+/// summed yet (as ranges) and hours whose detail retention removed.
+fn coverage_notes(c: &report::HostCoverage, tz: chrono_tz::Tz, kept_days: u32) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(t) = c.removed_before_ms {
+        notes.push(match kept_days {
+            0 => format!("none before {}: removed by retention", time_in(t, tz)),
+            d => format!(
+                "none before {}: host detail is kept {d} days (retention.top_hosts_days)",
+                time_in(t, tz)
+            ),
+        });
+    }
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &hour in &c.pending_hours_ms {
+        match ranges.last_mut() {
+            Some(r) if r.1 == hour => r.1 = hour + HOUR_MS,
+            _ => ranges.push((hour, hour + HOUR_MS)),
+        }
+    }
+    if !ranges.is_empty() {
+        let list: Vec<String> = ranges
+            .iter()
+            .map(|&(a, b)| format!("{} .. {}", time_in(a, tz), time_in(b, tz)))
+            .collect();
+        notes.push(format!(
+            "not summed yet: {}; an hour's hosts are summed {} minutes after it ends",
+            list.join(", "),
+            HOSTS_GRACE_MS / 60_000
+        ));
+    }
+    notes
+}
+
 fn emit<T: serde::Serialize>(
     out: &mut dyn Write,
     format: OutputFormat,
@@ -368,4 +453,37 @@ fn emit<T: serde::Serialize>(
         OutputFormat::Table => table(out),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lacking_hours_are_named_as_ranges_in_the_isp_zone() {
+        let h = HOUR_MS;
+        let t = 1_796_601_600_000; // 2026-12-07 00:00 UTC = 03:00 +03:00
+        let c = report::HostCoverage {
+            from_ms: t - 24 * h,
+            to_ms: t + 24 * h,
+            pending_hours_ms: vec![t, t + h, t + 2 * h, t + 5 * h],
+            removed_before_ms: Some(t - 20 * h),
+        };
+        let tz = chrono_tz::Europe::Moscow;
+        assert_eq!(
+            coverage_notes(&c, tz, 190),
+            [
+                "none before 2026-12-06 07:00 +03:00: host detail is kept 190 days (retention.top_hosts_days)",
+                "not summed yet: 2026-12-07 03:00 +03:00 .. 2026-12-07 06:00 +03:00, \
+                 2026-12-07 08:00 +03:00 .. 2026-12-07 09:00 +03:00; \
+                 an hour's hosts are summed 10 minutes after it ends",
+            ]
+        );
+        let whole = report::HostCoverage {
+            pending_hours_ms: vec![],
+            removed_before_ms: None,
+            ..c
+        };
+        assert!(coverage_notes(&whole, tz, 190).is_empty());
+    }
 }
