@@ -414,6 +414,19 @@ pub fn host_coverage(
     })
 }
 
+/// The start of the newest bucket tier 2 has counted traffic in (of an
+/// account or of nobody), if any: bindings recorded for earlier times do
+/// not change what was counted before them (a rebuild does).
+pub fn newest_bucket(conn: &Connection) -> Result<Option<i64>, ReportError> {
+    // Each max() from its primary key's end.
+    Ok(conn
+        .prepare_cached(
+            "SELECT max(m) FROM (SELECT max(bucket_ms) AS m FROM traffic
+                                 UNION ALL SELECT max(bucket_ms) FROM unattributed)",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// Traffic of subscriber addresses no account held, or with no subscriber
 /// side at all (`transit`), per address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

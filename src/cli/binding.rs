@@ -105,9 +105,13 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
                 "binding {id}: {addr} -> {account} from {}",
                 fmt_ms(Some(from_ms))
             );
+            if from.is_some() || *r#static {
+                note_counted_before(&config, from_ms, &format!("{addr}"));
+            }
         }
         BindingCmd::End { addr, at } => {
-            let b = reg.end(*addr, time(at)?.unwrap_or(now))?;
+            let at_ms = time(at)?.unwrap_or(now);
+            let b = reg.end(*addr, at_ms)?;
             outln!(
                 "binding {}: {} -> {} ended at {}",
                 b.id,
@@ -115,6 +119,9 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
                 b.account,
                 fmt_ms(b.to_ms)
             );
+            if at.is_some() {
+                note_counted_before(&config, at_ms, &format!("{}", b.net));
+            }
         }
         BindingCmd::Ls {
             account,
@@ -128,6 +135,40 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
         }
     }
     Ok(())
+}
+
+/// A binding changed from an explicit time `t_ms` on (not "now"), when
+/// tier 2 has already counted traffic since then: the classifier attributes each record once, by the
+/// bindings known when it counts it, so the operator must hear that the
+/// counted traffic stays as it was and which rebuild recounts it (a
+/// session recorded late is the usual dispute). Said on standard error;
+/// the binding itself is recorded either way.
+fn note_counted_before(config: &kopek_config::Config, t_ms: i64, net: &str) {
+    let Ok(conn) = kopek_classifier::store::SqliteTier2::open_read(&config.state_dir) else {
+        return; // no tier 2 yet: nothing counted
+    };
+    let bucket = config.classifier.bucket_ms();
+    match kopek_classifier::report::newest_bucket(&conn) {
+        Ok(Some(newest)) if newest.saturating_add(bucket) > t_ms => {}
+        _ => return,
+    }
+    let forever = t_ms == kopek_classifier::bindings::FOREVER_START_MS;
+    let (since, rebuild) = match chrono::DateTime::from_timestamp_millis(t_ms) {
+        Some(t) if !forever => (
+            format!(" since {}", super::format::time_in(t_ms, config.timezone)),
+            format!(
+                "kopek classifier rebuild --from \"{}\"",
+                t.with_timezone(&config.timezone).format("%Y-%m-%d %H:%M")
+            ),
+        ),
+        _ => (String::new(), "kopek classifier rebuild".to_string()),
+    };
+    eprintln!(
+        "kopek: note: tier 2 has already counted traffic{since} with the bindings known then; \
+         records of {net} among it keep that attribution. To count them again with this \
+         change: stop the classifier, run `{rebuild}`, start it (the core then charges only \
+         the differences)"
+    );
 }
 
 /// Prints the list; a closed pipe (| head) ends it quietly.
