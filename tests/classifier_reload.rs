@@ -65,6 +65,24 @@ fn wait_versions(config: &std::path::Path, n: usize, why: &str) -> Vec<(i64, i64
     }
 }
 
+/// The daemon's last reload as `kopek classifier stats` reports it, once
+/// it is newer than `after_ms` (the stats file is rewritten every second).
+fn wait_reload(config: &std::path::Path, after_ms: i64, why: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r =
+            kopek_json(config, &["classifier", "stats", "--format", "json"])["last_reload"].clone();
+        if r["at_ms"].as_i64().is_some_and(|t| t > after_ms) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{why}: no reload after {after_ms} in 10 s: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Bytes per (point, class) in tier 2, traffic and unattributed.
 fn by_point_class(state: &std::path::Path) -> BTreeMap<(String, String), u64> {
     let c = tier2(state);
@@ -177,6 +195,39 @@ top_hosts_days = 0
     std::fs::write(&peering, PEERING_V2).unwrap();
     let v2 = wait_versions(&config, 2, "after the list files changed");
 
+    // Whether a reload took is in `kopek classifier stats` (a file edit
+    // and `systemctl reload` report nothing back): a list that does not
+    // parse leaves the old lists in force and says where it failed; put
+    // right, it reloads (the same content: no new version).
+    let ok = wait_reload(&config, 0, "the list files changed");
+    assert!(ok["error"].is_null(), "{ok}");
+    std::fs::write(&peering, format!("{PEERING_V2}300.1.2.3/24\n")).unwrap();
+    let bad = wait_reload(&config, ok["at_ms"].as_i64().unwrap(), "a broken list");
+    let err = bad["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&format!("{}:4:", peering.display())) && err.contains("300.1.2.3/24"),
+        "{bad}"
+    );
+    let stats = kopek(&config, &["classifier", "stats"]);
+    assert!(
+        stats.contains("last reload")
+            && stats.contains("FAILED at")
+            && stats.contains("300.1.2.3/24"),
+        "{stats}"
+    );
+    std::fs::write(&peering, PEERING_V2).unwrap();
+    let fixed = wait_reload(
+        &config,
+        bad["at_ms"].as_i64().unwrap(),
+        "the list put right",
+    );
+    assert!(fixed["error"].is_null(), "{fixed}");
+    assert_eq!(
+        versions(&config),
+        v2,
+        "the same lists again: no new version"
+    );
+
     // Version 3 by SIGHUP: the config file itself is not watched.
     let text = std::fs::read_to_string(&config).unwrap();
     let with_inline = text.replacen(
@@ -185,6 +236,22 @@ top_hosts_days = 0
         1,
     );
     assert_ne!(text, with_inline);
+    // SIGHUP with a config that does not load: noted, nothing changes
+    // (read through a copy of the good one: the CLI refuses a broken one).
+    let good = config.with_extension("good.toml");
+    std::fs::write(&good, &text).unwrap();
+    std::fs::write(&config, format!("{text}\n[bogus]\nx = 1\n")).unwrap();
+    classifier.hup();
+    let bad = wait_reload(
+        &good,
+        fixed["at_ms"].as_i64().unwrap(),
+        "SIGHUP, a broken config",
+    );
+    assert!(
+        bad["error"].as_str().is_some_and(|e| e.contains("bogus")),
+        "{bad}"
+    );
+    assert_eq!(versions(&good), v2);
     std::fs::write(&config, with_inline).unwrap();
     std::thread::sleep(Duration::from_millis(1_500));
     assert_eq!(versions(&config).len(), 2, "the config file is not watched");

@@ -102,6 +102,19 @@ pub struct EngineStats {
     /// first day it is complete from; `None` when complete.
     #[serde(default)]
     pub daily_complete_from_ms: Option<i64>,
+    /// The last reload of this process (SIGHUP, or a list or bindings file
+    /// that changed): `systemctl reload` and a file edit report nothing
+    /// back, so `kopek classifier stats` tells whether it took.
+    #[serde(default)]
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+/// When a reload was tried and, if it failed, why (the old config, lists
+/// and bindings stay in force).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadOutcome {
+    pub at_ms: i64,
+    pub error: Option<String>,
 }
 
 type SegKey = (String, u64);
@@ -536,6 +549,22 @@ impl Engine {
     /// Applies a new config: commits what is pending first, so every record
     /// is judged wholly by the old or wholly by the new rules.
     pub fn reload(&mut self, config: Config, now_ms: i64) -> Result<(), ClassifierError> {
+        let r = self.apply_config(config, now_ms);
+        self.note_reload(now_ms, r.as_ref().err().map(|e| e.to_string()));
+        r
+    }
+
+    /// Records a reload's outcome for the stats; a config file that could
+    /// not be read never reaches [`Self::reload`], so the daemon notes it
+    /// here.
+    pub fn note_reload(&mut self, now_ms: i64, error: Option<String>) {
+        self.stats.last_reload = Some(ReloadOutcome {
+            at_ms: now_ms,
+            error,
+        });
+    }
+
+    fn apply_config(&mut self, config: Config, now_ms: i64) -> Result<(), ClassifierError> {
         check_bucket(&mut self.store, &config)?;
         let table = ClassTable::load(&config.classifier)?;
         let statics = match &config.classifier.bindings_file {

@@ -88,6 +88,8 @@ pub(crate) fn flock(p: &Path, busy: &str) -> Result<File, ClassifierError> {
 
 enum Control {
     Reload(Box<Config>),
+    /// SIGHUP with a config file that does not load: noted in the stats.
+    ReloadFailed(String),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -167,7 +169,10 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
                 _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(None) }
                 _ = hup.recv() => match Config::load(config_path) {
                     Ok(c) => { let _ = tx.send(Control::Reload(Box::new(c))); }
-                    Err(e) => tracing::error!(error = %e, "reload failed; the old config stays"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; the old config stays");
+                        let _ = tx.send(Control::ReloadFailed(e.to_string()));
+                    }
                 },
                 _ = watchdog.tick() => {
                     let beat = Duration::from_millis(heartbeat.load(Ordering::Relaxed));
@@ -208,10 +213,13 @@ fn work(
     let mut last_maintain: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        while let Ok(Control::Reload(c)) = rx.try_recv() {
-            match engine.reload(*c, now_ms()) {
-                Ok(()) => tracing::info!("config reloaded"),
-                Err(e) => tracing::error!(error = %e, "reload failed; the old config stays"),
+        while let Ok(control) = rx.try_recv() {
+            match control {
+                Control::Reload(c) => match engine.reload(*c, now_ms()) {
+                    Ok(()) => tracing::info!("config reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload failed; the old config stays"),
+                },
+                Control::ReloadFailed(e) => engine.note_reload(now_ms(), Some(e)),
             }
         }
         let o = engine.step(now_ms())?;

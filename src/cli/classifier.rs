@@ -141,6 +141,17 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             ] {
                 outln!("  {k:<28} {v}");
             }
+            match &s.last_reload {
+                None => {}
+                Some(r) => match &r.error {
+                    None => outln!("  {:<28} ok at {}", "last reload", time_utc(r.at_ms)),
+                    Some(e) => outln!(
+                        "  {:<28} FAILED at {}, the old config stays in force: {e}",
+                        "last reload",
+                        time_utc(r.at_ms)
+                    ),
+                },
+            }
             for d in &s.damaged_segments {
                 outln!("  DAMAGED: {d}");
             }
