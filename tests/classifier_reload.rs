@@ -267,6 +267,70 @@ top_hosts_days = 0
     let table = kopek(&config, &["traffic", "--versions"]);
     assert_eq!(table.lines().count(), 4, "{table}");
 
+    // `kopek classifier explain`: the class an address had at a time, the
+    // list entry and the version that decided it, and its account then.
+    let explain = |addr: &str, at: i64| {
+        kopek(
+            &config,
+            &["classifier", "explain", addr, "--at", &at.to_string()],
+        )
+    };
+    for (addr, at, class, version) in [
+        (
+            "198.51.100.7",
+            v3[0].1,
+            "peering (listed as 198.51.100.0/24)",
+            1,
+        ),
+        (
+            "198.51.100.7",
+            v3[1].1,
+            "paid (listed as 198.51.100.0/24)",
+            2,
+        ),
+        (
+            "203.0.113.9",
+            v3[1].1,
+            "paid (no list covers it: the default class)",
+            2,
+        ),
+        (
+            "203.0.113.9",
+            v3[2].1,
+            "peering (listed as 203.0.113.0/24)",
+            3,
+        ),
+        (
+            "198.51.100.7",
+            v3[0].1 - 3_600_000,
+            "peering (listed as 198.51.100.0/24)",
+            1,
+        ),
+    ] {
+        let x = explain(addr, at);
+        assert!(
+            x.contains(&format!(
+                "  class: {class}, by list version {version} valid from "
+            )),
+            "{x}"
+        );
+        assert_eq!(
+            x.contains("(the oldest version: records before it are judged by it too)"),
+            at < v3[0].1,
+            "{x}"
+        );
+        assert!(
+            x.contains("  account: none (not a subscriber address)"),
+            "{x}"
+        );
+    }
+    assert!(explain("10.0.0.5", v3[2].1).contains("  account: big\n"));
+    assert!(
+        explain("10.0.1.5", v3[2].1).contains(
+            "  account: none (inside the subscriber networks: its traffic is unattributed)"
+        )
+    );
+
     // Stream 2 from 127.0.0.2 (point p2), timed so that even its longest
     // flows (2 minutes) start after version 3 began.
     let start2 = (v3[2].1 + 121_000).to_string();

@@ -194,6 +194,11 @@ fn explain(config_path: &Path, addr: std::net::IpAddr, at: Option<&str>) -> supe
                 time_utc(v.valid_from_ms),
                 &v.sha256[..12.min(v.sha256.len())]
             );
+            if t < v.valid_from_ms {
+                // docs/tier2-schema.md: before the first version, the
+                // first one judges (nothing older is known).
+                outln!("         (the oldest version: records before it are judged by it too)");
+            }
         }
     }
     // Bindings: the registry and the static file, as the classifier sees them.
