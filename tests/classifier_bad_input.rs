@@ -266,6 +266,37 @@ fn reports_refuse_bad_arguments() {
             "expected 1000 or 1024",
         ),
         (&["traffic", "--by", "week"], 2, "invalid value 'week'"),
+        (
+            &["traffic", "--top", "0"],
+            2,
+            "invalid value '0' for '--top <N>'",
+        ),
+        // Options a view does not use are refused, not silently ignored.
+        (
+            &["traffic", "--unattributed", "--account", "alice"],
+            2,
+            "'--unattributed' cannot be used with '--account <ACCOUNT>'",
+        ),
+        (
+            &["traffic", "--unattributed", "--points"],
+            2,
+            "cannot be used with",
+        ),
+        (
+            &["traffic", "--points", "--class", "paid"],
+            2,
+            "'--points' cannot be used with '--class <CLASS>'",
+        ),
+        (
+            &["traffic", "--versions", "--account", "alice"],
+            2,
+            "'--versions' cannot be used with '--account <ACCOUNT>'",
+        ),
+        (
+            &["traffic", "--top", "3", "--unattributed"],
+            2,
+            "cannot be used with",
+        ),
         (&["classifier", "explain", "10.0.0.300"], 2, "invalid"),
         (
             &["classifier", "explain", "10.0.0.3", "--at", "tomorrow"],

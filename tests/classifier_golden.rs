@@ -555,6 +555,34 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         })
         .collect();
     assert_same("kopek traffic --unattributed", &got, &want_un);
+    // One class of it.
+    let peering: BTreeMap<_, _> = want_un
+        .iter()
+        .filter(|(k, _)| k.2 == "peering")
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert!(!peering.is_empty() && peering.len() < want_un.len());
+    let got: BTreeMap<_, _> = g
+        .traffic(&["--unattributed", "--class", "peering"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                (
+                    text(&r["address"]),
+                    text(&r["direction"]),
+                    text(&r["class"]),
+                ),
+                (u(&r["bytes"]), u(&r["packets"]), u(&r["flows"])),
+            )
+        })
+        .collect();
+    assert_same(
+        "kopek traffic --unattributed --class peering",
+        &got,
+        &peering,
+    );
 
     // The same rows as CSV (the report streams them, one period at a time).
     let csv = std::process::Command::new(common::kopek_bin())

@@ -266,6 +266,34 @@ top_hosts_days = 0
     assert!(v3[0].1 < v3[1].1 && v3[1].1 < v3[2].1, "{v3:?}");
     let table = kopek(&config, &["traffic", "--versions"]);
     assert_eq!(table.lines().count(), 4, "{table}");
+    // With an interval: the versions in force in it (the first one also
+    // before its start: it judges older records).
+    let in_force = |from: i64, to: i64| -> Vec<i64> {
+        kopek_json(
+            &config,
+            &[
+                "traffic",
+                "--versions",
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--format",
+                "json",
+            ],
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_i64().unwrap())
+        .collect()
+    };
+    let (t1, t2, t3) = (v3[0].1, v3[1].1, v3[2].1);
+    assert_eq!(in_force(t1 - 7_200_000, t1 - 3_600_000), [1]);
+    assert_eq!(in_force(t1, t2), [1]);
+    assert_eq!(in_force(t2, t2 + 1), [2]);
+    assert_eq!(in_force(t2 - 1, t3 + 1), [1, 2, 3]);
+    assert_eq!(in_force(t3, t3 + 86_400_000), [3]);
 
     // `kopek classifier explain`: the class an address had at a time, the
     // list entry and the version that decided it, and its account then.

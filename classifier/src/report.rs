@@ -439,18 +439,21 @@ pub struct UnattributedRow {
     pub flows: u64,
 }
 
+/// Per address, direction and class over `[from_ms, to_ms)`, largest
+/// first; `class`: that class only.
 pub fn unattributed(
     conn: &Connection,
     from_ms: i64,
     to_ms: i64,
+    class: Option<&str>,
 ) -> Result<Vec<UnattributedRow>, ReportError> {
     let mut st = conn.prepare_cached(
         "SELECT address, direction, class, sat_sum(bytes), sat_sum(packets), sat_sum(flows)
-         FROM unattributed WHERE bucket_ms >= ?1 AND bucket_ms < ?2
+         FROM unattributed WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR class = ?3)
          GROUP BY address, direction, class
          ORDER BY sat_sum(bytes) DESC, address, direction, class",
     )?;
-    let rows = st.query_map(params![from_ms, to_ms], |r| {
+    let rows = st.query_map(params![from_ms, to_ms, class], |r| {
         Ok(UnattributedRow {
             address: r.get(0)?,
             direction: r.get(1)?,
@@ -539,6 +542,25 @@ pub fn versions(conn: &Connection) -> Result<Vec<VersionRow>, ReportError> {
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The versions in force at some time of `[from_ms, to_ms)`: each from its
+/// start to the next one's (the first one also before its start: it judges
+/// older records too). `versions` in id order, as [`versions`] gives them.
+pub fn versions_in_force(versions: Vec<VersionRow>, from_ms: i64, to_ms: i64) -> Vec<VersionRow> {
+    let ends: Vec<i64> = versions
+        .iter()
+        .skip(1)
+        .map(|v| v.valid_from_ms)
+        .chain([i64::MAX])
+        .collect();
+    versions
+        .into_iter()
+        .zip(ends)
+        .enumerate()
+        .filter(|(i, (v, end))| (*i == 0 || v.valid_from_ms < to_ms) && *end > from_ms)
+        .map(|(_, (v, _))| v)
+        .collect()
 }
 
 /// The class-list version valid at `t_ms` (the first one before any) with

@@ -426,7 +426,7 @@ fn classify(config: &Config, raw_total: Totals) -> super::Result<bool> {
             if who == "alice" { "before" } else { "after" }
         );
     }
-    let unattributed = report::unattributed(&conn, q.from_ms, q.to_ms)?;
+    let unattributed = report::unattributed(&conn, q.from_ms, q.to_ms, None)?;
     let un_bytes: u64 = unattributed.iter().map(|u| u.bytes).sum();
     outln!(
         "   unattributed: {} addresses, {} — visible, not billed to anyone",

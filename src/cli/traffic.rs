@@ -40,14 +40,16 @@ pub struct TrafficArgs {
     /// says which hours of the interval have none yet or none any more.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     top: Option<u32>,
-    /// Show unattributed and transit traffic per address instead.
-    #[arg(long)]
+    /// Show unattributed and transit traffic per address instead (with
+    /// --class: of that class only).
+    #[arg(long, conflicts_with_all = ["account", "by", "billed", "top", "points", "versions"])]
     unattributed: bool,
     /// Show bytes per observation point (billed or not) and export losses instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["account", "class", "by", "billed", "top", "versions"])]
     points: bool,
-    /// List the class-list versions (id, valid from, sha256, prefixes) instead.
-    #[arg(long)]
+    /// List the class-list versions (id, valid from, sha256, prefixes)
+    /// instead; with --from or --to, the ones in force then.
+    #[arg(long, conflicts_with_all = ["account", "class", "by", "billed", "top"])]
     versions: bool,
     /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
     #[arg(long, default_value_t = 1024, value_parser = unit_base)]
@@ -93,7 +95,10 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
     let mut out = Out::stdout();
 
     if a.versions {
-        let rows = report::versions(&conn)?;
+        let mut rows = report::versions(&conn)?;
+        if a.from.is_some() || a.to.is_some() {
+            rows = report::versions_in_force(rows, from, to);
+        }
         emit(
             &mut out,
             a.format,
@@ -128,7 +133,7 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         return finish(out);
     }
     if a.unattributed {
-        let rows = report::unattributed(&conn, from, to)?;
+        let rows = report::unattributed(&conn, from, to, a.class.as_deref())?;
         emit(
             &mut out,
             a.format,
@@ -155,6 +160,16 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
                         h(r.bytes),
                         human_count(r.packets),
                         human_count(r.flows)
+                    );
+                }
+                if rows.is_empty() {
+                    let of = match &a.class {
+                        Some(c) => format!(" of class {c:?}"),
+                        None => String::new(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  (no unattributed or transit traffic{of} in this interval)"
                     );
                 }
             },
