@@ -128,7 +128,11 @@ pub fn rebuild(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(crate::run::lock(&state)?)
+        Some(crate::run::flock(
+            &state.join(crate::run::LOCK_FILE),
+            "the classifier daemon runs: stop it first (systemctl stop kopek-classifier), \
+             rebuild, start it again; --dry-run may run beside it",
+        )?)
     };
     let _rebuilding = crate::run::flock(
         &state.join(REBUILD_LOCK),

@@ -707,7 +707,9 @@ fn a_rebuild_refuses_while_the_classifier_runs() {
     assert_eq!(rc, 0);
     let err = try_rebuild(config(dir.path()), RebuildOptions::default()).unwrap_err();
     assert!(
-        err.to_string().contains("classifier.lock is locked"),
+        err.to_string().contains(
+            "classifier.lock is locked: the classifier daemon runs: stop it first (systemctl stop kopek-classifier)"
+        ),
         "{err}"
     );
 }
