@@ -372,7 +372,44 @@ top_hosts_days = 0
         2 * FLOWS
     );
     classifier.wait_committed(2 * FLOWS, Duration::from_secs(30));
+    // `kopek classifier stats` tells a running daemon from a killed and a
+    // stopped one (the counters are of one run: a restart zeroes them).
+    let head = || -> String {
+        let stats = kopek(&config, &["classifier", "stats"]);
+        stats.lines().next().unwrap_or_default().to_string()
+    };
+    let pid = classifier.pid();
+    assert!(
+        head().starts_with(&format!("classifier running (pid {pid}, since ")),
+        "{}",
+        head()
+    );
+    classifier.kill9();
+    assert!(
+        head().starts_with(&format!("classifier NOT RUNNING: pid {pid} (started ")),
+        "{}",
+        head()
+    );
+    let json = kopek_json(&config, &["classifier", "stats", "--format", "json"]);
+    assert_eq!(
+        (&json["running"], &json["stopped"]),
+        (&false.into(), &false.into()),
+        "{json}"
+    );
+    classifier.spawn();
+    let pid = classifier.pid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !head().starts_with(&format!("classifier running (pid {pid},")) {
+        assert!(Instant::now() < deadline, "{}", head());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     classifier.stop();
+    assert!(
+        head().starts_with("classifier STOPPED at ")
+            && head().contains(&format!("(pid {pid}, started ")),
+        "{}",
+        head()
+    );
     collector.stop();
 
     let records = raw_dump(&state);

@@ -37,8 +37,36 @@ pub fn stats_path(state_dir: &Path) -> PathBuf {
     state_dir.join(STATS_FILE)
 }
 
+/// The stats file: the engine's counters and the process that wrote them,
+/// so that `kopek classifier stats` can tell a running daemon from one
+/// that stopped or was killed (its counters are of that run only).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatsFile {
+    #[serde(flatten)]
+    pub engine: EngineStats,
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub started_ms: i64,
+    #[serde(default)]
+    pub written_ms: i64,
+    /// Written last by a daemon that stopped cleanly (SIGTERM, SIGINT).
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+#[derive(serde::Serialize)]
+struct StatsOut<'a> {
+    #[serde(flatten)]
+    engine: &'a EngineStats,
+    pid: u32,
+    started_ms: i64,
+    written_ms: i64,
+    stopped: bool,
+}
+
 /// Reads the stats file a running classifier writes.
-pub fn read_stats(state_dir: &Path) -> Result<EngineStats, ClassifierError> {
+pub fn read_stats(state_dir: &Path) -> Result<StatsFile, ClassifierError> {
     let p = stats_path(state_dir);
     let text = std::fs::read(&p).map_err(|source| ClassifierError::Io {
         what: format!("reading {}", p.display()),
@@ -48,14 +76,27 @@ pub fn read_stats(state_dir: &Path) -> Result<EngineStats, ClassifierError> {
         .map_err(|e| ClassifierError::Invalid(format!("{}: {e}", p.display())))
 }
 
-fn write_stats(state_dir: &Path, s: &EngineStats) -> Result<(), ClassifierError> {
+fn write_stats(
+    state_dir: &Path,
+    s: &EngineStats,
+    started_ms: i64,
+    stopped: bool,
+) -> Result<(), ClassifierError> {
     let p = stats_path(state_dir);
     let tmp = p.with_extension("json.tmp");
     let io = |source| ClassifierError::Io {
         what: format!("writing {}", tmp.display()),
         source,
     };
-    let json = serde_json::to_vec_pretty(s).map_err(|e| ClassifierError::Invalid(e.to_string()))?;
+    let out = StatsOut {
+        engine: s,
+        pid: std::process::id(),
+        started_ms,
+        written_ms: now_ms(),
+        stopped,
+    };
+    let json =
+        serde_json::to_vec_pretty(&out).map_err(|e| ClassifierError::Invalid(e.to_string()))?;
     std::fs::write(&tmp, json).map_err(io)?;
     std::fs::rename(&tmp, &p).map_err(io)
 }
@@ -101,6 +142,7 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
         source,
     })?;
     let _lock = lock(&config.state_dir)?;
+    let started_ms = now_ms();
     let state_dir = config.state_dir.clone();
     // Signals are taken over before anything slow (opening tier 2, loading
     // a full table): a SIGTERM that early waits in the stream and stops the
@@ -140,7 +182,7 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
             );
         }
     })?;
-    write_stats(&state_dir, engine.stats())?;
+    write_stats(&state_dir, engine.stats(), started_ms, false)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = Arc::new(AtomicU64::new(0));
@@ -152,7 +194,16 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
         let state_dir = state_dir.clone();
         std::thread::Builder::new()
             .name("classifier".into())
-            .spawn(move || work(&mut engine, &state_dir, &stop, &heartbeat, started, &rx))
+            .spawn(move || {
+                work(
+                    &mut engine,
+                    &state_dir,
+                    &stop,
+                    &heartbeat,
+                    (started, started_ms),
+                    &rx,
+                )
+            })
             .map_err(|source| ClassifierError::Io {
                 what: "spawning the classifier thread".into(),
                 source,
@@ -205,7 +256,7 @@ fn work(
     state_dir: &Path,
     stop: &AtomicBool,
     heartbeat: &AtomicU64,
-    started: Instant,
+    (started, started_ms): (Instant, i64),
     rx: &mpsc::Receiver<Control>,
 ) -> Result<(), ClassifierError> {
     let poll = engine.config().classifier.poll_interval;
@@ -231,7 +282,7 @@ fn work(
             last_maintain = Some(Instant::now());
         }
         if last_stats.elapsed() >= STATS_EVERY {
-            write_stats(state_dir, engine.stats())?;
+            write_stats(state_dir, engine.stats(), started_ms, false)?;
             last_stats = Instant::now();
         }
         // Host detail only when nothing fresh waits, a slice at a time.
@@ -243,7 +294,7 @@ fn work(
         }
     }
     engine.flush(now_ms())?;
-    write_stats(state_dir, engine.stats())?;
+    write_stats(state_dir, engine.stats(), started_ms, true)?;
     tracing::info!(
         records = engine.stats().committed.records,
         commits = engine.stats().commits,

@@ -80,15 +80,38 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
         ClassifierCmd::Rebuild(a) => rebuild(config_path, a),
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
-            let s = read_stats(&config.state_dir)?;
+            let file = read_stats(&config.state_dir)?;
+            let running = !file.stopped && process_runs(file.pid, "classifier");
             if *format == OutputFormat::Json {
-                outln!("{}", serde_json::to_string_pretty(&s)?);
+                let mut v = serde_json::to_value(&file)?;
+                v["running"] = running.into();
+                outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
+            let s = &file.engine;
             let c = &s.committed;
-            outln!("classifier, last commit {}", time_utc(s.last_commit_ms));
+            let (pid, started, written) = (
+                file.pid,
+                time_utc(file.started_ms),
+                time_utc(file.written_ms),
+            );
+            if file.pid == 0 {
+                outln!("classifier (a stats file of an older kopek: no process recorded)");
+            } else if running {
+                outln!("classifier running (pid {pid}, since {started}), as of {written}");
+            } else if file.stopped {
+                outln!(
+                    "classifier STOPPED at {written} (pid {pid}, started {started}); the counters are of that run"
+                );
+            } else {
+                outln!(
+                    "classifier NOT RUNNING: pid {pid} (started {started}) ended without stopping \
+                     (killed or crashed; see its log); the counters are of that run, as of {written}"
+                );
+            }
+            outln!("  {:<28} {}", "last commit", time_utc(s.last_commit_ms));
             for (k, v) in [
-                ("records counted", human_count(c.records)),
+                ("records counted (this run)", human_count(c.records)),
                 ("bytes counted", human_bytes(c.bytes, 1024)),
                 ("split over buckets", human_count(c.split_records)),
                 ("clamped (implausibly long)", human_count(c.clamped_records)),
@@ -157,6 +180,18 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             }
             Ok(())
         }
+    }
+}
+
+/// Whether process `pid` lives and is a kopek `what` daemon (a pid the
+/// kernel gave to another program since is not).
+fn process_runs(pid: u32, what: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.iter().any(|a| a.ends_with(b"kopek")) && args.contains(&what.as_bytes())
+        }
+        Err(_) => false,
     }
 }
 
