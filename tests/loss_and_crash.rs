@@ -182,6 +182,12 @@ fn datagrams_from_unknown_exporters_are_counted_and_dropped() {
 
 /// Makes every generated flow unique and recognisable: its index goes into
 /// the source port and input interface (v5 carries both exactly).
+/// The first line of `kopek collector stats`: running, stopped or killed.
+fn stats_head(c: &Collector) -> String {
+    let out = common::classify::kopek(&c.config, &["collector", "stats"]);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
 fn tag(flows: &mut [FlowRecord], base: u64) {
     for (i, f) in flows.iter_mut().enumerate() {
         let id = base + i as u64;
@@ -242,7 +248,15 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
         // What the collector says it has written (blocks in the kernel)
         // just before it dies must survive the crash.
         let acked = c.stats()["flows_written"].as_u64().unwrap();
+        let pid = c.pid();
         c.kill9();
+        // `kopek collector stats` does not pass a killed collector's last
+        // counters off as a running one's.
+        let head = stats_head(&c);
+        assert!(
+            head.contains(&format!(" NOT RUNNING: pid {pid} (started ")),
+            "{head}"
+        );
         acknowledged_total += acked;
         c.spawn();
     }
@@ -257,7 +271,18 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let acked = c.stats()["flows_written"].as_u64().unwrap();
     acknowledged_total += acked;
+    let pid = c.pid();
+    let head = stats_head(&c);
+    assert!(
+        head.contains(&format!(" running (pid {pid}, since ")),
+        "{head}"
+    );
     c.stop();
+    let head = stats_head(&c);
+    assert!(
+        head.contains(" STOPPED at ") && head.contains(&format!("(pid {pid}, started ")),
+        "{head}"
+    );
 
     // Every segment closed and readable to its end.
     let ls = c.raw(&["ls", "--format", "csv"]);

@@ -198,6 +198,10 @@ pub struct StatsSnapshot {
     /// The capture source, when `[collector.pcap]` is configured.
     #[serde(default)]
     pub pcap: Option<PcapStats>,
+    /// Written last by a collector that stopped cleanly (its open segment
+    /// sealed); a file without it whose pid is gone was killed.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// A unit of work for the writer: records, then the sequence state of the
@@ -585,9 +589,13 @@ impl Collector {
 
     /// Writes the stats file atomically (write to a temp name, rename).
     pub fn write_stats_file(&self) -> Result<PathBuf, CollectorError> {
+        self.write_stats(self.stats())
+    }
+
+    fn write_stats(&self, stats: StatsSnapshot) -> Result<PathBuf, CollectorError> {
         let path = stats_path(&self.config.state_dir, &self.config.collector.name);
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(&self.stats()).expect("stats serialize");
+        let json = serde_json::to_vec_pretty(&stats).expect("stats serialize");
         std::fs::write(&tmp, json)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|source| CollectorError::Io {
@@ -613,8 +621,11 @@ impl Collector {
                 Err(_) => errors.push("the writer thread panicked".to_string()),
             }
         }
-        let stats = self.stats();
-        if let Err(e) = self.write_stats_file() {
+        let stats = StatsSnapshot {
+            stopped: errors.is_empty(),
+            ..self.stats()
+        };
+        if let Err(e) = self.write_stats(stats.clone()) {
             errors.push(e.to_string());
         }
         if errors.is_empty() {

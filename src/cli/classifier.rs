@@ -81,7 +81,7 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let file = read_stats(&config.state_dir)?;
-            let running = !file.stopped && process_runs(file.pid, "classifier");
+            let running = !file.stopped && super::process_runs(file.pid, "classifier");
             if *format == OutputFormat::Json {
                 let mut v = serde_json::to_value(&file)?;
                 v["running"] = running.into();
@@ -180,18 +180,6 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             }
             Ok(())
         }
-    }
-}
-
-/// Whether process `pid` lives and is a kopek `what` daemon (a pid the
-/// kernel gave to another program since is not).
-fn process_runs(pid: u32, what: &str) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            args.iter().any(|a| a.ends_with(b"kopek")) && args.contains(&what.as_bytes())
-        }
-        Err(_) => false,
     }
 }
 

@@ -59,7 +59,12 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
             let s: StatsSnapshot = serde_json::from_str(&text)
                 .with_context(|| format!("{}: unreadable stats file", path.display()))?;
             match format {
-                OutputFormat::Json => outln!("{text}"),
+                OutputFormat::Json => {
+                    let mut v: serde_json::Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: unreadable stats file", path.display()))?;
+                    v["running"] = (!s.stopped && super::process_runs(s.pid, "collector")).into();
+                    outln!("{}", serde_json::to_string_pretty(&v)?);
+                }
                 _ => print_stats(&s)?,
             }
             Ok(())
@@ -68,13 +73,24 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
 }
 
 fn print_stats(s: &StatsSnapshot) -> super::Result {
-    outln!(
-        "collector {} (pid {}), started {}, as of {}",
-        s.collector,
+    let (name, pid, started, written) = (
+        &s.collector,
         s.pid,
         time_utc(s.started_ms),
-        time_utc(s.written_ms)
+        time_utc(s.written_ms),
     );
+    if s.stopped {
+        outln!(
+            "collector {name} STOPPED at {written} (pid {pid}, started {started}); the counters are of that run"
+        );
+    } else if super::process_runs(pid, "collector") {
+        outln!("collector {name} running (pid {pid}, since {started}), as of {written}");
+    } else {
+        outln!(
+            "collector {name} NOT RUNNING: pid {pid} (started {started}) ended without stopping \
+             (killed or crashed; see its log); the counters are of that run, as of {written}"
+        );
+    }
     outln!(
         "  datagrams received      {:>14}",
         human_count(s.datagrams_received)

@@ -268,3 +268,16 @@ fn load_config_or_defaults(path: &Path) -> Result<Config> {
     }
     Ok(Config::load(path)?)
 }
+
+/// Whether process `pid` lives and is a kopek `what` daemon (a pid the
+/// kernel gave to another program since is not): what the stats commands
+/// say besides a daemon's last counters.
+pub(crate) fn process_runs(pid: u32, what: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.iter().any(|a| a.ends_with(b"kopek")) && args.contains(&what.as_bytes())
+        }
+        Err(_) => false,
+    }
+}
