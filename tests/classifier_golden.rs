@@ -119,6 +119,18 @@ fn pcap_flows() -> Vec<pcap::Flow> {
     ]
 }
 
+/// What `kopek traffic` says on standard error (it must succeed).
+fn traffic_stderr(config: &Path) -> String {
+    let out = common::run(
+        std::process::Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(config)
+            .args(["traffic", "--from", FROM, "--to", TO])
+            .env("KOPEK_LOG", "warn"),
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap()
@@ -269,7 +281,16 @@ fn tier2_equals_an_independent_classification_of_tier1_byte_for_byte() {
     check_buckets(&g);
     check_handover(&g, &handover);
     check_top_hosts(&g, &nf);
+    // A report says when the classifier is not running (tier 1 may then
+    // hold records tier 2 does not have yet), and only then.
+    let note = "kopek: note: the classifier is not running (stopped at ";
+    assert!(!traffic_stderr(&g.config).contains(note));
     classifier.stop();
+    let said = traffic_stderr(&g.config);
+    assert!(
+        said.contains(note) && said.contains("are not in these figures yet"),
+        "{said}"
+    );
 
     // Tier 2 computed again from tier 1 (`kopek classifier rebuild`), the
     // daemon stopped: the same answers, checked against the same oracle.

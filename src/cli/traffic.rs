@@ -91,6 +91,9 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         return Err(anyhow::anyhow!("--from must be before --to").into());
     }
     let conn = SqliteTier2::open_read(&config.state_dir)?;
+    if let Some(note) = not_counting(&config.state_dir) {
+        eprintln!("kopek: note: {note}");
+    }
     let h = |n: u64| human_bytes(n, a.unit_base);
     let mut out = Out::stdout();
 
@@ -413,6 +416,26 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         }
     }
     finish(out)
+}
+
+/// Why tier 2 may lack recent traffic: the classifier daemon is not
+/// running (stopped, or killed without a word). `None` while it runs, or
+/// with no stats file to tell.
+fn not_counting(state_dir: &Path) -> Option<String> {
+    let f = kopek_classifier::run::read_stats(state_dir).ok()?;
+    if f.pid == 0 || (!f.stopped && super::process_runs(f.pid, "classifier")) {
+        return None;
+    }
+    Some(format!(
+        "the classifier is not running ({} {}): tier 1 records after its last commit at {} are not in these figures yet",
+        if f.stopped {
+            "stopped at"
+        } else {
+            "gone since"
+        },
+        time_utc(f.written_ms),
+        time_utc(f.engine.last_commit_ms)
+    ))
 }
 
 /// What a report's host rows lack, in the operator's words: hours not
