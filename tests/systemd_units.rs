@@ -100,8 +100,23 @@ fn systemctl_reload_checks_the_config_before_the_daemon_is_signalled() {
             continue;
         }
         reloadable += 1;
-        // A stand-in daemon: `sleep` dies of the SIGHUP a reload sends.
-        let mut daemon = Command::new("sleep").arg("60").spawn().unwrap();
+        // A stand-in daemon: `sleep` dies of the SIGHUP a reload sends
+        // (with SIGHUP's default action: a test run under nohup would
+        // hand it down ignored).
+        let mut daemon = {
+            use std::os::unix::process::CommandExt;
+            let mut sleep = Command::new("sleep");
+            sleep.arg("60");
+            // SAFETY: signal() is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                sleep.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            sleep.spawn().unwrap()
+        };
         assert!(!reload(&lines, &broken, daemon.id()), "{}", unit.display());
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(
