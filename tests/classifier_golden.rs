@@ -559,23 +559,28 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         .map(|r| (key(r), (u(&r["bytes_in"]), u(&r["bytes_out"]))))
         .collect();
     assert_same("kopek traffic --billed", &got, &want_billed);
-    let got: BTreeMap<_, _> = g
-        .traffic(&["--unattributed"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
+    // `kopek traffic --unattributed <extra>` as (address, direction,
+    // class) -> (bytes, packets, flows).
+    let unattributed = |extra: &[&str]| -> BTreeMap<_, _> {
+        let mut args = vec!["--unattributed"];
+        args.extend_from_slice(extra);
+        g.traffic(&args)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
                 (
-                    text(&r["address"]),
-                    text(&r["direction"]),
-                    text(&r["class"]),
-                ),
-                (u(&r["bytes"]), u(&r["packets"]), u(&r["flows"])),
-            )
-        })
-        .collect();
-    assert_same("kopek traffic --unattributed", &got, &want_un);
+                    (
+                        text(&r["address"]),
+                        text(&r["direction"]),
+                        text(&r["class"]),
+                    ),
+                    (u(&r["bytes"]), u(&r["packets"]), u(&r["flows"])),
+                )
+            })
+            .collect()
+    };
+    assert_same("kopek traffic --unattributed", &unattributed(&[]), &want_un);
     // One class of it.
     let peering: BTreeMap<_, _> = want_un
         .iter()
@@ -583,25 +588,9 @@ fn check_reports(g: &Golden, want: &BTreeMap<Key, Sums>) {
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     assert!(!peering.is_empty() && peering.len() < want_un.len());
-    let got: BTreeMap<_, _> = g
-        .traffic(&["--unattributed", "--class", "peering"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                (
-                    text(&r["address"]),
-                    text(&r["direction"]),
-                    text(&r["class"]),
-                ),
-                (u(&r["bytes"]), u(&r["packets"]), u(&r["flows"])),
-            )
-        })
-        .collect();
     assert_same(
         "kopek traffic --unattributed --class peering",
-        &got,
+        &unattributed(&["--class", "peering"]),
         &peering,
     );
 
