@@ -317,3 +317,100 @@ fn bad_billing_commands_are_refused_with_clear_errors() {
     let v = kopek(&config, &["ledger", "verify"]);
     assert!(v.contains("ledger ok"), "{v}");
 }
+
+/// `kopek core stats` with a tier 2 the core cannot read: every cycle
+/// fails (rolled back, retried), and the stats say so — how many in a row
+/// and why — besides whether the core runs, stopped or was killed.
+#[test]
+fn core_stats_tell_failing_cycles_and_whether_the_core_runs() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let socket = state.join("run/core.sock");
+    let config = state.join("kopek.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\nstate_dir = \"{}\"\n[core]\nsocket = \"{}\"\ncycle_interval_ms = 100\n",
+            state.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let stats = || -> (serde_json::Value, String) {
+        let out = std::process::Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["core", "stats"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            serde_json::from_slice(&out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let wait =
+        |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| -> (serde_json::Value, String) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if state.join("core.stats.json").exists() {
+                    let s = stats();
+                    if ok(&s.0) {
+                        return s;
+                    }
+                    assert!(Instant::now() < deadline, "{what}: {}", s.0);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+    let mut core = CoreProc::start(&config, &socket);
+    let pid = core.pid();
+    let (s, said) = wait("running", &|s| {
+        s["running"] == true && s["now_ms"].as_i64() > Some(0)
+    });
+    assert_eq!(
+        (s["pid"].as_u64(), s["failed_cycles"].as_u64()),
+        (Some(pid.into()), Some(0))
+    );
+    assert!(said.is_empty(), "{said}");
+
+    // Tier 2 turns into something that is not a database.
+    std::fs::write(state.join("tier2.sqlite"), vec![b'x'; 8192]).unwrap();
+    let (s, said) = wait("failing", &|s| s["failed_cycles"].as_u64() >= Some(3));
+    let error = s["last_failure"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("tier2.sqlite") && error.contains("not a database"),
+        "{s}"
+    );
+    assert!(
+        said.contains("rating cycle(s) failed, billing stands still")
+            && said.contains("not a database"),
+        "{said}"
+    );
+    assert_eq!(s["running"], true);
+
+    core.stop();
+    let (s, _) = stats();
+    assert_eq!(
+        (&s["running"], &s["stopped"]),
+        (&false.into(), &true.into()),
+        "{s}"
+    );
+
+    std::fs::remove_file(state.join("tier2.sqlite")).unwrap();
+    let mut core = CoreProc::start(&config, &socket);
+    let pid = core.pid();
+    let (s, _) = wait("running again", &|s| {
+        s["running"] == true && s["pid"].as_u64() == Some(pid.into())
+    });
+    assert_eq!(s["failed_cycles"].as_u64(), Some(0), "{s}");
+    assert!(s["last_failure"].is_null(), "a new run: {s}");
+    core.kill9();
+    let (s, _) = stats();
+    assert_eq!(
+        (&s["running"], &s["stopped"]),
+        (&false.into(), &false.into()),
+        "{s}"
+    );
+}

@@ -89,10 +89,53 @@ fn lock(state_dir: &Path) -> Result<File, CoreError> {
     Ok(f)
 }
 
-fn write_stats(state_dir: &Path, r: &CycleReport) {
+/// The stats file: the last cycle that went through, the cycles failing
+/// since (each rolled back and retried: billing stands still meanwhile),
+/// and the process, so that `kopek core stats` tells a running core from
+/// a stopped or killed one.
+#[derive(serde::Serialize)]
+struct StatsOut<'a> {
+    #[serde(flatten)]
+    cycle: &'a CycleReport,
+    pid: u32,
+    started_ms: i64,
+    written_ms: i64,
+    stopped: bool,
+    /// Cycles failed in a row up to now (0: the last one went through).
+    failed_cycles: u64,
+    /// The last failure of this run: when, and why.
+    last_failure: Option<&'a Failure>,
+}
+
+/// A rating cycle that failed.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Failure {
+    at_ms: i64,
+    error: String,
+}
+
+/// What the rater has to say in the stats file.
+#[derive(Default)]
+struct RaterState {
+    last: CycleReport,
+    started_ms: i64,
+    failed_cycles: u64,
+    last_failure: Option<Failure>,
+}
+
+fn write_stats(state_dir: &Path, st: &RaterState, stopped: bool) {
     let p = state_dir.join(STATS_FILE);
     let tmp = p.with_extension("json.tmp");
-    let ok = serde_json::to_vec_pretty(r)
+    let out = StatsOut {
+        cycle: &st.last,
+        pid: std::process::id(),
+        started_ms: st.started_ms,
+        written_ms: now_ms(),
+        stopped,
+        failed_cycles: st.failed_cycles,
+        last_failure: st.last_failure.as_ref(),
+    };
+    let ok = serde_json::to_vec_pretty(&out)
         .ok()
         .and_then(|j| std::fs::write(&tmp, j).ok())
         .and_then(|_| std::fs::rename(&tmp, &p).ok());
@@ -240,6 +283,10 @@ fn rate_loop(
     mirror_days: u32,
 ) -> Result<(), CoreError> {
     let mut last_prune: Option<Instant> = None;
+    let mut st = RaterState {
+        started_ms: now_ms(),
+        ..RaterState::default()
+    };
     while !stop.load(Ordering::Relaxed) {
         // The mirror of tier 2 keeps what tier 2 keeps (retention.traffic_days),
         // and a day more: it must never forget a row tier 2 could still
@@ -283,16 +330,25 @@ fn rate_loop(
                         "cycle"
                     );
                 }
-                write_stats(state_dir, &r);
+                st.last = r;
+                st.failed_cycles = 0;
+                write_stats(state_dir, &st, false);
             }
             Err(e) => {
                 // The transaction rolled back; the next cycle retries from
                 // the same watermark.
                 tracing::error!(error = %e, "rating cycle failed");
+                st.failed_cycles += 1;
+                st.last_failure = Some(Failure {
+                    at_ms: now_ms(),
+                    error: e.to_string(),
+                });
+                write_stats(state_dir, &st, false);
             }
         }
         nudge.wait(interval);
     }
+    write_stats(state_dir, &st, true);
     Ok(())
 }
 

@@ -60,7 +60,20 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
             let text = std::fs::read_to_string(&p).map_err(|e| {
                 anyhow::anyhow!("reading {}: {e} (is the core running?)", p.display())
             })?;
-            outln!("{text}");
+            let mut v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: unreadable stats file: {e}", p.display()))?;
+            let pid = v["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+            let stopped = v["stopped"].as_bool().unwrap_or(false);
+            v["running"] = pid
+                .is_some_and(|pid| !stopped && super::process_runs(pid, "core"))
+                .into();
+            outln!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(n) = v["failed_cycles"].as_u64().filter(|&n| n > 0) {
+                eprintln!(
+                    "kopek: the last {n} rating cycle(s) failed, billing stands still: {}",
+                    v["last_failure"]["error"].as_str().unwrap_or("?")
+                );
+            }
             Ok(())
         }
     }
