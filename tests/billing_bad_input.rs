@@ -10,21 +10,31 @@ use std::os::unix::fs::PermissionsExt;
 use common::billing::{CoreProc, count, kopek_fails};
 use common::classify::kopek;
 
-#[test]
-fn bad_billing_commands_are_refused_with_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path();
+/// A config for a core in `state` (zone Europe/Moscow), `core_extra` added
+/// to its `[core]` table; returns the config file and the core's socket.
+fn core_config(
+    state: &std::path::Path,
+    core_extra: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let socket = state.join("run/core.sock");
     let config = state.join("kopek.toml");
     std::fs::write(
         &config,
         format!(
-            "[general]\nstate_dir = \"{}\"\ntimezone = \"Europe/Moscow\"\n[core]\nsocket = \"{}\"\n",
+            "[general]\nstate_dir = \"{}\"\ntimezone = \"Europe/Moscow\"\n[core]\nsocket = \"{}\"\n{core_extra}",
             state.display(),
             socket.display()
         ),
     )
     .unwrap();
+    (config, socket)
+}
+
+#[test]
+fn bad_billing_commands_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let (config, socket) = core_config(state, "");
     let tariff = state.join("t.toml");
     std::fs::write(&tariff, "unit = \"MB\"\nmonthly_fee = \"100.00\"\n").unwrap();
     let bad_tariff = state.join("bad.toml");
@@ -326,17 +336,7 @@ fn core_stats_tell_failing_cycles_and_whether_the_core_runs() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let socket = state.join("run/core.sock");
-    let config = state.join("kopek.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[general]\nstate_dir = \"{}\"\n[core]\nsocket = \"{}\"\ncycle_interval_ms = 100\n",
-            state.display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
+    let (config, socket) = core_config(state, "cycle_interval_ms = 100\n");
     let stats = || -> (serde_json::Value, String) {
         let out = std::process::Command::new(common::kopek_bin())
             .arg("--config")

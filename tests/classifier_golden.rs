@@ -420,15 +420,17 @@ impl Handover {
     }
 }
 
-/// Picks the busiest generated IPv4 subscriber address no static binding
-/// holds; leaves it unbound for its first quarter of records, then binds
-/// it to dyn_a and hands it to dyn_b at one record's first packet.
-fn bind_dynamic(config: &Path, generated: &[&RawRec], statics: &[Bind]) -> Handover {
-    let subscriber_v4 = net_of("10.0.0.0/16");
+/// The IPv4 subscriber address (10.0.0.0/16) with the most records that no
+/// binding of `bound` holds, and its records' first packets, in order.
+fn busiest_unbound<'a>(
+    records: impl Iterator<Item = &'a RawRec>,
+    bound: &[Bind],
+) -> (IpAddr, Vec<i64>) {
+    let subscribers = net_of("10.0.0.0/16");
     let mut per_addr: BTreeMap<IpAddr, Vec<i64>> = BTreeMap::new();
-    for r in generated {
+    for r in records {
         for a in [r.src, r.dst] {
-            if subscriber_v4.contains(&a) && !statics.iter().any(|b| b.net.contains(&a)) {
+            if subscribers.contains(&a) && !bound.iter().any(|b| b.net.contains(&a)) {
                 per_addr.entry(a).or_default().push(r.first_ms);
             }
         }
@@ -438,6 +440,14 @@ fn bind_dynamic(config: &Path, generated: &[&RawRec], statics: &[Bind]) -> Hando
         .max_by_key(|(a, t)| (t.len(), std::cmp::Reverse(*a)))
         .unwrap();
     times.sort();
+    (addr, times)
+}
+
+/// Picks the busiest generated IPv4 subscriber address no static binding
+/// holds; leaves it unbound for its first quarter of records, then binds
+/// it to dyn_a and hands it to dyn_b at one record's first packet.
+fn bind_dynamic(config: &Path, generated: &[&RawRec], statics: &[Bind]) -> Handover {
+    let (addr, times) = busiest_unbound(generated.iter().copied(), statics);
     assert!(times.len() >= 8, "{addr}: {} records", times.len());
     let t_a = times[times.len() / 4];
     let t_h = times[times.len() * 3 / 5];
@@ -837,20 +847,7 @@ fn check_handover(g: &Golden, h: &Handover) {
 /// the oracle's answer with the binding, moving only the address's records
 /// from the binding's start on.
 fn check_late_session(g: &mut Golden, before: BTreeMap<Key, Sums>) -> BTreeMap<Key, Sums> {
-    let subscribers = net_of("10.0.0.0/16");
-    let mut per_addr: BTreeMap<IpAddr, Vec<i64>> = BTreeMap::new();
-    for r in &g.records {
-        for a in [r.src, r.dst] {
-            if subscribers.contains(&a) && !g.oracle.bindings.iter().any(|b| b.net.contains(&a)) {
-                per_addr.entry(a).or_default().push(r.first_ms);
-            }
-        }
-    }
-    let (addr, mut times) = per_addr
-        .into_iter()
-        .max_by_key(|(a, t)| (t.len(), std::cmp::Reverse(*a)))
-        .unwrap();
-    times.sort();
+    let (addr, times) = busiest_unbound(g.records.iter(), &g.oracle.bindings);
     assert!(times.len() >= 4, "{addr}: {} records", times.len());
     // A whole minute between two of its records, so that the minute the
     // note names is the binding's start.
