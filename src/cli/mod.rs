@@ -273,6 +273,10 @@ fn load_config_or_defaults(path: &Path) -> Result<Config> {
 /// kernel gave to another program since is not): what the stats commands
 /// say besides a daemon's last counters.
 pub(crate) fn process_runs(pid: u32, what: &str) -> bool {
+    // A dead daemon's pid handed to this very command is not the daemon.
+    if pid == std::process::id() {
+        return false;
+    }
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => {
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
