@@ -40,10 +40,11 @@ pub fn stats_path(state_dir: &Path) -> PathBuf {
 /// The stats file: the engine's counters and the process that wrote them,
 /// so that `kopek classifier stats` can tell a running daemon from one
 /// that stopped or was killed (its counters are of that run only).
+/// (Written with a borrowed `E`, read back with `EngineStats`.)
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct StatsFile {
+pub struct StatsFile<E = EngineStats> {
     #[serde(flatten)]
-    pub engine: EngineStats,
+    pub engine: E,
     #[serde(default)]
     pub pid: u32,
     #[serde(default)]
@@ -53,16 +54,6 @@ pub struct StatsFile {
     /// Written last by a daemon that stopped cleanly (SIGTERM, SIGINT).
     #[serde(default)]
     pub stopped: bool,
-}
-
-#[derive(serde::Serialize)]
-struct StatsOut<'a> {
-    #[serde(flatten)]
-    engine: &'a EngineStats,
-    pid: u32,
-    started_ms: i64,
-    written_ms: i64,
-    stopped: bool,
 }
 
 /// Reads the stats file a running classifier writes.
@@ -88,7 +79,7 @@ fn write_stats(
         what: format!("writing {}", tmp.display()),
         source,
     };
-    let out = StatsOut {
+    let out = StatsFile {
         engine: s,
         pid: std::process::id(),
         started_ms,

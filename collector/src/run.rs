@@ -589,13 +589,13 @@ impl Collector {
 
     /// Writes the stats file atomically (write to a temp name, rename).
     pub fn write_stats_file(&self) -> Result<PathBuf, CollectorError> {
-        self.write_stats(self.stats())
+        self.write_stats(&self.stats())
     }
 
-    fn write_stats(&self, stats: StatsSnapshot) -> Result<PathBuf, CollectorError> {
+    fn write_stats(&self, stats: &StatsSnapshot) -> Result<PathBuf, CollectorError> {
         let path = stats_path(&self.config.state_dir, &self.config.collector.name);
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(&stats).expect("stats serialize");
+        let json = serde_json::to_vec_pretty(stats).expect("stats serialize");
         std::fs::write(&tmp, json)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|source| CollectorError::Io {
@@ -625,7 +625,7 @@ impl Collector {
             stopped: errors.is_empty(),
             ..self.stats()
         };
-        if let Err(e) = self.write_stats(stats.clone()) {
+        if let Err(e) = self.write_stats(&stats) {
             errors.push(e.to_string());
         }
         if errors.is_empty() {

@@ -106,7 +106,7 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
                 fmt_ms(Some(from_ms))
             );
             if from.is_some() || *r#static {
-                note_counted_before(&config, from_ms, &format!("{addr}"));
+                note_counted_before(&config, from_ms, *addr);
             }
         }
         BindingCmd::End { addr, at } => {
@@ -120,7 +120,7 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
                 fmt_ms(b.to_ms)
             );
             if at.is_some() {
-                note_counted_before(&config, at_ms, &format!("{}", b.net));
+                note_counted_before(&config, at_ms, b.net);
             }
         }
         BindingCmd::Ls {
@@ -143,7 +143,7 @@ pub fn exec(config_path: &Path, args: &BindingArgs) -> super::Result {
 /// counted traffic stays as it was and which rebuild recounts it (a
 /// session recorded late is the usual dispute). Said on standard error;
 /// the binding itself is recorded either way.
-fn note_counted_before(config: &kopek_config::Config, t_ms: i64, net: &str) {
+fn note_counted_before(config: &kopek_config::Config, t_ms: i64, net: IpNet) {
     let Ok(conn) = kopek_classifier::store::SqliteTier2::open_read(&config.state_dir) else {
         return; // no tier 2 yet: nothing counted
     };

@@ -81,34 +81,16 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
         ClassifierCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let file = read_stats(&config.state_dir)?;
-            let running = !file.stopped && super::process_runs(file.pid, "classifier");
+            let process = super::DaemonProcess::from(&file);
             if *format == OutputFormat::Json {
                 let mut v = serde_json::to_value(&file)?;
-                v["running"] = running.into();
+                v["running"] = process.runs("classifier").into();
                 outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             let s = &file.engine;
             let c = &s.committed;
-            let (pid, started, written) = (
-                file.pid,
-                time_utc(file.started_ms),
-                time_utc(file.written_ms),
-            );
-            if file.pid == 0 {
-                outln!("classifier (a stats file of an older kopek: no process recorded)");
-            } else if running {
-                outln!("classifier running (pid {pid}, since {started}), as of {written}");
-            } else if file.stopped {
-                outln!(
-                    "classifier STOPPED at {written} (pid {pid}, started {started}); the counters are of that run"
-                );
-            } else {
-                outln!(
-                    "classifier NOT RUNNING: pid {pid} (started {started}) ended without stopping \
-                     (killed or crashed; see its log); the counters are of that run, as of {written}"
-                );
-            }
+            outln!("{}", process.headline("classifier", "classifier"));
             outln!("  {:<28} {}", "last commit", time_utc(s.last_commit_ms));
             for (k, v) in [
                 ("records counted (this run)", human_count(c.records)),
@@ -179,6 +161,17 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
                 outln!("  DAMAGED: {d}");
             }
             Ok(())
+        }
+    }
+}
+
+impl From<&kopek_classifier::run::StatsFile> for super::DaemonProcess {
+    fn from(f: &kopek_classifier::run::StatsFile) -> Self {
+        super::DaemonProcess {
+            pid: f.pid,
+            started_ms: f.started_ms,
+            written_ms: f.written_ms,
+            stopped: f.stopped,
         }
     }
 }

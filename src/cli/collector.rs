@@ -60,9 +60,11 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
                 .with_context(|| format!("{}: unreadable stats file", path.display()))?;
             match format {
                 OutputFormat::Json => {
+                    // The file as written (fields this build does not know
+                    // included), and whether its collector runs.
                     let mut v: serde_json::Value = serde_json::from_str(&text)
                         .with_context(|| format!("{}: unreadable stats file", path.display()))?;
-                    v["running"] = (!s.stopped && super::process_runs(s.pid, "collector")).into();
+                    v["running"] = super::DaemonProcess::from(&s).runs("collector").into();
                     outln!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 _ => print_stats(&s)?,
@@ -72,25 +74,22 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
     }
 }
 
-fn print_stats(s: &StatsSnapshot) -> super::Result {
-    let (name, pid, started, written) = (
-        &s.collector,
-        s.pid,
-        time_utc(s.started_ms),
-        time_utc(s.written_ms),
-    );
-    if s.stopped {
-        outln!(
-            "collector {name} STOPPED at {written} (pid {pid}, started {started}); the counters are of that run"
-        );
-    } else if super::process_runs(pid, "collector") {
-        outln!("collector {name} running (pid {pid}, since {started}), as of {written}");
-    } else {
-        outln!(
-            "collector {name} NOT RUNNING: pid {pid} (started {started}) ended without stopping \
-             (killed or crashed; see its log); the counters are of that run, as of {written}"
-        );
+impl From<&StatsSnapshot> for super::DaemonProcess {
+    fn from(s: &StatsSnapshot) -> Self {
+        super::DaemonProcess {
+            pid: s.pid,
+            started_ms: s.started_ms,
+            written_ms: s.written_ms,
+            stopped: s.stopped,
+        }
     }
+}
+
+fn print_stats(s: &StatsSnapshot) -> super::Result {
+    outln!(
+        "{}",
+        super::DaemonProcess::from(s).headline(&format!("collector {}", s.collector), "collector")
+    );
     outln!(
         "  datagrams received      {:>14}",
         human_count(s.datagrams_received)

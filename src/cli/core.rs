@@ -62,11 +62,16 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
             })?;
             let mut v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: unreadable stats file: {e}", p.display()))?;
-            let pid = v["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
-            let stopped = v["stopped"].as_bool().unwrap_or(false);
-            v["running"] = pid
-                .is_some_and(|pid| !stopped && super::process_runs(pid, "core"))
-                .into();
+            let process = super::DaemonProcess {
+                pid: v["pid"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or(0),
+                started_ms: 0,
+                written_ms: 0,
+                stopped: v["stopped"].as_bool().unwrap_or(false),
+            };
+            v["running"] = process.runs("core").into();
             outln!("{}", serde_json::to_string_pretty(&v)?);
             if let Some(n) = v["failed_cycles"].as_u64().filter(|&n| n > 0) {
                 eprintln!(

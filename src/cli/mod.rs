@@ -269,10 +269,49 @@ fn load_config_or_defaults(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// The process a daemon's stats file names: whether it is still running
+/// (`what`: its subcommand, "classifier"...), so that the stats commands
+/// never pass a stopped or killed daemon's last counters off as current.
+pub(crate) struct DaemonProcess {
+    pub pid: u32,
+    pub started_ms: i64,
+    pub written_ms: i64,
+    /// It wrote the file last, on a clean stop.
+    pub stopped: bool,
+}
+
+impl DaemonProcess {
+    pub fn runs(&self, what: &str) -> bool {
+        !self.stopped && process_runs(self.pid, what)
+    }
+
+    /// The stats' first line: `<name> running`, `STOPPED` or `NOT RUNNING`.
+    pub fn headline(&self, name: &str, what: &str) -> String {
+        let (pid, started, written) = (
+            self.pid,
+            format::time_utc(self.started_ms),
+            format::time_utc(self.written_ms),
+        );
+        if pid == 0 {
+            format!("{name} (a stats file of an older kopek: no process recorded)")
+        } else if self.runs(what) {
+            format!("{name} running (pid {pid}, since {started}), as of {written}")
+        } else if self.stopped {
+            format!(
+                "{name} STOPPED at {written} (pid {pid}, started {started}); the counters are of that run"
+            )
+        } else {
+            format!(
+                "{name} NOT RUNNING: pid {pid} (started {started}) ended without stopping \
+                 (killed or crashed; see its log); the counters are of that run, as of {written}"
+            )
+        }
+    }
+}
+
 /// Whether process `pid` lives and is a kopek `what` daemon (a pid the
-/// kernel gave to another program since is not): what the stats commands
-/// say besides a daemon's last counters.
-pub(crate) fn process_runs(pid: u32, what: &str) -> bool {
+/// kernel gave to another program since is not).
+fn process_runs(pid: u32, what: &str) -> bool {
     // A dead daemon's pid handed to this very command is not the daemon.
     if pid == std::process::id() {
         return false;

@@ -423,7 +423,7 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
 /// with no stats file to tell.
 fn not_counting(state_dir: &Path) -> Option<String> {
     let f = kopek_classifier::run::read_stats(state_dir).ok()?;
-    if f.pid == 0 || (!f.stopped && super::process_runs(f.pid, "classifier")) {
+    if f.pid == 0 || super::DaemonProcess::from(&f).runs("classifier") {
         return None;
     }
     Some(format!(
