@@ -365,6 +365,9 @@ pub struct Engine {
     in_flight: Option<InFlight>,
     watched: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
     last_watch_ms: i64,
+    /// A watched file changed at the last look: reloaded once it has not
+    /// changed for a whole look (a list being copied in is not read half).
+    watch_settling: bool,
     stats: EngineStats,
     host_pass: Option<HostPass>,
     /// Directory mtime and time of the last listing, and what it found.
@@ -463,6 +466,7 @@ impl Engine {
             in_flight: None,
             watched: Vec::new(),
             last_watch_ms: now_ms,
+            watch_settling: false,
             stats: EngineStats::default(),
             host_pass: None,
             listed: (None, i64::MIN),
@@ -593,6 +597,7 @@ impl Engine {
         self.binding_seq = 0;
         self.refresh_bindings()?;
         self.watched = self.watch_list();
+        self.watch_settling = false;
         Ok(())
     }
 
@@ -614,7 +619,11 @@ impl Engine {
             .collect()
     }
 
-    /// Whether a list or bindings file changed since the last look.
+    /// Whether a list or bindings file changed and has since stayed as it
+    /// is for a whole look ([`WATCH_INTERVAL_MS`]): a file caught while it
+    /// is being written (`cp` of a full peering table takes a while) would
+    /// otherwise be loaded half, as a class-list version that judges every
+    /// record until the next look.
     fn files_changed(&mut self, now_ms: i64) -> bool {
         if now_ms - self.last_watch_ms < WATCH_INTERVAL_MS {
             return false;
@@ -628,7 +637,9 @@ impl Engine {
                 changed = true;
             }
         }
-        changed
+        let settled = self.watch_settling && !changed;
+        self.watch_settling = changed;
+        settled
     }
 
     /// The time records are counted at: what tier 2 keeps from then on

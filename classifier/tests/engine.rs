@@ -1850,3 +1850,41 @@ fn a_top_hosts_report_names_the_hours_it_has_no_hosts_for() {
         2_000
     );
 }
+
+#[test]
+fn a_list_file_is_reloaded_once_it_has_stopped_changing_not_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    tier1(dir.path(), 1, 10);
+    let list = dir.path().join("peering.txt");
+    std::fs::write(&list, "192.0.2.0/24\n").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.classifier.classes[0].networks.clear();
+    cfg.classifier.classes[0].files = vec![list.clone()];
+    let versions = || -> Vec<(i64, i64)> {
+        let c = SqliteTier2::open_read(dir.path()).unwrap();
+        let mut st = c
+            .prepare("SELECT id, prefixes FROM class_versions ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let t = NOW_MS;
+    let mut e = Engine::open(cfg, t).unwrap();
+    assert_eq!(versions(), [(1, 1)]);
+    // A copy of a longer list caught half done at one look, finished by
+    // the next: neither look loads it.
+    std::fs::write(&list, "192.0.2.0/24\n198.51.100.0/24\n").unwrap();
+    e.step(t + 1_000).unwrap();
+    std::fs::write(&list, "192.0.2.0/24\n198.51.100.0/24\n203.0.113.0/24\n").unwrap();
+    e.step(t + 2_000).unwrap();
+    assert_eq!(versions(), [(1, 1)], "a list still changing is not loaded");
+    // Unchanged for a whole look: loaded, whole.
+    e.step(t + 3_000).unwrap();
+    assert_eq!(versions(), [(1, 1), (2, 3)], "no half-written version");
+    assert_eq!(
+        e.stats().last_reload.as_ref().map(|r| r.at_ms),
+        Some(t + 3_000)
+    );
+}
