@@ -315,22 +315,7 @@ fn rebuild_refuses_what_it_cannot_do_and_leaves_tier2_alone() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&state)
-        .status()
-        .expect("run mount");
-    assert!(
-        mounted.success(),
-        "mounting a tmpfs needs root (the suite runs as root in CI)"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(state.clone());
+    let _tmpfs = common::Tmpfs::mount(&state, "4m");
     let c = setup(dir.path(), "192.0.2.0/24\n", "", "");
     let o = kopek(&c, &["classifier", "rebuild"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

@@ -70,49 +70,7 @@ fn sum(state: &Path, sql: &str) -> i64 {
 fn kill_9_at_random_moments_counts_every_record_exactly_once() {
     let started = Instant::now();
     let work = tempfile::tempdir().unwrap();
-    let peering = work.path().join("peering.txt");
-    std::fs::write(
-        &peering,
-        "# peering\n198.51.100.0/24\n192.0.2.0/24 # IX\n2001:db8:ca1::/48\n",
-    )
-    .unwrap();
-    let bindings_file = work.path().join("bindings.csv");
-    std::fs::write(
-        &bindings_file,
-        "big,10.0.0.0/26\nhost,10.0.1.7\nv6,2001:db8:100::/56\n",
-    )
-    .unwrap();
-    let extra = format!(
-        r#"
-[collector.segment]
-rotate_interval_s = 2
-block_flush_ms = 50
-
-[classifier]
-bucket_s = 60
-subscriber_networks = ["10.0.0.0/16", "2001:db8:100::/48"]
-bindings_file = "{bindings}"
-top_hosts_per_hour = 10
-poll_interval_ms = 50
-commit_interval_ms = 300
-
-[[classifier.class]]
-name = "local"
-networks = ["198.18.0.0/16", "2001:db8:f000::/40"]
-
-[[classifier.class]]
-name = "peering"
-files = ["{peering}"]
-count = "inbound"
-
-[retention]
-raw_days = 0
-traffic_days = 0
-top_hosts_days = 0
-"#,
-        bindings = bindings_file.display(),
-        peering = peering.display(),
-    );
+    let extra = classifier_config(work.path());
     let mut collector = Collector::start(&extra);
     let config = collector.config.clone();
     let state = collector.state_dir().to_path_buf();
@@ -176,83 +134,13 @@ top_hosts_days = 0
     classifier.stop();
 
     // Tier 1 as it stands: every segment sealed.
-    let raw = state.join("raw");
-    let raw_stats: serde_json::Value =
-        serde_json::from_str(&kopek(&config, &["raw", "stats", "--format", "json"])).unwrap();
-    let (t1_flows, t1_bytes) = (
-        raw_stats["total"]["flows"].as_i64().unwrap(),
-        raw_stats["total"]["bytes"].as_i64().unwrap(),
-    );
-    assert_eq!(t1_flows as u64, stored, "{raw_stats}");
+    let t1 = tier1_totals(&config);
+    assert_eq!(t1.0 as u64, stored);
 
-    // The same config and registry over a copy of tier 1, uninterrupted.
-    let state2 = tempfile::tempdir().unwrap();
-    std::fs::create_dir(state2.path().join("raw")).unwrap();
-    let mut segments = 0;
-    for e in std::fs::read_dir(&raw).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        assert!(!name.ends_with(".open"), "{name} still open");
-        if name.ends_with(".kseg") {
-            std::fs::copy(&p, state2.path().join("raw").join(&name)).unwrap();
-            segments += 1;
-        }
-    }
+    let (state2, segments) = same_as_a_clean_run(&config, &state, work.path(), "kills");
     assert!(segments >= 4, "only {segments} segments");
-    for e in std::fs::read_dir(&state).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_str().unwrap().to_string();
-        if name.starts_with("bindings.sqlite") {
-            std::fs::copy(&p, state2.path().join(&name)).unwrap();
-        }
-    }
-    let text = std::fs::read_to_string(&config).unwrap();
-    let line = format!("state_dir = \"{}\"", state.display());
-    assert!(text.contains(&line));
-    let config2 = work.path().join("kopek2.toml");
-    std::fs::write(
-        &config2,
-        text.replace(
-            &line,
-            &format!("state_dir = \"{}\"", state2.path().display()),
-        ),
-    )
-    .unwrap();
-    let mut clean = Classifier::start(&config2, state2.path());
-    wait_caught_up(state2.path(), "the clean classifier", &mut clean);
-    clean.stop();
-
-    for table in CONTENT_TABLES {
-        let a = table_rows(&state, table);
-        let b = table_rows(state2.path(), table);
-        if a != b {
-            let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).take(5).collect();
-            let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).take(5).collect();
-            panic!(
-                "{table}: {} rows after {kills} kills, {} in the clean run; only after kills: {only_a:?}; only clean: {only_b:?}",
-                a.len(),
-                b.len()
-            );
-        }
-        if table != "losses" {
-            assert!(!a.is_empty(), "{table} is empty");
-        }
-    }
-    // Every generated flow has exactly one subscriber side: tier 2's
-    // bytes and flows are tier 1's.
     for s in [state.as_path(), state2.path()] {
-        let bytes = sum(s, "SELECT SUM(bytes) FROM traffic")
-            + sum(s, "SELECT COALESCE(SUM(bytes), 0) FROM unattributed");
-        let flows = sum(s, "SELECT SUM(flows) FROM traffic")
-            + sum(s, "SELECT COALESCE(SUM(flows), 0) FROM unattributed");
-        assert_eq!((bytes, flows), (t1_bytes, t1_flows), "{}", s.display());
-        let hosts = sum(s, "SELECT SUM(bytes_in + bytes_out) FROM top_hosts");
-        assert_eq!(
-            hosts,
-            sum(s, "SELECT SUM(bytes) FROM traffic"),
-            "{}",
-            s.display()
-        );
+        adds_up_to_tier1(s, t1);
     }
     // Restarts with unchanged lists add no class version.
     assert_eq!(sum(&state, "SELECT COUNT(*) FROM class_versions"), 1);
@@ -267,6 +155,97 @@ top_hosts_days = 0
         "crash: {stored} flows, {segments} segments, {kills} kills ({kills_during_stream} during the stream), {rebuild_kills} rebuilds killed, {:?}",
         started.elapsed()
     );
+}
+
+/// Tier 2's filesystem fills up while the stream runs (tier 1 is on
+/// another one, as a separately mounted /var/lib/kopek/raw would be): the
+/// classifier must not exit — under systemd it would be restarted every
+/// 2 s until the start limit (five starts in 10 s) stopped it for good,
+/// and counting would stand still after the disk had room again. Its
+/// commits fail and are retried; once there is room it counts everything,
+/// exactly once (the same rows as a run that never saw a full disk), and
+/// `kopek classifier stats` names the failure.
+#[test]
+fn a_full_disk_under_tier2_stops_counting_until_there_is_room_and_loses_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let _state_fs = common::Tmpfs::mount(&state, "64m");
+    let _raw_fs = common::Tmpfs::mount(&state.join("raw"), "256m");
+    let port = common::free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kopek.toml");
+    let text = Collector::config_text(&state, port, &classifier_config(work.path()));
+    std::fs::write(&config, text).unwrap();
+    let mut collector = Collector::with_state(dir, config.clone(), port, state.clone());
+    let log = work.path().join("classifier.log");
+    let mut classifier = Classifier::start_logged(&config, &state, Some(&log));
+    let flows = FLOWS / 2;
+    let rate = RATE / 2;
+    let gen_child = Command::new(common::kopek_bin())
+        .args(["gen", "--target"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "9"])
+        .args(["--flows", &flows.to_string(), "--rate", &rate.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kopek gen");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while classifier.stats()["commits"].as_u64().unwrap_or(0) == 0 {
+        classifier.assert_running();
+        assert!(Instant::now() < deadline, "no commit in 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Fill the filesystem, and keep it full until a commit has failed.
+    let filler = state.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("tier 2 not written")
+    {
+        classifier.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no commit failed in 15 s on a full disk: nothing was tested"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Failing for a while, retried, and still running.
+    std::thread::sleep(Duration::from_secs(3));
+    classifier.assert_running();
+    std::fs::remove_file(&filler).unwrap();
+
+    let out = gen_child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kopek gen failed");
+    let stored = settled_flows(&collector, flows);
+    collector.stop();
+    let st = classifier.wait_caught_up(stored, Duration::from_secs(90));
+    let f = &st["last_failure"];
+    assert!(
+        f["attempts"].as_u64().unwrap_or(0) >= 1
+            && f["error"].as_str().unwrap_or("").contains("full")
+            && f["recovered_ms"].as_i64().unwrap_or(0) > f["since_ms"].as_i64().unwrap(),
+        "{st}"
+    );
+    let table = kopek(&config, &["classifier", "stats"]);
+    assert!(
+        table.contains("last failure") && table.contains("database or disk is full"),
+        "{table}"
+    );
+    classifier.stop();
+
+    let t1 = tier1_totals(&config);
+    assert_eq!(t1.0 as u64, stored);
+    adds_up_to_tier1(&state, t1);
+    let (clean, _) = same_as_a_clean_run(&config, &state, work.path(), "a full disk");
+    adds_up_to_tier1(clean.path(), t1);
 }
 
 /// The tier-2 tables of counted traffic: what kills must not change and
@@ -387,4 +366,145 @@ fn rebuild_killed_at_random_moments(config: &Path, state: &Path, rng: &mut Rng) 
         ) > 0
     );
     killed
+}
+
+/// Runs a second classifier once, uninterrupted, over a copy of the sealed
+/// tier 1 in `state` with the same config (only the state dir differs) and
+/// the same binding registry, and asserts that both tier-2 databases hold
+/// the very same rows (`what` happened to the first). Returns the clean
+/// state dir and the number of segments.
+fn same_as_a_clean_run(
+    config: &Path,
+    state: &Path,
+    work: &Path,
+    what: &str,
+) -> (tempfile::TempDir, usize) {
+    let state2 = tempfile::tempdir().unwrap();
+    std::fs::create_dir(state2.path().join("raw")).unwrap();
+    let mut segments = 0;
+    for e in std::fs::read_dir(state.join("raw")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(!name.ends_with(".open"), "{name} still open");
+        if name.ends_with(".kseg") {
+            std::fs::copy(&p, state2.path().join("raw").join(&name)).unwrap();
+            segments += 1;
+        }
+    }
+    for e in std::fs::read_dir(state).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if name.starts_with("bindings.sqlite") {
+            std::fs::copy(&p, state2.path().join(&name)).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = format!("state_dir = \"{}\"", state.display());
+    assert!(text.contains(&line));
+    let config2 = work.join("kopek2.toml");
+    std::fs::write(
+        &config2,
+        text.replace(
+            &line,
+            &format!("state_dir = \"{}\"", state2.path().display()),
+        ),
+    )
+    .unwrap();
+    let mut clean = Classifier::start(&config2, state2.path());
+    wait_caught_up(state2.path(), "the clean classifier", &mut clean);
+    clean.stop();
+
+    for table in CONTENT_TABLES {
+        let a = table_rows(state, table);
+        let b = table_rows(state2.path(), table);
+        if a != b {
+            let only_a: Vec<_> = a.iter().filter(|r| !b.contains(r)).take(5).collect();
+            let only_b: Vec<_> = b.iter().filter(|r| !a.contains(r)).take(5).collect();
+            panic!(
+                "{table}: {} rows after {what}, {} in the clean run; only after {what}: {only_a:?}; only clean: {only_b:?}",
+                a.len(),
+                b.len()
+            );
+        }
+        if table != "losses" {
+            assert!(!a.is_empty(), "{table} is empty");
+        }
+    }
+    (state2, segments)
+}
+
+/// The classifier's part of the config (and its list and bindings files,
+/// written into `work`): classes, a bindings file, 60 s buckets, quick
+/// polls and commits, nothing removed by retention.
+fn classifier_config(work: &Path) -> String {
+    let peering = work.join("peering.txt");
+    std::fs::write(
+        &peering,
+        "# peering\n198.51.100.0/24\n192.0.2.0/24 # IX\n2001:db8:ca1::/48\n",
+    )
+    .unwrap();
+    let bindings_file = work.join("bindings.csv");
+    std::fs::write(
+        &bindings_file,
+        "big,10.0.0.0/26\nhost,10.0.1.7\nv6,2001:db8:100::/56\n",
+    )
+    .unwrap();
+    format!(
+        r#"
+[collector.segment]
+rotate_interval_s = 2
+block_flush_ms = 50
+
+[classifier]
+bucket_s = 60
+subscriber_networks = ["10.0.0.0/16", "2001:db8:100::/48"]
+bindings_file = "{bindings}"
+top_hosts_per_hour = 10
+poll_interval_ms = 50
+commit_interval_ms = 300
+
+[[classifier.class]]
+name = "local"
+networks = ["198.18.0.0/16", "2001:db8:f000::/40"]
+
+[[classifier.class]]
+name = "peering"
+files = ["{peering}"]
+count = "inbound"
+
+[retention]
+raw_days = 0
+traffic_days = 0
+top_hosts_days = 0
+"#,
+        bindings = bindings_file.display(),
+        peering = peering.display(),
+    )
+}
+
+/// Flows and bytes in tier 1 (`kopek raw stats`).
+fn tier1_totals(config: &Path) -> (i64, i64) {
+    let raw_stats: serde_json::Value =
+        serde_json::from_str(&kopek(config, &["raw", "stats", "--format", "json"])).unwrap();
+    (
+        raw_stats["total"]["flows"].as_i64().unwrap(),
+        raw_stats["total"]["bytes"].as_i64().unwrap(),
+    )
+}
+
+/// Every generated flow has exactly one subscriber side: tier 2's bytes
+/// and flows are tier 1's (`t1`), and the host detail sums the traffic.
+fn adds_up_to_tier1(s: &Path, t1: (i64, i64)) {
+    let bytes = sum(s, "SELECT SUM(bytes) FROM traffic")
+        + sum(s, "SELECT COALESCE(SUM(bytes), 0) FROM unattributed");
+    let flows = sum(s, "SELECT SUM(flows) FROM traffic")
+        + sum(s, "SELECT COALESCE(SUM(flows), 0) FROM unattributed");
+    assert_eq!((flows, bytes), t1, "{}", s.display());
+    let hosts = sum(s, "SELECT SUM(bytes_in + bytes_out) FROM top_hosts");
+    assert_eq!(
+        hosts,
+        sum(s, "SELECT SUM(bytes) FROM traffic"),
+        "{}",
+        s.display()
+    );
 }

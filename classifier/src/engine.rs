@@ -1386,6 +1386,27 @@ impl Engine {
         &self.stats
     }
 
+    /// Takes over the counters of an engine of the same process that
+    /// failed and was dropped (the daemon's stats are per process).
+    pub fn carry_over(&mut self, prev: &EngineStats) {
+        let s = &mut self.stats;
+        s.committed = prev.committed;
+        s.commits = prev.commits;
+        s.last_commit_ms = prev.last_commit_ms;
+        s.newest_record_ms = s.newest_record_ms.max(prev.newest_record_ms);
+        s.commit_write_ms = prev.commit_write_ms;
+        s.commit_wait_ms = prev.commit_wait_ms;
+        if s.last_reload.is_none() {
+            s.last_reload = prev.last_reload.clone();
+        }
+    }
+
+    /// Nothing read that is not committed: the batch is empty and no
+    /// commit is being written.
+    pub fn idle(&self) -> bool {
+        self.lane.batch.is_empty() && self.in_flight.is_none()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

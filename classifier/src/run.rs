@@ -5,7 +5,10 @@
 //! waits for signals: SIGHUP reloads the config through the same path as
 //! startup, SIGTERM/SIGINT commit what is pending and stop. systemd hears
 //! READY once tier 2 is open and the first catch-up pass has started, then
-//! WATCHDOG every few seconds while the worker is alive.
+//! WATCHDOG every few seconds while the worker is alive. A failure after
+//! the start (tier 2 on a full disk) does not end the daemon: the engine
+//! is opened again from the committed positions after a pause, until
+//! tier 2 takes commits again ([`StatsFile::last_failure`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -23,7 +26,7 @@ use crate::engine::{Engine, EngineStats};
 pub const STATS_FILE: &str = "classifier.stats.json";
 pub const LOCK_FILE: &str = "classifier.lock";
 const WATCHDOG_PING: Duration = Duration::from_secs(5);
-const STATS_EVERY: Duration = Duration::from_secs(1);
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
 const MAINTAIN_EVERY: Duration = Duration::from_secs(3_600);
 /// A worker that has not finished a loop for this long is stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(60);
@@ -42,7 +45,7 @@ pub fn stats_path(state_dir: &Path) -> PathBuf {
 /// that stopped or was killed (its counters are of that run only).
 /// (Written with a borrowed `E`, read back with `EngineStats`.)
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct StatsFile<E = EngineStats> {
+pub struct StatsFile<E = EngineStats, F = Failure> {
     #[serde(flatten)]
     pub engine: E,
     #[serde(default)]
@@ -54,6 +57,24 @@ pub struct StatsFile<E = EngineStats> {
     /// Written last by a daemon that stopped cleanly (SIGTERM, SIGINT).
     #[serde(default)]
     pub stopped: bool,
+    /// The last time tier 2 could not be written or read (a full disk, an
+    /// I/O error): the daemon stays up, commits nothing, and starts over
+    /// from the committed positions with growing pauses until it can.
+    /// `recovered_ms` is `None` while it still fails.
+    #[serde(default)]
+    pub last_failure: Option<F>,
+}
+
+/// A run of failed attempts of the classifier's work (see
+/// [`StatsFile::last_failure`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub since_ms: i64,
+    /// Attempts that failed in a row (the first one included).
+    pub attempts: u64,
+    /// The latest attempt's error.
+    pub error: String,
+    pub recovered_ms: Option<i64>,
 }
 
 /// Reads the stats file a running classifier writes.
@@ -72,6 +93,7 @@ fn write_stats(
     s: &EngineStats,
     started_ms: i64,
     stopped: bool,
+    last_failure: Option<&Failure>,
 ) -> Result<(), ClassifierError> {
     let p = stats_path(state_dir);
     let tmp = p.with_extension("json.tmp");
@@ -85,6 +107,7 @@ fn write_stats(
         started_ms,
         written_ms: now_ms(),
         stopped,
+        last_failure,
     };
     let json =
         serde_json::to_vec_pretty(&out).map_err(|e| ClassifierError::Invalid(e.to_string()))?;
@@ -164,7 +187,7 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
     // systemd is asked for more time as it goes rather than killing a
     // start that would then begin again from nothing.
     let mut asked = Instant::now();
-    let mut engine = Engine::open_with_progress(config, now_ms(), &mut || {
+    let engine = Engine::open_with_progress(config, now_ms(), &mut || {
         if asked.elapsed() >= Duration::from_secs(10) {
             asked = Instant::now();
             let _ = sd_notify::notify(
@@ -173,7 +196,7 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
             );
         }
     })?;
-    write_stats(&state_dir, engine.stats(), started_ms, false)?;
+    write_stats(&state_dir, engine.stats(), started_ms, false, None)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = Arc::new(AtomicU64::new(0));
@@ -186,14 +209,17 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
         std::thread::Builder::new()
             .name("classifier".into())
             .spawn(move || {
-                work(
-                    &mut engine,
-                    &state_dir,
-                    &stop,
-                    &heartbeat,
-                    (started, started_ms),
-                    &rx,
-                )
+                let mut w = Worker {
+                    state_dir: &state_dir,
+                    stop: &stop,
+                    heartbeat: &heartbeat,
+                    started,
+                    started_ms,
+                    rx: &rx,
+                    failure: None,
+                    stats_unwritten: None,
+                };
+                w.supervise(engine)
             })
             .map_err(|source| ClassifierError::Io {
                 what: "spawning the classifier thread".into(),
@@ -242,54 +268,223 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
     }
 }
 
-fn work(
-    engine: &mut Engine,
-    state_dir: &Path,
-    stop: &AtomicBool,
-    heartbeat: &AtomicU64,
-    (started, started_ms): (Instant, i64),
-    rx: &mpsc::Receiver<Control>,
-) -> Result<(), ClassifierError> {
-    let poll = engine.config().classifier.poll_interval;
-    let mut last_stats = Instant::now();
-    let mut last_maintain: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
-        heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        while let Ok(control) = rx.try_recv() {
-            match control {
-                Control::Reload(c) => match engine.reload(*c, now_ms()) {
-                    Ok(()) => tracing::info!("config reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; the old config stays"),
-                },
-                Control::ReloadFailed(e) => engine.note_reload(now_ms(), Some(e)),
-            }
-        }
-        let o = engine.step(now_ms())?;
-        if engine.commit_due(o.caught_up) {
-            engine.commit(now_ms())?;
-        }
-        if last_maintain.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) && o.caught_up {
-            engine.maintain(now_ms())?;
-            last_maintain = Some(Instant::now());
-        }
-        if last_stats.elapsed() >= STATS_EVERY {
-            write_stats(state_dir, engine.stats(), started_ms, false)?;
-            last_stats = Instant::now();
-        }
-        // Host detail only when nothing fresh waits, a slice at a time.
-        let hosts_busy = o.caught_up && engine.hosts_step(now_ms())?;
-        // Then the daily rollup's older days, one a step.
-        let daily_busy = o.caught_up && !hosts_busy && engine.daily_step(now_ms())?;
-        if o.caught_up && !hosts_busy && !daily_busy {
-            std::thread::sleep(poll);
+/// The first pause after a failed attempt; each failure in a row doubles
+/// it, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// The classifier thread: the engine's loop ([`Worker::work`]), and what
+/// happens when it fails ([`Worker::supervise`]).
+struct Worker<'a> {
+    state_dir: &'a Path,
+    stop: &'a AtomicBool,
+    heartbeat: &'a AtomicU64,
+    started: Instant,
+    started_ms: i64,
+    rx: &'a mpsc::Receiver<Control>,
+    /// The current or last run of failures, for the stats file.
+    failure: Option<Failure>,
+    /// Since when the stats file could not be written (said once).
+    stats_unwritten: Option<Instant>,
+}
+
+impl Worker<'_> {
+    /// Runs the engine until asked to stop. When its work fails after
+    /// the start (tier 2 on a full disk, an I/O error), the daemon does
+    /// not exit: systemd would restart it every few seconds and give up
+    /// after five tries (its start limit), leaving billing stopped after
+    /// the disk has room again. The engine is dropped (a failed commit
+    /// wrote nothing, its batch and read positions go with it) and opened
+    /// again after a pause, as a restart would, from the committed
+    /// positions: nothing counted twice, nothing lost. The stats file
+    /// shows the failure until a commit gets through.
+    fn supervise(&mut self, engine: Engine) -> Result<(), ClassifierError> {
+        let mut engine = engine;
+        let mut pause = RETRY_FIRST;
+        loop {
+            let commits_before = engine.stats().commits;
+            let err = match self.work(&mut engine, commits_before, &mut pause) {
+                Ok(()) => return Ok(()),
+                // Stopping: what was not committed is read again at the
+                // next start.
+                Err(e) if self.stop.load(Ordering::Relaxed) => return Err(e),
+                Err(e) => e,
+            };
+            let mut config = engine.config().clone();
+            let mut carried = engine.stats().clone();
+            drop(engine);
+            self.failed(&err, pause);
+            engine = loop {
+                if !self.pause(pause, &mut config, &mut carried) {
+                    return Ok(());
+                }
+                pause = (pause * 2).min(RETRY_MAX);
+                let heartbeat = (self.heartbeat, self.started);
+                let opened = Engine::open_with_progress(config.clone(), now_ms(), &mut || {
+                    heartbeat
+                        .0
+                        .store(heartbeat.1.elapsed().as_millis() as u64, Ordering::Relaxed)
+                });
+                match opened {
+                    Ok(mut e) => {
+                        e.carry_over(&carried);
+                        break e;
+                    }
+                    Err(e) => self.failed(&e, pause),
+                }
+            };
         }
     }
-    engine.flush(now_ms())?;
-    write_stats(state_dir, engine.stats(), started_ms, true)?;
-    tracing::info!(
-        records = engine.stats().committed.records,
-        commits = engine.stats().commits,
-        "classifier stopped"
-    );
-    Ok(())
+
+    fn beat(&self) {
+        self.heartbeat
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Notes a failed attempt (log, stats file) before a pause of `pause`.
+    fn failed(&mut self, err: &ClassifierError, pause: Duration) {
+        let now = now_ms();
+        let f = match self.failure.as_mut() {
+            Some(f) if f.recovered_ms.is_none() => {
+                f.attempts += 1;
+                f.error = err.to_string();
+                f.clone()
+            }
+            _ => self
+                .failure
+                .insert(Failure {
+                    since_ms: now,
+                    attempts: 1,
+                    error: err.to_string(),
+                    recovered_ms: None,
+                })
+                .clone(),
+        };
+        tracing::error!(
+            error = %err,
+            attempts = f.attempts,
+            retry_in_s = pause.as_secs(),
+            "tier 2 not written: the records since the last commit are read again \
+             from tier 1 once it can be (nothing is lost or counted twice); retrying"
+        );
+    }
+
+    /// Sleeps `pause` (alive for the watchdog), taking reloads meanwhile
+    /// into `config` and rewriting the stats file; false when asked to
+    /// stop.
+    fn pause(&mut self, pause: Duration, config: &mut Config, carried: &mut EngineStats) -> bool {
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.beat();
+            while let Ok(control) = self.rx.try_recv() {
+                match control {
+                    Control::Reload(c) => {
+                        *config = *c;
+                        carried.last_reload = Some(crate::engine::ReloadOutcome {
+                            at_ms: now_ms(),
+                            error: None,
+                        });
+                    }
+                    Control::ReloadFailed(e) => {
+                        carried.last_reload = Some(crate::engine::ReloadOutcome {
+                            at_ms: now_ms(),
+                            error: Some(e),
+                        })
+                    }
+                }
+            }
+            self.write_stats(carried, false);
+            std::thread::sleep(
+                Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        true
+    }
+
+    /// Writes the stats file; one that cannot be written (the disk is
+    /// full) is said in the log once, not a reason to stop.
+    fn write_stats(&mut self, s: &EngineStats, stopped: bool) {
+        match write_stats(
+            self.state_dir,
+            s,
+            self.started_ms,
+            stopped,
+            self.failure.as_ref(),
+        ) {
+            Ok(()) => self.stats_unwritten = None,
+            Err(e) => {
+                if self.stats_unwritten.is_none() {
+                    tracing::error!(error = %e, "cannot write the stats file");
+                    self.stats_unwritten = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// The engine's loop: step, commit, maintenance, stats; on stop, the
+    /// pending batch committed. A failure on the way is the caller's.
+    fn work(
+        &mut self,
+        engine: &mut Engine,
+        commits_before: u64,
+        pause: &mut Duration,
+    ) -> Result<(), ClassifierError> {
+        let poll = engine.config().classifier.poll_interval;
+        let mut last_stats = Instant::now();
+        let mut last_maintain: Option<Instant> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            self.beat();
+            while let Ok(control) = self.rx.try_recv() {
+                match control {
+                    Control::Reload(c) => match engine.reload(*c, now_ms()) {
+                        Ok(()) => tracing::info!("config reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload failed; the old config stays")
+                        }
+                    },
+                    Control::ReloadFailed(e) => engine.note_reload(now_ms(), Some(e)),
+                }
+            }
+            let o = engine.step(now_ms())?;
+            if engine.commit_due(o.caught_up) {
+                engine.commit(now_ms())?;
+            }
+            // Failing until tier 2 took a commit again (or had nothing
+            // to take).
+            if let Some(f) = self.failure.as_mut()
+                && f.recovered_ms.is_none()
+                && (engine.stats().commits > commits_before || (o.caught_up && engine.idle()))
+            {
+                f.recovered_ms = Some(now_ms());
+                *pause = RETRY_FIRST;
+                tracing::info!(attempts = f.attempts, "tier 2 written again");
+            }
+            if last_maintain.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) && o.caught_up {
+                engine.maintain(now_ms())?;
+                last_maintain = Some(Instant::now());
+            }
+            if last_stats.elapsed() >= STATS_EVERY {
+                self.write_stats(engine.stats(), false);
+                last_stats = Instant::now();
+            }
+            // Host detail only when nothing fresh waits, a slice at a time.
+            let hosts_busy = o.caught_up && engine.hosts_step(now_ms())?;
+            // Then the daily rollup's older days, one a step.
+            let daily_busy = o.caught_up && !hosts_busy && engine.daily_step(now_ms())?;
+            if o.caught_up && !hosts_busy && !daily_busy {
+                std::thread::sleep(poll);
+            }
+        }
+        engine.flush(now_ms())?;
+        self.write_stats(engine.stats(), true);
+        tracing::info!(
+            records = engine.stats().committed.records,
+            commits = engine.stats().commits,
+            "classifier stopped"
+        );
+        Ok(())
+    }
 }

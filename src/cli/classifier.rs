@@ -82,6 +82,18 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             let config = super::load_config_or_defaults(config_path)?;
             let file = read_stats(&config.state_dir)?;
             let process = super::DaemonProcess::from(&file);
+            let failing = file
+                .last_failure
+                .as_ref()
+                .filter(|f| f.recovered_ms.is_none());
+            if let Some(f) = failing {
+                eprintln!(
+                    "kopek: tier 2 has not been written since {} ({} attempts), counting stands still: {}",
+                    time_utc(f.since_ms),
+                    f.attempts,
+                    f.error
+                );
+            }
             if *format == OutputFormat::Json {
                 let mut v = serde_json::to_value(&file)?;
                 v["running"] = process.runs("classifier").into();
@@ -91,6 +103,26 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             let s = &file.engine;
             let c = &s.committed;
             outln!("{}", process.headline("classifier", "classifier"));
+            match &file.last_failure {
+                None => {}
+                Some(f) => match f.recovered_ms {
+                    None => outln!(
+                        "  FAILING since {} ({} attempts, retrying): {}\n  \
+                         nothing is lost: the records since the last commit are read again once tier 2 takes them",
+                        time_utc(f.since_ms),
+                        f.attempts,
+                        f.error
+                    ),
+                    Some(t) => outln!(
+                        "  {:<28} {} .. {} ({} attempts): {}",
+                        "last failure",
+                        time_utc(f.since_ms),
+                        time_utc(t),
+                        f.attempts,
+                        f.error
+                    ),
+                },
+            }
             outln!("  {:<28} {}", "last commit", time_utc(s.last_commit_ms));
             for (k, v) in [
                 ("records counted (this run)", human_count(c.records)),
@@ -172,6 +204,7 @@ impl From<&kopek_classifier::run::StatsFile> for super::DaemonProcess {
             started_ms: f.started_ms,
             written_ms: f.written_ms,
             stopped: f.stopped,
+            rewritten_every_ms: kopek_classifier::run::STATS_EVERY.as_millis() as i64,
         }
     }
 }

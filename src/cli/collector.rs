@@ -81,6 +81,7 @@ impl From<&StatsSnapshot> for super::DaemonProcess {
             started_ms: s.started_ms,
             written_ms: s.written_ms,
             stopped: s.stopped,
+            rewritten_every_ms: 0,
         }
     }
 }

@@ -70,6 +70,7 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
                 started_ms: 0,
                 written_ms: 0,
                 stopped: v["stopped"].as_bool().unwrap_or(false),
+                rewritten_every_ms: 0,
             };
             v["running"] = process.runs("core").into();
             outln!("{}", serde_json::to_string_pretty(&v)?);

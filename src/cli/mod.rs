@@ -269,6 +269,10 @@ fn load_config_or_defaults(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// A stats file this much older than its daemon's rewrite interval is
+/// said to be stale (at least this long, whatever the interval).
+const STALE_STATS_MS: i64 = 30_000;
+
 /// The process a daemon's stats file names: whether it is still running
 /// (`what`: its subcommand, "classifier"...), so that the stats commands
 /// never pass a stopped or killed daemon's last counters off as current.
@@ -278,6 +282,8 @@ pub(crate) struct DaemonProcess {
     pub written_ms: i64,
     /// It wrote the file last, on a clean stop.
     pub stopped: bool,
+    /// How often a running daemon rewrites the file (0: not known).
+    pub rewritten_every_ms: i64,
 }
 
 impl DaemonProcess {
@@ -295,7 +301,18 @@ impl DaemonProcess {
         if pid == 0 {
             format!("{name} (a stats file of an older kopek: no process recorded)")
         } else if self.runs(what) {
-            format!("{name} running (pid {pid}, since {started}), as of {written}")
+            let behind = chrono::Utc::now().timestamp_millis() - self.written_ms;
+            let stale = self.rewritten_every_ms > 0
+                && behind > (10 * self.rewritten_every_ms).max(STALE_STATS_MS);
+            let mut line = format!("{name} running (pid {pid}, since {started}), as of {written}");
+            if stale {
+                line += &format!(
+                    "\n  STALE: not rewritten for {} s (it is due every {} s): a full disk? see its log",
+                    behind / 1000,
+                    (self.rewritten_every_ms as f64 / 1e3)
+                );
+            }
+            line
         } else if self.stopped {
             format!(
                 "{name} STOPPED at {written} (pid {pid}, started {started}); the counters are of that run"

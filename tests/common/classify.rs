@@ -57,6 +57,8 @@ pub fn kopek_json(config: &Path, args: &[&str]) -> serde_json::Value {
 pub struct Classifier {
     pub config: PathBuf,
     pub state_dir: PathBuf,
+    /// Where its standard error goes (`None`: the test's).
+    pub log: Option<PathBuf>,
     child: Option<Child>,
     spawned: Instant,
 }
@@ -65,9 +67,16 @@ impl Classifier {
     /// Starts a classifier and waits until it has opened tier 2 (its
     /// first stats file).
     pub fn start(config: &Path, state_dir: &Path) -> Classifier {
+        Classifier::start_logged(config, state_dir, None)
+    }
+
+    /// [`Classifier::start`] with its log (standard error) appended to
+    /// `log`, if given.
+    pub fn start_logged(config: &Path, state_dir: &Path, log: Option<&Path>) -> Classifier {
         let mut c = Classifier {
             config: config.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
+            log: log.map(Path::to_path_buf),
             child: None,
             spawned: Instant::now(),
         };
@@ -98,7 +107,15 @@ impl Classifier {
             .env("KOPEK_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                None => Stdio::inherit(),
+                Some(p) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("open the classifier's log")
+                    .into(),
+            })
             .spawn()
             .expect("spawn kopek classifier");
         self.child = Some(child);

@@ -19,6 +19,33 @@ pub fn kopek_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kopek")
 }
 
+/// A tmpfs of `size` (e.g. "64m") mounted on `dir` (created) while this
+/// lives: a filesystem a test can fill. Needs root, as the suite has in CI.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs on {} needs root (the suite runs as root in CI)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Path of an external tool; panics with instructions if it is missing.
 pub fn require_tool(name: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"] {
@@ -60,6 +87,8 @@ pub struct Collector {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub port: u16,
+    /// The config's state dir (`dir` unless the test says otherwise).
+    state: PathBuf,
     child: Option<Child>,
 }
 
@@ -72,8 +101,16 @@ impl Collector {
         let config = dir.path().join("kopek.toml");
         std::fs::write(
             &config,
-            format!(
-                r#"
+            Collector::config_text(dir.path(), port, extra_toml),
+        )
+        .unwrap();
+        Collector::with_config(dir, config, port)
+    }
+
+    /// The config [`Collector::start`] writes, for state dir `state`.
+    pub fn config_text(state: &Path, port: u16, extra_toml: &str) -> String {
+        format!(
+            r#"
 [general]
 state_dir = "{state}"
 
@@ -89,34 +126,36 @@ name = "local"
 address = "127.0.0.1"
 {extra_toml}
 "#,
-                state = dir.path().display(),
-                // A test may bring its own segment table (then it goes
-                // after the exporter table, as the next top-level table).
-                segment = if extra_toml.contains("[collector.segment]") {
-                    ""
-                } else {
-                    "[collector.segment]\nblock_flush_ms = 50"
-                },
-            ),
+            state = state.display(),
+            // A test may bring its own segment table (then it goes
+            // after the exporter table, as the next top-level table).
+            segment = if extra_toml.contains("[collector.segment]") {
+                ""
+            } else {
+                "[collector.segment]\nblock_flush_ms = 50"
+            },
         )
-        .unwrap();
-        let mut c = Collector {
-            dir,
-            config,
-            port,
-            child: None,
-        };
-        c.spawn();
-        c
     }
 
     /// Starts a collector on a config written by the test (collector
     /// `name = "test"`, listening on 127.0.0.1:`port`).
     pub fn with_config(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Collector {
+        let state = dir.path().to_path_buf();
+        Collector::with_state(dir, config, port, state)
+    }
+
+    /// [`Collector::with_config`] for a config whose state dir is `state`.
+    pub fn with_state(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        port: u16,
+        state: PathBuf,
+    ) -> Collector {
         let mut c = Collector {
             dir,
             config,
             port,
+            state,
             child: None,
         };
         c.spawn();
@@ -124,11 +163,11 @@ address = "127.0.0.1"
     }
 
     pub fn state_dir(&self) -> &Path {
-        self.dir.path()
+        &self.state
     }
 
     pub fn stats_file(&self) -> PathBuf {
-        self.dir.path().join("collector-test.stats.json")
+        self.state.join("collector-test.stats.json")
     }
 
     /// Starts the process and waits until it has written its first stats
