@@ -134,3 +134,33 @@ fn systemctl_reload_checks_the_config_before_the_daemon_is_signalled() {
     }
     assert_eq!(reloadable, 3, "collector, classifier and enforcer reload");
 }
+
+/// Every unit that systemd restarts on failure is restarted however often
+/// it fails: with systemd's default start limit (five starts within 10 s,
+/// `DefaultStartLimitIntervalSec`), a daemon failing at each start for a
+/// while (its state dir on a full disk) is given up for good after about
+/// ten seconds and stays down after the cause is gone.
+#[test]
+fn no_unit_is_given_up_after_failing_a_few_times() {
+    for unit in units() {
+        let text = std::fs::read_to_string(&unit).unwrap();
+        let mut section = "";
+        let (mut restarts, mut unlimited) = (false, false);
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if let Some((k, v)) = line.split_once('=') {
+                match (section, k, v) {
+                    ("[Service]", "Restart", v) => restarts = v != "no",
+                    ("[Unit]", "StartLimitIntervalSec", "0") => unlimited = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            !restarts || unlimited,
+            "{}: Restart= without StartLimitIntervalSec=0 in [Unit]",
+            unit.display()
+        );
+    }
+}

@@ -1161,6 +1161,7 @@ pub fn serve(config_path: &Path) -> Result<(), CollectorError> {
         // its own clock, whatever stats_interval_ms says.
         let mut watchdog = tokio::time::interval(WATCHDOG_PING);
         let mut failure = None;
+        let mut stats_unwritten = false;
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
@@ -1169,11 +1170,15 @@ pub fn serve(config_path: &Path) -> Result<(), CollectorError> {
                     Ok(c) => collector.reload(c),
                     Err(e) => tracing::error!(error = %e, "reload failed; the old exporter list stays"),
                 },
-                _ = tick.tick() => {
-                    if let Err(e) = collector.write_stats_file() {
+                _ = tick.tick() => match collector.write_stats_file() {
+                    Ok(_) => stats_unwritten = false,
+                    // Said once, not every interval (a full disk).
+                    Err(e) if !stats_unwritten => {
                         tracing::error!(error = %e, "cannot write the stats file");
+                        stats_unwritten = true;
                     }
-                }
+                    Err(_) => {}
+                },
                 _ = watchdog.tick() => {
                     if !collector.is_healthy() {
                         failure = Some(CollectorError::Thread("a collector thread stopped".into()));
