@@ -7,6 +7,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Collector;
@@ -49,9 +52,9 @@ fn send_all(port: u16, batch: &DatagramBatch, order: &[usize]) {
     }
 }
 
-/// (reason, unit, count) of every loss record.
-fn losses(c: &Collector) -> Vec<(String, String, u64)> {
-    let out = c.raw(&["dump", "--losses", "--format", "csv"]);
+/// (reason, unit, count) of every loss record in `state`'s tier 1.
+fn losses(state: &std::path::Path) -> Vec<(String, String, u64)> {
+    let out = common::raw(state, &["dump", "--losses", "--format", "csv"]);
     assert!(
         out.status.success(),
         "{}",
@@ -86,7 +89,7 @@ fn check_gaps(
     // Gaps are final after the decoder's reorder window.
     std::thread::sleep(Duration::from_millis(2_500));
     c.stop();
-    let mut got = losses(&c);
+    let mut got = losses(c.state_dir());
     got.sort_by_key(|l| l.2);
     let mut want = vec![
         (
@@ -141,7 +144,7 @@ fn reordered_datagrams_are_not_loss_and_a_restart_is_a_reset() {
     assert_eq!(c.wait_flows(total, Duration::from_secs(10)), total);
     std::thread::sleep(Duration::from_millis(2_500));
     c.stop();
-    let got = losses(&c);
+    let got = losses(c.state_dir());
     assert_eq!(
         got,
         vec![("reset".to_string(), "flows".to_string(), 0)],
@@ -202,41 +205,113 @@ fn tag(flows: &mut [FlowRecord], base: u64) {
     }
 }
 
+/// The exporter: v5 at a steady ~20,000 flows/s to `port`, every flow
+/// unique ([`tag`]), until `stop`; returns what it sent, as the
+/// collector should store it.
+fn exporter(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<FlowRecord>> {
+    std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut enc = V5Encoder::new(V5Config::default()).unwrap();
+        let mut g = FlowGen::new(99, GenProfile::default()).unwrap();
+        let mut sent: Vec<FlowRecord> = Vec::new();
+        let mut batch = DatagramBatch::new();
+        while !stop.load(Ordering::Relaxed) {
+            let mut flows = Vec::new();
+            g.fill(&mut flows, 300);
+            tag(&mut flows, sent.len() as u64);
+            batch.clear();
+            let export_ms = flows.iter().map(|f| f.last_ms).max().unwrap() + 1_000;
+            enc.encode_into(&flows, export_ms, &mut batch).unwrap();
+            for d in batch.iter() {
+                let _ = sock.send_to(d, localhost(port));
+            }
+            sent.extend(
+                flows
+                    .iter()
+                    .map(|f| enc.expected(f, IpAddr::V4([127, 0, 0, 1].into())).unwrap()),
+            );
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        sent
+    })
+}
+
+/// Tier 1 in `state` against what the exporter `sent`: every segment
+/// sealed and readable, each record exactly one sent flow (none torn,
+/// altered or twice), and every sent flow not stored covered by a gap
+/// record. Returns (stored, reported lost).
+fn accounted_for(state: &std::path::Path, sent: &[FlowRecord]) -> (u64, u64) {
+    // Every segment closed and readable to its end.
+    let ls = common::raw(state, &["ls", "--format", "csv"]);
+    let ls = String::from_utf8(ls.stdout).unwrap();
+    assert!(!ls.contains(",open,"), "a segment stayed open:\n{ls}");
+    let out = common::raw(state, &["dump", "--format", "csv"]);
+    assert!(
+        out.status.success(),
+        "damage: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No torn, altered or duplicated record: each one is exactly a flow
+    // the exporter sent, and appears once.
+    let by_id: std::collections::HashMap<u64, &FlowRecord> = sent
+        .iter()
+        .map(|f| ((u64::from(f.in_if) << 16) | u64::from(f.src_port), f))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut stored = 0u64;
+    for line in String::from_utf8(out.stdout).unwrap().lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let id = (f[11].parse::<u64>().unwrap() << 16) | f[7].parse::<u64>().unwrap();
+        let want = by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("record not sent by anyone: {line}"));
+        assert_eq!(f[5].parse::<IpAddr>().unwrap(), want.src, "{line}");
+        assert_eq!(f[6].parse::<IpAddr>().unwrap(), want.dst, "{line}");
+        assert_eq!(f[15].parse::<u64>().unwrap(), want.bytes_raw, "{line}");
+        assert_eq!(f[16].parse::<u64>().unwrap(), want.packets_raw, "{line}");
+        assert_eq!(f[3].parse::<i64>().unwrap(), want.first_ms, "{line}");
+        assert!(seen.insert(id), "duplicate record {line}");
+        stored += 1;
+    }
+    let sent_n = sent.len() as u64;
+    assert!(stored <= sent_n);
+
+    // No unnoticed hole: every flow that is not in tier 1 (sent while the
+    // collector was down, or received but not yet written when it was
+    // killed) is covered by a gap record, thanks to the sequence
+    // checkpoints that survive restarts. A kill that tears the write of a
+    // batch between its data and its checkpoint can only over-report, by
+    // at most that batch.
+    let mut lost = 0u64;
+    for (reason, unit, count) in losses(state) {
+        assert_eq!(
+            (reason.as_str(), unit.as_str()),
+            ("gap", "flows"),
+            "unexpected loss record"
+        );
+        lost += count;
+    }
+    let missing = sent_n - stored;
+    assert!(
+        lost >= missing,
+        "{missing} flows missing, only {lost} reported lost"
+    );
+    assert!(
+        lost <= missing + 2_000,
+        "{missing} flows missing but {lost} reported lost"
+    );
+    eprintln!("sent {sent_n}, stored {stored}, missing {missing}, reported lost {lost}");
+    (stored, lost)
+}
+
 #[test]
 fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     const KILLS: usize = 100;
     let mut c = Collector::start("");
     let port = c.port;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // The exporter: v5 at a steady ~20,000 flows/s, every flow unique.
-    let sender = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut enc = V5Encoder::new(V5Config::default()).unwrap();
-            let mut g = FlowGen::new(99, GenProfile::default()).unwrap();
-            let mut sent: Vec<FlowRecord> = Vec::new();
-            let mut batch = DatagramBatch::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut flows = Vec::new();
-                g.fill(&mut flows, 300);
-                tag(&mut flows, sent.len() as u64);
-                batch.clear();
-                let export_ms = flows.iter().map(|f| f.last_ms).max().unwrap() + 1_000;
-                enc.encode_into(&flows, export_ms, &mut batch).unwrap();
-                for d in batch.iter() {
-                    let _ = sock.send_to(d, localhost(port));
-                }
-                sent.extend(
-                    flows
-                        .iter()
-                        .map(|f| enc.expected(f, IpAddr::V4([127, 0, 0, 1].into())).unwrap()),
-                );
-                std::thread::sleep(Duration::from_millis(15));
-            }
-            sent
-        })
-    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = exporter(port, stop.clone());
 
     let mut acknowledged_total = 0u64;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -266,7 +341,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     // would otherwise be a tail nobody can see. On a loaded machine the
     // last restart is slow, and this is what failed once.
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let acked = c.stats()["flows_written"].as_u64().unwrap();
@@ -284,75 +359,19 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
         "{head}"
     );
 
-    // Every segment closed and readable to its end.
-    let ls = c.raw(&["ls", "--format", "csv"]);
-    let ls = String::from_utf8(ls.stdout).unwrap();
-    assert!(!ls.contains(",open,"), "a segment stayed open:\n{ls}");
-    let out = c.raw(&["dump", "--format", "csv"]);
-    assert!(
-        out.status.success(),
-        "damage: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // No torn, altered or duplicated record: each one is exactly a flow
-    // the exporter sent, and appears once.
-    let by_id: std::collections::HashMap<u64, &FlowRecord> = sent
-        .iter()
-        .map(|f| ((u64::from(f.in_if) << 16) | u64::from(f.src_port), f))
-        .collect();
-    let mut seen = HashSet::new();
-    let mut stored = 0u64;
-    for line in String::from_utf8(out.stdout).unwrap().lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let id = (f[11].parse::<u64>().unwrap() << 16) | f[7].parse::<u64>().unwrap();
-        let want = by_id
-            .get(&id)
-            .unwrap_or_else(|| panic!("record not sent by anyone: {line}"));
-        assert_eq!(f[5].parse::<IpAddr>().unwrap(), want.src, "{line}");
-        assert_eq!(f[6].parse::<IpAddr>().unwrap(), want.dst, "{line}");
-        assert_eq!(f[15].parse::<u64>().unwrap(), want.bytes_raw, "{line}");
-        assert_eq!(f[16].parse::<u64>().unwrap(), want.packets_raw, "{line}");
-        assert_eq!(f[3].parse::<i64>().unwrap(), want.first_ms, "{line}");
-        assert!(seen.insert(id), "duplicate record {line}");
-        stored += 1;
-    }
+    let (stored, lost) = accounted_for(c.state_dir(), &sent);
     assert!(
         stored >= acknowledged_total,
         "acknowledged {acknowledged_total} flows, only {stored} in tier 1"
     );
-    let sent_n = sent.len() as u64;
-    assert!(stored <= sent_n);
     // A real part of the stream must have made it (the collector is down
     // for its restarts, which take longer on a loaded machine: the bound
-    // is loose on purpose; the exact check is the loss accounting below).
-    assert!(stored * 10 > sent_n, "stored {stored} of {sent_n}");
-
-    // No unnoticed hole: every flow that is not in tier 1 (sent while the
-    // collector was down, or received but not yet written when it was
-    // killed) is covered by a gap record, thanks to the sequence
-    // checkpoints that survive restarts. A kill that tears the write of a
-    // batch between its data and its checkpoint can only over-report, by
-    // at most that batch.
-    let mut lost = 0u64;
-    for (reason, unit, count) in losses(&c) {
-        assert_eq!(
-            (reason.as_str(), unit.as_str()),
-            ("gap", "flows"),
-            "unexpected loss record"
-        );
-        lost += count;
-    }
-    let missing = sent_n - stored;
+    // is loose on purpose; the exact check is the loss accounting).
     assert!(
-        lost >= missing,
-        "{missing} flows missing, only {lost} reported lost"
+        stored * 10 > sent.len() as u64,
+        "stored {stored} of {}",
+        sent.len()
     );
-    assert!(
-        lost <= missing + 2_000,
-        "{missing} flows missing but {lost} reported lost"
-    );
-    eprintln!("sent {sent_n}, stored {stored}, missing {missing}, reported lost {lost}");
 
     // Tier 2 (RELIABILITY test 1 reaches that far): the classifier over
     // what survived the hundred crashes counts every stored record once,
@@ -389,4 +408,115 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
         "tier 2 shows the same holes as tier 1"
     );
     k.stop();
+}
+
+/// The collector's filesystem fills up while an exporter sends: the
+/// collector cannot write tier 1 and exits; restarted as systemd restarts
+/// it (every 2 s, no start limit) it fails until there is room, then
+/// writes again. Nothing it stored is torn or doubled, and every flow it
+/// missed meanwhile is a gap record (the sequence checkpoints survive the
+/// restarts): not stored, never silently missing.
+#[test]
+fn a_full_disk_stops_the_collector_until_there_is_room_and_what_it_missed_is_a_gap() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let _fs = common::Tmpfs::mount(&state, "32m");
+    let port = common::free_udp_port();
+    let config = work.path().join("kopek.toml");
+    std::fs::write(&config, Collector::config_text(&state, port, "")).unwrap();
+    let log = work.path().join("collector.log");
+    let stats = state.join("collector-test.stats.json");
+
+    // systemd's part: Restart=on-failure, RestartSec=2.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (failures, pid) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU32::new(0)));
+    let supervisor = {
+        let (stopping, failures, pid) = (stopping.clone(), failures.clone(), pid.clone());
+        let (config, log) = (config.clone(), log.clone());
+        std::thread::spawn(move || {
+            loop {
+                let mut child = Command::new(common::kopek_bin())
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["collector", "run"])
+                    .env("KOPEK_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .unwrap(),
+                    )
+                    .spawn()
+                    .expect("spawn kopek collector");
+                pid.store(child.id(), Ordering::Relaxed);
+                let status = child.wait().unwrap();
+                if stopping.load(Ordering::Relaxed) {
+                    assert!(status.success(), "collector stopped with {status}");
+                    return;
+                }
+                assert!(!status.success(), "collector exited 0 unasked");
+                failures.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+    };
+    let written = |pid: u32| -> Option<u64> {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&stats).ok()?).ok()?;
+        (v["pid"].as_u64() == Some(u64::from(pid))).then(|| v["flows_written"].as_u64())?
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} in 30 s; its log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("the collector did not start", &|| {
+        written(pid.load(Ordering::Relaxed)).is_some()
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = exporter(port, stop.clone());
+    wait("nothing written", &|| {
+        written(pid.load(Ordering::Relaxed)).unwrap_or(0) > 0
+    });
+    let filler = state.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    wait("the collector did not fail on a full disk", &|| {
+        failures.load(Ordering::Relaxed) >= 1
+    });
+    // Restarted into a full disk for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::remove_file(&filler).unwrap();
+    wait("the collector did not write again", &|| {
+        written(pid.load(Ordering::Relaxed)).unwrap_or(0) > 0
+    });
+    // A hole shows when the next export after it arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stopping.store(true, Ordering::Relaxed);
+    common::signal(pid.load(Ordering::Relaxed), 15);
+    supervisor.join().unwrap();
+
+    let (stored, lost) = accounted_for(&state, &sent);
+    assert!(
+        lost > 0 && stored > 0,
+        "stored {stored}, lost {lost} of {}",
+        sent.len()
+    );
 }
