@@ -248,6 +248,104 @@ fn a_full_disk_under_tier2_stops_counting_until_there_is_room_and_loses_nothing(
     adds_up_to_tier1(clean.path(), t1);
 }
 
+/// Tier 2 held by another writer (an operator's `sqlite3` session left in
+/// a write transaction) longer than the classifier waits for it: its
+/// commits fail while its stats file can still be written, so `kopek
+/// classifier stats` says FAILING and why, and `kopek traffic` says its
+/// figures lack what tier 1 holds since the last commit. Once the lock is
+/// gone, everything is counted exactly once.
+#[test]
+fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
+    let work = tempfile::tempdir().unwrap();
+    let mut collector = Collector::start(&classifier_config(work.path()));
+    let config = collector.config.clone();
+    let state = collector.state_dir().to_path_buf();
+    let mut classifier = Classifier::start(&config, &state);
+    let flows = FLOWS / 4;
+    let rate = RATE / 4;
+    let gen_child = Command::new(common::kopek_bin())
+        .args(["gen", "--target"])
+        .arg(format!("127.0.0.1:{}", collector.port))
+        .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "11"])
+        .args(["--flows", &flows.to_string(), "--rate", &rate.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kopek gen");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while classifier.stats()["commits"].as_u64().unwrap_or(0) == 0 {
+        classifier.assert_running();
+        assert!(Instant::now() < deadline, "no commit in 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let holder = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // The classifier waits 10 s for a lock before its commit fails.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let failing = loop {
+        classifier.assert_running();
+        let st = classifier.stats();
+        if st["last_failure"]["recovered_ms"].is_null() && !st["last_failure"].is_null() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failure reported in 40 s: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        failing["last_failure"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("locked"),
+        "{failing}"
+    );
+    let table = kopek(&config, &["classifier", "stats"]);
+    assert!(table.contains("FAILING since"), "{table}");
+    let out = common::run(
+        Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["traffic", "--from", "2020-01-01", "--to", "2030-01-01"]),
+    );
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("kopek: note: the classifier cannot write tier 2 since")
+            && note.contains("not in these figures yet"),
+        "{note}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    let out = gen_child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kopek gen failed");
+    let stored = settled_flows(&collector, flows);
+    collector.stop();
+    let st = classifier.wait_caught_up(stored, Duration::from_secs(90));
+    assert!(
+        st["last_failure"]["recovered_ms"].as_i64().is_some(),
+        "{st}"
+    );
+    let out = common::run(
+        Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["traffic", "--from", "2020-01-01", "--to", "2030-01-01"]),
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    classifier.stop();
+
+    let t1 = tier1_totals(&config);
+    assert_eq!(t1.0 as u64, stored);
+    adds_up_to_tier1(&state, t1);
+    same_as_a_clean_run(&config, &state, work.path(), "a locked tier 2");
+}
+
 /// The tier-2 tables of counted traffic: what kills must not change and
 /// what a rebuild replaces.
 const CONTENT_TABLES: [&str; 6] = [

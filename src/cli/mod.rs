@@ -291,6 +291,14 @@ impl DaemonProcess {
         !self.stopped && process_runs(self.pid, what)
     }
 
+    /// How long (ms) the file is overdue, if it is: the daemon has not
+    /// rewritten it for ten of its intervals (at least 30 s).
+    pub fn stale_for(&self) -> Option<i64> {
+        let behind = chrono::Utc::now().timestamp_millis() - self.written_ms;
+        (self.rewritten_every_ms > 0 && behind > (10 * self.rewritten_every_ms).max(STALE_STATS_MS))
+            .then_some(behind)
+    }
+
     /// The stats' first line: `<name> running`, `STOPPED` or `NOT RUNNING`.
     pub fn headline(&self, name: &str, what: &str) -> String {
         let (pid, started, written) = (
@@ -301,11 +309,8 @@ impl DaemonProcess {
         if pid == 0 {
             format!("{name} (a stats file of an older kopek: no process recorded)")
         } else if self.runs(what) {
-            let behind = chrono::Utc::now().timestamp_millis() - self.written_ms;
-            let stale = self.rewritten_every_ms > 0
-                && behind > (10 * self.rewritten_every_ms).max(STALE_STATS_MS);
             let mut line = format!("{name} running (pid {pid}, since {started}), as of {written}");
-            if stale {
+            if let Some(behind) = self.stale_for() {
                 line += &format!(
                     "\n  STALE: not rewritten for {} s (it is due every {} s): a full disk? see its log",
                     behind / 1000,

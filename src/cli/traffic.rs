@@ -419,12 +419,30 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
 }
 
 /// Why tier 2 may lack recent traffic: the classifier daemon is not
-/// running (stopped, or killed without a word). `None` while it runs, or
-/// with no stats file to tell.
+/// running (stopped, or killed without a word), or runs but cannot write
+/// tier 2 (or has not said how it is for a while). `None` while it counts,
+/// or with no stats file to tell.
 fn not_counting(state_dir: &Path) -> Option<String> {
     let f = kopek_classifier::run::read_stats(state_dir).ok()?;
-    if f.pid == 0 || super::DaemonProcess::from(&f).runs("classifier") {
+    let process = super::DaemonProcess::from(&f);
+    if f.pid == 0 {
         return None;
+    }
+    if process.runs("classifier") {
+        let last = time_utc(f.engine.last_commit_ms);
+        if let Some(e) = f.last_failure.as_ref().filter(|e| e.recovered_ms.is_none()) {
+            return Some(format!(
+                "the classifier cannot write tier 2 since {} ({}): tier 1 records after its last commit at {last} are not in these figures yet",
+                time_utc(e.since_ms),
+                e.error
+            ));
+        }
+        return process.stale_for().map(|behind| {
+            format!(
+                "the classifier has not reported for {} s (a full disk? see its log): tier 1 records after its last commit at {last} may not be in these figures yet",
+                behind / 1000
+            )
+        });
     }
     Some(format!(
         "the classifier is not running ({} {}): tier 1 records after its last commit at {} are not in these figures yet",
