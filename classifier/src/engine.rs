@@ -1401,12 +1401,6 @@ impl Engine {
         }
     }
 
-    /// Nothing read that is not committed: the batch is empty and no
-    /// commit is being written.
-    pub fn idle(&self) -> bool {
-        self.lane.batch.is_empty() && self.in_flight.is_none()
-    }
-
     pub fn config(&self) -> &Config {
         &self.config
     }

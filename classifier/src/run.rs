@@ -452,11 +452,11 @@ impl Worker<'_> {
             if engine.commit_due(o.caught_up) {
                 engine.commit(now_ms())?;
             }
-            // Failing until tier 2 took a commit again (or had nothing
-            // to take).
+            // Failing until tier 2 has taken a commit again (an ISP's
+            // tier 1 grows every second: there is always one to take).
             if let Some(f) = self.failure.as_mut()
                 && f.recovered_ms.is_none()
-                && (engine.stats().commits > commits_before || (o.caught_up && engine.idle()))
+                && engine.stats().commits > commits_before
             {
                 f.recovered_ms = Some(now_ms());
                 *pause = RETRY_FIRST;
