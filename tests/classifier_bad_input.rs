@@ -346,6 +346,17 @@ fn rebuild_refuses_what_it_cannot_do_and_leaves_tier2_alone() {
             2,
             "invalid value 'newest'",
         ),
+        (
+            &[
+                "classifier",
+                "rebuild",
+                "--discard-damaged",
+                "--from",
+                "2026-01-01",
+            ],
+            2,
+            "cannot be used with",
+        ),
         (&["classifier", "rebuild"], 1, "a rebuild needs about 3 MB"),
         (
             &["classifier", "rebuild", "--dry-run"],

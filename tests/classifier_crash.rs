@@ -346,6 +346,99 @@ fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
     same_as_a_clean_run(&config, &state, work.path(), "a locked tier 2");
 }
 
+/// A tier 2 damaged on disk (a table's pages overwritten: a bad sector, a
+/// copy taken while it was written): a plain rebuild refuses it and names
+/// `--discard-damaged`; that builds a new tier 2 from tier 1 alone, sound
+/// and with the same rows as a classifier that counted the same tier 1
+/// from the start. On a sound tier 2 the flag is refused.
+#[test]
+fn a_damaged_tier2_is_rebuilt_from_tier1_alone_on_the_operators_word() {
+    let work = tempfile::tempdir().unwrap();
+    let mut collector = Collector::start(&classifier_config(work.path()));
+    let config = collector.config.clone();
+    let state = collector.state_dir().to_path_buf();
+    let mut classifier = Classifier::start(&config, &state);
+    let flows = 60_000;
+    let out = common::run(
+        Command::new(common::kopek_bin())
+            .args(["gen", "--target"])
+            .arg(format!("127.0.0.1:{}", collector.port))
+            .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "13"])
+            .args(["--flows", &flows.to_string(), "--rate", "20000"]),
+    );
+    assert!(out.status.success());
+    let stored = settled_flows(&collector, flows);
+    collector.stop();
+    classifier.wait_caught_up(stored, Duration::from_secs(60));
+    classifier.stop();
+    let (clean, _) = same_as_a_clean_run(&config, &state, work.path(), "the first run");
+
+    let rebuild = |args: &[&str]| {
+        Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["classifier", "rebuild"])
+            .args(args)
+            .env("KOPEK_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let o = rebuild(&["--discard-damaged"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && err.contains("tier 2 is not damaged"),
+        "{err}"
+    );
+
+    // The traffic table's root page and the pages after it overwritten.
+    let t2 = state.join("tier2.sqlite");
+    let (root, page): (i64, i64) = {
+        let c = rusqlite::Connection::open(&t2).unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        (
+            c.query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'traffic'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap(),
+            c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap(),
+        )
+    };
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&t2).unwrap();
+        f.seek(SeekFrom::Start(((root - 1) * page) as u64)).unwrap();
+        f.write_all(&vec![0xa5; 4 * page as usize]).unwrap();
+    }
+    let o = rebuild(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1)
+            && err.contains("tier 2 is damaged (")
+            && err.contains("--discard-damaged"),
+        "{err}"
+    );
+    let o = rebuild(&["--discard-damaged", "--with-hosts"]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && said.contains("replaced without being read"),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let check: String = tier2(&state)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    for table in CONTENT_TABLES {
+        assert_eq!(
+            table_rows(&state, table),
+            table_rows(clean.path(), table),
+            "{table} after the rebuild of a damaged tier 2"
+        );
+    }
+}
+
 /// The tier-2 tables of counted traffic: what kills must not change and
 /// what a rebuild replaces.
 const CONTENT_TABLES: [&str; 6] = [

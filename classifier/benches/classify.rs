@@ -526,6 +526,7 @@ top_hosts_days = 0
             dry_run: false,
             hosts: o.rebuild_hosts,
             from_ms: None,
+            discard_damaged: false,
         };
         let t = Instant::now();
         let mut config = config.clone();

@@ -71,6 +71,11 @@ pub struct RebuildOptions {
     /// computes it again in the background, when idle (the host pass reads
     /// tier 1 once more per hour: it is most of a rebuild's time).
     pub hosts: bool,
+    /// The live tier 2 is damaged (SQLite's `quick_check` finds faults):
+    /// build a new one from tier 1 alone, judged by the current class
+    /// lists, taking nothing from the damaged one. Refused when it is
+    /// sound, and a damaged one is not rebuilt without it.
+    pub discard_damaged: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -105,6 +110,9 @@ pub struct RebuildReport {
     pub installed: bool,
     /// The identity of the new tier 2.
     pub tier2_id: String,
+    /// What was wrong with the tier 2 this one replaced without reading it
+    /// (`--discard-damaged`): nothing was kept or compared.
+    pub discarded: Option<String>,
 }
 
 /// Rebuilds `config`'s tier 2 from its tier 1 (see the module docs).
@@ -138,7 +146,36 @@ pub fn rebuild(
         &state.join(REBUILD_LOCK),
         "another rebuild of this tier 2 is running",
     )?;
-    if !opts.dry_run {
+    // A damaged tier 2 cannot be read for what a rebuild keeps of it; it
+    // is replaced whole, on the operator's word.
+    let discarded = SqliteTier2::damage(&live)?;
+    match (&discarded, opts.discard_damaged) {
+        (Some(d), false) => {
+            return Err(ClassifierError::Invalid(format!(
+                "{}: tier 2 is damaged ({d}); `kopek classifier rebuild --discard-damaged` builds a new one \
+                 from tier 1 alone, judged by the current class lists: what only the damaged one holds \
+                 (traffic older than tier 1, the class-list history) is lost",
+                live.display()
+            )));
+        }
+        (None, true) => {
+            return Err(ClassifierError::Invalid(format!(
+                "{}: tier 2 is not damaged (SQLite's quick_check: ok): a rebuild without --discard-damaged \
+                 keeps what only it holds",
+                live.display()
+            )));
+        }
+        (Some(_), true) if opts.from_ms.is_some() => {
+            return Err(ClassifierError::Invalid(
+                "--from keeps the rows before it from the live tier 2, which is damaged: \
+                 --discard-damaged rebuilds all of tier 1"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    let discard = discarded.is_some();
+    if !opts.dry_run && !discard {
         // Tier 2 first counts what tier 1 holds (the daemon may have been
         // stopped behind): the rows a rebuild keeps must have it all.
         let mut e = Engine::open(config.clone(), now_ms)?;
@@ -147,19 +184,29 @@ pub fn rebuild(
     }
     check_space(&state, &live)?;
     let work = Workspace::create(state.join(REBUILD_DIR))?;
-    let reader = SqliteTier2::open_reader(&state)?;
-    let live_progress = reader.progress()?;
-    let removed = reader
-        .meta(RAW_REMOVED_KEY)?
-        .and_then(|v| v.parse::<i64>().ok())
-        .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
+    let (live_progress, removed) = if discard {
+        (Vec::new(), None)
+    } else {
+        let reader = SqliteTier2::open_reader(&state)?;
+        let removed = reader
+            .meta(RAW_REMOVED_KEY)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|t| t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS);
+        (reader.progress()?, removed)
+    };
     let from = opts.from_ms.map(|t| t.div_euclid(HOUR_MS) * HOUR_MS);
     // Tier 1 is read from `read_from` on; records before tier 2's
     // retention are not counted (stale, as by the daemon), so the live
     // rows of that time stay as they are too.
     let read_from = removed.max(from);
     let retained = crate::aggregate::traffic_cut(now_ms, config.retention.traffic_days);
-    let kept_before_ms = read_from.max(retained);
+    // Nothing is kept of a damaged tier 2 (records past tier 2's
+    // retention are not counted: they are lost with it).
+    let kept_before_ms = if discard {
+        None
+    } else {
+        read_from.max(retained)
+    };
     let raw = RawStore::new(config.collector.raw_dir(&state));
     let skipped = match read_from {
         Some(cut) => segments_before(&raw, &live_progress, cut)?,
@@ -167,7 +214,9 @@ pub fn rebuild(
     };
     {
         let mut fresh = SqliteTier2::open_bulk(&work.0)?;
-        fresh.seed_from(&live, opts.lists == Lists::Recorded)?;
+        if !discard {
+            fresh.seed_from(&live, opts.lists == Lists::Recorded)?;
+        }
         fresh.seed_progress(&skipped)?;
     }
     let mut phases_s = [0.0; 6];
@@ -215,12 +264,20 @@ pub fn rebuild(
         Some(cut) => fresh.keep_before(&live, cut, tz)?,
         None => 0,
     };
-    if !opts.hosts {
+    if !opts.hosts && !discard {
         rows_kept += fresh.keep_hosts_from(&live, kept_before_ms.unwrap_or(i64::MIN))?;
     }
-    let zeroed = fresh.zero_vanished(&live)?;
+    let zeroed = if discard {
+        0
+    } else {
+        fresh.zero_vanished(&live)?
+    };
     lap(3);
-    let changes = fresh.billed_changes(&live)?;
+    let changes = if discard {
+        Vec::new()
+    } else {
+        fresh.billed_changes(&live)?
+    };
     let tier2_id = fresh.meta(TIER2_ID_KEY)?.unwrap_or_default();
     drop(fresh);
     lap(4);
@@ -246,6 +303,7 @@ pub fn rebuild(
         changes,
         installed: !opts.dry_run,
         tier2_id,
+        discarded,
     })
 }
 

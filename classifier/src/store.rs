@@ -720,6 +720,48 @@ impl SqliteTier2 {
         Ok(v)
     }
 
+    /// What SQLite's `PRAGMA quick_check` finds wrong with the tier 2 at
+    /// `path` (its first few problems), `None` when it is sound. A file
+    /// SQLite cannot read at all is damaged too.
+    pub fn damage(path: &Path) -> Result<Option<String>, StoreError> {
+        let check = || -> Result<Vec<String>, rusqlite::Error> {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let mut st = conn.prepare("PRAGMA quick_check(5)")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<String>, _>>()
+        };
+        match check() {
+            Ok(v) if v.len() == 1 && v[0] == "ok" => Ok(None),
+            Ok(v) => {
+                // One line, the first problems (a page's faults come one
+                // per line, and there may be thousands).
+                let all = v.join("\n");
+                let mut lines = all.lines().filter(|l| !l.starts_with("***"));
+                let mut said: Vec<&str> = lines.by_ref().take(3).collect();
+                if lines.next().is_some() {
+                    said.push("...");
+                }
+                Ok(Some(said.join("; ")))
+            }
+            Err(rusqlite::Error::SqliteFailure(e, msg))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                ) =>
+            {
+                Ok(Some(msg.unwrap_or_else(|| e.to_string())))
+            }
+            Err(source) => Err(StoreError {
+                file: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
     /// Billed bytes per account, class and direction (all of tier 2) where
     /// this tier 2 and `live` differ; unattributed traffic as account `""`.
     /// From the hourly rollup (the same sums as the buckets, 12× fewer

@@ -60,6 +60,12 @@ struct RebuildArgs {
     /// in the background.
     #[arg(long)]
     with_hosts: bool,
+    /// Tier 2 is damaged (SQLite finds faults in it): build a new one
+    /// from tier 1 alone, judged by the current class lists; what only
+    /// the damaged one holds (traffic older than tier 1, the class-list
+    /// history) is lost.
+    #[arg(long, conflicts_with_all = ["from", "lists"])]
+    discard_damaged: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
     /// Human units: 1000 (kB, MB) or 1024 (KiB, MiB).
@@ -106,13 +112,21 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             match &file.last_failure {
                 None => {}
                 Some(f) => match f.recovered_ms {
-                    None => outln!(
-                        "  FAILING since {} ({} attempts, retrying): {}\n  \
-                         nothing is lost: the records since the last commit are read again once tier 2 takes them",
-                        time_utc(f.since_ms),
-                        f.attempts,
-                        f.error
-                    ),
+                    None => {
+                        outln!(
+                            "  FAILING since {} ({} attempts, retrying): {}\n  \
+                             nothing is lost: the records since the last commit are read again once tier 2 takes them",
+                            time_utc(f.since_ms),
+                            f.attempts,
+                            f.error
+                        );
+                        if f.error.contains("malformed") || f.error.contains("not a database") {
+                            outln!(
+                                "  tier 2 is damaged: stop the classifier and run \
+                                 `kopek classifier rebuild --discard-damaged` (tier 1 keeps every record)"
+                            );
+                        }
+                    }
                     Some(t) => outln!(
                         "  {:<28} {} .. {} ({} attempts): {}",
                         "last failure",
@@ -304,6 +318,7 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
         from_ms,
         dry_run: a.dry_run,
         hosts: a.with_hosts,
+        discard_damaged: a.discard_damaged,
     };
     let (format, units) = (a.format, a.unit_base);
     let r = rebuild(config, opts, chrono::Utc::now().timestamp_millis())?;
@@ -353,7 +368,11 @@ fn rebuild(config_path: &Path, a: &RebuildArgs) -> super::Result {
                     None => String::new(),
                 }
             );
-            if r.changes.is_empty() {
+            if let Some(d) = &r.discarded {
+                outln!(
+                    "the damaged tier 2 was replaced without being read ({d}): nothing kept, nothing compared"
+                );
+            } else if r.changes.is_empty() {
                 outln!("billed traffic: no account changes");
             } else {
                 outln!(
