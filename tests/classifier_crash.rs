@@ -415,8 +415,9 @@ fn a_damaged_tier2_is_rebuilt_from_tier1_alone_on_the_operators_word() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.code() == Some(1)
-            && err.contains("tier 2 is damaged (")
-            && err.contains("--discard-damaged"),
+            && err.contains(
+                "malformed: tier 2 is damaged; `kopek classifier rebuild --discard-damaged`"
+            ),
         "{err}"
     );
     let o = rebuild(&["--discard-damaged", "--with-hosts"]);

@@ -121,6 +121,31 @@ pub fn rebuild(
     opts: RebuildOptions,
     now_ms: i64,
 ) -> Result<RebuildReport, ClassifierError> {
+    let live = config.state_dir.join(TIER2_FILE);
+    rebuild_or_not(config, opts, now_ms).map_err(|e| {
+        // The live file found damaged while reading what a rebuild keeps
+        // of it: what to do instead.
+        let text = e.to_string();
+        let damaged = text.starts_with(&format!("{}: ", live.display()))
+            && (text.contains("malformed") || text.contains("not a database"));
+        if damaged && !opts.discard_damaged {
+            ClassifierError::Invalid(format!("{text}: {DAMAGED_HINT}"))
+        } else {
+            e
+        }
+    })
+}
+
+/// What a damaged tier 2 leaves an operator to do.
+const DAMAGED_HINT: &str = "tier 2 is damaged; `kopek classifier rebuild --discard-damaged` builds a new one \
+    from tier 1 alone, judged by the current class lists: what only the damaged one holds \
+    (traffic older than tier 1, the class-list history) is lost";
+
+fn rebuild_or_not(
+    config: Config,
+    opts: RebuildOptions,
+    now_ms: i64,
+) -> Result<RebuildReport, ClassifierError> {
     let started = Instant::now();
     let state = config.state_dir.clone();
     let tz = config.timezone;
@@ -147,17 +172,15 @@ pub fn rebuild(
         "another rebuild of this tier 2 is running",
     )?;
     // A damaged tier 2 cannot be read for what a rebuild keeps of it; it
-    // is replaced whole, on the operator's word.
-    let discarded = SqliteTier2::damage(&live)?;
+    // is replaced whole, on the operator's word, once SQLite's check
+    // confirms the damage (it reads every page: minutes for gigabytes, so
+    // only then; a plain rebuild meets damage where it reads).
+    let discarded = if opts.discard_damaged {
+        SqliteTier2::damage(&live)?
+    } else {
+        None
+    };
     match (&discarded, opts.discard_damaged) {
-        (Some(d), false) => {
-            return Err(ClassifierError::Invalid(format!(
-                "{}: tier 2 is damaged ({d}); `kopek classifier rebuild --discard-damaged` builds a new one \
-                 from tier 1 alone, judged by the current class lists: what only the damaged one holds \
-                 (traffic older than tier 1, the class-list history) is lost",
-                live.display()
-            )));
-        }
         (None, true) => {
             return Err(ClassifierError::Invalid(format!(
                 "{}: tier 2 is not damaged (SQLite's quick_check: ok): a rebuild without --discard-damaged \

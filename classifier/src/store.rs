@@ -715,7 +715,14 @@ impl SqliteTier2 {
             Ok(v)
         })();
         let detached = self.conn.execute("DETACH DATABASE old", []);
-        let v = done.map_err(&err)?;
+        // Damage is the old file's (this one was just written): named so,
+        // an operator is told which file to deal with.
+        let v = done.map_err(|e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                sql_error(live.to_path_buf())(e)
+            }
+            _ => err(e),
+        })?;
         detached.map_err(&err)?;
         Ok(v)
     }
