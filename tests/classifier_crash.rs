@@ -62,6 +62,31 @@ fn settled_flows(c: &Collector, expected: u64) -> u64 {
     last.0
 }
 
+/// `kopek gen` sending `flows` IPFIX flows (20 % IPv6) at `rate` to the
+/// collector on `port`; its report on standard output.
+fn stream(port: u16, flows: u64, rate: u64, seed: u64) -> std::process::Child {
+    Command::new(common::kopek_bin())
+        .args(["gen", "--target"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--version", "ipfix", "--ipv6-percent", "20"])
+        .args(["--seed", &seed.to_string()])
+        .args(["--flows", &flows.to_string(), "--rate", &rate.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kopek gen")
+}
+
+/// Waits until `c` has committed once (20 s at most).
+fn wait_for_a_commit(c: &mut Classifier) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.stats()["commits"].as_u64().unwrap_or(0) == 0 {
+        c.assert_running();
+        assert!(Instant::now() < deadline, "no commit in 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn sum(state: &Path, sql: &str) -> i64 {
     tier2(state).query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -88,15 +113,7 @@ fn kill_9_at_random_moments_counts_every_record_exactly_once() {
     );
 
     let mut classifier = Classifier::start(&config, &state);
-    let gen_cmd = Command::new(common::kopek_bin())
-        .args(["gen", "--target"])
-        .arg(format!("127.0.0.1:{}", collector.port))
-        .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "5"])
-        .args(["--flows", &FLOWS.to_string(), "--rate", &RATE.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn kopek gen");
+    let gen_cmd = stream(collector.port, FLOWS, RATE, 5);
 
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let kills = rng.between(25, 40);
@@ -181,21 +198,8 @@ fn a_full_disk_under_tier2_stops_counting_until_there_is_room_and_loses_nothing(
     let mut classifier = Classifier::start_logged(&config, &state, Some(&log));
     let flows = FLOWS / 2;
     let rate = RATE / 2;
-    let gen_child = Command::new(common::kopek_bin())
-        .args(["gen", "--target"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "9"])
-        .args(["--flows", &flows.to_string(), "--rate", &rate.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn kopek gen");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while classifier.stats()["commits"].as_u64().unwrap_or(0) == 0 {
-        classifier.assert_running();
-        assert!(Instant::now() < deadline, "no commit in 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gen_child = stream(port, flows, rate, 9);
+    wait_for_a_commit(&mut classifier);
 
     // Fill the filesystem, and keep it full until a commit has failed.
     let filler = state.join("filler");
@@ -263,21 +267,8 @@ fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
     let mut classifier = Classifier::start(&config, &state);
     let flows = FLOWS / 4;
     let rate = RATE / 4;
-    let gen_child = Command::new(common::kopek_bin())
-        .args(["gen", "--target"])
-        .arg(format!("127.0.0.1:{}", collector.port))
-        .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "11"])
-        .args(["--flows", &flows.to_string(), "--rate", &rate.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn kopek gen");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while classifier.stats()["commits"].as_u64().unwrap_or(0) == 0 {
-        classifier.assert_running();
-        assert!(Instant::now() < deadline, "no commit in 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gen_child = stream(collector.port, flows, rate, 11);
+    wait_for_a_commit(&mut classifier);
     let holder = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     // The classifier waits 10 s for a lock before its commit fails.
@@ -359,14 +350,10 @@ fn a_damaged_tier2_is_rebuilt_from_tier1_alone_on_the_operators_word() {
     let state = collector.state_dir().to_path_buf();
     let mut classifier = Classifier::start(&config, &state);
     let flows = 60_000;
-    let out = common::run(
-        Command::new(common::kopek_bin())
-            .args(["gen", "--target"])
-            .arg(format!("127.0.0.1:{}", collector.port))
-            .args(["--version", "ipfix", "--ipv6-percent", "20", "--seed", "13"])
-            .args(["--flows", &flows.to_string(), "--rate", "20000"]),
-    );
-    assert!(out.status.success());
+    let out = stream(collector.port, flows, 20_000, 13)
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "kopek gen failed");
     let stored = settled_flows(&collector, flows);
     collector.stop();
     classifier.wait_caught_up(stored, Duration::from_secs(60));
