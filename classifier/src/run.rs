@@ -217,7 +217,7 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
                     started_ms,
                     rx: &rx,
                     failure: None,
-                    stats_unwritten: None,
+                    stats_unwritten: false,
                 };
                 w.supervise(engine)
             })
@@ -284,8 +284,8 @@ struct Worker<'a> {
     rx: &'a mpsc::Receiver<Control>,
     /// The current or last run of failures, for the stats file.
     failure: Option<Failure>,
-    /// Since when the stats file could not be written (said once).
-    stats_unwritten: Option<Instant>,
+    /// The stats file could not be written (said once).
+    stats_unwritten: bool,
 }
 
 impl Worker<'_> {
@@ -374,6 +374,7 @@ impl Worker<'_> {
     /// stop.
     fn pause(&mut self, pause: Duration, config: &mut Config, carried: &mut EngineStats) -> bool {
         let until = Instant::now() + pause;
+        let mut written: Option<Instant> = None;
         while Instant::now() < until {
             if self.stop.load(Ordering::Relaxed) {
                 return false;
@@ -396,7 +397,10 @@ impl Worker<'_> {
                     }
                 }
             }
-            self.write_stats(carried, false);
+            if written.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
+                self.write_stats(carried, false);
+                written = Some(Instant::now());
+            }
             std::thread::sleep(
                 Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
             );
@@ -414,11 +418,11 @@ impl Worker<'_> {
             stopped,
             self.failure.as_ref(),
         ) {
-            Ok(()) => self.stats_unwritten = None,
+            Ok(()) => self.stats_unwritten = false,
             Err(e) => {
-                if self.stats_unwritten.is_none() {
+                if !self.stats_unwritten {
                     tracing::error!(error = %e, "cannot write the stats file");
-                    self.stats_unwritten = Some(Instant::now());
+                    self.stats_unwritten = true;
                 }
             }
         }
