@@ -88,10 +88,13 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             let config = super::load_config_or_defaults(config_path)?;
             let file = read_stats(&config.state_dir)?;
             let process = super::DaemonProcess::from(&file);
+            // Failing now: a daemon that stopped or died while failing
+            // does not retry any more.
+            let running = process.runs("classifier");
             let failing = file
                 .last_failure
                 .as_ref()
-                .filter(|f| f.recovered_ms.is_none());
+                .filter(|f| f.recovered_ms.is_none() && running);
             if let Some(f) = failing {
                 eprintln!(
                     "kopek: tier 2 has not been written since {} ({} attempts), counting stands still: {}",
@@ -112,6 +115,13 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             match &file.last_failure {
                 None => {}
                 Some(f) => match f.recovered_ms {
+                    None if !running => outln!(
+                        "  {:<28} since {} ({} attempts, not over when it ended): {}",
+                        "last failure",
+                        time_utc(f.since_ms),
+                        f.attempts,
+                        f.error
+                    ),
                     None => {
                         outln!(
                             "  FAILING since {} ({} attempts, retrying): {}\n  \
