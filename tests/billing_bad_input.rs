@@ -364,7 +364,8 @@ fn core_stats_tell_failing_cycles_and_whether_the_core_runs() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         };
-    let mut core = CoreProc::start(&config, &socket);
+    let log = dir.path().join("core.log");
+    let mut core = CoreProc::start_logged(&config, &socket, Some(&log));
     let pid = core.pid();
     let (s, said) = wait("running", &|s| {
         s["running"] == true && s["now_ms"].as_i64() > Some(0)
@@ -389,6 +390,14 @@ fn core_stats_tell_failing_cycles_and_whether_the_core_runs() {
         "{said}"
     );
     assert_eq!(s["running"], true);
+    // A failure every cycle is logged once (then once a minute).
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logged.matches("rating cycle failed").count(),
+        1,
+        "{} failed cycles: {logged}",
+        s["failed_cycles"]
+    );
 
     core.stop();
     let (s, _) = stats();

@@ -24,6 +24,9 @@ pub const STATS_FILE: &str = "core.stats.json";
 const WATCHDOG_PING: Duration = Duration::from_secs(5);
 const STUCK_AFTER: Duration = Duration::from_secs(60);
 const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+/// A rating cycle that keeps failing (its database on a full disk) is
+/// logged at its first failure and then this often, not every cycle.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -139,8 +142,14 @@ fn write_stats(state_dir: &Path, st: &RaterState, stopped: bool) {
         .ok()
         .and_then(|j| std::fs::write(&tmp, j).ok())
         .and_then(|_| std::fs::rename(&tmp, &p).ok());
-    if ok.is_none() {
-        tracing::warn!(file = %p.display(), "could not write the stats file");
+    // Said once until it works again (a full disk fails every cycle).
+    static UNWRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match ok {
+        None if !UNWRITTEN.swap(true, Ordering::Relaxed) => {
+            tracing::warn!(file = %p.display(), "could not write the stats file")
+        }
+        None => {}
+        Some(()) => UNWRITTEN.store(false, Ordering::Relaxed),
     }
 }
 
@@ -287,6 +296,7 @@ fn rate_loop(
         started_ms: now_ms(),
         ..RaterState::default()
     };
+    let mut failure_said: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         // The mirror of tier 2 keeps what tier 2 keeps (retention.traffic_days),
         // and a day more: it must never forget a row tier 2 could still
@@ -331,14 +341,28 @@ fn rate_loop(
                     );
                 }
                 st.last = r;
+                if st.failed_cycles > 0 {
+                    tracing::info!(
+                        failed_cycles = st.failed_cycles,
+                        "rating cycles succeed again"
+                    );
+                }
                 st.failed_cycles = 0;
+                failure_said = None;
                 write_stats(state_dir, &st, false);
             }
             Err(e) => {
                 // The transaction rolled back; the next cycle retries from
                 // the same watermark.
-                tracing::error!(error = %e, "rating cycle failed");
                 st.failed_cycles += 1;
+                if failure_said.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
+                    tracing::error!(
+                        error = %e,
+                        failed_cycles = st.failed_cycles,
+                        "rating cycle failed (rolled back; retried every cycle, said once a minute)"
+                    );
+                    failure_said = Some(Instant::now());
+                }
                 st.last_failure = Some(Failure {
                     at_ms: now_ms(),
                     error: e.to_string(),

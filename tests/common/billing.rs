@@ -95,6 +95,12 @@ pub struct CoreProc {
 impl CoreProc {
     /// Starts the core and waits until its socket answers.
     pub fn start(config: &Path, socket: &Path) -> CoreProc {
+        CoreProc::start_logged(config, socket, None)
+    }
+
+    /// [`CoreProc::start`] with its log (standard error) appended to `log`,
+    /// if given.
+    pub fn start_logged(config: &Path, socket: &Path, log: Option<&Path>) -> CoreProc {
         let child = Command::new(kopek_bin())
             .arg("--config")
             .arg(config)
@@ -103,7 +109,15 @@ impl CoreProc {
             .env("KOPEK_LOG", "error")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(match log {
+                None => std::process::Stdio::inherit(),
+                Some(p) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("open the core's log")
+                    .into(),
+            })
             .spawn()
             .expect("spawn kopek core");
         let mut c = CoreProc {
