@@ -34,6 +34,7 @@ macro_rules! out {
 }
 
 mod account;
+mod backup;
 mod billing;
 mod binding;
 mod classifier;
@@ -112,6 +113,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Exports for bookkeeping.
     Export(export::ExportArgs),
+    /// Consistent copies of the state databases while the daemons run.
+    Backup(backup::BackupArgs),
     /// Send a generated NetFlow v5/v9/IPFIX stream to a collector (exporter simulator).
     Gen(r#gen::GenArgs),
     /// Run the suite on a temporary state dir with a generated NetFlow stream.
@@ -171,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Report(a) => report::exec(&cli.config, a),
         Command::Explain(a) => explain::exec(&cli.config, a),
         Command::Export(a) => export::exec(&cli.config, a),
+        Command::Backup(a) => backup::exec(&cli.config, a),
         Command::Gen(a) => r#gen::exec(a),
         Command::Demo(a) => demo::exec(a),
     };
