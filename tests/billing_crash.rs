@@ -101,6 +101,34 @@ fn classifier_writer(state: PathBuf, stop: Arc<AtomicBool>, seed: u64) -> BTreeM
     totals
 }
 
+/// A core on `state` with [`ACCOUNTS`] accounts, and a thread playing the
+/// classifier ([`classifier_writer`]) until `stop`.
+struct Billing {
+    config: PathBuf,
+    socket: PathBuf,
+    core: CoreProc,
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<BTreeMap<String, i64>>,
+}
+
+fn billing_with_writer(state: &Path, seed: u64) -> Billing {
+    let (config, socket) = setup(state);
+    let core = CoreProc::start(&config, &socket);
+    create_accounts(&socket, state, ACCOUNTS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (state, stop) = (state.to_path_buf(), stop.clone());
+        std::thread::spawn(move || classifier_writer(state, stop, seed))
+    };
+    Billing {
+        config,
+        socket,
+        core,
+        stop,
+        writer,
+    }
+}
+
 fn core_db(state: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(state.join("core.sqlite")).unwrap()
 }
@@ -117,14 +145,13 @@ fn meta(conn: &rusqlite::Connection, key: &str) -> i64 {
 fn kill_9_during_rating_charges_every_byte_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_path_buf();
-    let (config, socket) = setup(&state);
-    let mut core = CoreProc::start(&config, &socket);
-    create_accounts(&socket, &state, ACCOUNTS);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (state, stop) = (state.clone(), stop.clone());
-        std::thread::spawn(move || classifier_writer(state, stop, 7))
-    };
+    let Billing {
+        config,
+        socket,
+        mut core,
+        stop,
+        writer,
+    } = billing_with_writer(&state, 7);
     let mut rng = Rng(99);
     for _ in 0..25 {
         std::thread::sleep(Duration::from_millis(rng.between(30, 400)));
@@ -349,14 +376,13 @@ fn kill_9_during_an_import_applies_all_or_nothing() {
 fn a_backup_while_payments_flow_restores_a_sound_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_path_buf();
-    let (config, socket) = setup(&state);
-    let mut core = CoreProc::start(&config, &socket);
-    create_accounts(&socket, &state, ACCOUNTS);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (state, stop) = (state.clone(), stop.clone());
-        std::thread::spawn(move || classifier_writer(state, stop, 11))
-    };
+    let Billing {
+        config,
+        socket,
+        mut core,
+        stop,
+        writer,
+    } = billing_with_writer(&state, 11);
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let payer = {
         let (socket, stop, acked) = (socket.clone(), stop.clone(), acked.clone());
