@@ -366,12 +366,14 @@ fn kill_9_during_an_import_applies_all_or_nothing() {
     assert_eq!(before, after2);
 }
 
-/// `kopek backup` while payments flow and tier 2 is written: each copy is
-/// a sound database; every payment acknowledged before the backup began is
-/// in the copied ledger, which verifies; a core started on the copies
-/// takes the payment system's records again (idempotent by id) and ends
-/// with every payment once; the copied tier 2 holds every row the copied
-/// core had read.
+/// `kopek backup` while payments flow and tier 2 is written, then `kopek
+/// restore` over the live state dir, whose killed core left its
+/// write-ahead log (refused while a core runs): the restored databases are
+/// sound; every payment acknowledged before the backup began is in the
+/// restored ledger and none after it (the old log was not applied to it),
+/// and it verifies; the restored tier 2 holds every row the restored core
+/// had read; the core takes the payment system's records again
+/// (idempotent by id) and ends with every payment once.
 #[test]
 fn a_backup_while_payments_flow_restores_a_sound_ledger() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +420,9 @@ fn a_backup_while_payments_flow_restores_a_sound_ledger() {
         sent > before,
         "payments went on during the backup: {before} → {sent}"
     );
-    core.stop();
+    // Killed: its write-ahead log stays beside the database, with the
+    // payments made after the backup.
+    core.kill9();
     // A second backup into the same place is refused, the copies kept.
     let out = std::process::Command::new(common::kopek_bin())
         .arg("--config")
@@ -431,18 +435,35 @@ fn a_backup_while_payments_flow_restores_a_sound_ledger() {
         "{out:?}"
     );
 
-    // Restore: the copies into a new state dir (no -wal, no -shm).
-    let restored = tempfile::tempdir().unwrap();
-    let (config2, socket2) = setup(restored.path());
+    // Restore over the live state dir: refused while a core runs.
+    let restore = || {
+        std::process::Command::new(common::kopek_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["restore", "--from", copies.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let mut running = CoreProc::start(&config, &socket);
+    let out = restore();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("stop kopek-core first"),
+        "{out:?}"
+    );
+    running.kill9();
+    assert!(state.join("core.sqlite-wal").exists());
+    let out = restore();
+    assert!(out.status.success(), "{out:?}");
     for f in ["core.sqlite", "tier2.sqlite"] {
-        std::fs::copy(copies.join(f), restored.path().join(f)).unwrap();
-        let ic: String = rusqlite::Connection::open(restored.path().join(f))
+        let ic: String = rusqlite::Connection::open(state.join(f))
             .unwrap()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(ic, "ok", "{f}");
     }
-    let db = core_db(restored.path());
+    let (restored, config2, socket2) = (&state, &config, &socket);
+    let db = core_db(restored);
     let in_copy: i64 = db
         .query_row(
             "SELECT count(*) FROM entries WHERE kind = 'payment'",
@@ -454,8 +475,16 @@ fn a_backup_while_payments_flow_restores_a_sound_ledger() {
         in_copy as usize >= before && in_copy as usize <= sent,
         "{in_copy} payments in the copy; {before} acknowledged before the backup, {sent} in all"
     );
+    let in_backup: i64 = core_db(&copies)
+        .query_row(
+            "SELECT count(*) FROM entries WHERE kind = 'payment'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(in_copy, in_backup, "the restored ledger is the backup's");
     let read = meta(&db, "tier2_seq");
-    let t2 = rusqlite::Connection::open(restored.path().join("tier2.sqlite")).unwrap();
+    let t2 = rusqlite::Connection::open(restored.join("tier2.sqlite")).unwrap();
     let newest: i64 = t2
         .query_row("SELECT COALESCE(max(seq), 0) FROM traffic", [], |r| {
             r.get(0)
@@ -466,20 +495,20 @@ fn a_backup_while_payments_flow_restores_a_sound_ledger() {
         "the copied core read up to {read}, the copied tier 2 has {newest}"
     );
     drop((db, t2));
-    let v = kopek(&config2, &["ledger", "verify"]);
+    let v = kopek(config2, &["ledger", "verify"]);
     assert!(v.contains("ledger ok"), "{v}");
     // The payment system's records again: what the copy lacks is taken.
-    let mut core2 = CoreProc::start(&config2, &socket2);
+    let mut core2 = CoreProc::start(config2, socket2);
     for i in 0..sent {
         let r = call(
-            &socket2,
+            socket2,
             &json!({"request": "apply", "command": payment(i, "1.00")}),
         )
         .unwrap();
         assert_eq!(r["ok"], true, "{r}");
     }
     core2.stop();
-    let count: i64 = core_db(restored.path())
+    let count: i64 = core_db(restored)
         .query_row(
             "SELECT count(*) FROM entries WHERE kind = 'payment'",
             [],
@@ -487,6 +516,6 @@ fn a_backup_while_payments_flow_restores_a_sound_ledger() {
         )
         .unwrap();
     assert_eq!(count as usize, sent);
-    let v = kopek(&config2, &["ledger", "verify"]);
+    let v = kopek(config2, &["ledger", "verify"]);
     assert!(v.contains("ledger ok"), "{v}");
 }

@@ -116,7 +116,7 @@ fn write_stats(
 }
 
 /// Takes the per-state-dir lock: one classifier writes tier 2.
-pub(crate) fn lock(state_dir: &Path) -> Result<File, ClassifierError> {
+pub fn lock(state_dir: &Path) -> Result<File, ClassifierError> {
     flock(
         &state_dir.join(LOCK_FILE),
         "another classifier holds it (one writer per tier 2)",

@@ -75,7 +75,9 @@ impl Core {
     }
 }
 
-fn lock(state_dir: &Path) -> Result<File, CoreError> {
+/// Takes the per-state-dir lock: one core writes the billing database
+/// (held while the returned file lives).
+pub fn lock(state_dir: &Path) -> Result<File, CoreError> {
     let p = state_dir.join(LOCK_FILE);
     let f = File::create(&p).map_err(|source| CoreError::Io {
         what: format!("creating {}", p.display()),

@@ -1,5 +1,5 @@
 //! `kopek backup --to DIR`: consistent copies of the state databases while
-//! the daemons run.
+//! the daemons run; `kopek restore --from DIR` puts them back.
 //!
 //! Each database is copied by SQLite's `VACUUM INTO` from a read
 //! transaction: a snapshot of one moment, whatever the writers do meanwhile
@@ -17,6 +17,13 @@ use std::time::Instant;
 use clap::Args;
 
 use super::format::human_bytes;
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Directory of a `kopek backup`.
+    #[arg(long)]
+    from: std::path::PathBuf,
+}
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -98,4 +105,78 @@ fn snapshot(src: &Path, dest: &Path) -> anyhow::Result<u64> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(bytes)
+}
+
+/// Puts the copies in `a.from` into the state dir, the core and the
+/// classifier stopped (their locks are held meanwhile). Each file goes in
+/// under a temporary name and is renamed over the live one, after the live
+/// one's `-wal` and `-shm` are deleted: SQLite would otherwise apply the
+/// old database's write-ahead log to the restored one (silently damaging
+/// it), the usual way a hand restore goes wrong.
+pub fn restore(config_path: &Path, a: &RestoreArgs) -> super::Result {
+    let config = super::load_config_or_defaults(config_path)?;
+    let state = &config.state_dir;
+    let present: Vec<_> = FILES
+        .iter()
+        .filter(|(f, _)| a.from.join(f).exists())
+        .collect();
+    if present.is_empty() {
+        return Err(anyhow::anyhow!(
+            "{}: no kopek backup here (core.sqlite, bindings.sqlite, tier2.sqlite)",
+            a.from.display()
+        )
+        .into());
+    }
+    for (f, _) in &present {
+        let p = a.from.join(f);
+        let conn = rusqlite::Connection::open_with_flags(
+            &p,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+        if let Err(e) = conn {
+            return Err(anyhow::anyhow!("{}: not a database to restore: {e}", p.display()).into());
+        }
+    }
+    fn stopped(what: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{e}: stop kopek-{what} first (systemctl stop kopek-{what}), restore, start it"
+        )
+    }
+    std::fs::create_dir_all(state)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", state.display()))?;
+    let _core = kopek_core::run::lock(state).map_err(|e| stopped("core", &e))?;
+    let _classifier = kopek_classifier::run::lock(state).map_err(|e| stopped("classifier", &e))?;
+    for (f, what) in present {
+        let live = state.join(f);
+        let tmp = state.join(format!("{f}.restore.tmp"));
+        std::fs::copy(a.from.join(f), &tmp).map_err(|e| {
+            anyhow::anyhow!(
+                "copying {} to {}: {e}",
+                a.from.join(f).display(),
+                tmp.display()
+            )
+        })?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        for side in ["-wal", "-shm"] {
+            let p = state.join(format!("{f}{side}"));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::anyhow!("removing {}: {e}", p.display()).into()),
+            }
+        }
+        std::fs::rename(&tmp, &live)?;
+        std::fs::File::open(state)?.sync_all()?;
+        outln!("{f:<16} restored  ({what})");
+    }
+    outln!(
+        "restored into {}; start the daemons: the classifier counts tier 1 past the restored read positions",
+        state.display()
+    );
+    Ok(())
 }

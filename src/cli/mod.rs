@@ -115,6 +115,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Consistent copies of the state databases while the daemons run.
     Backup(backup::BackupArgs),
+    /// Put a backup's databases back (the core and the classifier stopped).
+    Restore(backup::RestoreArgs),
     /// Send a generated NetFlow v5/v9/IPFIX stream to a collector (exporter simulator).
     Gen(r#gen::GenArgs),
     /// Run the suite on a temporary state dir with a generated NetFlow stream.
@@ -175,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Explain(a) => explain::exec(&cli.config, a),
         Command::Export(a) => export::exec(&cli.config, a),
         Command::Backup(a) => backup::exec(&cli.config, a),
+        Command::Restore(a) => backup::restore(&cli.config, a),
         Command::Gen(a) => r#gen::exec(a),
         Command::Demo(a) => demo::exec(a),
     };
