@@ -372,3 +372,42 @@ fn rebuild_refuses_what_it_cannot_do_and_leaves_tier2_alone() {
         .unwrap();
     assert_eq!(pad, 1_500_000);
 }
+
+/// `kopek backup` and `kopek restore` with nothing to copy, a missing
+/// argument, or a backup that is not a database: a clear error, and the
+/// state dir as it was.
+#[test]
+fn backup_and_restore_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = setup(dir.path(), "192.0.2.0/24\n", "", "");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("core.sqlite"), vec![b'x'; 4096]).unwrap();
+    let (to, from_empty, from_junk) = (
+        dir.path().join("to").display().to_string(),
+        empty.display().to_string(),
+        junk.display().to_string(),
+    );
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["backup"], 2, "--to <TO>"),
+        (&["backup", "--to", &to], 1, "no kopek database to back up"),
+        (&["restore"], 2, "--from <FROM>"),
+        (
+            &["restore", "--from", &from_empty],
+            1,
+            "no kopek backup here",
+        ),
+        (
+            &["restore", "--from", &from_junk],
+            1,
+            "not a database to restore",
+        ),
+    ];
+    assert_refused(&c, cases);
+    assert!(!state.join("core.sqlite").exists());
+    assert!(!dir.path().join("to").exists());
+}
