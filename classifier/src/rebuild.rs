@@ -122,17 +122,13 @@ pub fn rebuild(
     now_ms: i64,
 ) -> Result<RebuildReport, ClassifierError> {
     let live = config.state_dir.join(TIER2_FILE);
-    rebuild_or_not(config, opts, now_ms).map_err(|e| {
+    rebuild_or_not(config, opts, now_ms).map_err(|e| match e {
         // The live file found damaged while reading what a rebuild keeps
         // of it: what to do instead.
-        let text = e.to_string();
-        let damaged = text.starts_with(&format!("{}: ", live.display()))
-            && (text.contains("malformed") || text.contains("not a database"));
-        if damaged && !opts.discard_damaged {
-            ClassifierError::Invalid(format!("{text}: {DAMAGED_HINT}"))
-        } else {
-            e
+        ClassifierError::Store(s) if s.is_damage() && s.file == live && !opts.discard_damaged => {
+            ClassifierError::Invalid(format!("{s}: {DAMAGED_HINT}"))
         }
+        e => e,
     })
 }
 
@@ -176,27 +172,24 @@ fn rebuild_or_not(
     // confirms the damage (it reads every page: minutes for gigabytes, so
     // only then; a plain rebuild meets damage where it reads).
     let discarded = if opts.discard_damaged {
-        SqliteTier2::damage(&live)?
-    } else {
-        None
-    };
-    match (&discarded, opts.discard_damaged) {
-        (None, true) => {
-            return Err(ClassifierError::Invalid(format!(
-                "{}: tier 2 is not damaged (SQLite's quick_check: ok): a rebuild without --discard-damaged \
-                 keeps what only it holds",
-                live.display()
-            )));
-        }
-        (Some(_), true) if opts.from_ms.is_some() => {
+        if opts.from_ms.is_some() {
             return Err(ClassifierError::Invalid(
                 "--from keeps the rows before it from the live tier 2, which is damaged: \
                  --discard-damaged rebuilds all of tier 1"
                     .into(),
             ));
         }
-        _ => {}
-    }
+        let Some(d) = SqliteTier2::damage(&live)? else {
+            return Err(ClassifierError::Invalid(format!(
+                "{}: tier 2 is not damaged (SQLite's quick_check: ok): a rebuild without --discard-damaged \
+                 keeps what only it holds",
+                live.display()
+            )));
+        };
+        Some(d)
+    } else {
+        None
+    };
     let discard = discarded.is_some();
     if !opts.dry_run && !discard {
         // Tier 2 first counts what tier 1 holds (the daemon may have been

@@ -380,22 +380,19 @@ impl Worker<'_> {
                 return false;
             }
             self.beat();
+            // Reloads meanwhile: the config the next engine opens with.
             while let Ok(control) = self.rx.try_recv() {
-                match control {
+                let error = match control {
                     Control::Reload(c) => {
                         *config = *c;
-                        carried.last_reload = Some(crate::engine::ReloadOutcome {
-                            at_ms: now_ms(),
-                            error: None,
-                        });
+                        None
                     }
-                    Control::ReloadFailed(e) => {
-                        carried.last_reload = Some(crate::engine::ReloadOutcome {
-                            at_ms: now_ms(),
-                            error: Some(e),
-                        })
-                    }
-                }
+                    Control::ReloadFailed(e) => Some(e),
+                };
+                carried.last_reload = Some(crate::engine::ReloadOutcome {
+                    at_ms: now_ms(),
+                    error,
+                });
             }
             if written.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
                 self.write_stats(carried, false);

@@ -67,6 +67,21 @@ pub struct StoreError {
     pub source: rusqlite::Error,
 }
 
+impl StoreError {
+    /// SQLite found `file` damaged, or not a database at all.
+    pub fn is_damage(&self) -> bool {
+        is_damage(&self.source)
+    }
+}
+
+/// Whether SQLite says a database file is damaged (or not one).
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
 /// How names of batch keys are resolved when writing.
 #[derive(Debug, Clone, Copy)]
 pub struct Names<'a> {
@@ -717,11 +732,12 @@ impl SqliteTier2 {
         let detached = self.conn.execute("DETACH DATABASE old", []);
         // Damage is the old file's (this one was just written): named so,
         // an operator is told which file to deal with.
-        let v = done.map_err(|e: rusqlite::Error| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+        let v = done.map_err(|e| {
+            if is_damage(&e) {
                 sql_error(live.to_path_buf())(e)
+            } else {
+                err(e)
             }
-            _ => err(e),
         })?;
         detached.map_err(&err)?;
         Ok(v)
@@ -754,14 +770,7 @@ impl SqliteTier2 {
                 }
                 Ok(Some(said.join("; ")))
             }
-            Err(rusqlite::Error::SqliteFailure(e, msg))
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-                ) =>
-            {
-                Ok(Some(msg.unwrap_or_else(|| e.to_string())))
-            }
+            Err(e) if is_damage(&e) => Ok(Some(e.to_string())),
             Err(source) => Err(StoreError {
                 file: path.to_path_buf(),
                 source,

@@ -126,9 +126,11 @@ struct RaterState {
     started_ms: i64,
     failed_cycles: u64,
     last_failure: Option<Failure>,
+    /// The stats file could not be written (said once).
+    stats_unwritten: bool,
 }
 
-fn write_stats(state_dir: &Path, st: &RaterState, stopped: bool) {
+fn write_stats(state_dir: &Path, st: &mut RaterState, stopped: bool) {
     let p = state_dir.join(STATS_FILE);
     let tmp = p.with_extension("json.tmp");
     let out = StatsOut {
@@ -145,14 +147,10 @@ fn write_stats(state_dir: &Path, st: &RaterState, stopped: bool) {
         .and_then(|j| std::fs::write(&tmp, j).ok())
         .and_then(|_| std::fs::rename(&tmp, &p).ok());
     // Said once until it works again (a full disk fails every cycle).
-    static UNWRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    match ok {
-        None if !UNWRITTEN.swap(true, Ordering::Relaxed) => {
-            tracing::warn!(file = %p.display(), "could not write the stats file")
-        }
-        None => {}
-        Some(()) => UNWRITTEN.store(false, Ordering::Relaxed),
+    if ok.is_none() && !st.stats_unwritten {
+        tracing::warn!(file = %p.display(), "could not write the stats file");
     }
+    st.stats_unwritten = ok.is_none();
 }
 
 /// Wakes the rater early.
@@ -351,7 +349,7 @@ fn rate_loop(
                 }
                 st.failed_cycles = 0;
                 failure_said = None;
-                write_stats(state_dir, &st, false);
+                write_stats(state_dir, &mut st, false);
             }
             Err(e) => {
                 // The transaction rolled back; the next cycle retries from
@@ -369,12 +367,12 @@ fn rate_loop(
                     at_ms: now_ms(),
                     error: e.to_string(),
                 });
-                write_stats(state_dir, &st, false);
+                write_stats(state_dir, &mut st, false);
             }
         }
         nudge.wait(interval);
     }
-    write_stats(state_dir, &st, true);
+    write_stats(state_dir, &mut st, true);
     Ok(())
 }
 

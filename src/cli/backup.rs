@@ -40,13 +40,28 @@ const FILES: [(&str, &str); 3] = [
     ("tier2.sqlite", "tier 2: traffic aggregates"),
 ];
 
+/// The [`FILES`] that `dir` holds, in their order.
+fn present_in(dir: &Path) -> Vec<&'static (&'static str, &'static str)> {
+    FILES.iter().filter(|(f, _)| dir.join(f).exists()).collect()
+}
+
+/// Syncs `tmp` and renames it to `dest` (then syncs the directory): `dest`
+/// is the whole new file or the old one, never half. Returns its size.
+fn put_in_place(tmp: &Path, dest: &Path) -> anyhow::Result<u64> {
+    let file = std::fs::File::open(tmp)?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    std::fs::rename(tmp, dest)?;
+    if let Some(dir) = dest.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(bytes)
+}
+
 pub fn exec(config_path: &Path, a: &BackupArgs) -> super::Result {
     let config = super::load_config_or_defaults(config_path)?;
     let state = &config.state_dir;
-    let present: Vec<_> = FILES
-        .iter()
-        .filter(|(f, _)| state.join(f).exists())
-        .collect();
+    let present = present_in(state);
     if present.is_empty() {
         return Err(anyhow::anyhow!("{}: no kopek database to back up", state.display()).into());
     }
@@ -97,14 +112,7 @@ fn snapshot(src: &Path, dest: &Path) -> anyhow::Result<u64> {
     conn.execute("VACUUM INTO ?1", [tmp_text])
         .map_err(|e| anyhow::anyhow!("copying {} to {}: {e}", src.display(), tmp.display()))?;
     drop(conn);
-    let file = std::fs::File::open(&tmp)?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    std::fs::rename(&tmp, dest)?;
-    if let Some(dir) = dest.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(bytes)
+    put_in_place(&tmp, dest)
 }
 
 /// Puts the copies in `a.from` into the state dir, the core and the
@@ -116,10 +124,7 @@ fn snapshot(src: &Path, dest: &Path) -> anyhow::Result<u64> {
 pub fn restore(config_path: &Path, a: &RestoreArgs) -> super::Result {
     let config = super::load_config_or_defaults(config_path)?;
     let state = &config.state_dir;
-    let present: Vec<_> = FILES
-        .iter()
-        .filter(|(f, _)| a.from.join(f).exists())
-        .collect();
+    let present = present_in(&a.from);
     if present.is_empty() {
         return Err(anyhow::anyhow!(
             "{}: no kopek backup here (core.sqlite, bindings.sqlite, tier2.sqlite)",
@@ -161,7 +166,6 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> super::Result {
                 tmp.display()
             )
         })?;
-        std::fs::File::open(&tmp)?.sync_all()?;
         for side in ["-wal", "-shm"] {
             let p = state.join(format!("{f}{side}"));
             match std::fs::remove_file(&p) {
@@ -170,8 +174,7 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> super::Result {
                 Err(e) => return Err(anyhow::anyhow!("removing {}: {e}", p.display()).into()),
             }
         }
-        std::fs::rename(&tmp, &live)?;
-        std::fs::File::open(state)?.sync_all()?;
+        put_in_place(&tmp, &live)?;
         outln!("{f:<16} restored  ({what})");
     }
     outln!(

@@ -105,7 +105,7 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             }
             if *format == OutputFormat::Json {
                 let mut v = serde_json::to_value(&file)?;
-                v["running"] = process.runs("classifier").into();
+                v["running"] = running.into();
                 outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
