@@ -6,10 +6,11 @@
 mod common;
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Collector;
@@ -410,113 +411,160 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_and_tears_nothing() {
     k.stop();
 }
 
-/// The collector's filesystem fills up while an exporter sends: the
-/// collector cannot write tier 1 and exits; restarted as systemd restarts
-/// it (every 2 s, no start limit) it fails until there is room, then
-/// writes again. Nothing it stored is torn or doubled, and every flow it
-/// missed meanwhile is a gap record (the sequence checkpoints survive the
-/// restarts): not stored, never silently missing.
-#[test]
-fn a_full_disk_stops_the_collector_until_there_is_room_and_what_it_missed_is_a_gap() {
-    let work = tempfile::tempdir().unwrap();
-    let state = work.path().join("state");
-    let _fs = common::Tmpfs::mount(&state, "32m");
-    let port = common::free_udp_port();
-    let config = work.path().join("kopek.toml");
-    std::fs::write(&config, Collector::config_text(&state, port, "")).unwrap();
-    let log = work.path().join("collector.log");
-    let stats = state.join("collector-test.stats.json");
+/// A collector whose state dir is a 32 MB tmpfs, an exporter sending
+/// 20,000 flows/s to it, and the filesystem then filled by `filler`.
+struct FullDisk {
+    _work: tempfile::TempDir,
+    state: std::path::PathBuf,
+    _fs: common::Tmpfs,
+    c: Collector,
+    stop: Arc<AtomicBool>,
+    sender: std::thread::JoinHandle<Vec<FlowRecord>>,
+}
 
-    // systemd's part: Restart=on-failure, RestartSec=2.
-    let stopping = Arc::new(AtomicBool::new(false));
-    let (failures, pid) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU32::new(0)));
-    let supervisor = {
-        let (stopping, failures, pid) = (stopping.clone(), failures.clone(), pid.clone());
-        let (config, log) = (config.clone(), log.clone());
-        std::thread::spawn(move || {
-            loop {
-                let mut child = Command::new(common::kopek_bin())
-                    .arg("--config")
-                    .arg(&config)
-                    .args(["collector", "run"])
-                    .env("KOPEK_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&log)
-                            .unwrap(),
-                    )
-                    .spawn()
-                    .expect("spawn kopek collector");
-                pid.store(child.id(), Ordering::Relaxed);
-                let status = child.wait().unwrap();
-                if stopping.load(Ordering::Relaxed) {
-                    assert!(status.success(), "collector stopped with {status}");
-                    return;
-                }
-                assert!(!status.success(), "collector exited 0 unasked");
-                failures.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        })
-    };
-    let written = |pid: u32| -> Option<u64> {
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&stats).ok()?).ok()?;
-        (v["pid"].as_u64() == Some(u64::from(pid))).then(|| v["flows_written"].as_u64())?
-    };
-    let wait = |what: &str, ok: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ok() {
-            assert!(
-                Instant::now() < deadline,
-                "{what} in 30 s; its log: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait("the collector did not start", &|| {
-        written(pid.load(Ordering::Relaxed)).is_some()
-    });
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = exporter(port, stop.clone());
-    wait("nothing written", &|| {
-        written(pid.load(Ordering::Relaxed)).unwrap_or(0) > 0
-    });
-    let filler = state.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
+impl FullDisk {
+    /// `segment`: the config's `[collector.segment]` table.
+    fn start(segment: &str) -> FullDisk {
+        let work = tempfile::tempdir().unwrap();
+        let state = work.path().join("state");
+        let fs = common::Tmpfs::mount(&state, "32m");
+        let port = common::free_udp_port();
+        let config = work.path().join("kopek.toml");
+        std::fs::write(&config, Collector::config_text(&state, port, segment)).unwrap();
+        let c = Collector::with_state(tempfile::tempdir().unwrap(), config, port, state.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = exporter(port, stop.clone());
+        assert!(
+            c.wait_flows(1, Duration::from_secs(30)) > 0,
+            "nothing written"
+        );
+        let mut f = std::fs::File::create(state.join("filler")).unwrap();
         let chunk = vec![0u8; 1 << 20];
         while f.write_all(&chunk).is_ok() {}
+        FullDisk {
+            _work: work,
+            state,
+            _fs: fs,
+            c,
+            stop,
+            sender,
+        }
     }
-    wait("the collector did not fail on a full disk", &|| {
-        failures.load(Ordering::Relaxed) >= 1
-    });
-    // Restarted into a full disk for a while.
-    std::thread::sleep(Duration::from_secs(3));
-    std::fs::remove_file(&filler).unwrap();
-    wait("the collector did not write again", &|| {
-        written(pid.load(Ordering::Relaxed)).unwrap_or(0) > 0
-    });
-    // A hole shows when the next export after it arrives.
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    stopping.store(true, Ordering::Relaxed);
-    common::signal(pid.load(Ordering::Relaxed), 15);
-    supervisor.join().unwrap();
 
-    let (stored, lost) = accounted_for(&state, &sent);
+    /// Waits (30 s at most) until the stats file's `last_write_failure`
+    /// passes `ok`.
+    fn wait_failure(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.c.stats();
+            if ok(&s["last_write_failure"]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} in 30 s: {s:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kopek collector stats`: stdout and stderr.
+    fn stats_text(&self) -> (String, String) {
+        let out = common::run(
+            Command::new(common::kopek_bin())
+                .arg("--config")
+                .arg(&self.c.config)
+                .args(["collector", "stats"]),
+        );
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (text(out.stdout), text(out.stderr))
+    }
+
+    /// Frees the disk, waits until the collector has written all it held,
+    /// stops the exporter a moment later (a hole shows when the next
+    /// export after it arrives) and the collector (SIGTERM: it must exit
+    /// 0, so it ran throughout). Returns (sent, stored, reported lost).
+    fn free_and_stop(mut self) -> (u64, u64, u64) {
+        std::fs::remove_file(self.state.join("filler")).unwrap();
+        self.wait_failure("the collector did not write again", |f| {
+            f["recovered_ms"].is_i64()
+        });
+        let (out, _) = self.stats_text();
+        assert!(
+            out.contains("last failure") && !out.contains("FAILING"),
+            "{out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sender.join().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        self.c.stop();
+        let (stored, lost) = accounted_for(&self.state, &sent);
+        (sent.len() as u64, stored, lost)
+    }
+}
+
+/// The collector's filesystem fills up while an exporter sends: the
+/// collector holds what it cannot write in memory, goes on receiving, and
+/// writes it all once there is room: nothing lost, no gap, and the same
+/// process throughout (systemd has nothing to restart). Meanwhile its
+/// stats file is still rewritten (in place: there is no room for a new
+/// one) and `kopek collector stats` says FAILING and how much is held.
+#[test]
+fn a_full_disk_is_waited_out_in_memory_and_nothing_is_lost() {
+    let d = FullDisk::start("");
+    d.wait_failure("no write failure held in memory", |f| {
+        f["recovered_ms"].is_null() && f["held_bytes"].as_u64().unwrap_or(0) > 100_000
+    });
+    let (out, err) = d.stats_text();
+    assert!(
+        out.contains(" running (pid ") && !out.contains("STALE"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAILING since") && out.contains("No space left on device"),
+        "{out}"
+    );
+    assert!(
+        out.contains("held in memory, written as soon as the disk has room"),
+        "{out}"
+    );
+    assert!(!out.contains("sockets are not read"), "{out}");
+    assert!(err.contains("tier 1 has not been written since"), "{err}");
+    // Full for a while yet: what it holds grows.
+    std::thread::sleep(Duration::from_secs(2));
+    let (sent, stored, lost) = d.free_and_stop();
+    assert_eq!(
+        (stored, lost),
+        (sent, 0),
+        "every flow sent is stored, none lost"
+    );
+}
+
+/// The same with `hold_bytes = 0`: holding no more than the block that
+/// failed, the collector stops reading its socket; the kernel drops what
+/// the exporter sends meanwhile, and once the disk has room every flow
+/// missed is a gap record (exactly those), from the same process.
+#[test]
+fn past_hold_bytes_the_collector_stops_reading_and_what_it_missed_is_a_gap() {
+    let d = FullDisk::start("[collector.segment]\nblock_flush_ms = 50\nhold_bytes = 0");
+    d.wait_failure("the collector did not stop reading", |f| {
+        f["paused"].as_bool() == Some(true)
+    });
+    let (out, _) = d.stats_text();
+    assert!(
+        out.contains("FAILING since") && out.contains("the sockets are not read"),
+        "{out}"
+    );
+    // Until the socket's buffer (4 MiB) overflows.
+    let drops = || d.c.stats()["socket_drops"].as_u64().unwrap();
+    let before = drops();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while drops() == before {
+        assert!(Instant::now() < deadline, "no socket drops in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sent, stored, lost) = d.free_and_stop();
     assert!(
         lost > 0 && stored > 0,
-        "stored {stored}, lost {lost} of {}",
-        sent.len()
+        "stored {stored}, lost {lost} of {sent}"
     );
+    assert_eq!(stored + lost, sent, "each flow stored or in a gap, once");
 }

@@ -67,25 +67,19 @@ pub struct StatsFile<E = EngineStats, F = Failure> {
 
 /// A run of failed attempts of the classifier's work (see
 /// [`StatsFile::last_failure`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Failure {
-    pub since_ms: i64,
-    /// Attempts that failed in a row (the first one included).
-    pub attempts: u64,
-    /// The latest attempt's error.
-    pub error: String,
-    pub recovered_ms: Option<i64>,
-}
+pub use kopek_collector::run::Failure;
 
 /// Reads the stats file a running classifier writes.
 pub fn read_stats(state_dir: &Path) -> Result<StatsFile, ClassifierError> {
+    use kopek_collector::state_file::{ReadError, read_json};
     let p = stats_path(state_dir);
-    let text = std::fs::read(&p).map_err(|source| ClassifierError::Io {
-        what: format!("reading {}", p.display()),
-        source,
-    })?;
-    serde_json::from_slice(&text)
-        .map_err(|e| ClassifierError::Invalid(format!("{}: {e}", p.display())))
+    read_json(&p).map_err(|e| match e {
+        ReadError::Io { source, .. } => ClassifierError::Io {
+            what: format!("reading {}", p.display()),
+            source,
+        },
+        e @ ReadError::Parse { .. } => ClassifierError::Invalid(e.to_string()),
+    })
 }
 
 fn write_stats(
@@ -96,11 +90,6 @@ fn write_stats(
     last_failure: Option<&Failure>,
 ) -> Result<(), ClassifierError> {
     let p = stats_path(state_dir);
-    let tmp = p.with_extension("json.tmp");
-    let io = |source| ClassifierError::Io {
-        what: format!("writing {}", tmp.display()),
-        source,
-    };
     let out = StatsFile {
         engine: s,
         pid: std::process::id(),
@@ -111,8 +100,10 @@ fn write_stats(
     };
     let json =
         serde_json::to_vec_pretty(&out).map_err(|e| ClassifierError::Invalid(e.to_string()))?;
-    std::fs::write(&tmp, json).map_err(io)?;
-    std::fs::rename(&tmp, &p).map_err(io)
+    kopek_collector::state_file::replace(&p, &json).map_err(|source| ClassifierError::Io {
+        what: format!("writing {}", p.display()),
+        source,
+    })
 }
 
 /// Takes the per-state-dir lock: one classifier writes tier 2.
@@ -343,23 +334,7 @@ impl Worker<'_> {
 
     /// Notes a failed attempt (log, stats file) before a pause of `pause`.
     fn failed(&mut self, err: &ClassifierError, pause: Duration) {
-        let now = now_ms();
-        let f = match self.failure.as_mut() {
-            Some(f) if f.recovered_ms.is_none() => {
-                f.attempts += 1;
-                f.error = err.to_string();
-                f.clone()
-            }
-            _ => self
-                .failure
-                .insert(Failure {
-                    since_ms: now,
-                    attempts: 1,
-                    error: err.to_string(),
-                    recovered_ms: None,
-                })
-                .clone(),
-        };
+        let f = Failure::note(&mut self.failure, now_ms(), err.to_string());
         tracing::error!(
             error = %err,
             attempts = f.attempts,
@@ -456,10 +431,9 @@ impl Worker<'_> {
             // Failing until tier 2 has taken a commit again (an ISP's
             // tier 1 grows every second: there is always one to take).
             if let Some(f) = self.failure.as_mut()
-                && f.recovered_ms.is_none()
                 && engine.stats().commits > commits_before
+                && f.end(now_ms())
             {
-                f.recovered_ms = Some(now_ms());
                 *pause = RETRY_FIRST;
                 tracing::info!(attempts = f.attempts, "tier 2 written again");
             }

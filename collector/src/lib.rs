@@ -37,5 +37,6 @@ pub mod record;
 mod recv;
 pub mod run;
 pub mod segment;
+pub mod state_file;
 
 pub use record::{FlowDirection, FlowRecord, LossReason, LossRecord, LossUnit, SourceKind};

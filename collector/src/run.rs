@@ -202,6 +202,70 @@ pub struct StatsSnapshot {
     /// sealed); a file without it whose pid is gone was killed.
     #[serde(default)]
     pub stopped: bool,
+    /// How often the running collector rewrites this file (0: an older
+    /// kopek's file).
+    #[serde(default)]
+    pub stats_interval_ms: u64,
+    /// The last time tier 1 could not be written (a full disk): the
+    /// collector holds blocks in memory meanwhile. `recovered_ms` is `None`
+    /// while it still fails.
+    #[serde(default)]
+    pub last_write_failure: Option<WriteFailure>,
+}
+
+/// A run of failed attempts of a daemon's work, for its stats file: the
+/// collector's writes to tier 1, the classifier's commits to tier 2.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub since_ms: i64,
+    /// Attempts that failed in a row (the first one included).
+    pub attempts: u64,
+    /// The latest attempt's error.
+    pub error: String,
+    pub recovered_ms: Option<i64>,
+}
+
+impl Failure {
+    /// Notes a failed attempt in `slot`: one more of the run going on, or
+    /// the first of a new one at `now_ms`.
+    pub fn note(slot: &mut Option<Failure>, now_ms: i64, error: String) -> &Failure {
+        match slot {
+            Some(f) if f.recovered_ms.is_none() => {
+                f.attempts += 1;
+                f.error = error;
+            }
+            _ => {
+                *slot = Some(Failure {
+                    since_ms: now_ms,
+                    attempts: 1,
+                    error,
+                    recovered_ms: None,
+                })
+            }
+        }
+        slot.as_ref().expect("just set")
+    }
+
+    /// Ends the run at `now_ms` if it goes on; returns whether it did.
+    pub fn end(&mut self, now_ms: i64) -> bool {
+        let going_on = self.recovered_ms.is_none();
+        if going_on {
+            self.recovered_ms = Some(now_ms);
+        }
+        going_on
+    }
+}
+
+/// [`StatsSnapshot::last_write_failure`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct WriteFailure {
+    #[serde(flatten)]
+    pub failure: Failure,
+    /// Bytes of blocks held in memory, waiting for room.
+    pub held_bytes: u64,
+    /// Holding all it may (`collector.segment.hold_bytes`): the sockets
+    /// are not read, the kernel drops what arrives (recorded as gaps).
+    pub paused: bool,
 }
 
 /// A unit of work for the writer: records, then the sequence state of the
@@ -238,6 +302,8 @@ struct Shared {
     spare: Mutex<Vec<Batch>>,
     /// The capture thread's counters.
     pcap: Mutex<Option<PcapStats>>,
+    /// The writer's current or last run of failed writes.
+    write_failure: Mutex<Option<WriteFailure>>,
 }
 
 /// A producer's records on their way into a batch: decoded into `rows`
@@ -328,6 +394,48 @@ impl DecodeSink for FeedSink<'_> {
 const SPARE_BATCHES: usize = WRITER_QUEUE_BATCHES + 4;
 
 impl Shared {
+    /// Notes a failed write; returns the attempts of the run so far.
+    fn failed(&self, e: &SegmentError) -> u64 {
+        let mut slot = self.write_failure.lock().expect("poisoned");
+        let mut run = slot.take().map(|w| w.failure);
+        let attempts = Failure::note(&mut run, now_ms(), e.to_string()).attempts;
+        let (held_bytes, paused) = slot
+            .as_ref()
+            .map_or((0, false), |w| (w.held_bytes, w.paused));
+        *slot = run.map(|failure| WriteFailure {
+            failure,
+            held_bytes,
+            paused,
+        });
+        attempts
+    }
+
+    /// What the writer holds now.
+    fn note_held(&self, seg: &SegmentWriter, paused: bool) {
+        if let Some(w) = self.write_failure.lock().expect("poisoned").as_mut() {
+            w.held_bytes = seg.pending_bytes() as u64;
+            w.paused = paused;
+        }
+    }
+
+    /// Writes succeed again: the run of failures ends.
+    fn written_again(&self) {
+        let mut slot = self.write_failure.lock().expect("poisoned");
+        if let Some(w) = slot.as_mut() {
+            let held = w.held_bytes;
+            if w.failure.end(now_ms()) {
+                w.held_bytes = 0;
+                w.paused = false;
+                tracing::info!(
+                    since_ms = w.failure.since_ms,
+                    attempts = w.failure.attempts,
+                    held_bytes = held,
+                    "tier 1 written again: everything held in memory is on disk"
+                );
+            }
+        }
+    }
+
     fn take_spare(&self) -> Batch {
         let spare = self.spare.lock().expect("poisoned").pop();
         spare.unwrap_or_default()
@@ -420,6 +528,7 @@ impl Collector {
             open_segment: Mutex::new(String::new()),
             spare: Mutex::new(Vec::new()),
             pcap: Mutex::new(None),
+            write_failure: Mutex::new(None),
         });
 
         let opts = WriterOptions {
@@ -560,6 +669,8 @@ impl Collector {
             fsyncs: shared.writer.fsyncs.load(Ordering::Relaxed),
             open_segment: shared.open_segment.lock().expect("poisoned").clone(),
             socket_drops: udp_socket_drops(&self.local_addrs),
+            stats_interval_ms: self.config.collector.stats_interval.as_millis() as u64,
+            last_write_failure: shared.write_failure.lock().expect("poisoned").clone(),
             ..StatsSnapshot::default()
         };
         for r in shared.receivers.lock().expect("poisoned").iter() {
@@ -594,14 +705,11 @@ impl Collector {
 
     fn write_stats(&self, stats: &StatsSnapshot) -> Result<PathBuf, CollectorError> {
         let path = stats_path(&self.config.state_dir, &self.config.collector.name);
-        let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(stats).expect("stats serialize");
-        std::fs::write(&tmp, json)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|source| CollectorError::Io {
-                what: format!("write {}", path.display()),
-                source,
-            })?;
+        crate::state_file::replace(&path, &json).map_err(|source| CollectorError::Io {
+            what: format!("write {}", path.display()),
+            source,
+        })?;
         Ok(path)
     }
 
@@ -1027,6 +1135,52 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How often the writer tries again to write what it holds while the
+/// disk refuses writes.
+const HELD_RETRY: Duration = Duration::from_secs(1);
+
+/// What the writer has published of the open segment's totals.
+#[derive(Default)]
+struct Published {
+    blocks: u64,
+    flows: u64,
+    losses: u64,
+    bytes: u64,
+}
+
+impl Published {
+    /// The counters of a segment just opened (its header not counted).
+    fn of(seg: &SegmentWriter) -> Published {
+        Published {
+            bytes: seg.len_bytes(),
+            ..Published::default()
+        }
+    }
+
+    /// Adds what `seg` wrote since the last call to the shared counters.
+    fn publish(&mut self, seg: &SegmentWriter, w: &WriterCounters) {
+        let f = seg.footer();
+        w.blocks
+            .fetch_add(f.blocks - self.blocks, Ordering::Relaxed);
+        w.flows
+            .fetch_add(f.flow_records - self.flows, Ordering::Relaxed);
+        w.losses
+            .fetch_add(f.loss_records - self.losses, Ordering::Relaxed);
+        w.bytes
+            .fetch_add(seg.len_bytes() - self.bytes, Ordering::Relaxed);
+        (self.blocks, self.flows, self.losses, self.bytes) =
+            (f.blocks, f.flow_records, f.loss_records, seg.len_bytes());
+    }
+}
+
+/// The writer thread: batches from the receivers into the open segment,
+/// which it rotates. When the disk refuses a write (full, or over a
+/// quota) it does not stop: what the segment could not write is held in
+/// memory (`cfg.hold_bytes`) and written once the disk has room, tried
+/// every [`HELD_RETRY`]; with that much held it stops taking batches, so
+/// the receivers stop reading and the kernel drops datagrams, which the
+/// receivers record as gaps when they read again. Any other write error
+/// ends the thread (and the daemon: a restart recovers the segment).
 fn write_loop(
     rx: Receiver<Batch>,
     mut seg: SegmentWriter,
@@ -1038,19 +1192,41 @@ fn write_loop(
 ) -> Result<(), SegmentError> {
     let w = &shared.writer;
     let mut opened = Instant::now();
+    let mut published = Published::of(&seg);
     // Sequence state already in this segment: only changes are written,
     // and a new segment starts with everything.
     let mut written: HashMap<(IpAddr, u32, crate::SourceKind), SeqCheckpoint> = HashMap::new();
     let mut changed: Vec<SeqCheckpoint> = Vec::new();
+    let mut retry_at = Instant::now();
+    let mut paused = false;
     loop {
-        let batch = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(b) => Some(b),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+        let stopping = shared.stop.load(Ordering::Acquire);
+        // Holding all it may: the queue is left to fill (at shutdown it
+        // is taken whatever: the receivers must not wait for ever).
+        let full = seg.is_holding() && seg.pending_bytes() as u64 >= cfg.hold_bytes && !stopping;
+        if full != paused {
+            paused = full;
+            shared.note_held(&seg, paused);
+            if paused {
+                tracing::warn!(
+                    held_bytes = seg.pending_bytes(),
+                    "collector.segment.hold_bytes reached: the sockets are not read until \
+                     the disk has room; what the exporters send meanwhile is dropped by the \
+                     kernel and recorded as gaps"
+                );
+            }
+        }
+        let batch = if full {
+            std::thread::sleep(TICK_INTERVAL);
+            None
+        } else {
+            match rx.recv_timeout(TICK_INTERVAL) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
         };
         if let Some(b) = batch {
-            let before = seg.len_bytes();
-            let blocks_before = seg.footer().blocks;
             changed.clear();
             for cp in &b.checkpoint {
                 let key = (cp.exporter, cp.domain, cp.kind);
@@ -1062,41 +1238,102 @@ fn write_loop(
                     }
                 }
             }
-            seg.append_encoded(&b.flows, &b.losses, &changed)?;
+            if let Err(e) = seg.append_encoded(&b.flows, &b.losses, &changed) {
+                held(&mut seg, e, shared)?;
+                retry_at = Instant::now() + HELD_RETRY;
+            }
             for l in &b.losses {
                 tracing::warn!(
                     exporter = %l.exporter, domain = l.domain, reason = l.reason.as_str(),
                     count = l.count, unit = l.unit.as_str(), "export stream loss recorded"
                 );
             }
-            w.blocks
-                .fetch_add(seg.footer().blocks - blocks_before, Ordering::Relaxed);
-            w.flows.fetch_add(b.flows.flows(), Ordering::Relaxed);
-            w.losses.fetch_add(b.losses.len() as u64, Ordering::Relaxed);
-            w.bytes
-                .fetch_add(seg.len_bytes() - before, Ordering::Relaxed);
             shared.give_back(b);
+            if seg.is_holding() {
+                shared.note_held(&seg, paused);
+            }
+        }
+        if seg.is_holding() && Instant::now() >= retry_at {
+            match seg.write_held() {
+                Ok(()) => shared.written_again(),
+                Err(e) => {
+                    held(&mut seg, e, shared)?;
+                    retry_at = Instant::now() + HELD_RETRY;
+                }
+            }
+        }
+        published.publish(&seg, w);
+        if seg.is_holding() {
+            continue;
         }
         if seg.sync_if_due(Instant::now())? {
             w.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-        if seg.len_bytes() >= cfg.rotate_size_bytes || opened.elapsed() >= cfg.rotate_interval {
-            let next_id = seg.segment_id() + 1;
-            let closed = seg.close(now_ms())?;
+        let due =
+            seg.len_bytes() >= cfg.rotate_size_bytes || opened.elapsed() >= cfg.rotate_interval;
+        if due && Instant::now() >= retry_at {
+            // The next segment first: a disk without room for it leaves
+            // the open one open (tried again in a second).
+            let next = match SegmentWriter::create(
+                store.dir(),
+                &name,
+                seg.segment_id() + 1,
+                now_ms(),
+                opts,
+            ) {
+                Ok(next) => next,
+                Err(e) if e.is_no_space() => {
+                    shared.failed(&e);
+                    retry_at = Instant::now() + HELD_RETRY;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let closed = std::mem::replace(&mut seg, next).close(now_ms())?;
             w.segments_closed.fetch_add(1, Ordering::Relaxed);
             w.fsyncs.fetch_add(1, Ordering::Relaxed);
             tracing::info!(segment = %closed.display(), "segment closed");
-            seg = SegmentWriter::create(store.dir(), &name, next_id, now_ms(), opts)?;
+            published = Published::of(&seg);
             let all: Vec<SeqCheckpoint> = written.values().cloned().collect();
-            seg.append_checkpoint(&all)?;
+            if let Err(e) = seg.append_checkpoint(&all) {
+                held(&mut seg, e, shared)?;
+                retry_at = Instant::now() + HELD_RETRY;
+            }
             *shared.open_segment.lock().expect("poisoned") = seg.path().display().to_string();
             opened = Instant::now();
+            if !seg.is_holding() {
+                shared.written_again();
+            }
         }
     }
-    let closed = seg.close(now_ms())?;
+    let held_bytes = seg.pending_bytes();
+    let closed = seg.close(now_ms()).inspect_err(|e| {
+        tracing::error!(
+            error = %e, held_bytes,
+            "the blocks held in memory could not be written before the stop: \
+             the flows in them are a gap at the next start"
+        )
+    })?;
     w.segments_closed.fetch_add(1, Ordering::Relaxed);
     *shared.open_segment.lock().expect("poisoned") = String::new();
     tracing::info!(segment = %closed.display(), "segment closed at shutdown");
+    Ok(())
+}
+
+/// A write of `seg` failed with `e`: a disk without room makes it hold
+/// (noted for the stats and the log); any other error is returned.
+fn held(seg: &mut SegmentWriter, e: SegmentError, shared: &Shared) -> Result<(), SegmentError> {
+    if !e.is_no_space() {
+        return Err(e);
+    }
+    seg.hold();
+    if shared.failed(&e) == 1 {
+        tracing::error!(
+            error = %e,
+            "tier 1 cannot be written: holding the blocks in memory \
+             (collector.segment.hold_bytes) and writing them as soon as the disk has room"
+        );
+    }
     Ok(())
 }
 

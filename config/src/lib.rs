@@ -253,6 +253,9 @@ pub struct SegmentConfig {
     pub block_records: usize,
     pub block_flush: Duration,
     pub compression: Compression,
+    /// Bytes of written-out blocks held in memory while the disk refuses
+    /// writes (full); past it the collector stops reading its sockets.
+    pub hold_bytes: u64,
 }
 
 /// When written blocks are forced to stable storage.
@@ -415,6 +418,12 @@ impl Config {
             bad(
                 "collector.segment.block_records",
                 format!("must be 1..=65536, got {}", s.block_records),
+            );
+        }
+        if s.hold_bytes > 1 << 34 {
+            bad(
+                "collector.segment.hold_bytes",
+                format!("must be 0..=16 GiB, got {}", s.hold_bytes),
             );
         }
         if !(1..=60_000).contains(&s.block_flush_ms) {
@@ -590,6 +599,7 @@ impl Config {
                     block_records: s.block_records,
                     block_flush: Duration::from_millis(s.block_flush_ms),
                     compression,
+                    hold_bytes: s.hold_bytes,
                 },
                 durability,
                 limits: DecodeLimitsConfig {

@@ -152,6 +152,20 @@ fn a_clock_other_than_exporter_or_arrival_is_rejected() {
 }
 
 #[test]
+fn hold_bytes_past_16_gib_is_rejected() {
+    let err = error_of("[collector.segment]\nhold_bytes = 17179869185\n");
+    assert!(
+        err.contains("collector.segment.hold_bytes") && err.contains("must be 0..=16 GiB"),
+        "{err}"
+    );
+    let err = error_of("[collector.segment]\nhold_bytes = -1\n");
+    assert!(
+        err.contains("line 2") && err.contains("expected u64"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_file_names_the_file() {
     let err = Config::load(Path::new("/nonexistent/kopek.toml"))
         .unwrap_err()

@@ -11,6 +11,9 @@ pub const DEFAULT_SOCKET_BUFFER_BYTES: usize = 4 << 20;
 pub const DEFAULT_STATS_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_ROTATE_INTERVAL_S: u64 = 60;
 pub const DEFAULT_ROTATE_SIZE_BYTES: u64 = 256 << 20;
+/// Flow blocks held in memory while the disk refuses writes (full): at
+/// ~14 bytes a flow, 128 MiB is ~9.6 M flows (~96 s at 100,000 flows/s).
+pub const DEFAULT_HOLD_BYTES: u64 = 128 << 20;
 pub const DEFAULT_BLOCK_RECORDS: usize = 16_384;
 pub const DEFAULT_BLOCK_FLUSH_MS: u64 = 200;
 pub const DEFAULT_COMPRESSION: &str = "zstd";
@@ -222,6 +225,7 @@ pub struct Segment {
     pub block_flush_ms: u64,
     pub compression: String,
     pub zstd_level: i32,
+    pub hold_bytes: u64,
 }
 
 impl Default for Segment {
@@ -233,6 +237,7 @@ impl Default for Segment {
             block_flush_ms: DEFAULT_BLOCK_FLUSH_MS,
             compression: DEFAULT_COMPRESSION.into(),
             zstd_level: DEFAULT_ZSTD_LEVEL,
+            hold_bytes: DEFAULT_HOLD_BYTES,
         }
     }
 }

@@ -132,7 +132,6 @@ struct RaterState {
 
 fn write_stats(state_dir: &Path, st: &mut RaterState, stopped: bool) {
     let p = state_dir.join(STATS_FILE);
-    let tmp = p.with_extension("json.tmp");
     let out = StatsOut {
         cycle: &st.last,
         pid: std::process::id(),
@@ -144,8 +143,7 @@ fn write_stats(state_dir: &Path, st: &mut RaterState, stopped: bool) {
     };
     let ok = serde_json::to_vec_pretty(&out)
         .ok()
-        .and_then(|j| std::fs::write(&tmp, j).ok())
-        .and_then(|_| std::fs::rename(&tmp, &p).ok());
+        .and_then(|j| kopek_collector::state_file::replace(&p, &j).ok());
     // Said once until it works again (a full disk fails every cycle).
     if ok.is_none() && !st.stats_unwritten {
         tracing::warn!(file = %p.display(), "could not write the stats file");

@@ -112,40 +112,19 @@ pub fn exec(config_path: &Path, args: &ClassifierArgs) -> super::Result {
             let s = &file.engine;
             let c = &s.committed;
             outln!("{}", process.headline("classifier", "classifier"));
-            match &file.last_failure {
-                None => {}
-                Some(f) => match f.recovered_ms {
-                    None if !running => outln!(
-                        "  {:<28} since {} ({} attempts, not over when it ended): {}",
-                        "last failure",
-                        time_utc(f.since_ms),
-                        f.attempts,
-                        f.error
-                    ),
-                    None => {
+            if let Some(f) = &file.last_failure {
+                outln!("{}", super::failure_line(f, running));
+                if failing.is_some() {
+                    outln!(
+                        "  nothing is lost: the records since the last commit are read again once tier 2 takes them"
+                    );
+                    if f.error.contains("malformed") || f.error.contains("not a database") {
                         outln!(
-                            "  FAILING since {} ({} attempts, retrying): {}\n  \
-                             nothing is lost: the records since the last commit are read again once tier 2 takes them",
-                            time_utc(f.since_ms),
-                            f.attempts,
-                            f.error
+                            "  tier 2 is damaged: stop the classifier and run \
+                             `kopek classifier rebuild --discard-damaged` (tier 1 keeps every record)"
                         );
-                        if f.error.contains("malformed") || f.error.contains("not a database") {
-                            outln!(
-                                "  tier 2 is damaged: stop the classifier and run \
-                                 `kopek classifier rebuild --discard-damaged` (tier 1 keeps every record)"
-                            );
-                        }
                     }
-                    Some(t) => outln!(
-                        "  {:<28} {} .. {} ({} attempts): {}",
-                        "last failure",
-                        time_utc(f.since_ms),
-                        time_utc(t),
-                        f.attempts,
-                        f.error
-                    ),
-                },
+                }
             }
             outln!("  {:<28} {}", "last commit", time_utc(s.last_commit_ms));
             for (k, v) in [

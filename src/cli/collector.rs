@@ -6,8 +6,9 @@ use std::path::Path;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kopek_collector::run::{StatsSnapshot, serve, stats_path};
+use kopek_collector::state_file::read_json;
 
-use super::format::{OutputFormat, human_count, time_utc};
+use super::format::{OutputFormat, human_bytes, human_count, time_utc};
 
 #[derive(Debug, Args)]
 pub struct CollectorArgs {
@@ -49,25 +50,43 @@ pub fn exec(config_path: &Path, args: &CollectorArgs) -> super::Result {
         CollectorCmd::Stats { format } => {
             let config = super::load_config_or_defaults(config_path)?;
             let path = stats_path(&config.state_dir, &config.collector.name);
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "{}: no stats (has collector {:?} run?)",
-                    path.display(),
+            // The file as written (fields this build does not know
+            // included, for --format json), and as this build reads it.
+            let v: serde_json::Value = read_json(&path).map_err(|e| match e.is_missing() {
+                true => anyhow::anyhow!(
+                    "{e}: no stats (has collector {:?} run?)",
                     config.collector.name
-                )
+                ),
+                false => anyhow::anyhow!("{e}"),
             })?;
-            let s: StatsSnapshot = serde_json::from_str(&text)
+            let s: StatsSnapshot = serde_json::from_value(v.clone())
                 .with_context(|| format!("{}: unreadable stats file", path.display()))?;
+            let running = super::DaemonProcess::from(&s).runs("collector");
+            let failing = s
+                .last_write_failure
+                .as_ref()
+                .filter(|w| w.failure.recovered_ms.is_none() && running);
+            if let Some(w) = failing {
+                eprintln!(
+                    "kopek: tier 1 has not been written since {} ({} attempts): {}; {} held in memory{}",
+                    time_utc(w.failure.since_ms),
+                    w.failure.attempts,
+                    w.failure.error,
+                    human_bytes(w.held_bytes, 1024),
+                    if w.paused {
+                        ", the sockets are not read (what is dropped meanwhile becomes gaps)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             match format {
                 OutputFormat::Json => {
-                    // The file as written (fields this build does not know
-                    // included), and whether its collector runs.
-                    let mut v: serde_json::Value = serde_json::from_str(&text)
-                        .with_context(|| format!("{}: unreadable stats file", path.display()))?;
-                    v["running"] = super::DaemonProcess::from(&s).runs("collector").into();
+                    let mut v = v;
+                    v["running"] = running.into();
                     outln!("{}", serde_json::to_string_pretty(&v)?);
                 }
-                _ => print_stats(&s)?,
+                _ => print_stats(&s, running)?,
             }
             Ok(())
         }
@@ -81,16 +100,31 @@ impl From<&StatsSnapshot> for super::DaemonProcess {
             started_ms: s.started_ms,
             written_ms: s.written_ms,
             stopped: s.stopped,
-            rewritten_every_ms: 0,
+            rewritten_every_ms: s.stats_interval_ms as i64,
         }
     }
 }
 
-fn print_stats(s: &StatsSnapshot) -> super::Result {
+fn print_stats(s: &StatsSnapshot, running: bool) -> super::Result {
     outln!(
         "{}",
         super::DaemonProcess::from(s).headline(&format!("collector {}", s.collector), "collector")
     );
+    if let Some(w) = &s.last_write_failure {
+        outln!("{}", super::failure_line(&w.failure, running));
+        if running && w.failure.recovered_ms.is_none() {
+            outln!(
+                "  {} held in memory, written as soon as the disk has room{}",
+                human_bytes(w.held_bytes, 1024),
+                if w.paused {
+                    "; holding all it may (collector.segment.hold_bytes): the sockets are not \
+                     read, what the exporters send meanwhile is dropped and recorded as gaps"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     outln!(
         "  datagrams received      {:>14}",
         human_count(s.datagrams_received)

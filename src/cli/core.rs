@@ -57,11 +57,11 @@ pub fn exec(config_path: &Path, a: &CoreArgs) -> super::Result {
         Cmd::Stats => {
             let config = super::load_config_or_defaults(config_path)?;
             let p = config.state_dir.join(STATS_FILE);
-            let text = std::fs::read_to_string(&p).map_err(|e| {
-                anyhow::anyhow!("reading {}: {e} (is the core running?)", p.display())
-            })?;
-            let mut v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: unreadable stats file: {e}", p.display()))?;
+            let mut v: serde_json::Value =
+                kopek_collector::state_file::read_json(&p).map_err(|e| match e.is_missing() {
+                    true => anyhow::anyhow!("{e} (is the core running?)"),
+                    false => anyhow::anyhow!("{e}"),
+                })?;
             let process = super::DaemonProcess {
                 pid: v["pid"]
                     .as_u64()

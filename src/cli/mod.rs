@@ -338,6 +338,29 @@ impl DaemonProcess {
     }
 }
 
+/// The stats' line of a daemon's last run of failed attempts: `FAILING`
+/// while the daemon runs and the run goes on; when it ended otherwise.
+pub(crate) fn failure_line(f: &kopek_collector::run::Failure, running: bool) -> String {
+    let since = format::time_utc(f.since_ms);
+    match f.recovered_ms {
+        None if running => format!(
+            "  FAILING since {since} ({} attempts, retrying): {}",
+            f.attempts, f.error
+        ),
+        None => format!(
+            "  {:<28} since {since} ({} attempts, not over when it ended): {}",
+            "last failure", f.attempts, f.error
+        ),
+        Some(t) => format!(
+            "  {:<28} {since} .. {} ({} attempts): {}",
+            "last failure",
+            format::time_utc(t),
+            f.attempts,
+            f.error
+        ),
+    }
+}
+
 /// Whether process `pid` lives and is a kopek `what` daemon (a pid the
 /// kernel gave to another program since is not).
 fn process_runs(pid: u32, what: &str) -> bool {

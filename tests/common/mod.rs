@@ -200,9 +200,9 @@ address = "127.0.0.1"
     }
 
     pub fn stats(&self) -> serde_json::Value {
-        // The file is replaced atomically; a read never sees half of it.
-        let text = std::fs::read_to_string(self.stats_file()).unwrap();
-        serde_json::from_str(&text).unwrap()
+        // Replaced atomically, or (a full disk) rewritten in place and read
+        // again if caught halfway.
+        kopek_collector::state_file::read_json(&self.stats_file()).unwrap()
     }
 
     /// Waits until `flows_written` reaches `n` (or the timeout).

@@ -193,6 +193,25 @@ impl Footer {
         }
     }
 
+    /// What a block of `count` flows adds.
+    pub fn of_flows(count: u32, min_first_ms: i64, max_last_ms: i64) -> Footer {
+        Footer {
+            flow_records: u64::from(count),
+            min_first_ms,
+            max_last_ms,
+            ..Footer::empty()
+        }
+    }
+
+    /// Adds `o`'s records, blocks and time range (not its close time).
+    pub fn add(&mut self, o: &Footer) {
+        self.flow_records += o.flow_records;
+        self.loss_records += o.loss_records;
+        self.blocks += o.blocks;
+        self.min_first_ms = self.min_first_ms.min(o.min_first_ms);
+        self.max_last_ms = self.max_last_ms.max(o.max_last_ms);
+    }
+
     pub fn encode(&self) -> [u8; FOOTER_PAYLOAD_LEN] {
         let mut b = [0u8; FOOTER_PAYLOAD_LEN];
         b[0..8].copy_from_slice(&self.flow_records.to_le_bytes());

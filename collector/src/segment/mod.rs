@@ -54,6 +54,13 @@ pub enum SegmentError {
 }
 
 impl SegmentError {
+    /// The filesystem had no room for a write (full, or over a quota): a
+    /// condition an operator fixes while the collector waits.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, SegmentError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SegmentError {
         let path = path.into();
         move |source| SegmentError::Io { path, source }

@@ -647,3 +647,45 @@ fn a_late_first_ipv6_address_keeps_every_code_exact() {
     check(&recs[2_500..]);
     check(&recs[..1_000]);
 }
+
+/// What is appended while holding stays out of the file until
+/// `write_held`, which writes it (in runs of whole blocks of at most
+/// 1 MiB) so that the file and its footer are the same as if it had
+/// never been held.
+#[test]
+fn held_blocks_are_written_whole_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::create(dir.path(), "main", 1, 5, opts(Compression::None)).unwrap();
+    let a = records(1, 1_000);
+    w.append_flows(&a).unwrap();
+    let written = w.len_bytes();
+    w.hold();
+    assert!(w.is_holding());
+    let b = records(2, 60_000);
+    w.append_batch(&b, 2_000, &[loss(5)], &[]).unwrap();
+    assert_eq!(w.len_bytes(), written, "nothing written while holding");
+    assert_eq!(w.footer().flow_records, 1_000);
+    assert_eq!(w.pending_blocks(), 31);
+    assert!(w.pending_bytes() > 1 << 20, "{}", w.pending_bytes());
+    w.write_held().unwrap();
+    assert!(!w.is_holding());
+    assert_eq!(w.pending_bytes(), 0);
+    assert_eq!(w.footer().flow_records, 61_000);
+    assert_eq!(w.footer().loss_records, 1);
+    assert_eq!(w.footer().blocks, 32);
+    // Written as they come again.
+    let c = records(3, 10);
+    w.append_flows(&c).unwrap();
+    assert_eq!(w.pending_bytes(), 0);
+    let path = w.close(99).unwrap();
+    let (f, l, tail) = read_all(&path);
+    let want: Vec<FlowRecord> = a.into_iter().chain(b).chain(c).collect();
+    assert_eq!(f, want);
+    assert_eq!(l, vec![loss(5)]);
+    assert_eq!(tail, TailState::Clean);
+    let footer = RawStore::new(dir.path()).list().unwrap()[0]
+        .read_footer()
+        .unwrap()
+        .unwrap();
+    assert_eq!((footer.flow_records, footer.blocks), (61_010, 33));
+}

@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,7 +37,15 @@ pub struct SegmentWriter {
     raw: Vec<u8>,
     /// Whole frames not yet written: one `write` per commit.
     pending: Vec<u8>,
-    pending_blocks: u64,
+    /// The pending frames: where each ends in `pending`, and what it adds
+    /// to the footer once written.
+    staged: Vec<Staged>,
+    /// Commits keep their frames pending instead of writing them (the
+    /// disk refused a write; see [`Self::hold`]).
+    holding: bool,
+    /// A write failed: the file may hold part of the pending frames
+    /// beyond `len_bytes` (rewritten in place by the next write).
+    torn: bool,
     zstd: Option<zstd::bulk::Compressor<'static>>,
     last_sync: Instant,
     unsynced: bool,
@@ -65,9 +74,17 @@ impl SegmentWriter {
             collector: collector.to_string(),
         };
         let h = header.encode();
-        file.write_all(&h).map_err(SegmentError::io(&path))?;
-        file.sync_all().map_err(SegmentError::io(&path))?;
-        store::sync_dir(dir)?;
+        let written = file
+            .write_all(&h)
+            .and_then(|()| file.sync_all())
+            .map_err(SegmentError::io(&path))
+            .and_then(|()| store::sync_dir(dir));
+        if let Err(e) = written {
+            // No half-made segment left behind (a disk without room for
+            // the header is tried again with the same id).
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         let zstd = match opts.compression {
             Compression::None => None,
             Compression::Zstd { level } => {
@@ -85,7 +102,9 @@ impl SegmentWriter {
             encoder: FlowBlockEncoder::default(),
             raw: Vec::with_capacity(1 << 20),
             pending: Vec::with_capacity(1 << 20),
-            pending_blocks: 0,
+            staged: Vec::new(),
+            holding: false,
+            torn: false,
             zstd,
             last_sync: Instant::now(),
             unsynced: false,
@@ -109,9 +128,71 @@ impl SegmentWriter {
         &self.path
     }
 
-    /// Running totals of what this segment holds so far.
+    /// Running totals of what this segment holds so far (written blocks;
+    /// pending ones are not counted).
     pub fn footer(&self) -> Footer {
         self.footer
+    }
+
+    /// Bytes of frames appended but not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Keeps what is appended from now on in memory instead of writing it,
+    /// until [`Self::write_held`] succeeds: for a disk that refused a write
+    /// (full), so that the writer's owner can go on taking flows while it
+    /// waits for room. A crash while holding loses what is held, never what
+    /// was written (the file ends with whole blocks or a torn tail that
+    /// recovery cuts).
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.holding
+    }
+
+    /// Tries to write everything held, whole blocks at a time, each run of
+    /// them given its room first (`fallocate`), so that a disk with a
+    /// little room takes what fits and is not filled by a write that
+    /// fails halfway. When all of it is written, appends are written again
+    /// as they come; otherwise the rest stays held.
+    pub fn write_held(&mut self) -> Result<(), SegmentError> {
+        let (mut frames, mut off) = (0, 0);
+        let res = loop {
+            let Some(first) = self.staged.get(frames) else {
+                break Ok(());
+            };
+            // Frames up to HELD_CHUNK bytes (at least one).
+            let mut end = first.end;
+            let mut k = frames + 1;
+            while let Some(next) = self.staged.get(k).filter(|f| f.end - off <= HELD_CHUNK) {
+                end = next.end;
+                k += 1;
+            }
+            let chunk = &self.pending[off..end];
+            let written = reserve(&self.file, self.len_bytes, chunk.len())
+                .and_then(|()| self.file.write_all_at(chunk, self.len_bytes));
+            if let Err(e) = written {
+                self.torn = true;
+                break Err(SegmentError::io(&self.path)(e));
+            }
+            self.len_bytes += chunk.len() as u64;
+            for f in &self.staged[frames..k] {
+                self.footer.add(&f.adds);
+            }
+            (frames, off) = (k, end);
+        };
+        self.pending.drain(..off);
+        self.staged.drain(..frames);
+        for f in &mut self.staged {
+            f.end -= off;
+        }
+        self.unsynced |= frames > 0;
+        res?;
+        self.holding = false;
+        self.written_whole()
     }
 
     /// Writes `records` as one or more blocks. When this returns the blocks
@@ -160,10 +241,8 @@ impl SegmentWriter {
         checkpoint: &[SeqCheckpoint],
     ) -> Result<(), SegmentError> {
         for (b, payload) in flows.iter() {
-            self.write_block(BlockKind::Flows, b.count, true, payload)?;
-            self.footer.min_first_ms = self.footer.min_first_ms.min(b.min_first_ms);
-            self.footer.max_last_ms = self.footer.max_last_ms.max(b.max_last_ms);
-            self.footer.flow_records += u64::from(b.count);
+            let adds = Footer::of_flows(b.count, b.min_first_ms, b.max_last_ms);
+            self.write_block(BlockKind::Flows, b.count, true, payload, adds)?;
         }
         self.push_losses(losses)?;
         self.push_checkpoint(checkpoint)?;
@@ -179,14 +258,15 @@ impl SegmentWriter {
         for chunk in records.chunks(block_records.clamp(1, MAX_BLOCK_RECORDS)) {
             let mut raw = std::mem::take(&mut self.raw);
             self.encoder.encode(chunk, &mut raw);
-            let written = self.write_block(BlockKind::Flows, chunk.len() as u32, true, &raw);
+            let (min_first_ms, max_last_ms) =
+                chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                    (lo.min(r.first_ms), hi.max(r.last_ms))
+                });
+            let count = chunk.len() as u32;
+            let adds = Footer::of_flows(count, min_first_ms, max_last_ms);
+            let written = self.write_block(BlockKind::Flows, count, true, &raw, adds);
             self.raw = raw;
             written?;
-            for r in chunk {
-                self.footer.min_first_ms = self.footer.min_first_ms.min(r.first_ms);
-                self.footer.max_last_ms = self.footer.max_last_ms.max(r.last_ms);
-            }
-            self.footer.flow_records += chunk.len() as u64;
         }
         Ok(())
     }
@@ -195,10 +275,14 @@ impl SegmentWriter {
         for chunk in records.chunks(MAX_BLOCK_RECORDS) {
             let mut raw = std::mem::take(&mut self.raw);
             encode_losses(chunk, &mut raw);
-            let written = self.write_block(BlockKind::Losses, chunk.len() as u32, false, &raw);
+            let count = chunk.len() as u32;
+            let adds = Footer {
+                loss_records: chunk.len() as u64,
+                ..Footer::empty()
+            };
+            let written = self.write_block(BlockKind::Losses, count, false, &raw, adds);
             self.raw = raw;
             written?;
-            self.footer.loss_records += chunk.len() as u64;
         }
         Ok(())
     }
@@ -207,7 +291,9 @@ impl SegmentWriter {
         if !entries.is_empty() {
             let mut raw = std::mem::take(&mut self.raw);
             encode_checkpoints(entries, &mut raw);
-            let written = self.write_block(BlockKind::Checkpoint, entries.len() as u32, true, &raw);
+            let count = entries.len() as u32;
+            let written =
+                self.write_block(BlockKind::Checkpoint, count, true, &raw, Footer::empty());
             self.raw = raw;
             written?;
         }
@@ -216,21 +302,39 @@ impl SegmentWriter {
 
     /// Blocks appended but not yet written to the file.
     pub fn pending_blocks(&self) -> u64 {
-        self.pending_blocks
+        self.staged.len() as u64
     }
 
+    /// Writes the pending frames in one `write` at the end of what is
+    /// written, unless holding.
     fn commit(&mut self) -> Result<(), SegmentError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.holding {
             return Ok(());
         }
-        self.file
-            .write_all(&self.pending)
-            .map_err(SegmentError::io(&self.path))?;
+        if let Err(e) = self.file.write_all_at(&self.pending, self.len_bytes) {
+            // Part of it may be in the file: a prefix of what the next
+            // write puts in the same place.
+            self.torn = true;
+            return Err(SegmentError::io(&self.path)(e));
+        }
         self.len_bytes += self.pending.len() as u64;
-        self.footer.blocks += self.pending_blocks;
+        for f in self.staged.drain(..) {
+            self.footer.add(&f.adds);
+        }
         self.pending.clear();
-        self.pending_blocks = 0;
         self.unsynced = true;
+        self.written_whole()
+    }
+
+    /// Everything pending is written: the file ends there, and is synced
+    /// if every block must be.
+    fn written_whole(&mut self) -> Result<(), SegmentError> {
+        if self.torn {
+            self.file
+                .set_len(self.len_bytes)
+                .map_err(SegmentError::io(&self.path))?;
+            self.torn = false;
+        }
         if self.opts.durability == Durability::EveryBlock {
             self.sync()?;
         }
@@ -247,6 +351,7 @@ impl SegmentWriter {
         count: u32,
         compress: bool,
         raw: &[u8],
+        adds: Footer,
     ) -> Result<(), SegmentError> {
         let start = self.pending.len();
         let payload_at = start + FRAME_LEN;
@@ -271,7 +376,10 @@ impl SegmentWriter {
         }
         let (head, payload) = self.pending[start..].split_at_mut(FRAME_LEN);
         Frame::write(head, kind, codec, raw.len(), count, payload);
-        self.pending_blocks += 1;
+        self.staged.push(Staged {
+            end: self.pending.len(),
+            adds: Footer { blocks: 1, ..adds },
+        });
         Ok(())
     }
 
@@ -303,9 +411,44 @@ impl SegmentWriter {
     /// Writes the footer, fsyncs, renames `.open` to `.kseg` and fsyncs the
     /// directory. Returns the closed segment's path.
     pub fn close(mut self, now_ms: i64) -> Result<PathBuf, SegmentError> {
-        self.commit()?;
+        self.write_held()?;
         self.footer.closed_ms = now_ms;
         store::seal(&self.dir, &self.path, &mut self.file, self.footer)
+    }
+}
+
+/// A frame appended and not yet written.
+struct Staged {
+    /// Where it ends in the pending buffer.
+    end: usize,
+    /// What it adds to the footer.
+    adds: Footer,
+}
+
+/// At most this much is written at once from what is held.
+const HELD_CHUNK: usize = 1 << 20;
+
+/// Allocates `len` bytes of `file` at `offset` without changing its size,
+/// so that a write there cannot fail for room: all of it or nothing
+/// (`ENOSPC`). A filesystem without `fallocate` is left to the write.
+fn reserve(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => Ok(()),
+        _ => Err(e),
     }
 }
 
