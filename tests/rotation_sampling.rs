@@ -15,9 +15,24 @@ use kopek_collector::generator::{
 /// The flows' datagrams, the records tier 1 should hold, and the export
 /// time the datagrams carry.
 fn encode(enc: &mut dyn Encoder, seed: u64, n: usize) -> (DatagramBatch, Vec<FlowRecord>, i64) {
+    encode_shifted(enc, seed, n, 0)
+}
+
+/// [`encode`] with every time of the generated flows moved by `shift_ms`
+/// (an exporter whose clock is that far off).
+fn encode_shifted(
+    enc: &mut dyn Encoder,
+    seed: u64,
+    n: usize,
+    shift_ms: i64,
+) -> (DatagramBatch, Vec<FlowRecord>, i64) {
     let mut g = FlowGen::new(seed, GenProfile::default()).unwrap();
     let mut flows = Vec::new();
     g.fill(&mut flows, n);
+    for f in &mut flows {
+        f.first_ms += shift_ms;
+        f.last_ms += shift_ms;
+    }
     let mut batch = DatagramBatch::new();
     let export_ms = flows.iter().map(|f| f.last_ms).max().unwrap() + 1_000;
     enc.encode_into(&flows, export_ms, &mut batch).unwrap();
@@ -180,6 +195,16 @@ fn an_exporter_read_by_the_arrival_clock_is_stamped_by_the_collector() {
     };
     assert!(text.contains(&shown), "{shown:?} missing in {text}");
     c.stop();
+    assert_stamped_on_arrival(&c, &expected, lo..=hi);
+}
+
+/// Every record `c` stored is the flow `expected` moved by a shift in
+/// `shifts` (arrival minus export time), its duration kept.
+fn assert_stamped_on_arrival(
+    c: &Collector,
+    expected: &[FlowRecord],
+    shifts: std::ops::RangeInclusive<i64>,
+) {
     let dump = c.raw(&["dump", "--format", "csv"]);
     let text = String::from_utf8(dump.stdout).unwrap();
     let got: Vec<(i64, i64)> = text
@@ -191,9 +216,45 @@ fn an_exporter_read_by_the_arrival_clock_is_stamped_by_the_collector() {
         })
         .collect();
     assert_eq!(got.len(), expected.len());
-    for ((first, last), want) in got.iter().zip(&expected) {
+    for ((first, last), want) in got.iter().zip(expected) {
         let shift = first - want.first_ms;
-        assert!((lo..=hi).contains(&shift), "{shift} not in {lo}..={hi}");
+        assert!(shifts.contains(&shift), "{shift} not in {shifts:?}");
         assert_eq!(last - first, want.last_ms - want.first_ms);
     }
+}
+
+/// A router whose clock is far ahead (in 2099 here) under the default
+/// `clock = "exporter"`: its flows are read by the arrival time all the
+/// same — no flow is seen in the future, and by its own clock its traffic
+/// would land in a billing period 70 years away — durations kept, the
+/// skew shown for the operator.
+#[test]
+fn an_exporter_clock_far_ahead_is_read_by_arrival_unasked() {
+    let mut c = Collector::start("");
+    let mut enc = V5Encoder::new(V5Config::default()).unwrap();
+    // The generator's flows are of 2024: moved into 2099.
+    let (batch, expected, export_ms) = encode_shifted(&mut enc, 25, 600, 75 * 365 * 86_400_000);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = now_ms();
+    for d in batch.iter() {
+        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
+    }
+    let n = expected.len() as u64;
+    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
+    let after = now_ms();
+    let (lo, hi) = (before - export_ms, after - export_ms);
+    assert!(hi < -70 * 365 * 86_400_000, "the exports are in 2099");
+    // The receivers publish their counters a moment after the writer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !c.stats()["exporters"]["local"]["clock_skew_ms"]
+        .as_i64()
+        .is_some_and(|skew| (lo..=hi).contains(&skew))
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", c.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = common::classify::kopek(&c.config, &["collector", "stats"]);
+    assert!(text.contains(" +7"), "the skew (+7x y) missing in {text}");
+    c.stop();
+    assert_stamped_on_arrival(&c, &expected, lo..=hi);
 }

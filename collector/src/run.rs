@@ -167,6 +167,11 @@ fn note_clock_skew(exporter: IpAddr, e: &mut ExporterStats, arrival_clock: bool,
             name = %e.name, %exporter, skew_s = e.clock_skew_ms / 1000,
             "exporter clock is {secs} {how} the collector's; its flows are read by the arrival time (clock = \"arrival\")"
         );
+    } else if e.clock_skew_ms < -crate::decode::CLOCK_AHEAD_MAX_MS {
+        tracing::warn!(
+            name = %e.name, %exporter, skew_s = e.clock_skew_ms / 1000,
+            "exporter clock is {secs} ahead of the collector's: no flow is seen in the future, so its flows are read by the arrival time (as with clock = \"arrival\"); fix its clock (NTP)"
+        );
     } else {
         tracing::warn!(
             name = %e.name, %exporter, skew_s = e.clock_skew_ms / 1000,

@@ -189,6 +189,24 @@ pub struct ExporterOpts {
     pub arrival_clock: bool,
 }
 
+/// An exporter clock more than this ahead of the collector's is read by
+/// the arrival time whatever the config says: no flow is observed in the
+/// future, and its traffic would otherwise land in hours (or years) to
+/// come — in a tariff zone, a billing period and under address holders
+/// that do not exist yet. Network delay is milliseconds; NTP keeps clocks
+/// within far less.
+pub const CLOCK_AHEAD_MAX_MS: i64 = 5 * 60_000;
+
+impl ExporterOpts {
+    /// Whether the times of a datagram exported at `export_ms` (by the
+    /// exporter's clock) and arriving at `now_ms` are read by its arrival:
+    /// configured so, or the exporter's clock is more than
+    /// [`CLOCK_AHEAD_MAX_MS`] ahead.
+    pub fn reads_by_arrival(&self, export_ms: i64, now_ms: i64) -> bool {
+        self.arrival_clock || export_ms.saturating_sub(now_ms) > CLOCK_AHEAD_MAX_MS
+    }
+}
+
 /// The stateful decoder: templates, options, held data and sequence state
 /// of every exporter. One per receiving thread.
 #[derive(Debug)]

@@ -366,7 +366,7 @@ impl Decoder {
         // Added to every time of the datagram's records: all of them are
         // read by the exporter's clock (absolute, or relative to its
         // uptime at export time).
-        let shift_ms = if opts.arrival_clock {
+        let shift_ms = if opts.reads_by_arrival(hdr.export_ms, now_ms) {
             now_ms - hdr.export_ms
         } else {
             0

@@ -959,3 +959,70 @@ fn an_unset_exporter_clock_is_reported_and_read_by_arrival_when_configured() {
         assert_eq!(t.d.clock_skew_ms(ip(5)), None);
     }
 }
+
+/// An exporter clock ahead of the collector's: up to five minutes its
+/// times stand (as with any clock); further ahead (2099 here, a year, an
+/// hour) they are read by the arrival time whatever `clock` says, since no
+/// flow is seen in the future — v5 and v9 (uptime-relative) and IPFIX
+/// (absolute) alike.
+#[test]
+fn a_clock_far_ahead_is_read_by_arrival_even_unconfigured() {
+    let now_secs = (NOW_MS / 1000) as u32;
+    for (ahead_s, moved) in [
+        (4 * 60, false),
+        (5 * 60 + 1, true),
+        (3_600, true),
+        (4_070_908_800 - now_secs, true), // 2099-01-01
+    ] {
+        let export_secs = now_secs + ahead_s;
+        let export_ms = i64::from(export_secs) * 1000;
+        let mut v5 = V5::new(0);
+        v5.unix_secs = export_secs;
+        v5.unix_nsecs = 0;
+        let v5 = v5.build(&[Flow::v4(1)]);
+        let mut v9 = Msg::v9(1, 0);
+        v9.export_secs = export_secs;
+        let v9 = v9
+            .template(300, V9_V4_FIELDS)
+            .data(300, V9_V4_FIELDS, &[Flow::v4(1)])
+            .build();
+        let mut f = Flow::v6(1);
+        f.start_ms = export_ms - 90_000;
+        f.end_ms = export_ms - 10_000;
+        let mut ipfix = Msg::ipfix(0, 0);
+        ipfix.export_secs = export_secs;
+        let ipfix = ipfix
+            .template(256, IPFIX_V6_FIELDS)
+            .data(256, IPFIX_V6_FIELDS, &[f])
+            .build();
+        let shift = if moved { NOW_MS - export_ms } else { 0 };
+        let mut t = T::new();
+        for (i, (d, (first, last))) in [
+            (&v5, (export_ms - 9_999, export_ms - 999)),
+            (&v9, (export_ms - 9_999, export_ms - 999)),
+            (&ipfix, (export_ms - 90_000, export_ms - 10_000)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.flows.clear();
+            let from = ip(i as u8 + 1);
+            t.d.decode(
+                from,
+                NOW_MS,
+                ExporterOpts::default(),
+                d,
+                &mut t.flows,
+                &mut t.losses,
+            )
+            .unwrap();
+            let got: Vec<_> = t.flows.iter().map(|r| (r.first_ms, r.last_ms)).collect();
+            assert_eq!(
+                got,
+                vec![(first + shift, last + shift)],
+                "{ahead_s} s ahead, exporter {i}"
+            );
+            assert_eq!(t.d.clock_skew_ms(from), Some(NOW_MS - export_ms));
+        }
+    }
+}

@@ -194,7 +194,7 @@ impl Decoder {
         if let Some(e) = self.exporters.get_mut(&exporter) {
             e.clock_skew_ms = skew_ms;
         }
-        if opts.arrival_clock {
+        if opts.reads_by_arrival(export_ms, now_ms) {
             // Every time is relative to the export time (uptimes): read
             // from the arrival instead.
             export_ms = now_ms;
