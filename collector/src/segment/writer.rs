@@ -192,6 +192,9 @@ impl SegmentWriter {
         self.unsynced |= frames > 0;
         res?;
         self.holding = false;
+        // What a long hold grew is given back (it doubles as it grows:
+        // up to twice `hold_bytes`).
+        self.pending.shrink_to(PENDING_KEPT);
         self.written_whole()
     }
 
@@ -427,6 +430,8 @@ struct Staged {
 
 /// At most this much is written at once from what is held.
 const HELD_CHUNK: usize = 1 << 20;
+/// The pending buffer's capacity kept after a hold.
+const PENDING_KEPT: usize = 4 << 20;
 
 /// Allocates `len` bytes of `file` at `offset` without changing its size,
 /// so that a write there cannot fail for room: all of it or nothing
