@@ -346,6 +346,51 @@ fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
     same_as_a_clean_run(&config, &state, work.path(), "a locked tier 2");
 }
 
+/// `tier2.sqlite` removed under a running classifier (an operator's `rm`,
+/// or a restored copy renamed over it): the daemon would go on committing
+/// into the unlinked file, which the core and the reports no longer see.
+/// It notices within a second, opens the file that is there now (a new,
+/// empty one) and counts all of tier 1 into it from there, as a restart
+/// would: in the end the same rows as a clean run, from the same process.
+#[test]
+fn a_tier2_removed_under_the_classifier_is_made_again_from_tier1() {
+    let work = tempfile::tempdir().unwrap();
+    let mut collector = Collector::start(&classifier_config(work.path()));
+    let config = collector.config.clone();
+    let state = collector.state_dir().to_path_buf();
+    let mut classifier = Classifier::start(&config, &state);
+    let flows = FLOWS / 4;
+    let gen_child = stream(collector.port, flows, RATE / 4, 12);
+    wait_for_a_commit(&mut classifier);
+    for f in ["tier2.sqlite", "tier2.sqlite-wal", "tier2.sqlite-shm"] {
+        let _ = std::fs::remove_file(state.join(f));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        classifier.assert_running();
+        let st = classifier.stats();
+        if st["last_failure"]["recovered_ms"].is_i64() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "not made again in 30 s: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = st["last_failure"]["error"].as_str().unwrap();
+    assert!(error.contains("tier2.sqlite was removed"), "{st}");
+    assert!(state.join("tier2.sqlite").exists());
+
+    let out = gen_child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kopek gen failed");
+    let stored = settled_flows(&collector, flows);
+    collector.stop();
+    wait_caught_up(&state, "after tier 2 was made again", &mut classifier);
+    classifier.stop();
+    let t1 = tier1_totals(&config);
+    assert_eq!(t1.0 as u64, stored);
+    adds_up_to_tier1(&state, t1);
+    same_as_a_clean_run(&config, &state, work.path(), "a removed tier 2");
+}
+
 /// A tier 2 damaged on disk (a table's pages overwritten: a bad sector, a
 /// copy taken while it was written): a plain rebuild refuses it and names
 /// `--discard-damaged`; that builds a new tier 2 from tier 1 alone, sound

@@ -1401,6 +1401,12 @@ impl Engine {
         }
     }
 
+    /// Whether tier 2's file was deleted or replaced under the engine
+    /// ([`SqliteTier2::replaced`]).
+    pub fn tier2_replaced(&self) -> Option<String> {
+        self.store.replaced()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -442,6 +442,12 @@ impl Worker<'_> {
                 last_maintain = Some(Instant::now());
             }
             if last_stats.elapsed() >= STATS_EVERY {
+                // Commits into a file nobody else sees any more: open the
+                // one that is there now (as a restart would), and count
+                // tier 1 into it from its own read positions.
+                if let Some(why) = engine.tier2_replaced() {
+                    return Err(ClassifierError::Invalid(why));
+                }
                 self.write_stats(engine.stats(), false);
                 last_stats = Instant::now();
             }

@@ -215,11 +215,19 @@ pub trait Tier2 {
 pub struct SqliteTier2 {
     conn: Connection,
     path: PathBuf,
+    /// (device, inode) of the file when it was opened.
+    file_id: Option<(u64, u64)>,
     /// The zone of `traffic_daily`'s days, once [`Self::daily_zone`] has
     /// made the table agree with it (retention then removes whole days).
     daily_tz: Option<Tz>,
     /// [`DAILY_FROM_KEY`] as this connection last set or read it.
     daily_from: i64,
+}
+
+/// (device, inode) of the file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl std::fmt::Debug for SqliteTier2 {
@@ -369,6 +377,7 @@ impl SqliteTier2 {
         migrate(&conn).map_err(err)?;
         register_sql_functions(&conn).map_err(err)?;
         Ok(SqliteTier2 {
+            file_id: file_id(&path),
             conn,
             path,
             daily_tz: None,
@@ -382,6 +391,7 @@ impl SqliteTier2 {
         Ok(SqliteTier2 {
             conn: SqliteTier2::open_read(state_dir)?,
             path: state_dir.join(TIER2_FILE),
+            file_id: None,
             daily_tz: None,
             daily_from: i64::MIN,
         })
@@ -415,6 +425,25 @@ impl SqliteTier2 {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file at [`Self::path`] is no longer the one this
+    /// connection writes (deleted, or another renamed over it): then what
+    /// it commits reaches nobody — the core and the reports open the new
+    /// file — and it must open that one. Says how.
+    pub fn replaced(&self) -> Option<String> {
+        let opened = self.file_id?;
+        match file_id(&self.path) {
+            Some(now) if now == opened => None,
+            Some(_) => Some(format!(
+                "{} was replaced by another file since it was opened",
+                self.path.display()
+            )),
+            None => Some(format!(
+                "{} was removed since it was opened",
+                self.path.display()
+            )),
+        }
     }
 
     /// Prepares a new tier 2 for a rebuild from `live`: its bucket width,
