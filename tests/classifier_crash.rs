@@ -391,6 +391,65 @@ fn a_tier2_removed_under_the_classifier_is_made_again_from_tier1() {
     same_as_a_clean_run(&config, &state, work.path(), "a removed tier 2");
 }
 
+/// `retention.raw_max_bytes` on a daemon started over a tier 1 twice that
+/// size: once it has counted everything (and the host detail of its
+/// hours) it removes the segments with the oldest records until tier 1 is
+/// below the limit; tier 2 still holds every record.
+#[test]
+fn the_daemon_keeps_tier1_below_raw_max_bytes() {
+    let work = tempfile::tempdir().unwrap();
+    let mut collector = Collector::start(&classifier_config(work.path()));
+    let config = collector.config.clone();
+    let state = collector.state_dir().to_path_buf();
+    let flows = FLOWS / 4;
+    let out = stream(collector.port, flows, RATE / 4, 13)
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "kopek gen failed");
+    let stored = settled_flows(&collector, flows);
+    collector.stop();
+    let t1 = tier1_totals(&config);
+    assert_eq!(t1.0 as u64, stored);
+    let raw = kopek_collector::segment::RawStore::new(state.join("raw"));
+    let size = || -> u64 { raw.list().unwrap().iter().map(|s| s.size_bytes).sum() };
+    let (before, segments) = (size(), raw.list().unwrap().len());
+    assert!(segments >= 4, "{segments} segments");
+    let max = before / 2;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "raw_days = 0",
+            &format!("raw_days = 0\nraw_max_bytes = {max}"),
+        ),
+    )
+    .unwrap();
+
+    let mut classifier = Classifier::start(&config, &state);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while size() > max {
+        classifier.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "tier 1 still {} > {max} after 60 s",
+            size()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = raw.list().unwrap();
+    assert!(
+        !left.is_empty() && left.len() < segments,
+        "{} of {segments} left",
+        left.len()
+    );
+    // The oldest went: what is left is the newest ids.
+    let first_left = left.iter().map(|s| s.id).min().unwrap();
+    assert_eq!(left.len() as u64, segments as u64 - (first_left - 1));
+    wait_caught_up(&state, "after trimming", &mut classifier);
+    classifier.stop();
+    adds_up_to_tier1(&state, t1);
+}
+
 /// A tier 2 damaged on disk (a table's pages overwritten: a bad sector, a
 /// copy taken while it was written): a plain rebuild refuses it and names
 /// `--discard-damaged`; that builds a new tier 2 from tier 1 alone, sound

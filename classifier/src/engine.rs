@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kopek_collector::LossRecord;
 use kopek_collector::segment::{
-    Block, FlowColumns, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
+    Block, FlowColumns, Footer, RawStore, SegmentInfo, SegmentReader, SegmentState, TailState,
 };
 use kopek_config::Config;
 
@@ -1318,6 +1318,86 @@ impl Engine {
         Ok(d)
     }
 
+    /// Sealed tier-1 segments fully counted (committed) whose records'
+    /// hours have their host detail (which is computed from tier 1 after
+    /// an hour ends), with footers.
+    fn counted_segments(&self) -> Result<Vec<(SegmentInfo, Footer)>, ClassifierError> {
+        let hosts_pending_from = self
+            .store
+            .hosts_pending(i64::MAX, 1)?
+            .first()
+            .map(|&(hour_ms, _)| hour_ms);
+        let mut out = Vec::new();
+        for seg in self.raw.list()? {
+            let key = (seg.collector.clone(), seg.id);
+            let done = self.progress.get(&key).is_some_and(|p| p.done);
+            if !done || seg.state != SegmentState::Closed {
+                continue;
+            }
+            if let Some(footer) = seg.read_footer()?
+                && hosts_pending_from.is_none_or(|h| footer.max_last_ms < h)
+            {
+                out.push((seg, footer));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a counted segment (its end noted first: a rebuild of tier
+    /// 2 keeps the rows of that time, which tier 1 can no longer give; an
+    /// interrupted removal only makes it keep a little more).
+    fn remove_segment(
+        &mut self,
+        seg: &SegmentInfo,
+        footer: &Footer,
+    ) -> Result<(), ClassifierError> {
+        let noted = self
+            .store
+            .meta(RAW_REMOVED_KEY)?
+            .and_then(|v| v.parse::<i64>().ok());
+        if noted.is_none_or(|n| n < footer.max_last_ms) {
+            self.store
+                .set_meta(RAW_REMOVED_KEY, &footer.max_last_ms.to_string())?;
+        }
+        std::fs::remove_file(&seg.path).map_err(|source| ClassifierError::Io {
+            what: format!("removing {}", seg.path.display()),
+            source,
+        })?;
+        self.store.forget_segment(&seg.collector, seg.id)?;
+        self.progress.remove(&(seg.collector.clone(), seg.id));
+        Ok(())
+    }
+
+    /// Keeps tier 1 below `retention.raw_max_bytes` (if set): removes the
+    /// sealed, fully counted segments with the oldest records first until
+    /// it is, never one not yet counted. Returns (segments removed, bytes
+    /// tier 1 is still over the limit).
+    pub fn trim_raw(&mut self, now_ms: i64) -> Result<(usize, u64), ClassifierError> {
+        let max = self.config.retention.raw_max_bytes;
+        if max == 0 {
+            return Ok((0, 0));
+        }
+        let total: u64 = self.raw.list()?.iter().map(|s| s.size_bytes).sum();
+        if total <= max {
+            return Ok((0, 0));
+        }
+        // Every position read so far committed: a segment is removed only
+        // once tier 2 holds its records for good.
+        self.flush(now_ms)?;
+        let mut counted = self.counted_segments()?;
+        counted.sort_by_key(|(seg, f)| (f.max_last_ms, f.closed_ms, seg.id));
+        let (mut over, mut removed) = (total - max, 0);
+        for (seg, footer) in &counted {
+            if over == 0 {
+                break;
+            }
+            self.remove_segment(seg, footer)?;
+            over = over.saturating_sub(seg.size_bytes);
+            removed += 1;
+        }
+        Ok((removed, over))
+    }
+
     /// Retention and hosts compaction; run about hourly.
     pub fn maintain(&mut self, now_ms: i64) -> Result<(), ClassifierError> {
         self.flush(now_ms)?;
@@ -1328,33 +1408,9 @@ impl Engine {
             .prune(traffic_cut(now_ms, r.traffic_days), cut(r.top_hosts_days))?;
         let mut removed_segments = 0;
         if let Some(cut) = cut(r.raw_days) {
-            for seg in self.raw.list()? {
-                let key = (seg.collector.clone(), seg.id);
-                let done = self.progress.get(&key).is_some_and(|p| p.done);
-                if !done || seg.state != SegmentState::Closed {
-                    continue;
-                }
-                let Some(footer) = seg.read_footer()? else {
-                    continue;
-                };
+            for (seg, footer) in self.counted_segments()? {
                 if footer.closed_ms < cut && footer.max_last_ms < cut {
-                    // Noted before the file goes: a rebuild of tier 2 must
-                    // keep the rows of this time (an interrupted removal
-                    // only makes it keep a little more).
-                    let noted = self
-                        .store
-                        .meta(RAW_REMOVED_KEY)?
-                        .and_then(|v| v.parse::<i64>().ok());
-                    if noted.is_none_or(|n| n < footer.max_last_ms) {
-                        self.store
-                            .set_meta(RAW_REMOVED_KEY, &footer.max_last_ms.to_string())?;
-                    }
-                    std::fs::remove_file(&seg.path).map_err(|source| ClassifierError::Io {
-                        what: format!("removing {}", seg.path.display()),
-                        source,
-                    })?;
-                    self.store.forget_segment(&key.0, key.1)?;
-                    self.progress.remove(&key);
+                    self.remove_segment(&seg, &footer)?;
                     removed_segments += 1;
                 }
             }

@@ -259,6 +259,66 @@ pub fn serve(config_path: &Path) -> Result<(), ClassifierError> {
     }
 }
 
+/// How often tier 1 is checked against `retention.raw_max_bytes`.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// How often tier 1 still over the limit is said again.
+const OVER_SAID_EVERY: Duration = Duration::from_secs(600);
+
+/// Keeps tier 1 below `retention.raw_max_bytes` ([`Engine::trim_raw`]):
+/// first once idle (caught up, host detail done: what was counted by then
+/// can go), then every [`TRIM_EVERY`].
+struct Trim {
+    started: Instant,
+    last: Option<Instant>,
+    over_said: Option<Instant>,
+}
+
+impl Trim {
+    fn new() -> Trim {
+        Trim {
+            started: Instant::now(),
+            last: None,
+            over_said: None,
+        }
+    }
+
+    fn when_due(&mut self, engine: &mut Engine, idle: bool) -> Result<(), ClassifierError> {
+        let due = match self.last {
+            None => idle || self.started.elapsed() >= TRIM_EVERY,
+            Some(t) => t.elapsed() >= TRIM_EVERY,
+        };
+        if !due {
+            return Ok(());
+        }
+        self.last = Some(Instant::now());
+        let (removed, over) = engine.trim_raw(now_ms())?;
+        let max = engine.config().retention.raw_max_bytes;
+        if removed > 0 {
+            tracing::info!(
+                segments = removed,
+                raw_max_bytes = max,
+                "tier-1 segments removed (retention.raw_max_bytes: the oldest, counted)"
+            );
+        }
+        if over == 0 {
+            self.over_said = None;
+        } else if self
+            .over_said
+            .is_none_or(|t| t.elapsed() >= OVER_SAID_EVERY)
+        {
+            tracing::warn!(
+                over_bytes = over,
+                raw_max_bytes = max,
+                "tier 1 is over retention.raw_max_bytes, and what is left is not yet counted \
+                 (or its hours' host detail is not done, or it is the collectors' open segments): \
+                 nothing more removed"
+            );
+            self.over_said = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
 /// The first pause after a failed attempt; each failure in a row doubles
 /// it, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -411,6 +471,7 @@ impl Worker<'_> {
         let poll = engine.config().classifier.poll_interval;
         let mut last_stats = Instant::now();
         let mut last_maintain: Option<Instant> = None;
+        let mut trim = Trim::new();
         while !self.stop.load(Ordering::Relaxed) {
             self.beat();
             while let Ok(control) = self.rx.try_recv() {
@@ -455,7 +516,9 @@ impl Worker<'_> {
             let hosts_busy = o.caught_up && engine.hosts_step(now_ms())?;
             // Then the daily rollup's older days, one a step.
             let daily_busy = o.caught_up && !hosts_busy && engine.daily_step(now_ms())?;
-            if o.caught_up && !hosts_busy && !daily_busy {
+            let idle = o.caught_up && !hosts_busy && !daily_busy;
+            trim.when_due(engine, idle)?;
+            if idle {
                 std::thread::sleep(poll);
             }
         }

@@ -1888,3 +1888,59 @@ fn a_list_file_is_reloaded_once_it_has_stopped_changing_not_half_written() {
         Some(t + 3_000)
     );
 }
+
+/// `retention.raw_max_bytes` (like nfexpire -s): tier 1 is kept below it by
+/// removing the sealed segments with the oldest records first, and only
+/// those fully counted: tier 2 keeps every row, the time removed is noted
+/// for rebuilds, and a segment not yet counted stays whatever the size.
+#[test]
+fn tier1_is_kept_below_raw_max_bytes_by_its_oldest_counted_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let (n, bytes) = tier1(state, 6, 1_000);
+    let raw = kopek_collector::segment::RawStore::new(state.join("raw"));
+    let ids = || -> Vec<u64> { raw.list().unwrap().iter().map(|s| s.id).collect() };
+    let size: Vec<u64> = raw.list().unwrap().iter().map(|s| s.size_bytes).collect();
+    assert_eq!(ids(), vec![1, 2, 3, 4, 5, 6]);
+    let mut cfg = config(state);
+    // Room for the newest three.
+    cfg.retention.raw_max_bytes = size[3] + size[4] + size[5] + 1;
+    let mut e = Engine::open(cfg.clone(), NOW_MS).unwrap();
+    let (removed, over) = e.trim_raw(NOW_MS).unwrap();
+    assert_eq!(removed, 0, "nothing counted yet");
+    assert_eq!(over, size[..3].iter().sum::<u64>() - 1);
+    assert_eq!(ids().len(), 6);
+    e.catch_up(NOW_MS).unwrap();
+    let over = e.trim_raw(NOW_MS).unwrap();
+    assert_eq!(
+        over.0, 0,
+        "counted, but the hours' host detail (read from tier 1) is not done"
+    );
+    while e.hosts_step(NOW_MS).unwrap() {}
+    assert_eq!(e.trim_raw(NOW_MS).unwrap(), (3, 0));
+    assert_eq!(ids(), vec![4, 5, 6]);
+    assert_eq!(tier2_totals(state), (n, bytes));
+    let newest_removed = (0..3_000).map(|i| flow(i).last_ms).max().unwrap();
+    assert_eq!(
+        tier2_meta(state, "raw_removed_through_ms"),
+        Some(newest_removed.to_string())
+    );
+    assert_eq!(e.trim_raw(NOW_MS).unwrap(), (0, 0), "below the limit now");
+
+    // A segment not yet counted and a limit of 1 byte: every counted one
+    // goes, it stays.
+    let flows: Vec<_> = (6_000..6_100).map(flow).collect();
+    sealed(state, 7, &[&flows]);
+    let seven = raw.list().unwrap().last().unwrap().size_bytes;
+    drop(e);
+    cfg.retention.raw_max_bytes = 1;
+    let mut e = Engine::open(cfg, NOW_MS).unwrap();
+    assert_eq!(e.trim_raw(NOW_MS).unwrap(), (3, seven - 1));
+    assert_eq!(ids(), vec![7]);
+    e.catch_up(NOW_MS).unwrap();
+    while e.hosts_step(NOW_MS).unwrap() {}
+    assert_eq!(e.trim_raw(NOW_MS).unwrap(), (1, 0));
+    assert_eq!(ids(), Vec::<u64>::new());
+    let (n7, b7): (u64, u64) = (100, flows.iter().map(|f| f.bytes()).sum());
+    assert_eq!(tier2_totals(state), (n + n7, bytes + b7));
+}

@@ -111,6 +111,10 @@ impl ClassifierConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionConfig {
     pub raw_days: u32,
+    /// Tier 1 in all (every collector's segments in the state dir) is kept
+    /// below this many bytes by removing the oldest fully counted sealed
+    /// segments (0: no limit).
+    pub raw_max_bytes: u64,
     pub traffic_days: u32,
     pub top_hosts_days: u32,
 }
@@ -414,6 +418,7 @@ pub(crate) fn validate_retention(
     }
     RetentionConfig {
         raw_days: r.raw_days,
+        raw_max_bytes: r.raw_max_bytes,
         traffic_days: r.traffic_days,
         top_hosts_days: r.top_hosts_days,
     }

@@ -374,6 +374,7 @@ fn default_point_direction() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     pub raw_days: u32,
+    pub raw_max_bytes: u64,
     pub traffic_days: u32,
     pub top_hosts_days: u32,
 }
@@ -382,6 +383,7 @@ impl Default for Retention {
     fn default() -> Self {
         Retention {
             raw_days: DEFAULT_RAW_DAYS,
+            raw_max_bytes: 0,
             traffic_days: DEFAULT_TRAFFIC_DAYS,
             top_hosts_days: DEFAULT_TOP_HOSTS_DAYS,
         }
