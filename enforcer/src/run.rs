@@ -199,10 +199,7 @@ impl Enforcer {
                     self.poll_counters()?;
                 }
                 let c = &self.config.enforcer;
-                nft::apply(
-                    c,
-                    &nft::replace_batch(c, &want, &caps, self.classes.as_ref(), c.lease),
-                )?;
+                nft::replace(c, &want, &caps, self.classes.as_ref(), c.lease)?;
                 self.applied = want;
                 self.applied_caps = caps;
                 self.last_renew = Instant::now();

@@ -34,10 +34,7 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
         Cmd::Install => {
             let config = kopek_config::Config::load(config_path)?;
             let c = &config.enforcer;
-            nft::apply(
-                c,
-                &nft::replace_batch(c, &Default::default(), &Default::default(), None, c.lease),
-            )?;
+            nft::replace(c, &Default::default(), &Default::default(), None, c.lease)?;
             outln!("table inet {} installed, nothing allowed", c.table);
             Ok(())
         }
@@ -71,7 +68,16 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
                 )))
             };
             let all: Vec<ipnet::IpNet> = (1..=100_000).map(addr).collect();
+            let set: std::collections::BTreeSet<ipnet::IpNet> = all.iter().copied().collect();
+            let none = Default::default();
             let batch = match what.as_str() {
+                // The whole table with 100,000 allowed: as the enforcer
+                // starts (guarded), and as one batch.
+                "replace" => {
+                    nft::replace(c, &set, &none, None, c.lease)?;
+                    return Ok(());
+                }
+                "replace-batch" => nft::replace_batch(c, &set, &none, None, c.lease),
                 "scratch" | "renew" => {
                     nft::delta_batch(c, &all, &[], &Default::default(), None, c.lease)
                 }
@@ -89,7 +95,10 @@ pub fn exec(config_path: &Path, a: &EnforcerArgs) -> super::Result {
                     nft::delta_batch(c, &new, &all[..500], &Default::default(), None, c.lease)
                 }
                 other => {
-                    return Err(anyhow::anyhow!("scratch, changes or renew, not {other:?}").into());
+                    return Err(anyhow::anyhow!(
+                        "scratch, changes, renew, replace or replace-batch, not {other:?}"
+                    )
+                    .into());
                 }
             };
             nft::apply(c, &batch)?;
