@@ -412,7 +412,14 @@ fn the_daemon_keeps_tier1_below_raw_max_bytes() {
     assert_eq!(t1.0 as u64, stored);
     let raw = kopek_collector::segment::RawStore::new(state.join("raw"));
     let size = || -> u64 { raw.list().unwrap().iter().map(|s| s.size_bytes).sum() };
-    let (before, segments) = (size(), raw.list().unwrap().len());
+    // Each segment's newest record, before any goes.
+    let newest: std::collections::BTreeMap<u64, i64> = raw
+        .list()
+        .unwrap()
+        .iter()
+        .map(|s| (s.id, s.read_footer().unwrap().unwrap().max_last_ms))
+        .collect();
+    let (before, segments) = (size(), newest.len());
     assert!(segments >= 4, "{segments} segments");
     let max = before / 2;
     let text = std::fs::read_to_string(&config).unwrap();
@@ -436,15 +443,21 @@ fn the_daemon_keeps_tier1_below_raw_max_bytes() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let left = raw.list().unwrap();
+    let left: Vec<u64> = raw.list().unwrap().iter().map(|s| s.id).collect();
     assert!(
         !left.is_empty() && left.len() < segments,
-        "{} of {segments} left",
-        left.len()
+        "{left:?} of {segments} left"
     );
-    // The oldest went: what is left is the newest ids.
-    let first_left = left.iter().map(|s| s.id).min().unwrap();
-    assert_eq!(left.len() as u64, segments as u64 - (first_left - 1));
+    // The segments with the oldest records went.
+    let oldest_left = left.iter().map(|id| newest[id]).min().unwrap();
+    for (id, t) in &newest {
+        if !left.contains(id) {
+            assert!(
+                *t <= oldest_left,
+                "segment {id} (newest record {t}) went before a newer-ended one stayed"
+            );
+        }
+    }
     wait_caught_up(&state, "after trimming", &mut classifier);
     classifier.stop();
     adds_up_to_tier1(&state, t1);

@@ -91,7 +91,11 @@ pub fn exec(config_path: &Path, a: &TrafficArgs) -> super::Result {
         return Err(anyhow::anyhow!("--from must be before --to").into());
     }
     let conn = SqliteTier2::open_read(&config.state_dir)?;
-    if let Some(note) = not_counting(&config.state_dir) {
+    let notes = [
+        collector_not_writing(&config),
+        not_counting(&config.state_dir),
+    ];
+    for note in notes.iter().flatten() {
         eprintln!("kopek: note: {note}");
     }
     let h = |n: u64| human_bytes(n, a.unit_base);
@@ -454,6 +458,31 @@ fn not_counting(state_dir: &Path) -> Option<String> {
         time_utc(f.written_ms),
         time_utc(f.engine.last_commit_ms)
     ))
+}
+
+/// Why the newest traffic is not in tier 1 yet, if the configured
+/// collector runs and cannot write it (a full disk).
+fn collector_not_writing(config: &kopek_config::Config) -> Option<String> {
+    use kopek_collector::run::{StatsSnapshot, stats_path};
+    let path = stats_path(&config.state_dir, &config.collector.name);
+    let s: StatsSnapshot = kopek_collector::state_file::read_json(&path).ok()?;
+    let w = s.last_write_failure.as_ref()?;
+    let running = super::DaemonProcess::from(&s).runs("collector");
+    (running && w.failure.recovered_ms.is_none()).then(|| {
+        format!(
+            "collector {} cannot write tier 1 since {} ({}): what the routers send meanwhile is \
+             held in its memory ({}){}, not in these figures yet",
+            s.collector,
+            time_utc(w.failure.since_ms),
+            w.failure.error,
+            human_bytes(w.held_bytes, 1024),
+            if w.paused {
+                " and, past collector.segment.hold_bytes, dropped and recorded as gaps"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// What a report's host rows lack, in the operator's words: hours not
