@@ -151,8 +151,7 @@ fn kill_9_at_random_moments_counts_every_record_exactly_once() {
     classifier.stop();
 
     // Tier 1 as it stands: every segment sealed.
-    let t1 = tier1_totals(&config);
-    assert_eq!(t1.0 as u64, stored);
+    let t1 = tier1_holds(&config, stored);
 
     let (state2, segments) = same_as_a_clean_run(&config, &state, work.path(), "kills");
     assert!(segments >= 4, "only {segments} segments");
@@ -226,10 +225,7 @@ fn a_full_disk_under_tier2_stops_counting_until_there_is_room_and_loses_nothing(
     classifier.assert_running();
     std::fs::remove_file(&filler).unwrap();
 
-    let out = gen_child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kopek gen failed");
-    let stored = settled_flows(&collector, flows);
-    collector.stop();
+    let stored = stream_done(gen_child, &mut collector, flows);
     let st = classifier.wait_caught_up(stored, Duration::from_secs(90));
     let f = &st["last_failure"];
     assert!(
@@ -245,8 +241,7 @@ fn a_full_disk_under_tier2_stops_counting_until_there_is_room_and_loses_nothing(
     );
     classifier.stop();
 
-    let t1 = tier1_totals(&config);
-    assert_eq!(t1.0 as u64, stored);
+    let t1 = tier1_holds(&config, stored);
     adds_up_to_tier1(&state, t1);
     let (clean, _) = same_as_a_clean_run(&config, &state, work.path(), "a full disk");
     adds_up_to_tier1(clean.path(), t1);
@@ -261,15 +256,15 @@ fn a_full_disk_under_tier2_stops_counting_until_there_is_room_and_loses_nothing(
 /// classifier started again counts everything exactly once.
 #[test]
 fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
-    let work = tempfile::tempdir().unwrap();
-    let mut collector = Collector::start(&classifier_config(work.path()));
-    let config = collector.config.clone();
-    let state = collector.state_dir().to_path_buf();
-    let mut classifier = Classifier::start(&config, &state);
-    let flows = FLOWS / 4;
-    let rate = RATE / 4;
-    let gen_child = stream(collector.port, flows, rate, 11);
-    wait_for_a_commit(&mut classifier);
+    let LiveRun {
+        work,
+        mut collector,
+        config,
+        state,
+        mut classifier,
+        flows,
+        gen_child,
+    } = LiveRun::start(11);
     let holder = rusqlite::Connection::open(state.join("tier2.sqlite")).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     // The classifier waits 10 s for a lock before its commit fails.
@@ -320,10 +315,7 @@ fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
     drop(holder);
     classifier.spawn();
 
-    let out = gen_child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kopek gen failed");
-    let stored = settled_flows(&collector, flows);
-    collector.stop();
+    let stored = stream_done(gen_child, &mut collector, flows);
     wait_caught_up(&state, "the classifier started again", &mut classifier);
     let st = classifier.stats();
     assert!(st["last_failure"].is_null(), "{st}");
@@ -339,11 +331,7 @@ fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
         String::from_utf8_lossy(&out.stderr)
     );
     classifier.stop();
-
-    let t1 = tier1_totals(&config);
-    assert_eq!(t1.0 as u64, stored);
-    adds_up_to_tier1(&state, t1);
-    same_as_a_clean_run(&config, &state, work.path(), "a locked tier 2");
+    like_a_clean_run(&config, &state, work.path(), stored, "a locked tier 2");
 }
 
 /// `tier2.sqlite` removed under a running classifier (an operator's `rm`,
@@ -354,14 +342,15 @@ fn a_tier2_locked_by_another_writer_is_reported_and_counted_once_it_is_free() {
 /// would: in the end the same rows as a clean run, from the same process.
 #[test]
 fn a_tier2_removed_under_the_classifier_is_made_again_from_tier1() {
-    let work = tempfile::tempdir().unwrap();
-    let mut collector = Collector::start(&classifier_config(work.path()));
-    let config = collector.config.clone();
-    let state = collector.state_dir().to_path_buf();
-    let mut classifier = Classifier::start(&config, &state);
-    let flows = FLOWS / 4;
-    let gen_child = stream(collector.port, flows, RATE / 4, 12);
-    wait_for_a_commit(&mut classifier);
+    let LiveRun {
+        work,
+        mut collector,
+        config,
+        state,
+        mut classifier,
+        flows,
+        gen_child,
+    } = LiveRun::start(12);
     for f in ["tier2.sqlite", "tier2.sqlite-wal", "tier2.sqlite-shm"] {
         let _ = std::fs::remove_file(state.join(f));
     }
@@ -379,16 +368,10 @@ fn a_tier2_removed_under_the_classifier_is_made_again_from_tier1() {
     assert!(error.contains("tier2.sqlite was removed"), "{st}");
     assert!(state.join("tier2.sqlite").exists());
 
-    let out = gen_child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kopek gen failed");
-    let stored = settled_flows(&collector, flows);
-    collector.stop();
+    let stored = stream_done(gen_child, &mut collector, flows);
     wait_caught_up(&state, "after tier 2 was made again", &mut classifier);
     classifier.stop();
-    let t1 = tier1_totals(&config);
-    assert_eq!(t1.0 as u64, stored);
-    adds_up_to_tier1(&state, t1);
-    same_as_a_clean_run(&config, &state, work.path(), "a removed tier 2");
+    like_a_clean_run(&config, &state, work.path(), stored, "a removed tier 2");
 }
 
 /// `retention.raw_max_bytes` on a daemon started over a tier 1 twice that
@@ -408,8 +391,7 @@ fn the_daemon_keeps_tier1_below_raw_max_bytes() {
     assert!(out.status.success(), "kopek gen failed");
     let stored = settled_flows(&collector, flows);
     collector.stop();
-    let t1 = tier1_totals(&config);
-    assert_eq!(t1.0 as u64, stored);
+    let t1 = tier1_holds(&config, stored);
     let raw = kopek_collector::segment::RawStore::new(state.join("raw"));
     let size = || -> u64 { raw.list().unwrap().iter().map(|s| s.size_bytes).sum() };
     // Each segment's newest record, before any goes.
@@ -788,6 +770,67 @@ top_hosts_days = 0
 }
 
 /// Flows and bytes in tier 1 (`kopek raw stats`).
+/// A collector and a classifier on one state dir, `kopek gen` streaming a
+/// quarter of [`FLOWS`] at a quarter of [`RATE`] into them, the classifier
+/// past its first commit.
+struct LiveRun {
+    work: tempfile::TempDir,
+    collector: Collector,
+    config: std::path::PathBuf,
+    state: std::path::PathBuf,
+    classifier: Classifier,
+    flows: u64,
+    gen_child: std::process::Child,
+}
+
+impl LiveRun {
+    fn start(seed: u64) -> LiveRun {
+        let work = tempfile::tempdir().unwrap();
+        let collector = Collector::start(&classifier_config(work.path()));
+        let config = collector.config.clone();
+        let state = collector.state_dir().to_path_buf();
+        let mut classifier = Classifier::start(&config, &state);
+        let flows = FLOWS / 4;
+        let gen_child = stream(collector.port, flows, RATE / 4, seed);
+        wait_for_a_commit(&mut classifier);
+        LiveRun {
+            work,
+            collector,
+            config,
+            state,
+            classifier,
+            flows,
+            gen_child,
+        }
+    }
+}
+
+/// Tier 1 holds the `stored` flows, tier 2 in `state` adds up to it and
+/// has the rows of a classifier that counted it without trouble.
+fn like_a_clean_run(config: &Path, state: &Path, work: &Path, stored: u64, what: &str) {
+    let t1 = tier1_holds(config, stored);
+    adds_up_to_tier1(state, t1);
+    same_as_a_clean_run(config, state, work, what);
+}
+
+/// Waits for `kopek gen` to end and for the collector to have written what
+/// it will of the `flows` sent, then stops (seals) it; returns the flows
+/// in tier 1.
+fn stream_done(gen_child: std::process::Child, collector: &mut Collector, flows: u64) -> u64 {
+    let out = gen_child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kopek gen failed");
+    let stored = settled_flows(collector, flows);
+    collector.stop();
+    stored
+}
+
+/// [`tier1_totals`], which must hold the `stored` flows.
+fn tier1_holds(config: &Path, stored: u64) -> (i64, i64) {
+    let t1 = tier1_totals(config);
+    assert_eq!(t1.0 as u64, stored);
+    t1
+}
+
 fn tier1_totals(config: &Path) -> (i64, i64) {
     let raw_stats: serde_json::Value =
         serde_json::from_str(&kopek(config, &["raw", "stats", "--format", "json"])).unwrap();

@@ -162,15 +162,7 @@ fn an_exporter_read_by_the_arrival_clock_is_stamped_by_the_collector() {
     // v5: the export time has millisecond precision.
     let mut enc = V5Encoder::new(V5Config::default()).unwrap();
     let (batch, expected, export_ms) = encode(&mut enc, 24, 600);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let before = now_ms();
-    for d in batch.iter() {
-        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
-    }
-    let n = expected.len() as u64;
-    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
-    let after = now_ms();
-    let (lo, hi) = (before - export_ms, after - export_ms);
+    let (lo, hi) = send_timed(&c, &batch, expected.len(), export_ms);
     assert!(lo > 86_400_000, "the generator's exports are in the past");
     // The receivers publish their counters a moment after the writer.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -196,6 +188,19 @@ fn an_exporter_read_by_the_arrival_clock_is_stamped_by_the_collector() {
     assert!(text.contains(&shown), "{shown:?} missing in {text}");
     c.stop();
     assert_stamped_on_arrival(&c, &expected, lo..=hi);
+}
+
+/// Sends `batch` to `c` and waits until its `flows` are written; returns
+/// the range its arrival minus `export_ms` lies in.
+fn send_timed(c: &Collector, batch: &DatagramBatch, flows: usize, export_ms: i64) -> (i64, i64) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = now_ms();
+    for d in batch.iter() {
+        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
+    }
+    let n = flows as u64;
+    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
+    (before - export_ms, now_ms() - export_ms)
 }
 
 /// Every record `c` stored is the flow `expected` moved by a shift in
@@ -234,15 +239,7 @@ fn an_exporter_clock_far_ahead_is_read_by_arrival_unasked() {
     let mut enc = V5Encoder::new(V5Config::default()).unwrap();
     // The generator's flows are of 2024: moved into 2099.
     let (batch, expected, export_ms) = encode_shifted(&mut enc, 25, 600, 75 * 365 * 86_400_000);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let before = now_ms();
-    for d in batch.iter() {
-        sock.send_to(d, ("127.0.0.1", c.port)).unwrap();
-    }
-    let n = expected.len() as u64;
-    assert_eq!(c.wait_flows(n, Duration::from_secs(10)), n);
-    let after = now_ms();
-    let (lo, hi) = (before - export_ms, after - export_ms);
+    let (lo, hi) = send_timed(&c, &batch, expected.len(), export_ms);
     assert!(hi < -70 * 365 * 86_400_000, "the exports are in 2099");
     // The receivers publish their counters a moment after the writer.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
