@@ -239,9 +239,46 @@ impl Source {
             .is_some_and(|p| self.last_poll.elapsed() >= p)
     }
 
+    /// Makes sure the next readings have somewhere to go before the
+    /// counters are read and zeroed: what an earlier write could not put
+    /// on disk (a full disk: its blocks stay in memory) is written first,
+    /// and the segment is rotated or opened. While this fails the counters
+    /// are left alone and go on counting in the kernel (64-bit), so
+    /// nothing is lost, and at most one poll's records wait in memory.
+    pub fn prepare(&mut self, now_ms: i64) -> Result<(), EnforcerError> {
+        let seg = |e: kopek_collector::segment::SegmentError| EnforcerError::Invalid(e.to_string());
+        if let Some(w) = self.writer.as_mut()
+            && w.pending_bytes() > 0
+        {
+            w.write_held().map_err(seg)?;
+        }
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| now_ms - w.created_ms() >= ROTATE_MS)
+            && let Some(w) = self.writer.take()
+        {
+            w.close(now_ms).map_err(seg)?;
+        }
+        if self.writer.is_none() {
+            let id = self.store.next_id(COLLECTOR).map_err(seg)?;
+            let opts = WriterOptions {
+                compression: Compression::Zstd { level: 1 },
+                durability: Durability::EveryBlock,
+            };
+            self.writer = Some(
+                SegmentWriter::create(self.store.dir(), COLLECTOR, id, now_ms, opts)
+                    .map_err(seg)?,
+            );
+        }
+        Ok(())
+    }
+
     /// Turns readings into tier-1 records and writes them durably (fsync
-    /// per block). Returns the counters read as zero (candidates for
-    /// deletion once unmapped).
+    /// per block), into the segment [`Self::prepare`] readied. Returns the
+    /// counters read as zero (candidates for deletion once unmapped). A
+    /// write that fails keeps the records in memory for the next
+    /// [`Self::prepare`].
     pub fn write(
         &mut self,
         readings: &[Reading],
@@ -304,34 +341,19 @@ impl Source {
                 sampling: 1,
             });
         }
-        if !records.is_empty() {
-            if self
-                .writer
-                .as_ref()
-                .is_some_and(|w| now_ms - w.created_ms() >= ROTATE_MS)
-                && let Some(w) = self.writer.take()
-            {
-                w.close(now_ms).map_err(seg)?;
-            }
-            if self.writer.is_none() {
-                let id = self.store.next_id(COLLECTOR).map_err(seg)?;
-                let opts = WriterOptions {
-                    compression: Compression::Zstd { level: 1 },
-                    durability: Durability::EveryBlock,
-                };
-                self.writer = Some(
-                    SegmentWriter::create(self.store.dir(), COLLECTOR, id, now_ms, opts)
-                        .map_err(seg)?,
-                );
-            }
-            if let Some(w) = self.writer.as_mut() {
-                w.append_flows(&records).map_err(seg)?;
-                w.sync_if_due(Instant::now()).map_err(seg)?;
-            }
-            self.records_written += records.len() as u64;
-        }
+        // The records are the writer's from here (in memory if the disk
+        // refuses them): the poll is done either way.
         self.last_poll_ms = now_ms;
         self.last_poll = Instant::now();
+        if !records.is_empty() {
+            let w = self
+                .writer
+                .as_mut()
+                .ok_or_else(|| EnforcerError::Invalid("counter segment not prepared".into()))?;
+            w.append_flows(&records).map_err(seg)?;
+            w.sync_if_due(Instant::now()).map_err(seg)?;
+            self.records_written += records.len() as u64;
+        }
         Ok(zero)
     }
 
@@ -356,6 +378,69 @@ pub fn stale(zero: &[String], applied: &BTreeSet<IpNet>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counter segments' filesystem full: a write that fails keeps its
+    /// records in memory, `prepare` (which runs before any counter is
+    /// zeroed) fails while there is no room, and once there is, writes
+    /// them: every reading ends in tier 1 once. Mounts a tmpfs: root (CI
+    /// runs as root).
+    #[test]
+    fn readings_survive_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&raw)
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(&raw);
+        let now = 1_800_000_000_000;
+        let reading = |host: &str, bytes: u64| Reading {
+            name: counter_name(host.parse().unwrap(), true, None),
+            packets: 1,
+            bytes,
+        };
+        let mut src = Source::open(dir.path(), now).unwrap();
+        src.prepare(now).unwrap();
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(raw.join("filler")).unwrap();
+            while f.write_all(&[0u8; 4096]).is_ok() {}
+        }
+        // More than the room a page of the segment has left.
+        let many: Vec<Reading> = (0..3_000u64)
+            .map(|i| reading(&format!("10.0.{}.{}", i / 256, i % 256), 1_000 + i))
+            .collect();
+        assert!(src.write(&many, None, now).is_err());
+        assert!(
+            src.prepare(now).is_err(),
+            "no room: the counters must not be read"
+        );
+        std::fs::remove_file(raw.join("filler")).unwrap();
+        src.prepare(now + 1_000).unwrap();
+        src.write(&[reading("10.0.0.2", 2_000)], None, now + 1_000)
+            .unwrap();
+        src.close(now + 2_000).unwrap();
+        let mut bytes = Vec::new();
+        for seg in src.store.list().unwrap() {
+            let mut r = kopek_collector::segment::SegmentReader::open(&seg.path).unwrap();
+            let (mut flows, mut losses) = (Vec::new(), Vec::new());
+            while r.next_block(&mut flows, &mut losses).unwrap().is_some() {}
+            bytes.extend(flows.iter().map(|f| f.bytes_raw));
+        }
+        let mut want: Vec<u64> = many.iter().map(|r| r.bytes).chain([2_000]).collect();
+        bytes.sort();
+        want.sort();
+        assert_eq!(bytes, want);
+    }
 
     #[test]
     fn counter_names_round_trip() {

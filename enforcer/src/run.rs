@@ -26,6 +26,8 @@ use crate::shaping::{self, Caps};
 
 /// Full comparison with the kernel at least this often.
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
+/// How often failing counter polls are said again.
+const COUNTERS_FAILING_SAID_EVERY: Duration = Duration::from_secs(60);
 const WATCHDOG_PING: Duration = Duration::from_secs(5);
 
 pub fn now_ms() -> i64 {
@@ -47,6 +49,8 @@ pub struct Enforcer {
     counters: Option<counters::Source>,
     /// The class lists as nft sets, when counting by class.
     classes: Option<ClassMirror>,
+    /// Counter polls fail since (when it was last said).
+    counters_failing: Option<Instant>,
 }
 
 /// What one step did.
@@ -98,6 +102,7 @@ impl Enforcer {
             last_renew: Instant::now(),
             last_resync: Instant::now(),
             counters,
+            counters_failing: None,
         };
         e.resync(true)?;
         Ok(e)
@@ -111,6 +116,7 @@ impl Enforcer {
         };
         let c = &self.config.enforcer;
         let before = src.records_written;
+        src.prepare(now_ms())?;
         let readings = counters::reset_all(c)?;
         let zero = src.write(&readings, self.classes.as_ref(), now_ms())?;
         let stale = counters::stale(&zero, &self.applied);
@@ -217,7 +223,28 @@ impl Enforcer {
             .as_ref()
             .is_some_and(|src| src.due(&self.config.enforcer))
         {
-            s.counted = self.poll_counters()?;
+            // A counter poll that fails (its tier 1 on a full disk) does
+            // not hold up the allowed set and the leases: the counts wait
+            // in the kernel or in memory (`counters::Source::prepare`).
+            match self.poll_counters() {
+                Ok(n) => {
+                    s.counted = n;
+                    self.counters_failing = None;
+                }
+                Err(e) => {
+                    if self
+                        .counters_failing
+                        .is_none_or(|t| t.elapsed() >= COUNTERS_FAILING_SAID_EVERY)
+                    {
+                        tracing::error!(
+                            error = %e,
+                            "nft counters not written to tier 1 (retried every poll; \
+                             the counts wait in the kernel, nothing is lost)"
+                        );
+                        self.counters_failing = Some(Instant::now());
+                    }
+                }
+            }
         }
         if self.last_resync.elapsed() >= RESYNC_EVERY {
             self.reload_classes()?;
