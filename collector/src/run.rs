@@ -402,11 +402,14 @@ impl Shared {
     /// Notes a failed write; returns the attempts of the run so far.
     fn failed(&self, e: &SegmentError) -> u64 {
         let mut slot = self.write_failure.lock().expect("poisoned");
-        let mut run = slot.take().map(|w| w.failure);
-        let attempts = Failure::note(&mut run, now_ms(), e.to_string()).attempts;
+        // A run that goes on keeps what it holds; a new one holds nothing
+        // yet (`note_held` says when it does).
         let (held_bytes, paused) = slot
             .as_ref()
+            .filter(|w| w.failure.recovered_ms.is_none())
             .map_or((0, false), |w| (w.held_bytes, w.paused));
+        let mut run = slot.take().map(|w| w.failure);
+        let attempts = Failure::note(&mut run, now_ms(), e.to_string()).attempts;
         *slot = run.map(|failure| WriteFailure {
             failure,
             held_bytes,
@@ -1244,8 +1247,7 @@ fn write_loop(
                 }
             }
             if let Err(e) = seg.append_encoded(&b.flows, &b.losses, &changed) {
-                held(&mut seg, e, shared)?;
-                retry_at = Instant::now() + HELD_RETRY;
+                retry_at = held(&mut seg, e, shared)?;
             }
             for l in &b.losses {
                 tracing::warn!(
@@ -1262,8 +1264,7 @@ fn write_loop(
             match seg.write_held() {
                 Ok(()) => shared.written_again(),
                 Err(e) => {
-                    held(&mut seg, e, shared)?;
-                    retry_at = Instant::now() + HELD_RETRY;
+                    retry_at = held(&mut seg, e, shared)?;
                 }
             }
         }
@@ -1301,8 +1302,7 @@ fn write_loop(
             published = Published::of(&seg);
             let all: Vec<SeqCheckpoint> = written.values().cloned().collect();
             if let Err(e) = seg.append_checkpoint(&all) {
-                held(&mut seg, e, shared)?;
-                retry_at = Instant::now() + HELD_RETRY;
+                retry_at = held(&mut seg, e, shared)?;
             }
             *shared.open_segment.lock().expect("poisoned") = seg.path().display().to_string();
             opened = Instant::now();
@@ -1326,8 +1326,13 @@ fn write_loop(
 }
 
 /// A write of `seg` failed with `e`: a disk without room makes it hold
-/// (noted for the stats and the log); any other error is returned.
-fn held(seg: &mut SegmentWriter, e: SegmentError, shared: &Shared) -> Result<(), SegmentError> {
+/// (noted for the stats and the log) and returns when to try again; any
+/// other error is returned.
+fn held(
+    seg: &mut SegmentWriter,
+    e: SegmentError,
+    shared: &Shared,
+) -> Result<Instant, SegmentError> {
     if !e.is_no_space() {
         return Err(e);
     }
@@ -1339,7 +1344,7 @@ fn held(seg: &mut SegmentWriter, e: SegmentError, shared: &Shared) -> Result<(),
              (collector.segment.hold_bytes) and writing them as soon as the disk has room"
         );
     }
-    Ok(())
+    Ok(Instant::now() + HELD_RETRY)
 }
 
 /// Kernel drops of our UDP sockets (receive buffer overruns), from

@@ -18,7 +18,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_name(path);
     let renamed = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     match renamed {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+        Err(e) if no_space(&e) => {
             let _ = fs::remove_file(&tmp);
             let f = OpenOptions::new().write(true).open(path).map_err(|_| e)?;
             f.write_all_at(bytes, 0)?;
@@ -26,6 +26,11 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         }
         other => other,
     }
+}
+
+/// The filesystem had no room for a write (full, or over a quota).
+pub fn no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 fn temp_name(path: &Path) -> PathBuf {

@@ -57,8 +57,7 @@ impl SegmentError {
     /// The filesystem had no room for a write (full, or over a quota): a
     /// condition an operator fixes while the collector waits.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, SegmentError::Io { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+        matches!(self, SegmentError::Io { source, .. } if crate::state_file::no_space(source))
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SegmentError {
